@@ -1,0 +1,654 @@
+//! Wire types of the `/api/v1` HTTP API.
+//!
+//! Every request body refuses unknown fields, so a typo in a script is an error and not
+//! a silently ignored option. Timestamps are RFC 3339 in UTC.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::resource::ResourceType;
+use crate::run::{Actor, FailureStage, Priority, RunState};
+use crate::template::TemplateVariable;
+
+pub type Timestamp = DateTime<Utc>;
+
+// ---------------------------------------------------------------------------------
+// Errors
+
+/// Every error response: `{"error": {"code": …, "message": …, "details": …}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (see [`ErrorCode`]).
+    pub code: ErrorCode,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
+    /// Structured extras, e.g. the list of config problems with their paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// Stable error codes. New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body or query is malformed (bad JSON, unknown field, wrong type).
+    BadRequest,
+    /// A queue's resource config does not match the resource's schema.
+    InvalidConfig,
+    /// A template variable definition or value is not acceptable.
+    InvalidTemplate,
+    /// No credentials, or credentials that are not valid.
+    Unauthenticated,
+    /// The caller is known but may not do this (only for actions on visible objects,
+    /// e.g. a non-admin creating users).
+    Forbidden,
+    /// The object does not exist or is not visible to the caller.
+    NotFound,
+    /// The object exists already, or the request conflicts with its current state.
+    Conflict,
+    /// The requested run state change is not allowed.
+    IllegalTransition,
+    /// The agent session was replaced by a newer registration under the same name.
+    Superseded,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
+    /// The server is shutting down or its store is unavailable.
+    Unavailable,
+    /// A bug or an unexpected failure on the server; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::InvalidTemplate => "invalid_template",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::IllegalTransition => "illegal_transition",
+            ErrorCode::Superseded => "superseded",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Identity
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub created_at: DateTime<Utc>,
+    /// Teams the user belongs to.
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A new user and its first API key (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUser {
+    pub user: User,
+    pub api_key: CreatedApiKey,
+}
+
+/// The caller: who they are and which entities they may use.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user: User,
+    /// The user's own entity first, then their teams.
+    pub entities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Team {
+    pub name: String,
+    pub members: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTeam {
+    pub name: String,
+    /// Initial members (user names).
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user: String,
+}
+
+/// An API key's metadata. The secret itself is never returned after creation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+    /// Create the key for another user (admins only). Defaults to the caller.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// A freshly created key. `secret` is shown this once and stored only hashed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+// ---------------------------------------------------------------------------------
+// Queues
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Queue {
+    pub id: String,
+    pub entity: String,
+    pub name: String,
+    pub resource: ResourceType,
+    /// The resource configuration as stored (template placeholders not substituted).
+    pub config: Value,
+    pub template_variables: Vec<TemplateVariable>,
+    pub prioritize: bool,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Runs waiting in the queue now.
+    pub depth: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQueue {
+    pub name: String,
+    /// Owner: a user or a team. Defaults to the caller's own entity.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// `local-process`, `docker`, `kubernetes`, `sagemaker`, `vertex`
+    /// (W&B aliases `local-container`, `gcp-vertex` accepted).
+    pub resource: String,
+    /// A JSON object, or a string holding a YAML or JSON document.
+    #[serde(default)]
+    pub config: Option<Value>,
+    #[serde(default)]
+    pub template_variables: Vec<TemplateVariable>,
+    #[serde(default)]
+    pub prioritize: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Fields left out are unchanged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateQueue {
+    #[serde(default)]
+    pub config: Option<Value>,
+    #[serde(default)]
+    pub template_variables: Option<Vec<TemplateVariable>>,
+    #[serde(default)]
+    pub prioritize: Option<bool>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Runs
+
+/// A reference to a stored job: `NAME` or `NAME:VERSION` (`v3`, `latest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+impl JobRef {
+    /// Parses `NAME[:VERSION]`.
+    pub fn parse(s: &str) -> Result<JobRef, String> {
+        let (name, version) = match s.split_once(':') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (s, None),
+        };
+        crate::names::validate("job", name).map_err(|e| e.to_string())?;
+        if let Some(v) = &version
+            && (v.is_empty()
+                || !(v == "latest" || (v.starts_with('v') && v[1..].parse::<u32>().is_ok())))
+        {
+            return Err(format!(
+                "invalid job version {v:?} in {s:?}; expected vN (v0, v1, …) or latest"
+            ));
+        }
+        Ok(JobRef {
+            name: name.to_string(),
+            version,
+        })
+    }
+}
+
+impl std::fmt::Display for JobRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{}:{v}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Enqueue a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequest {
+    /// Queue name; with `entity`, or resolved among the caller's entities.
+    pub queue: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A container image to run (exactly one of `image` and `job`). For a
+    /// `local-process` queue, leave both out and give an entry point.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub job: Option<JobRef>,
+    #[serde(default)]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The run config, handed to the job as `HOIST_RUN_CONFIG`.
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// Deep-merged over the queue's resource config for this run only.
+    #[serde(default)]
+    pub resource_args: Option<Value>,
+    /// Values for the queue's template variables (strings are converted to the
+    /// variable's type).
+    #[serde(default)]
+    pub template_values: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    pub stage: FailureStage,
+    pub message: String,
+    /// The last lines of the run's logs when it failed.
+    #[serde(default)]
+    pub log_tail: Vec<String>,
+}
+
+/// One state change of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Transition {
+    pub from: Option<RunState>,
+    pub to: RunState,
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub reason: String,
+}
+
+/// The agent that holds (or last held) a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunAgent {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: String,
+    pub entity: String,
+    pub queue: String,
+    pub project: String,
+    pub name: String,
+    pub image: Option<String>,
+    pub job: Option<JobRef>,
+    pub entry_point: Option<Vec<String>>,
+    pub args: Vec<String>,
+    /// Environment for the job. In responses to people, values of variables whose
+    /// names look secret are masked.
+    pub env: BTreeMap<String, String>,
+    pub config: Value,
+    pub resource_args: Value,
+    pub template_values: BTreeMap<String, Value>,
+    pub priority: Priority,
+    pub resource: ResourceType,
+    /// The queue's config with template variables substituted and resource args
+    /// merged, as of launch; agent-side macros (`${run_id}`…) are not yet applied.
+    pub resource_config: Value,
+    pub state: RunState,
+    pub state_reason: String,
+    pub stop_requested: bool,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub agent: Option<RunAgent>,
+    /// How many times the run was handed to an agent.
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub failure: Option<Failure>,
+    /// Every state change; present in `GET /runs/{id}`, absent in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<Transition>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+    /// Pass as `before` to get the next (older) page.
+    pub next_cursor: Option<String>,
+}
+
+/// An agent's report of a run's progress.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunUpdate {
+    /// The agent session that holds the run.
+    pub session: String,
+    pub state: RunState,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Logs
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines written by hoist itself (build output, agent notes).
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    pub ts: DateTime<Utc>,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// A batch of log lines from the agent (or the job itself, with its run token).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    #[serde(default)]
+    pub session: Option<String>,
+    pub lines: Vec<LogLine>,
+}
+
+/// A line as stored, with its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredLogLine {
+    /// 0-based index of the line in the run's log.
+    pub offset: u64,
+    pub ts: DateTime<Utc>,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub lines: Vec<StoredLogLine>,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// The run has ended and every line has been read.
+    pub complete: bool,
+}
+
+// ---------------------------------------------------------------------------------
+// Agents
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Connected, no job running.
+    Polling,
+    /// Connected, at least one job running.
+    Running,
+    /// Deregistered cleanly.
+    Stopped,
+    /// Missed its heartbeats.
+    Lost,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Polling => "polling",
+            AgentStatus::Running => "running",
+            AgentStatus::Stopped => "stopped",
+            AgentStatus::Lost => "lost",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub name: String,
+    pub host: String,
+    pub version: String,
+    /// `QUEUE` (in `entity`) or `ENTITY/QUEUE`.
+    pub queues: Vec<String>,
+    /// Default entity for queue names without one; defaults to the caller's own.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// Concurrent runs; -1 = no limit.
+    pub max_jobs: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub host: String,
+    pub version: String,
+    pub status: AgentStatus,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// `ENTITY/QUEUE`.
+    pub queues: Vec<String>,
+    pub max_jobs: i64,
+    pub running: u32,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentSession {
+    pub agent: Agent,
+    /// Identifies this registration; a later registration under the same name
+    /// supersedes it.
+    pub session: String,
+    /// Send a heartbeat at least this often.
+    pub heartbeat_interval_ms: u64,
+    /// Confirm a claimed run (move it past `claimed`) within this time.
+    pub lease_ms: u64,
+    /// Longest `wait_ms` a claim may ask for.
+    pub max_claim_wait_ms: u64,
+    /// Runs that an earlier session of this agent left running (to re-adopt or fail).
+    pub held_runs: Vec<ClaimedRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub session: String,
+    /// Claim at most this many runs (the agent's free capacity).
+    pub max: u32,
+    /// Wait up to this long for a run (or a stop request) before answering empty.
+    pub wait_ms: u64,
+}
+
+/// A run handed to an agent, with everything it needs to execute it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimedRun {
+    /// The run, env unmasked.
+    pub run: Run,
+    /// A run-scoped token for the job to report back (`HOIST_RUN_TOKEN`).
+    pub token: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimResponse {
+    pub runs: Vec<ClaimedRun>,
+    /// Runs of this agent whose stop was requested.
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub session: String,
+    /// Runs the agent is executing now.
+    #[serde(default)]
+    pub running: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    /// Runs of this agent whose stop was requested.
+    pub stop: Vec<String>,
+    /// Runs the agent reported that the server no longer assigns to it (ended,
+    /// cancelled, or handed to someone else): the agent should let go of them.
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deregister {
+    pub session: String,
+}
+
+/// Release claimed runs the agent will not start (shutdown).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRuns {
+    pub session: String,
+    pub runs: Vec<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------
+// Health
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Environment variable names that look like they hold a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL"]
+        .iter()
+        .any(|w| up.contains(w))
+}
+
+/// What a masked secret value is shown as.
+pub const MASKED: &str = "********";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_refs() {
+        assert_eq!(JobRef::parse("train").unwrap().version, None);
+        assert_eq!(
+            JobRef::parse("train:v3").unwrap().version.as_deref(),
+            Some("v3")
+        );
+        assert_eq!(
+            JobRef::parse("train:latest").unwrap().to_string(),
+            "train:latest"
+        );
+        assert!(JobRef::parse("train:3").is_err());
+        assert!(JobRef::parse(":v1").is_err());
+        assert!(JobRef::parse("a b").is_err());
+    }
+
+    #[test]
+    fn secret_names() {
+        for s in [
+            "WANDB_API_KEY",
+            "aws_secret_access_key",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(looks_secret(s), "{s}");
+        }
+        for s in ["PATH", "HOME", "EPOCHS", "CUDA_VISIBLE_DEVICES"] {
+            assert!(!looks_secret(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_refused() {
+        let e = serde_json::from_str::<LaunchRequest>(r#"{"queue":"q","imgae":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `imgae`"), "{e}");
+    }
+}
