@@ -1,1 +1,430 @@
-//! hoist-client
+//! hoist-client: the typed HTTP client of the `/api/v1` API.
+//!
+//! Used by the CLI and by the agent; every call maps to one endpoint and returns the
+//! wire types of `hoist_core::api`. Errors keep the server's code and message
+//! ([`ClientError::Api`]) so callers can show them as they are.
+//!
+//! Architecture Invariant: the API key only ever travels in the `Authorization`
+//! header; it is never part of a URL, an error or a `Debug` output.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use hoist_core::api::*;
+use reqwest::{Method, RequestBuilder};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach the hoist server at {base}: {source}")]
+    Transport {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered something that is not the expected JSON.
+    #[error("unexpected answer from the hoist server ({status}): {detail}")]
+    Protocol { status: u16, detail: String },
+    #[error("invalid server URL {0:?}: expected http://HOST:PORT or https://HOST")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    /// Worth retrying: the server was unreachable, overloaded or restarting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } => true,
+            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => {
+                matches!(*status, 502..=504) || *status == 503
+            }
+            ClientError::BadUrl(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// An API key or run token; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<Secret>,
+}
+
+/// Path segment escaping for names that end up in URLs.
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<hoist_core::run::RunState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://127.0.0.1:7480`).
+    pub fn new(base: &str, key: Option<Secret>) -> Result<Client> {
+        let base = base.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::BadUrl(base.clone()))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(ClientError::BadUrl(base));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                base: base.clone(),
+                source: e,
+            })?;
+        Ok(Client { http, base, key })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The same server with another credential (a run token, say).
+    pub fn with_key(&self, key: Secret) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            key: Some(key),
+        }
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            r = r.bearer_auth(k.expose());
+        }
+        r
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            base: self.base.clone(),
+            source: e.without_url(),
+        }
+    }
+
+    async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = r.send().await.map_err(|e| self.transport(e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(ClientError::Api {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+                details: b.error.details,
+            }),
+            Err(_) => Err(ClientError::Protocol {
+                status,
+                detail: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let resp = self.send(r).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            status,
+            detail: format!("{e}"),
+        })
+    }
+
+    async fn empty(&self, r: RequestBuilder) -> Result<()> {
+        self.send(r).await.map(|_| ())
+    }
+
+    // -- health --------------------------------------------------------------------
+
+    pub async fn health(&self) -> Result<Health> {
+        self.json(self.req(Method::GET, "/healthz").timeout(Duration::from_secs(5)))
+            .await
+    }
+
+    // -- identity ------------------------------------------------------------------
+
+    pub async fn me(&self) -> Result<Me> {
+        self.json(self.req(Method::GET, "/api/v1/me")).await
+    }
+    pub async fn create_user(&self, req: &CreateUser) -> Result<CreatedUser> {
+        self.json(self.req(Method::POST, "/api/v1/users").json(req)).await
+    }
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.json(self.req(Method::GET, "/api/v1/users")).await
+    }
+    pub async fn get_user(&self, name: &str) -> Result<User> {
+        self.json(self.req(Method::GET, &format!("/api/v1/users/{}", seg(name))))
+            .await
+    }
+    pub async fn create_team(&self, req: &CreateTeam) -> Result<Team> {
+        self.json(self.req(Method::POST, "/api/v1/teams").json(req)).await
+    }
+    pub async fn list_teams(&self) -> Result<Vec<Team>> {
+        self.json(self.req(Method::GET, "/api/v1/teams")).await
+    }
+    pub async fn get_team(&self, name: &str) -> Result<Team> {
+        self.json(self.req(Method::GET, &format!("/api/v1/teams/{}", seg(name))))
+            .await
+    }
+    pub async fn delete_team(&self, name: &str) -> Result<()> {
+        self.empty(self.req(Method::DELETE, &format!("/api/v1/teams/{}", seg(name))))
+            .await
+    }
+    pub async fn add_member(&self, team: &str, user: &str) -> Result<Team> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/teams/{}/members", seg(team)))
+                .json(&AddMember { user: user.into() }),
+        )
+        .await
+    }
+    pub async fn remove_member(&self, team: &str, user: &str) -> Result<()> {
+        self.empty(self.req(
+            Method::DELETE,
+            &format!("/api/v1/teams/{}/members/{}", seg(team), seg(user)),
+        ))
+        .await
+    }
+    pub async fn create_key(&self, req: &CreateApiKey) -> Result<CreatedApiKey> {
+        self.json(self.req(Method::POST, "/api/v1/keys").json(req)).await
+    }
+    pub async fn list_keys(&self, all: bool) -> Result<Vec<ApiKey>> {
+        self.json(self.req(Method::GET, "/api/v1/keys").query(&[("all", all)]))
+            .await
+    }
+    pub async fn revoke_key(&self, id: &str) -> Result<()> {
+        self.empty(self.req(Method::DELETE, &format!("/api/v1/keys/{}", seg(id))))
+            .await
+    }
+
+    // -- queues --------------------------------------------------------------------
+
+    pub async fn create_queue(&self, req: &CreateQueue) -> Result<Queue> {
+        self.json(self.req(Method::POST, "/api/v1/queues").json(req)).await
+    }
+    pub async fn list_queues(&self, entity: Option<&str>) -> Result<Vec<Queue>> {
+        let mut r = self.req(Method::GET, "/api/v1/queues");
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        self.json(r).await
+    }
+    pub async fn get_queue(&self, entity: &str, name: &str) -> Result<Queue> {
+        self.json(self.req(
+            Method::GET,
+            &format!("/api/v1/queues/{}/{}", seg(entity), seg(name)),
+        ))
+        .await
+    }
+    pub async fn update_queue(&self, entity: &str, name: &str, req: &UpdateQueue) -> Result<Queue> {
+        self.json(
+            self.req(
+                Method::PATCH,
+                &format!("/api/v1/queues/{}/{}", seg(entity), seg(name)),
+            )
+            .json(req),
+        )
+        .await
+    }
+    pub async fn delete_queue(&self, entity: &str, name: &str, force: bool) -> Result<()> {
+        self.empty(
+            self.req(
+                Method::DELETE,
+                &format!("/api/v1/queues/{}/{}", seg(entity), seg(name)),
+            )
+            .query(&[("force", force)]),
+        )
+        .await
+    }
+
+    // -- runs ----------------------------------------------------------------------
+
+    pub async fn launch(&self, req: &LaunchRequest) -> Result<Run> {
+        self.json(self.req(Method::POST, "/api/v1/runs").json(req)).await
+    }
+    pub async fn list_runs(&self, q: &RunQuery) -> Result<RunList> {
+        self.json(self.req(Method::GET, "/api/v1/runs").query(q)).await
+    }
+    pub async fn get_run(&self, id: &str) -> Result<Run> {
+        self.json(self.req(Method::GET, &format!("/api/v1/runs/{}", seg(id))))
+            .await
+    }
+    pub async fn cancel_run(&self, id: &str) -> Result<Run> {
+        self.json(self.req(Method::POST, &format!("/api/v1/runs/{}/cancel", seg(id))))
+            .await
+    }
+    pub async fn stop_run(&self, id: &str, reason: Option<String>) -> Result<Run> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/runs/{}/stop", seg(id)))
+                .json(&StopRequest { reason }),
+        )
+        .await
+    }
+    pub async fn update_run(&self, id: &str, u: &RunUpdate) -> Result<Run> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/runs/{}/state", seg(id)))
+                .json(u),
+        )
+        .await
+    }
+    pub async fn read_logs(&self, id: &str, offset: u64, limit: Option<u64>) -> Result<LogPage> {
+        let mut r = self
+            .req(Method::GET, &format!("/api/v1/runs/{}/logs", seg(id)))
+            .query(&[("offset", offset)]);
+        if let Some(l) = limit {
+            r = r.query(&[("limit", l)]);
+        }
+        self.json(r).await
+    }
+    pub async fn append_logs(&self, id: &str, batch: &LogBatch) -> Result<LogPage> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/runs/{}/logs", seg(id)))
+                .json(batch),
+        )
+        .await
+    }
+
+    /// Follows a run's log live from `offset`; the stream ends when the run has ended
+    /// and every line was delivered.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        offset: u64,
+    ) -> Result<impl Stream<Item = Result<StoredLogLine>> + use<>> {
+        let resp = self
+            .send(
+                self.req(Method::GET, &format!("/api/v1/runs/{}/logs", seg(id)))
+                    .query(&[("offset", offset.to_string()), ("follow", "true".into())]),
+            )
+            .await?;
+        let base = self.base.clone();
+        let mut bytes = resp.bytes_stream();
+        Ok(async_stream::try_stream! {
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(chunk) = bytes.next().await {
+                let chunk = chunk.map_err(|e| ClientError::Transport { base: base.clone(), source: e.without_url() })?;
+                buf.extend_from_slice(&chunk);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let line = &line[..line.len() - 1];
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed: StoredLogLine = serde_json::from_slice(line).map_err(|e| ClientError::Protocol {
+                        status: 200,
+                        detail: format!("bad log line: {e}"),
+                    })?;
+                    yield parsed;
+                }
+            }
+        })
+    }
+
+    // -- agents --------------------------------------------------------------------
+
+    pub async fn register_agent(&self, req: &RegisterAgent) -> Result<AgentSession> {
+        self.json(self.req(Method::POST, "/api/v1/agents").json(req)).await
+    }
+    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
+        self.json(self.req(Method::GET, "/api/v1/agents")).await
+    }
+    pub async fn get_agent(&self, id: &str) -> Result<Agent> {
+        self.json(self.req(Method::GET, &format!("/api/v1/agents/{}", seg(id))))
+            .await
+    }
+    /// A long poll: the HTTP timeout is the wait plus a margin.
+    pub async fn claim(&self, agent_id: &str, req: &ClaimRequest) -> Result<ClaimResponse> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/agents/{}/claim", seg(agent_id)))
+                .timeout(Duration::from_millis(req.wait_ms) + Duration::from_secs(15))
+                .json(req),
+        )
+        .await
+    }
+    pub async fn heartbeat(&self, agent_id: &str, req: &Heartbeat) -> Result<HeartbeatResponse> {
+        self.json(
+            self.req(Method::POST, &format!("/api/v1/agents/{}/heartbeat", seg(agent_id)))
+                .timeout(Duration::from_secs(15))
+                .json(req),
+        )
+        .await
+    }
+    pub async fn deregister(&self, agent_id: &str, session: &str) -> Result<()> {
+        self.empty(
+            self.req(Method::POST, &format!("/api/v1/agents/{}/deregister", seg(agent_id)))
+                .timeout(Duration::from_secs(10))
+                .json(&Deregister {
+                    session: session.into(),
+                }),
+        )
+        .await
+    }
+}
