@@ -4,6 +4,7 @@
 //! - [`api`]: the JSON wire types of the `/api/v1` HTTP API (requests, responses, the
 //!   error envelope). Shared verbatim by the server, the client and the agent.
 //! - [`run`]: the run lifecycle: states, priorities, who may move a run where.
+//! - [`merge`]: deep merge of JSON documents (resource args over queue configs).
 //! - [`names`]: validation of user-chosen names (entities, queues, projects, agents).
 //! - [`resource`]: resource types (`local-process`, `docker`, …) and the schema checks
 //!   of each resource's queue configuration, with path-bearing problems.
@@ -12,6 +13,7 @@
 //! - [`yaml`]: YAML/JSON documents parsed into `serde_json::Value` with line-aware errors.
 
 pub mod api;
+pub mod merge;
 pub mod names;
 pub mod resource;
 pub mod run;

@@ -1,1 +1,23 @@
-//! hoist-server
+//! hoist-server: the control plane.
+//!
+//! # Layout
+//! - [`store`]: the durable store (SQLite or PostgreSQL) and every query; group commit
+//!   for SQLite writes.
+//! - [`api`]: the `/api/v1` HTTP API (axum), its OpenAPI document, health and metrics.
+//! - [`auth`]: API keys and run tokens → the caller ([`auth::Principal`]); access rules.
+//! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers.
+//! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
+//! - [`server`]: configuration, start-up (admin bootstrap), graceful shutdown.
+//! - [`clock`], [`secrets`], [`error`]: time, credentials, the error boundary.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod dispatch;
+pub mod error;
+pub mod reaper;
+pub mod secrets;
+pub mod server;
+pub mod store;
+
+pub use server::{Server, ServerConfig};

@@ -1,0 +1,135 @@
+-- hoist store, SQLite dialect. Keep in step with ../postgres/0001_init.sql:
+-- the same tables, columns and indexes; only types and autoincrement differ.
+-- Times are milliseconds since the Unix epoch; booleans are 0/1; JSON is TEXT.
+
+CREATE TABLE entities (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('user', 'team')),
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY REFERENCES entities(name),
+    admin       INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE team_members (
+    team        TEXT NOT NULL REFERENCES entities(name),
+    user_name   TEXT NOT NULL REFERENCES users(name),
+    added_at    INTEGER NOT NULL,
+    PRIMARY KEY (team, user_name)
+);
+CREATE INDEX team_members_user ON team_members(user_name);
+
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    user_name     TEXT NOT NULL REFERENCES users(name),
+    name          TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+CREATE INDEX api_keys_user ON api_keys(user_name);
+
+CREATE TABLE queues (
+    id              TEXT PRIMARY KEY,
+    entity          TEXT NOT NULL REFERENCES entities(name),
+    name            TEXT NOT NULL,
+    resource        TEXT NOT NULL,
+    config          TEXT NOT NULL,
+    template_vars   TEXT NOT NULL,
+    prioritize      INTEGER NOT NULL,
+    description     TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (entity, name)
+);
+
+CREATE TABLE runs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    queue_id         TEXT NOT NULL,
+    entity           TEXT NOT NULL,
+    queue_name       TEXT NOT NULL,
+    project          TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    spec             TEXT NOT NULL,
+    resource         TEXT NOT NULL,
+    resource_config  TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    eff_prio         INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    state_reason     TEXT NOT NULL,
+    stop_requested   INTEGER NOT NULL DEFAULT 0,
+    stop_pending     INTEGER NOT NULL DEFAULT 0,
+    created_by       TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    ended_at         INTEGER,
+    agent_id         TEXT,
+    agent_name       TEXT,
+    lease_expires_at INTEGER,
+    unknown_since    INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    lapses           INTEGER NOT NULL DEFAULT 0,
+    exit_code        INTEGER,
+    failure          TEXT,
+    log_lines        INTEGER NOT NULL DEFAULT 0
+);
+-- The claim index: only queued runs, in serving order. Its size is the queue depth,
+-- and finding the head of a queue is one index seek whatever the depth.
+CREATE INDEX runs_queued ON runs(queue_id, eff_prio, seq) WHERE state = 'queued';
+CREATE INDEX runs_claimed_lease ON runs(lease_expires_at) WHERE state = 'claimed';
+CREATE INDEX runs_unknown ON runs(unknown_since) WHERE state = 'unknown';
+CREATE INDEX runs_agent ON runs(agent_id) WHERE agent_id IS NOT NULL;
+CREATE INDEX runs_stop_pending ON runs(agent_id) WHERE stop_pending = 1;
+CREATE INDEX runs_queue_seq ON runs(queue_id, seq);
+CREATE INDEX runs_entity_seq ON runs(entity, seq);
+CREATE INDEX runs_state_seq ON runs(state, seq);
+
+CREATE TABLE run_transitions (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX run_transitions_run ON run_transitions(run_id, seq);
+
+CREATE TABLE run_tokens (
+    id           TEXT PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+CREATE INDEX run_tokens_run ON run_tokens(run_id);
+
+CREATE TABLE run_logs (
+    run_id   TEXT NOT NULL,
+    line_no  INTEGER NOT NULL,
+    ts       INTEGER NOT NULL,
+    stream   TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    PRIMARY KEY (run_id, line_no)
+);
+
+CREATE TABLE agents (
+    id                 TEXT PRIMARY KEY,
+    owner              TEXT NOT NULL REFERENCES users(name),
+    name               TEXT NOT NULL,
+    host               TEXT NOT NULL,
+    version            TEXT NOT NULL,
+    queues             TEXT NOT NULL,
+    max_jobs           INTEGER NOT NULL,
+    status             TEXT NOT NULL,
+    session            TEXT NOT NULL,
+    started_at         INTEGER NOT NULL,
+    last_heartbeat_at  INTEGER NOT NULL,
+    UNIQUE (owner, name)
+);

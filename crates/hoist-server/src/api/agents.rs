@@ -1,0 +1,296 @@
+//! `/api/v1/agents`: the agent protocol (register, claim, heartbeat, deregister) and
+//! the agent list. Run progress and logs are under `/api/v1/runs/{id}/…`.
+//!
+//! A claim is a long poll over all of the agent's queues: it answers the moment a run
+//! is available or a stop request for one of the agent's runs arrives, or empty after
+//! `wait_ms`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hoist_core::api::{
+    Agent, AgentSession, ClaimRequest, ClaimResponse, Deregister, ErrorBody, Heartbeat,
+    HeartbeatResponse, RegisterAgent,
+};
+use hoist_core::names;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::queues::resolve_queue;
+use super::{AppState, Json};
+use crate::auth::{User, UserPrincipal};
+use crate::error::{ApiError, ApiResult};
+use crate::store::Dialect;
+use crate::store::agents::{AgentQueue, AgentRecord, NewAgent};
+use crate::store::runs::{ClaimParams, Claimer};
+
+/// Most queues one agent may serve.
+pub const MAX_AGENT_QUEUES: usize = 64;
+/// Most runs one claim may return.
+pub const MAX_CLAIM: u32 = 256;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list_agents))
+        .routes(routes!(get_agent))
+        .routes(routes!(claim))
+        .routes(routes!(heartbeat))
+        .routes(routes!(deregister))
+}
+
+fn agent_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no agent with id {id:?}"))
+}
+
+/// The agent, if the caller owns it.
+async fn own_agent(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<AgentRecord> {
+    match s.store.get_agent(id).await? {
+        Some(rec) if rec.agent.owner == u.name || u.admin => Ok(rec),
+        _ => Err(agent_not_found(id)),
+    }
+}
+
+fn check_session(rec: &AgentRecord, session: &str) -> ApiResult<()> {
+    if rec.session != session {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            hoist_core::api::ErrorCode::Superseded,
+            "this agent session was replaced by a newer registration under the same name; this process must stop",
+        ));
+    }
+    Ok(())
+}
+
+/// Register an agent (or re-register after a restart, under the same name).
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = RegisterAgent,
+    responses((status = 201, body = AgentSession), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn register(
+    State(s): State<AppState>,
+    User(u): User,
+    Json(req): Json<RegisterAgent>,
+) -> ApiResult<(StatusCode, axum::Json<AgentSession>)> {
+    names::validate("agent", &req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if req.host.is_empty() || req.host.len() > 255 || req.version.len() > 64 {
+        return Err(ApiError::bad_request(
+            "host must be 1 to 255 characters and version at most 64",
+        ));
+    }
+    if req.max_jobs == 0 || req.max_jobs < -1 {
+        return Err(ApiError::bad_request(format!(
+            "max_jobs {} is not valid: use a positive number, or -1 for no limit",
+            req.max_jobs
+        )));
+    }
+    if req.queues.is_empty() || req.queues.len() > MAX_AGENT_QUEUES {
+        return Err(ApiError::bad_request(format!(
+            "an agent serves 1 to {MAX_AGENT_QUEUES} queues; got {}",
+            req.queues.len()
+        )));
+    }
+    let mut queues: Vec<AgentQueue> = Vec::new();
+    for spec in &req.queues {
+        let (entity, name) = match spec.split_once('/') {
+            Some((e, n)) => (Some(e), n),
+            None => (req.entity.as_deref(), spec.as_str()),
+        };
+        let q = resolve_queue(&s, &u, entity, name).await?;
+        if !queues.iter().any(|x| x.id == q.id) {
+            queues.push(AgentQueue {
+                id: q.id,
+                entity: q.entity,
+                name: q.name,
+            });
+        }
+    }
+    let (rec, held, requeued) = s
+        .store
+        .register_agent(
+            NewAgent {
+                owner: u.name.clone(),
+                name: req.name,
+                host: req.host,
+                version: req.version,
+                queues,
+                max_jobs: req.max_jobs,
+            },
+            s.now(),
+            s.cfg.run_token_ttl.as_millis() as i64,
+        )
+        .await?;
+    for q in requeued {
+        s.dispatch.wake_queue(&q);
+    }
+    tracing::info!(message = "Agent registered.", agent = %rec.agent.name, id = %rec.agent.id, held = held.len());
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(AgentSession {
+            agent: rec.agent,
+            session: rec.session,
+            heartbeat_interval_ms: s.cfg.heartbeat_interval.as_millis() as u64,
+            lease_ms: s.cfg.lease.as_millis() as u64,
+            max_claim_wait_ms: s.cfg.max_claim_wait.as_millis() as u64,
+            held_runs: held,
+        }),
+    ))
+}
+
+/// Agents the caller owns or that serve queues of the caller's entities.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, body = Vec<Agent>)))]
+async fn list_agents(
+    State(s): State<AppState>,
+    User(u): User,
+) -> ApiResult<axum::Json<Vec<Agent>>> {
+    let all = s.store.list_agents().await?;
+    Ok(axum::Json(
+        all.into_iter()
+            .filter(|r| {
+                u.admin || r.agent.owner == u.name || r.queues.iter().any(|q| u.can_use(&q.entity))
+            })
+            .map(|r| r.agent)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+async fn get_agent(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Agent>> {
+    match s.store.get_agent(&id).await? {
+        Some(r)
+            if u.admin
+                || r.agent.owner == u.name
+                || r.queues.iter().any(|q| u.can_use(&q.entity)) =>
+        {
+            Ok(axum::Json(r.agent))
+        }
+        _ => Err(agent_not_found(&id)),
+    }
+}
+
+/// Claim up to `max` runs over all of the agent's queues, waiting up to `wait_ms` for
+/// one (or for a stop request). Runs come with a lease: confirm them (move them past
+/// `claimed`) before it lapses.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/claim", tag = "agents", params(("id" = String, Path)),
+    request_body = ClaimRequest,
+    responses((status = 200, body = ClaimResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn claim(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+    Json(req): Json<ClaimRequest>,
+) -> ApiResult<axum::Json<ClaimResponse>> {
+    let rec = own_agent(&s, &u, &id).await?;
+    check_session(&rec, &req.session)?;
+    let max = req.max.min(MAX_CLAIM) as usize;
+    let wait = Duration::from_millis(req.wait_ms).min(s.cfg.max_claim_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Serve the queues from a rotating start, so none starves another.
+    let mut queue_ids: Vec<String> = rec.queues.iter().map(|q| q.id.clone()).collect();
+    {
+        let mut cur = s.claim_cursor.lock().expect("claim cursor");
+        let c = cur.entry(id.clone()).or_insert(0);
+        let n = queue_ids.len();
+        if n > 0 {
+            queue_ids.rotate_left(*c % n);
+        }
+        *c = c.wrapping_add(1);
+    }
+    let claimer = Claimer {
+        agent_id: rec.agent.id.clone(),
+        agent_name: rec.agent.name.clone(),
+        session: rec.session.clone(),
+    };
+    let mut shutdown = s.shutdown.clone();
+    // Other replicas' launches cannot wake us: look again at least this often.
+    let recheck = match s.store.dialect() {
+        Dialect::Postgres => Duration::from_millis(250),
+        Dialect::Sqlite => Duration::from_secs(3600),
+    };
+    loop {
+        let notifies: Vec<_> = queue_ids
+            .iter()
+            .map(|q| s.dispatch.queue(q))
+            .chain(std::iter::once(s.dispatch.agent(&id)))
+            .collect();
+        let mut waits: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+        for w in waits.iter_mut() {
+            w.as_mut().enable();
+        }
+        let stop = s.store.take_pending_stops(&id).await?;
+        let runs = if max > 0 {
+            s.store
+                .claim(
+                    claimer.clone(),
+                    ClaimParams {
+                        queue_ids: queue_ids.clone(),
+                        max,
+                        lease_ms: s.cfg.lease.as_millis() as i64,
+                        token_ttl_ms: s.cfg.run_token_ttl.as_millis() as i64,
+                    },
+                    s.now(),
+                )
+                .await?
+        } else {
+            vec![]
+        };
+        let now = tokio::time::Instant::now();
+        if !runs.is_empty() || !stop.is_empty() || now >= deadline || *shutdown.borrow() {
+            metrics::counter!("hoist_claimed_runs_total").increment(runs.len() as u64);
+            return Ok(axum::Json(ClaimResponse { runs, stop }));
+        }
+        let until = deadline.min(now + recheck);
+        tokio::select! {
+            _ = futures::future::select_all(waits) => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Report liveness and the runs the agent executes; answers stop requests and runs to
+/// let go of.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agents", params(("id" = String, Path)),
+    request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn heartbeat(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+    Json(req): Json<Heartbeat>,
+) -> ApiResult<axum::Json<HeartbeatResponse>> {
+    own_agent(&s, &u, &id).await?;
+    if req.running.len() > 100_000 {
+        return Err(ApiError::bad_request(
+            "too many running runs in one heartbeat",
+        ));
+    }
+    Ok(axum::Json(
+        s.store
+            .heartbeat(&id, &req.session, req.running, s.now())
+            .await?,
+    ))
+}
+
+/// Clean shutdown: unstarted claims go back to their queues.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/deregister", tag = "agents", params(("id" = String, Path)),
+    request_body = Deregister,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn deregister(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+    Json(req): Json<Deregister>,
+) -> ApiResult<StatusCode> {
+    own_agent(&s, &u, &id).await?;
+    let queues = s.store.deregister_agent(&id, &req.session, s.now()).await?;
+    for q in queues {
+        s.dispatch.wake_queue(&q);
+    }
+    s.dispatch.wake_agent(&id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,305 @@
+//! The HTTP API: `/api/v1/…` (JSON), `/healthz`, `/readyz`, `/metrics`, and the OpenAPI
+//! document at `/api/v1/openapi.json`, generated from the handlers' annotations.
+//!
+//! One module per resource: [`identity`] (me, users, teams, keys), [`queues`],
+//! [`runs`] (launch, list, show, cancel, stop, logs), [`agents`] (register, claim,
+//! heartbeat, run updates). Errors are [`ApiError`]s, turned into
+//! `{"error": {"code", "message", "details"}}` in one place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use hoist_core::api::{ErrorCode, Health};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::AuthCache;
+use crate::clock::Clock;
+use crate::dispatch::Dispatch;
+use crate::error::ApiError;
+use crate::server::ServerConfig;
+use crate::store::Store;
+
+pub mod agents;
+pub mod identity;
+pub mod queues;
+pub mod runs;
+
+/// Largest request body in general.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Largest log batch.
+pub const LOG_BODY_LIMIT: usize = 8 << 20;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: Clock,
+    pub cfg: Arc<ServerConfig>,
+    pub dispatch: Arc<Dispatch>,
+    pub auth: Arc<AuthCache>,
+    pub shutdown: watch::Receiver<bool>,
+    pub metrics: PrometheusHandle,
+    /// Per-agent rotation of the queue it is served from first (fairness).
+    pub claim_cursor: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        cfg: Arc<ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        AppState {
+            store,
+            clock,
+            cfg,
+            dispatch: Arc::default(),
+            auth: Arc::default(),
+            shutdown,
+            metrics: prometheus(),
+            claim_cursor: Arc::default(),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hoist API",
+        description = "Queues, runs, agents, users and teams of a hoist server. Authenticate with `Authorization: Bearer <API key>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(identity::routes())
+        .merge(queues::routes())
+        .merge(runs::routes())
+        .merge(agents::routes())
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics_endpoint))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; the API lives under /api/v1 (see /api/v1/openapi.json)")
+}
+
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+        version: hoist_core::VERSION.into(),
+    })
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if *s.shutdown.borrow() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "shutting down",
+        )
+        .into_response();
+    }
+    match sqlx::query("SELECT 1").execute(s.store.reader()).await {
+        Ok(_) => axum::Json(Health {
+            status: "ready".into(),
+            version: hoist_core::VERSION.into(),
+        })
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            format!("the store does not answer: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Prometheus text: request counters and latencies, claims and launches, plus gauges
+/// read from the store at scrape time (queue depths, runs by state, agents by status).
+async fn metrics_endpoint(State(s): State<AppState>) -> Response {
+    if let Ok(depths) = s.store.queue_depths().await
+        && let Ok(queues) = s.store.list_queues(None).await
+    {
+        for q in queues {
+            let d = depths.get(&q.id).copied().unwrap_or(0);
+            metrics::gauge!("hoist_queue_depth", "queue" => format!("{}/{}", q.entity, q.name))
+                .set(d as f64);
+        }
+    }
+    if let Ok(states) = s.store.runs_by_state().await {
+        for st in hoist_core::run::RunState::ALL {
+            let n = states
+                .iter()
+                .find(|(name, _)| name == st.as_str())
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            metrics::gauge!("hoist_runs", "state" => st.as_str()).set(n as f64);
+        }
+    }
+    if let Ok(agents) = s.store.agents_by_status().await {
+        for st in ["polling", "running", "stopped", "lost"] {
+            let n = agents
+                .iter()
+                .find(|(name, _)| name == st)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            metrics::gauge!("hoist_agents", "status" => st).set(n as f64);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts and times every request by route template and status.
+async fn track(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("hoist_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("hoist_http_request_duration_seconds", "method" => method.to_string(), "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// A JSON body extractor whose errors use the API error shape and name the field.
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE)
+            && !ct
+                .to_str()
+                .map(|v| {
+                    v.starts_with("application/json")
+                        || v.starts_with("application/") && v.contains("+json")
+                })
+                .unwrap_or(false)
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::BadRequest,
+                "the request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than this endpoint accepts",
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        let v = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("invalid JSON body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("invalid JSON body at `{path}`: {inner}"))
+            }
+        })?;
+        Ok(Json(v))
+    }
+}
+
+/// A query-string extractor with API-shaped errors.
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,278 @@
+//! `/api/v1/queues`: create, list, show, update, delete; config and template checks.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hoist_core::api::{CreateQueue, ErrorBody, Queue, UpdateQueue};
+use hoist_core::resource::{self, ConfigProblem, ResourceType};
+use hoist_core::template::{self, TemplateProblem, TemplateVariable, VarType};
+use hoist_core::{names, yaml};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Json, Query};
+use crate::auth::{User, UserPrincipal};
+use crate::error::{ApiError, ApiResult};
+use crate::store::queues::{NewQueue, QueueChanges};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_queue, list_queues))
+        .routes(routes!(get_queue, update_queue, delete_queue))
+}
+
+/// Reads a config given as an object or as a YAML/JSON string.
+pub fn config_from_input(input: Option<Value>) -> ApiResult<Value> {
+    let v = match input {
+        None | Some(Value::Null) => return Ok(json!({})),
+        Some(Value::String(text)) => yaml::parse_document(&text).map_err(|e| {
+            ApiError::invalid_config(format!("the config is not valid YAML or JSON: {e}"))
+                .with_details(json!({"line": e.line, "column": e.column}))
+        })?,
+        Some(v) => v,
+    };
+    if !v.is_object() {
+        return Err(ApiError::invalid_config(
+            "the config must be an object (a mapping of keys to values)",
+        ));
+    }
+    Ok(v)
+}
+
+pub fn config_problems(resource: ResourceType, problems: Vec<ConfigProblem>) -> ApiError {
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    ApiError::invalid_config(format!(
+        "the {resource} config has {} problem(s):\n{}",
+        problems.len(),
+        list.join("\n")
+    ))
+    .with_details(json!({ "problems": problems }))
+}
+
+pub fn template_problems(what: &str, problems: Vec<TemplateProblem>) -> ApiError {
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    ApiError::invalid_template(format!("{what}:\n{}", list.join("\n")))
+        .with_details(json!({ "problems": problems.iter().map(|p| json!({"variable": p.variable, "message": p.message})).collect::<Vec<_>>() }))
+}
+
+/// A value each variable could take, to check a queue config at create time.
+fn sample_values(vars: &[TemplateVariable]) -> BTreeMap<String, Value> {
+    vars.iter()
+        .map(|v| {
+            let sample = v
+                .default
+                .clone()
+                .or_else(|| v.choices.as_ref().and_then(|c| c.first().cloned()))
+                .unwrap_or_else(|| match v.kind {
+                    VarType::String => json!("value"),
+                    VarType::Int => json!(v.min.map(|m| m.ceil() as i64).unwrap_or(1)),
+                    VarType::Float => json!(v.min.unwrap_or(1.0)),
+                });
+            (v.name.clone(), sample)
+        })
+        .collect()
+}
+
+/// Checks a queue's config and template variables together.
+pub fn check_queue(
+    resource: ResourceType,
+    config: &Value,
+    vars: &[TemplateVariable],
+) -> ApiResult<()> {
+    template::check_definitions(vars)
+        .map_err(|p| template_problems("the template variables are not valid", p))?;
+    template::check_usage(vars, config)
+        .map_err(|p| template_problems("the config uses undefined template variables", p))?;
+    let resolved = template::substitute(config, &sample_values(vars));
+    resource::validate_config(resource, &resolved).map_err(|p| config_problems(resource, p))
+}
+
+/// Resolves `entity/name` for the caller; other entities' queues are "not found".
+pub async fn find_queue(
+    s: &AppState,
+    u: &UserPrincipal,
+    entity: &str,
+    name: &str,
+) -> ApiResult<Queue> {
+    let not_found = || {
+        ApiError::not_found(format!(
+            "no queue {entity}/{name}; `hoist queue list` shows the queues you can use"
+        ))
+    };
+    if !u.can_use(entity) {
+        return Err(not_found());
+    }
+    s.store.get_queue(entity, name).await?.ok_or_else(not_found)
+}
+
+/// Finds a queue by name among the caller's entities (own first), or in `entity`.
+pub async fn resolve_queue(
+    s: &AppState,
+    u: &UserPrincipal,
+    entity: Option<&str>,
+    name: &str,
+) -> ApiResult<Queue> {
+    if let Some(e) = entity {
+        return find_queue(s, u, e, name).await;
+    }
+    let found = s.store.find_queues_named(name, &u.entities).await?;
+    match found.len() {
+        0 => Err(ApiError::not_found(format!(
+            "no queue named {name:?} in your entities ({}); `hoist queue list` shows the queues you can use",
+            u.entities.join(", ")
+        ))),
+        1 => Ok(found.into_iter().next().expect("one")),
+        _ if found[0].entity == u.name => Ok(found.into_iter().next().expect("one")),
+        _ => Err(ApiError::bad_request(format!(
+            "queue {name:?} exists in several of your teams ({}); name one with --entity",
+            found
+                .iter()
+                .map(|q| q.entity.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Create a queue. The config is checked against the resource's schema.
+#[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = CreateQueue,
+    responses((status = 201, body = Queue), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_queue(
+    State(s): State<AppState>,
+    User(u): User,
+    Json(req): Json<CreateQueue>,
+) -> ApiResult<(StatusCode, axum::Json<Queue>)> {
+    names::validate("queue", &req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let entity = req.entity.clone().unwrap_or_else(|| u.name.clone());
+    if !u.can_use(&entity) {
+        return Err(ApiError::not_found(format!(
+            "no entity {entity:?} that you can use; yours are {}",
+            u.entities.join(", ")
+        )));
+    }
+    if s.store.entity_kind(&entity).await?.is_none() {
+        return Err(ApiError::not_found(format!("no entity {entity:?}")));
+    }
+    let resource: ResourceType = req.resource.parse().map_err(ApiError::bad_request)?;
+    let config = config_from_input(req.config)?;
+    check_queue(resource, &config, &req.template_variables)?;
+    let q = s
+        .store
+        .create_queue(
+            NewQueue {
+                entity,
+                name: req.name,
+                resource,
+                config,
+                template_variables: req.template_variables,
+                prioritize: req.prioritize,
+                description: req.description.unwrap_or_default(),
+            },
+            s.now(),
+        )
+        .await?;
+    tracing::info!(message = "Queue created.", queue = %format!("{}/{}", q.entity, q.name), resource = %q.resource, by = %u.name);
+    Ok((StatusCode::CREATED, axum::Json(q)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct QueueListParams {
+    /// Only this entity's queues.
+    entity: Option<String>,
+}
+
+/// Queues of the entities the caller may use.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues", params(QueueListParams),
+    responses((status = 200, body = Vec<Queue>)))]
+async fn list_queues(
+    State(s): State<AppState>,
+    User(u): User,
+    Query(p): Query<QueueListParams>,
+) -> ApiResult<axum::Json<Vec<Queue>>> {
+    let visible = u.visible();
+    let mut qs = s.store.list_queues(visible.as_deref()).await?;
+    if let Some(e) = &p.entity {
+        qs.retain(|q| &q.entity == e);
+    }
+    Ok(axum::Json(qs))
+}
+
+#[utoipa::path(get, path = "/api/v1/queues/{entity}/{name}", tag = "queues",
+    params(("entity" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Queue), (status = 404, body = ErrorBody)))]
+async fn get_queue(
+    State(s): State<AppState>,
+    User(u): User,
+    Path((entity, name)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Queue>> {
+    let mut q = find_queue(&s, &u, &entity, &name).await?;
+    q.depth = s.store.queue_depth(&q.id).await?;
+    Ok(axum::Json(q))
+}
+
+/// Change a queue's config, template variables, prioritization or description.
+#[utoipa::path(patch, path = "/api/v1/queues/{entity}/{name}", tag = "queues", request_body = UpdateQueue,
+    params(("entity" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Queue), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_queue(
+    State(s): State<AppState>,
+    User(u): User,
+    Path((entity, name)): Path<(String, String)>,
+    Json(req): Json<UpdateQueue>,
+) -> ApiResult<axum::Json<Queue>> {
+    let q = find_queue(&s, &u, &entity, &name).await?;
+    let config = match req.config {
+        Some(c) => config_from_input(Some(c))?,
+        None => q.config.clone(),
+    };
+    let vars = req
+        .template_variables
+        .unwrap_or(q.template_variables.clone());
+    check_queue(q.resource, &config, &vars)?;
+    let mut updated = s
+        .store
+        .update_queue(
+            &q.id,
+            QueueChanges {
+                config,
+                template_variables: vars,
+                prioritize: req.prioritize.unwrap_or(q.prioritize),
+                description: req.description.unwrap_or(q.description),
+            },
+            s.now(),
+        )
+        .await?;
+    updated.depth = s.store.queue_depth(&q.id).await?;
+    Ok(axum::Json(updated))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    /// Cancel the queue's queued runs with it.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Delete a queue. Refused while it has queued runs (unless `force`) or runs held by agents.
+#[utoipa::path(delete, path = "/api/v1/queues/{entity}/{name}", tag = "queues", params(("entity" = String, Path), ("name" = String, Path), DeleteParams),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_queue(
+    State(s): State<AppState>,
+    User(u): User,
+    Path((entity, name)): Path<(String, String)>,
+    Query(p): Query<DeleteParams>,
+) -> ApiResult<StatusCode> {
+    let q = find_queue(&s, &u, &entity, &name).await?;
+    s.store
+        .delete_queue(&q.id, p.force, &u.name, s.now())
+        .await?;
+    s.dispatch.wake_queue(&q.id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,513 @@
+//! `/api/v1/runs`: launch, list, show, cancel, stop, logs, and agents' state reports.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hoist_core::api::{
+    ErrorBody, LaunchRequest, LogBatch, LogPage, MASKED, Run, RunList, RunUpdate, StopRequest,
+    looks_secret,
+};
+use hoist_core::merge::deep_merge;
+use hoist_core::resource::{self, ResourceType};
+use hoist_core::run::RunState;
+use hoist_core::{names, template};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::queues::{config_from_input, config_problems, resolve_queue, template_problems};
+use super::{AppState, Json, LOG_BODY_LIMIT, Query};
+use crate::auth::{Principal, User, UserPrincipal};
+use crate::error::{ApiError, ApiResult};
+use crate::store::rows::RunSpec;
+use crate::store::runs::{NewRun, RunFilter};
+
+/// Most lines in one log batch.
+pub const MAX_LOG_BATCH: usize = 10_000;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(launch, list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(stop_run))
+        .routes(routes!(update_run))
+        .merge(
+            // Log batches may be larger than other bodies.
+            OpenApiRouter::new()
+                .routes(routes!(read_logs, append_logs))
+                .layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
+        )
+}
+
+/// Hides values of env variables that look secret, for responses to people.
+pub fn mask(mut run: Run) -> Run {
+    for (k, v) in run.env.iter_mut() {
+        if looks_secret(k) {
+            *v = MASKED.to_string();
+        }
+    }
+    run
+}
+
+fn run_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no run with id {id:?}"))
+}
+
+/// A run the caller may see, with its queue id.
+async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Run, String)> {
+    match s.store.get_run(id).await? {
+        Some((run, qid)) if u.can_use(&run.entity) => Ok((run, qid)),
+        _ => Err(run_not_found(id)),
+    }
+}
+
+fn valid_env_name(k: &str) -> bool {
+    let mut b = k.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Enqueue a run. Answered once the run is durable.
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = LaunchRequest,
+    responses((status = 201, body = Run), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn launch(
+    State(s): State<AppState>,
+    User(u): User,
+    Json(req): Json<LaunchRequest>,
+) -> ApiResult<(StatusCode, axum::Json<Run>)> {
+    let queue = resolve_queue(&s, &u, req.entity.as_deref(), &req.queue).await?;
+    let project = req.project.clone().unwrap_or_else(|| "default".into());
+    names::validate("project", &project).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(n) = &req.name
+        && (n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "a run name must be 1 to 128 printable characters",
+        ));
+    }
+    match (&req.image, &req.job) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either an image or a job, not both",
+            ));
+        }
+        (None, None) if queue.resource != ResourceType::LocalProcess => {
+            return Err(ApiError::bad_request(format!(
+                "a run on a {} queue needs an image (--image) or a job (--job)",
+                queue.resource
+            )));
+        }
+        (None, None) if req.entry_point.as_ref().is_none_or(|e| e.is_empty()) => {
+            return Err(ApiError::bad_request(
+                "a local-process run needs a command: pass it after `--` or with --entry-point",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(img) = &req.image
+        && (img.trim().is_empty() || img.chars().any(char::is_whitespace))
+    {
+        return Err(ApiError::bad_request(format!(
+            "image reference {img:?} is not valid"
+        )));
+    }
+    if let Some(job) = &req.job {
+        return Err(ApiError::not_found(format!(
+            "no job named {:?} in entity {}: this server has no job store yet; launch an image with --image",
+            job.to_string(),
+            queue.entity
+        )));
+    }
+    if let Some(ep) = &req.entry_point
+        && ep.iter().any(|a| a.contains('\0'))
+    {
+        return Err(ApiError::bad_request("the entry point contains a NUL byte"));
+    }
+    for k in req.env.keys() {
+        if !valid_env_name(k) {
+            return Err(ApiError::bad_request(format!(
+                "environment variable name {k:?} is not valid; use letters, digits and '_', not starting with a digit"
+            )));
+        }
+        if k.starts_with("HOIST_") {
+            return Err(ApiError::bad_request(format!(
+                "environment variable {k} is reserved: hoist sets HOIST_* variables itself"
+            )));
+        }
+    }
+    let config = match req.config.clone() {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "the run config must be a JSON object",
+            ));
+        }
+    };
+    // Template variables, then resource args, then the schema check of the result.
+    let values = template::resolve_values(&queue.template_variables, &req.template_values)
+        .map_err(|p| {
+            template_problems(
+                &format!(
+                    "template values for queue {}/{} are not acceptable",
+                    queue.entity, queue.name
+                ),
+                p,
+            )
+        })?;
+    let mut resource_config = template::substitute(&queue.config, &values);
+    let resource_args = match req.resource_args.clone() {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v) => config_from_input(Some(v))?,
+    };
+    deep_merge(&mut resource_config, &resource_args);
+    resource::validate_config(queue.resource, &resource_config)
+        .map_err(|p| config_problems(queue.resource, p))?;
+
+    let id = crate::secrets::new_id(12);
+    let run = s
+        .store
+        .launch(
+            NewRun {
+                name: req.name.clone().unwrap_or_else(|| id.clone()),
+                id,
+                queue_id: queue.id.clone(),
+                entity: queue.entity.clone(),
+                queue_name: queue.name.clone(),
+                project,
+                spec: RunSpec {
+                    image: req.image,
+                    job: req.job,
+                    entry_point: req.entry_point,
+                    args: req.args,
+                    env: req.env,
+                    config,
+                    resource_args,
+                    template_values: values,
+                },
+                resource: queue.resource,
+                resource_config,
+                priority: req.priority.unwrap_or_default(),
+                prioritize: queue.prioritize,
+                created_by: u.name.clone(),
+            },
+            s.now(),
+        )
+        .await?;
+    metrics::counter!("hoist_launches_total").increment(1);
+    s.dispatch.wake_queue(&queue.id);
+    Ok((StatusCode::CREATED, axum::Json(mask(run))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RunListParams {
+    /// Queue name (with `entity`, or among your entities).
+    queue: Option<String>,
+    entity: Option<String>,
+    state: Option<RunState>,
+    /// At most this many runs (default 50, max 1000).
+    limit: Option<i64>,
+    /// Cursor from a previous page's `next_cursor`.
+    before: Option<String>,
+}
+
+/// Runs the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+async fn list_runs(
+    State(s): State<AppState>,
+    User(u): User,
+    Query(p): Query<RunListParams>,
+) -> ApiResult<axum::Json<RunList>> {
+    let mut f = RunFilter {
+        limit: p.limit.unwrap_or(50),
+        ..Default::default()
+    };
+    if !(1..=1000).contains(&f.limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    f.state = p.state;
+    if let Some(b) = &p.before {
+        f.before =
+            Some(b.parse().map_err(|_| {
+                ApiError::bad_request("`before` is not a cursor from a previous page")
+            })?);
+    }
+    if let Some(q) = &p.queue {
+        let queue = resolve_queue(&s, &u, p.entity.as_deref(), q).await?;
+        f.queue_id = Some(queue.id);
+    } else if let Some(e) = &p.entity {
+        if !u.can_use(e) {
+            return Err(ApiError::not_found(format!(
+                "no entity {e:?} that you can use"
+            )));
+        }
+        f.entities = Some(vec![e.clone()]);
+    } else {
+        f.entities = u.visible();
+    }
+    let (runs, next) = s.store.list_runs(&f).await?;
+    Ok(axum::Json(RunList {
+        runs: runs.into_iter().map(mask).collect(),
+        next_cursor: next.map(|c| c.to_string()),
+    }))
+}
+
+/// One run with its timeline. A job may read its own run with its run token.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
+async fn get_run(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Run>> {
+    let (mut run, _) = match &who {
+        Principal::User(u) => visible_run(&s, u, &id).await?,
+        Principal::RunToken { run_id } if *run_id == id => s
+            .store
+            .get_run(&id)
+            .await?
+            .ok_or_else(|| run_not_found(&id))?,
+        Principal::RunToken { .. } => return Err(run_not_found(&id)),
+    };
+    run.timeline = Some(s.store.timeline(&id).await?);
+    Ok(axum::Json(mask(run)))
+}
+
+/// Cancel a run that has not started.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_run(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Run>> {
+    visible_run(&s, &u, &id).await?;
+    let ch = s.store.cancel_run(&id, &u.name, s.now()).await?;
+    if let Some(a) = &ch.run.agent {
+        s.dispatch.wake_agent(&a.id);
+    }
+    s.dispatch.wake_run(&id);
+    Ok(axum::Json(mask(ch.run)))
+}
+
+/// Ask the agent holding a run to stop it (SIGTERM, then kill after its grace period).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs", params(("id" = String, Path)),
+    request_body = StopRequest,
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn stop_run(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Run>> {
+    visible_run(&s, &u, &id).await?;
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<StopRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+            .reason
+    };
+    let ch = s.store.request_stop(&id, &u.name, reason, s.now()).await?;
+    if let Some(a) = &ch.run.agent {
+        s.dispatch.wake_agent(&a.id);
+    }
+    s.dispatch.wake_run(&id);
+    Ok(axum::Json(mask(ch.run)))
+}
+
+/// An agent reports a run's progress (the agent that holds the run, with its session).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/state", tag = "agents", params(("id" = String, Path)),
+    request_body = RunUpdate,
+    responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_run(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(id): Path<String>,
+    Json(req): Json<RunUpdate>,
+) -> ApiResult<axum::Json<Run>> {
+    let (run, _) = visible_run(&s, &u, &id).await?;
+    let agent = run.agent.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "run {id} is not held by any agent (it is {})",
+            run.state
+        ))
+    })?;
+    let rec = s
+        .store
+        .get_agent(&agent.id)
+        .await?
+        .ok_or_else(|| ApiError::conflict("the run's agent no longer exists"))?;
+    if rec.agent.owner != u.name && !u.admin {
+        return Err(ApiError::conflict(format!(
+            "run {id} is held by another agent"
+        )));
+    }
+    let ch = s.store.agent_update(&id, &agent.id, req, s.now()).await?;
+    if ch.run.state == RunState::Queued {
+        s.dispatch.wake_queue(&ch.queue_id);
+    }
+    s.dispatch.wake_run(&id);
+    Ok(axum::Json(ch.run))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    /// First line to return (0-based).
+    #[serde(default)]
+    offset: u64,
+    /// Most lines to return (default 1000, max 10000); ignored with `follow`.
+    limit: Option<u64>,
+    /// Stream lines as NDJSON as they arrive, until the run ends.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Read a run's log from an offset, or follow it live (`follow=true`: an NDJSON stream
+/// of lines that ends when the run has ended and every line was sent).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), LogParams),
+    responses((status = 200, body = LogPage, description = "a page, or with follow=true an NDJSON stream of StoredLogLine"),
+              (status = 404, body = ErrorBody)))]
+async fn read_logs(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(p): Query<LogParams>,
+) -> ApiResult<Response> {
+    match &who {
+        Principal::User(u) => {
+            visible_run(&s, u, &id).await?;
+        }
+        Principal::RunToken { run_id } if *run_id == id => {}
+        Principal::RunToken { .. } => return Err(run_not_found(&id)),
+    }
+    if !p.follow {
+        let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
+        let lines = s.store.read_logs(&id, p.offset, limit).await?;
+        let next_offset = lines.last().map(|l| l.offset + 1).unwrap_or(p.offset);
+        let (run, _) = s
+            .store
+            .get_run(&id)
+            .await?
+            .ok_or_else(|| run_not_found(&id))?;
+        let total = s.store.log_len(&id).await?.unwrap_or(0);
+        return Ok(axum::Json(LogPage {
+            lines,
+            next_offset,
+            complete: run.state.is_terminal() && next_offset >= total,
+        })
+        .into_response());
+    }
+    let stream = follow_stream(s, id, p.offset);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn follow_stream(
+    s: AppState,
+    id: String,
+    mut offset: u64,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+    async_stream::stream! {
+        let mut shutdown = s.shutdown.clone();
+        loop {
+            let notify = s.dispatch.run(&id);
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ended = match s.store.get_run(&id).await {
+                Ok(Some((run, _))) => run.state.is_terminal(),
+                _ => true,
+            };
+            let lines = match s.store.read_logs(&id, offset, 1000).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(message = "Log follow read failed.", run = %id, error = %e);
+                    break;
+                }
+            };
+            let full = lines.len() == 1000;
+            for l in lines {
+                offset = l.offset + 1;
+                let mut line = serde_json::to_string(&l).expect("serialisable");
+                line.push('\n');
+                yield Ok(Bytes::from(line));
+            }
+            if full {
+                continue;
+            }
+            if ended {
+                break;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_secs(15)) => { yield Ok(Bytes::from_static(b"\n")); }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
+
+/// Append a batch of log lines: the agent holding the run, or the job with its run token.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/logs", tag = "agents", params(("id" = String, Path)),
+    request_body = LogBatch,
+    responses((status = 200, body = LogPage, description = "next_offset is the log length after the batch; lines is empty"),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn append_logs(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(batch): Json<LogBatch>,
+) -> ApiResult<axum::Json<LogPage>> {
+    let (run, _) = match &who {
+        Principal::User(u) => visible_run(&s, u, &id).await?,
+        Principal::RunToken { run_id } if *run_id == id => {
+            let r = s
+                .store
+                .get_run(&id)
+                .await?
+                .ok_or_else(|| run_not_found(&id))?;
+            if r.0.state.is_terminal() {
+                return Err(ApiError::conflict("the run has ended; its log is closed"));
+            }
+            r
+        }
+        Principal::RunToken { .. } => return Err(run_not_found(&id)),
+    };
+    if batch.lines.len() > MAX_LOG_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            hoist_core::api::ErrorCode::PayloadTooLarge,
+            format!("a log batch holds at most {MAX_LOG_BATCH} lines; send smaller batches"),
+        ));
+    }
+    let _ = run;
+    let end = if batch.lines.is_empty() {
+        s.store.log_len(&id).await?.unwrap_or(0)
+    } else {
+        s.store.append_logs(&id, batch.lines).await?
+    };
+    s.dispatch.wake_run(&id);
+    Ok(axum::Json(LogPage {
+        lines: vec![],
+        next_offset: end,
+        complete: false,
+    }))
+}

@@ -1,0 +1,223 @@
+//! Who is calling, and what they may see.
+//!
+//! Credentials arrive as `Authorization: Bearer TOKEN`: an API key (`hk_…`) for people
+//! and agents, or a run token (`hrt_…`) for a job reporting back. Lookups are cached
+//! for a few seconds; a revocation made on this server takes effect at once, one made
+//! on another replica within [`CACHE_TTL`].
+//!
+//! Access rule: a user may use their own entity and the teams they belong to; admins
+//! may use every entity. Objects of other entities answer 404, exactly like objects
+//! that do not exist.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tokio::time::Instant;
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::secrets::{CredentialKind, parse_credential, verify};
+use crate::store::identity::KeyRecord;
+
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User(UserPrincipal),
+    /// A job holding its run's token: may read that run and append to its logs.
+    RunToken {
+        run_id: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct UserPrincipal {
+    pub name: String,
+    pub admin: bool,
+    pub key_id: String,
+    /// The user's own entity first, then their teams.
+    pub entities: Vec<String>,
+}
+
+impl UserPrincipal {
+    pub fn can_use(&self, entity: &str) -> bool {
+        self.admin || self.entities.iter().any(|e| e == entity)
+    }
+    /// Entities to filter lists by (`None` for admins: everything).
+    pub fn visible(&self) -> Option<Vec<String>> {
+        (!self.admin).then(|| self.entities.clone())
+    }
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "only admins can {what}; ask an admin of this hoist server"
+            )))
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct AuthCache {
+    keys: Mutex<HashMap<String, (KeyRecord, Instant)>>,
+    entities: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+    touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl AuthCache {
+    pub fn forget_key(&self, id: &str) {
+        self.keys.lock().expect("auth cache").remove(id);
+    }
+    pub fn forget_user_entities(&self, user: &str) {
+        self.entities.lock().expect("auth cache").remove(user);
+    }
+    pub fn forget_all_entities(&self) {
+        self.entities.lock().expect("auth cache").clear();
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let h = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthenticated(
+                "missing Authorization header; log in with `hoist login` or set HOIST_API_KEY",
+            )
+        })?;
+    let s = h
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
+    s.strip_prefix("Bearer ")
+        .or_else(|| s.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthenticated("the Authorization header must be `Bearer <API key>`")
+        })
+}
+
+fn invalid() -> ApiError {
+    ApiError::unauthenticated(
+        "the API key is not valid (unknown, revoked or mistyped); create a new one with `hoist key create` or ask an admin",
+    )
+}
+
+pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+    let token = bearer(parts)?;
+    let (kind, id, secret) = parse_credential(token).ok_or_else(invalid)?;
+    match kind {
+        CredentialKind::ApiKey => {
+            let rec = key_record(state, id).await?.ok_or_else(invalid)?;
+            if rec.revoked || !verify(secret, &rec.secret_hash) {
+                return Err(invalid());
+            }
+            touch(state, id);
+            let entities = entities_of(state, &rec.user).await?;
+            Ok(Principal::User(UserPrincipal {
+                name: rec.user,
+                admin: rec.admin,
+                key_id: rec.id,
+                entities,
+            }))
+        }
+        CredentialKind::RunToken => {
+            let (run_id, hash, expires) = state.store.run_token(id).await?.ok_or_else(invalid)?;
+            if !verify(secret, &hash) || expires < state.clock.now_ms() {
+                return Err(ApiError::unauthenticated(
+                    "the run token is not valid or has expired",
+                ));
+            }
+            Ok(Principal::RunToken { run_id })
+        }
+    }
+}
+
+async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
+    if let Some((rec, at)) = state.auth.keys.lock().expect("auth cache").get(id)
+        && at.elapsed() < CACHE_TTL
+    {
+        return Ok(Some(rec.clone()));
+    }
+    let rec = state.store.key_record(id).await?;
+    if let Some(r) = &rec {
+        state
+            .auth
+            .keys
+            .lock()
+            .expect("auth cache")
+            .insert(id.to_string(), (r.clone(), Instant::now()));
+    }
+    Ok(rec)
+}
+
+pub async fn entities_of(state: &AppState, user: &str) -> Result<Vec<String>, ApiError> {
+    if let Some((es, at)) = state.auth.entities.lock().expect("auth cache").get(user)
+        && at.elapsed() < CACHE_TTL
+    {
+        return Ok(es.clone());
+    }
+    let mut es = vec![user.to_string()];
+    es.extend(state.store.teams_of(user).await?);
+    state
+        .auth
+        .entities
+        .lock()
+        .expect("auth cache")
+        .insert(user.to_string(), (es.clone(), Instant::now()));
+    Ok(es)
+}
+
+/// Records key use at most once a minute, off the request path.
+fn touch(state: &AppState, id: &str) {
+    {
+        let mut t = state.auth.touched.lock().expect("auth cache");
+        if let Some(at) = t.get(id)
+            && at.elapsed() < TOUCH_EVERY
+        {
+            return;
+        }
+        t.insert(id.to_string(), Instant::now());
+    }
+    let store = state.store.clone();
+    let now = state.clock.now_ms();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_key(&id, now).await {
+            tracing::debug!(message = "Could not record API key use.", error = %e);
+        }
+    });
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, parts).await
+    }
+}
+
+/// A caller who must be a user (API key), not a run token.
+pub struct User(pub UserPrincipal);
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(state, parts).await? {
+            Principal::User(u) => Ok(User(u)),
+            Principal::RunToken { .. } => Err(ApiError::forbidden(
+                "a run token can only read its own run and append to its logs; use an API key",
+            )),
+        }
+    }
+}

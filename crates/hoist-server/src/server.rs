@@ -1,0 +1,232 @@
+//! Server configuration, start-up and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: SQLite file `hoist.db` in the data dir.
+    pub database_url: Option<String>,
+    /// How long an agent has to confirm a claimed run.
+    pub lease: Duration,
+    /// How often agents are asked to send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Silence after which an agent is `lost`.
+    pub agent_lost_after: Duration,
+    /// How long a lost agent's running runs stay `unknown` before they fail.
+    pub unknown_grace: Duration,
+    /// Longest claim long-poll.
+    pub max_claim_wait: Duration,
+    /// Lifetime of run tokens.
+    pub run_token_ttl: Duration,
+    /// How often the reaper looks at leases and heartbeats.
+    pub reaper_interval: Duration,
+    /// How long in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(bind: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            bind,
+            data_dir,
+            database_url: None,
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            agent_lost_after: Duration::from_secs(30),
+            unknown_grace: Duration::from_secs(600),
+            max_claim_wait: Duration::from_secs(60),
+            run_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            reaper_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("hoist.db").display()),
+        }
+    }
+
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.data_dir.join("admin.key")
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store at {url}: {source}")]
+    Store {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "cannot listen on {addr}: {source}; is another server running there? pick another address with --bind"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the admin key to {path}: {source}")]
+    AdminKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(#[source] StoreError),
+}
+
+/// A started server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Set when this start created the admin user.
+    pub admin_key_created: Option<PathBuf>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, creates the admin on first start, binds and serves.
+    pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        Self::start_with_clock(cfg, Clock::new()).await
+    }
+
+    pub async fn start_with_clock(cfg: ServerConfig, clock: Clock) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        restrict_dir(&cfg.data_dir);
+        let url = cfg.database_url();
+        let store = Store::open(&url)
+            .await
+            .map_err(|source| ServerError::Store {
+                url: crate::store::redact_url(&url),
+                source,
+            })?;
+        let admin_key_created = bootstrap_admin(&store, &cfg, &clock).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState::new(store, clock, Arc::new(cfg), shutdown_rx.clone());
+        let app = api::router(state.clone());
+        tokio::spawn(crate::reaper::run(
+            state.clone(),
+            state.cfg.reaper_interval,
+            shutdown_rx.clone(),
+        ));
+        let mut rx = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(message = "HTTP server failed.", error = %e);
+            }
+        });
+        tracing::info!(message = "hoist server listening.", %addr, store = %crate::store::redact_url(&state.cfg.database_url()));
+        Ok(Server {
+            addr,
+            state,
+            admin_key_created,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting, releases long polls, lets in-flight requests finish (up to the
+    /// grace period), then closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let grace = self.state.cfg.shutdown_grace;
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!(
+                message = "Requests still running after the shutdown grace period; closing anyway."
+            );
+        }
+        self.state.store.close().await;
+        tracing::info!(message = "hoist server stopped.");
+    }
+
+    /// Waits until the server stops by itself (it does not; used by `hoist server`).
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+async fn bootstrap_admin(
+    store: &Store,
+    cfg: &ServerConfig,
+    clock: &Clock,
+) -> Result<Option<PathBuf>, ServerError> {
+    if store.count_users().await.map_err(ServerError::Bootstrap)? > 0 {
+        return Ok(None);
+    }
+    let (_, key) = match store
+        .create_user("admin", true, "bootstrap", clock.now_ms())
+        .await
+    {
+        Ok(v) => v,
+        // Another replica bootstrapped at the same moment.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(ServerError::Bootstrap(e)),
+    };
+    let path = cfg.admin_key_path();
+    write_secret_file(&path, &key.secret).map_err(|source| ServerError::AdminKey {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
+}
+
+/// Writes a file readable by its owner only (mode 0600 from creation).
+pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,159 @@
+//! Shared test harness: a real server on 127.0.0.1:0 over a temporary store.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hoist_client::{Client, Secret};
+use hoist_core::api::*;
+use hoist_server::{Server, ServerConfig};
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub admin_key: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+        tweak(&mut cfg);
+        let server = Server::start(cfg).await.expect("server starts");
+        let key_path: PathBuf = server.admin_key_created.clone().expect("admin key created");
+        let admin_key = std::fs::read_to_string(&key_path)
+            .unwrap()
+            .trim()
+            .to_string();
+        let url = format!("http://{}", server.addr);
+        TestServer {
+            server: Some(server),
+            dir,
+            url,
+            admin_key,
+        }
+    }
+
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, Some(Secret::new(self.admin_key.clone()))).unwrap()
+    }
+
+    pub fn client(&self, key: &str) -> Client {
+        Client::new(&self.url, Some(Secret::new(key.to_string()))).unwrap()
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, None).unwrap()
+    }
+
+    /// Creates a user; returns a client logged in as them.
+    pub async fn user(&self, name: &str) -> Client {
+        let u = self
+            .admin()
+            .create_user(&CreateUser {
+                name: name.into(),
+                admin: false,
+            })
+            .await
+            .unwrap();
+        self.client(&u.api_key.secret)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+pub async fn local_queue(c: &Client, name: &str) -> Queue {
+    c.create_queue(&CreateQueue {
+        name: name.into(),
+        entity: None,
+        resource: "local-process".into(),
+        config: None,
+        template_variables: vec![],
+        prioritize: false,
+        description: None,
+    })
+    .await
+    .unwrap()
+}
+
+pub fn launch_cmd(queue: &str, cmd: &[&str]) -> LaunchRequest {
+    LaunchRequest {
+        queue: queue.into(),
+        entry_point: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+pub async fn register(c: &Client, name: &str, queues: &[&str], max_jobs: i64) -> AgentSession {
+    c.register_agent(&RegisterAgent {
+        name: name.into(),
+        host: "test-host".into(),
+        version: hoist_core::VERSION.into(),
+        queues: queues.iter().map(|s| s.to_string()).collect(),
+        entity: None,
+        max_jobs,
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn claim(c: &Client, s: &AgentSession, max: u32, wait: Duration) -> ClaimResponse {
+    c.claim(
+        &s.agent.id,
+        &ClaimRequest {
+            session: s.session.clone(),
+            max,
+            wait_ms: wait.as_millis() as u64,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn report(
+    c: &Client,
+    s: &AgentSession,
+    run: &str,
+    state: hoist_core::run::RunState,
+) -> Result<Run, hoist_client::ClientError> {
+    c.update_run(
+        run,
+        &RunUpdate {
+            session: s.session.clone(),
+            state,
+            reason: String::new(),
+            exit_code: None,
+            failure: None,
+        },
+    )
+    .await
+}
+
+/// Asserts an API error with the given status and code; returns its message.
+pub fn api_err<T: std::fmt::Debug>(
+    r: Result<T, hoist_client::ClientError>,
+    status: u16,
+    code: ErrorCode,
+) -> String {
+    match r {
+        Err(hoist_client::ClientError::Api {
+            status: s,
+            code: c,
+            message,
+            ..
+        }) => {
+            assert_eq!((s, c), (status, code), "unexpected error: {message}");
+            message
+        }
+        other => panic!("expected API error {status} {code:?}, got {other:?}"),
+    }
+}

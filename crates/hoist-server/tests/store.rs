@@ -1,0 +1,551 @@
+//! The store suite, run on SQLite and on PostgreSQL (`HOIST_TEST_DATABASE_URL`; each
+//! test gets a fresh database). Times are passed explicitly, so leases, heartbeats and
+//! grace periods are tested without sleeping.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hoist_core::api::{LogLine, LogStream, RunUpdate};
+use hoist_core::resource::ResourceType;
+use hoist_core::run::{Priority, RunState};
+use hoist_server::store::Store;
+use hoist_server::store::agents::{AgentQueue, NewAgent};
+use hoist_server::store::queues::{NewQueue, QueueChanges};
+use hoist_server::store::rows::RunSpec;
+use hoist_server::store::runs::{ClaimParams, Claimer, NewRun, RunFilter};
+use serde_json::json;
+
+const T0: i64 = 1_700_000_000_000;
+
+struct Db {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    /// (server URL, database name) of a PostgreSQL test database, dropped after use.
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    async fn drop_pg(self) {
+        self.store.close().await;
+        if let Some((base, name)) = self.pg {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        }
+    }
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    Db {
+        store: Store::open(&url).await.unwrap(),
+        _dir: Some(dir),
+        pg: None,
+    }
+}
+
+/// A fresh PostgreSQL database, or None when no server is configured (an error when
+/// the test environment says services are required).
+async fn postgres() -> Option<Db> {
+    let Ok(base) = std::env::var("HOIST_TEST_DATABASE_URL") else {
+        if std::env::var("HOIST_TEST_REQUIRE_SERVICES").is_ok() {
+            panic!("HOIST_TEST_DATABASE_URL is not set but services are required");
+        }
+        eprintln!("skipping the PostgreSQL variant: HOIST_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to test PostgreSQL");
+    let name = format!("hoist_t_{}", hoist_server::secrets::new_id(10));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{name}");
+    Some(Db {
+        store: Store::open(&url).await.unwrap(),
+        _dir: None,
+        pg: Some((base, name)),
+    })
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::sqlite().await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(db) = super::postgres().await {
+                    super::$name(db.store.clone()).await;
+                    db.drop_pg().await;
+                }
+            }
+        }
+    };
+}
+
+async fn setup_queue(s: &Store, name: &str, prioritize: bool) -> String {
+    if s.get_user("u").await.unwrap().is_none() {
+        s.create_user("u", false, "k", T0).await.unwrap();
+    }
+    s.create_queue(
+        NewQueue {
+            entity: "u".into(),
+            name: name.into(),
+            resource: ResourceType::LocalProcess,
+            config: json!({}),
+            template_variables: vec![],
+            prioritize,
+            description: String::new(),
+        },
+        T0,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+fn new_run(queue_id: &str, queue: &str, prio: Priority, prioritize: bool) -> NewRun {
+    let id = hoist_server::secrets::new_id(12);
+    NewRun {
+        name: id.clone(),
+        id,
+        queue_id: queue_id.into(),
+        entity: "u".into(),
+        queue_name: queue.into(),
+        project: "p".into(),
+        spec: RunSpec {
+            entry_point: Some(vec!["true".into()]),
+            ..Default::default()
+        },
+        resource: ResourceType::LocalProcess,
+        resource_config: json!({}),
+        priority: prio,
+        prioritize,
+        created_by: "u".into(),
+    }
+}
+
+async fn agent(s: &Store, name: &str, queues: &[(&str, &str)]) -> Claimer {
+    let (rec, _, _) = s
+        .register_agent(
+            NewAgent {
+                owner: "u".into(),
+                name: name.into(),
+                host: "h".into(),
+                version: "v".into(),
+                queues: queues
+                    .iter()
+                    .map(|(id, n)| AgentQueue {
+                        id: id.to_string(),
+                        entity: "u".into(),
+                        name: n.to_string(),
+                    })
+                    .collect(),
+                max_jobs: -1,
+            },
+            T0,
+            3_600_000,
+        )
+        .await
+        .unwrap();
+    Claimer {
+        agent_id: rec.agent.id,
+        agent_name: rec.agent.name,
+        session: rec.session,
+    }
+}
+
+fn params(queues: &[&str], max: usize) -> ClaimParams {
+    ClaimParams {
+        queue_ids: queues.iter().map(|s| s.to_string()).collect(),
+        max,
+        lease_ms: 30_000,
+        token_ttl_ms: 3_600_000,
+    }
+}
+
+fn update(session: &str, state: RunState) -> RunUpdate {
+    RunUpdate {
+        session: session.into(),
+        state,
+        reason: String::new(),
+        exit_code: None,
+        failure: None,
+    }
+}
+
+both!(identity);
+async fn identity(s: Store) {
+    let (u, k) = s.create_user("alice", false, "first", T0).await.unwrap();
+    assert_eq!(u.name, "alice");
+    assert!(k.secret.starts_with("hk_"));
+    assert!(s.create_user("alice", true, "x", T0).await.is_err());
+    s.create_team("ml", vec!["alice".into()], T0).await.unwrap();
+    assert!(
+        s.create_user("ml", false, "x", T0).await.is_err(),
+        "team and user names share one namespace"
+    );
+    assert_eq!(s.teams_of("alice").await.unwrap(), vec!["ml".to_string()]);
+    assert!(s.add_member("ml", "nobody", T0).await.is_err());
+    let rec = s.key_record(&k.key.id).await.unwrap().unwrap();
+    assert!(!rec.revoked);
+    assert_ne!(rec.secret_hash, k.secret, "keys are stored hashed");
+    s.revoke_key(&k.key.id, T0 + 1).await.unwrap();
+    assert!(s.key_record(&k.key.id).await.unwrap().unwrap().revoked);
+    assert!(s.revoke_key(&k.key.id, T0 + 2).await.is_err());
+    s.remove_member("ml", "alice").await.unwrap();
+    s.delete_team("ml").await.unwrap();
+    assert!(s.get_team("ml").await.unwrap().is_none());
+}
+
+both!(order_priority_fifo_and_toggle);
+async fn order_priority_fifo_and_toggle(s: Store) {
+    let q = setup_queue(&s, "q", true).await;
+    let mut names = vec![];
+    for p in [
+        Priority::Low,
+        Priority::High,
+        Priority::Critical,
+        Priority::High,
+    ] {
+        let r = s.launch(new_run(&q, "q", p, true), T0).await.unwrap();
+        names.push(r.id);
+    }
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    let got: Vec<_> = s
+        .claim(a.clone(), params(&[&q], 2), T0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(got, vec![names[2].clone(), names[1].clone()]);
+    // Turning prioritization off makes the rest FIFO.
+    let low_late = s
+        .launch(new_run(&q, "q", Priority::Critical, true), T0)
+        .await
+        .unwrap()
+        .id;
+    s.update_queue(
+        &q,
+        QueueChanges {
+            config: json!({}),
+            template_variables: vec![],
+            prioritize: false,
+            description: String::new(),
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let got: Vec<_> = s
+        .claim(a, params(&[&q], 10), T0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(got, vec![names[0].clone(), names[3].clone(), low_late]);
+}
+
+both!(lease_lapse_requeues_then_fails);
+async fn lease_lapse_requeues_then_fails(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    let run = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    let mut now = T0;
+    for lapse in 1..=5 {
+        let got = s.claim(a.clone(), params(&[&q], 1), now).await.unwrap();
+        assert_eq!(got.len(), 1, "lapse {lapse}");
+        // Not yet expired.
+        assert!(s.expire_leases(now + 29_999).await.unwrap().is_empty());
+        now += 30_001;
+        let requeued = s.expire_leases(now).await.unwrap();
+        let (r, _) = s.get_run(&run.id).await.unwrap().unwrap();
+        if lapse < 5 {
+            assert_eq!(requeued, vec![q.clone()]);
+            assert_eq!(r.state, RunState::Queued);
+            assert!(
+                r.state_reason.contains("lease lapsed"),
+                "{}",
+                r.state_reason
+            );
+            assert!(r.agent.is_none());
+        } else {
+            assert!(requeued.is_empty());
+            assert_eq!(r.state, RunState::Failed);
+            assert_eq!(
+                r.failure.unwrap().stage,
+                hoist_core::run::FailureStage::Agent
+            );
+        }
+    }
+    // A confirmed claim does not lapse.
+    let run2 = s
+        .launch(new_run(&q, "q", Priority::Medium, false), now)
+        .await
+        .unwrap();
+    s.claim(a.clone(), params(&[&q], 1), now).await.unwrap();
+    s.agent_update(
+        &run2.id,
+        &a.agent_id,
+        update(&a.session, RunState::Starting),
+        now + 10,
+    )
+    .await
+    .unwrap();
+    assert!(s.expire_leases(now + 100_000).await.unwrap().is_empty());
+}
+
+both!(lost_agents_and_unknown_grace);
+async fn lost_agents_and_unknown_grace(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    let running = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let claimed = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    s.claim(a.clone(), params(&[&q], 2), T0).await.unwrap();
+    s.agent_update(
+        &running.id,
+        &a.agent_id,
+        update(&a.session, RunState::Starting),
+        T0,
+    )
+    .await
+    .unwrap();
+    s.agent_update(
+        &running.id,
+        &a.agent_id,
+        update(&a.session, RunState::Running),
+        T0,
+    )
+    .await
+    .unwrap();
+    // Heartbeats keep it alive.
+    s.heartbeat(
+        &a.agent_id,
+        &a.session,
+        vec![running.id.clone()],
+        T0 + 20_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.mark_lost_agents(T0 + 40_000, 30_000)
+            .await
+            .unwrap()
+            .agents
+            .is_empty()
+    );
+    // Silence: lost.
+    let lost = s.mark_lost_agents(T0 + 50_001, 30_000).await.unwrap();
+    assert_eq!(lost.agents, vec![a.agent_id.clone()]);
+    assert_eq!(lost.requeued_queues, vec![q.clone()]);
+    assert_eq!(
+        s.get_run(&claimed.id).await.unwrap().unwrap().0.state,
+        RunState::Queued
+    );
+    assert_eq!(
+        s.get_run(&running.id).await.unwrap().unwrap().0.state,
+        RunState::Unknown
+    );
+    let agents = s.list_agents().await.unwrap();
+    assert_eq!(agents[0].agent.status, hoist_core::api::AgentStatus::Lost);
+    // Within the grace period nothing fails.
+    assert_eq!(s.fail_unknown(T0 + 60_000, 600_000).await.unwrap(), 0);
+    // The agent comes back under the same name and re-adopts.
+    let b = agent(&s, "a", &[(&q, "q")]).await;
+    assert_eq!(b.agent_id, a.agent_id);
+    s.agent_update(
+        &running.id,
+        &b.agent_id,
+        update(&b.session, RunState::Running),
+        T0 + 70_000,
+    )
+    .await
+    .unwrap();
+    s.agent_update(
+        &running.id,
+        &b.agent_id,
+        update(&b.session, RunState::Finished),
+        T0 + 80_000,
+    )
+    .await
+    .unwrap();
+    // Another lost agent whose runs are never re-adopted: failed after the grace period.
+    let r3 = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let c = agent(&s, "c", &[(&q, "q")]).await;
+    let got = s
+        .claim(c.clone(), params(&[&q], 5), T0 + 80_000)
+        .await
+        .unwrap();
+    assert!(got.iter().any(|g| g.run.id == r3.id));
+    for g in &got {
+        s.agent_update(
+            &g.run.id,
+            &c.agent_id,
+            update(&c.session, RunState::Starting),
+            T0 + 80_000,
+        )
+        .await
+        .unwrap();
+    }
+    s.mark_lost_agents(T0 + 200_000, 30_000).await.unwrap();
+    assert_eq!(
+        s.get_run(&r3.id).await.unwrap().unwrap().0.state,
+        RunState::Unknown
+    );
+    let n = s
+        .fail_unknown(T0 + 200_000 + 600_001, 600_000)
+        .await
+        .unwrap();
+    assert!(n >= 1);
+    let (r, _) = s.get_run(&r3.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RunState::Failed);
+    assert!(r.failure.unwrap().message.contains("agent lost"));
+    let tl = s.timeline(&r3.id).await.unwrap();
+    assert_eq!(tl.last().unwrap().to, RunState::Failed);
+}
+
+both!(logs_append_and_read);
+async fn logs_append_and_read(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    let run = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let ts = chrono::Utc::now();
+    let lines = |n: usize, tag: &str| -> Vec<LogLine> {
+        (0..n)
+            .map(|i| LogLine {
+                ts,
+                stream: LogStream::Stderr,
+                text: format!("{tag}{i}"),
+            })
+            .collect()
+    };
+    assert_eq!(s.append_logs(&run.id, lines(250, "a")).await.unwrap(), 250);
+    assert_eq!(s.append_logs(&run.id, lines(3, "b")).await.unwrap(), 253);
+    let got = s.read_logs(&run.id, 249, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        vec!["a249", "b0", "b1", "b2"]
+    );
+    assert_eq!(got[1].offset, 250);
+    assert_eq!(got[0].stream, LogStream::Stderr);
+    // Giant lines are cut, not refused.
+    let big = vec![LogLine {
+        ts,
+        stream: LogStream::Stdout,
+        text: "é".repeat(20_000),
+    }];
+    s.append_logs(&run.id, big).await.unwrap();
+    let got = s.read_logs(&run.id, 253, 1).await.unwrap();
+    assert!(got[0].text.len() < 17_000 && got[0].text.ends_with("bytes]"));
+    assert!(s.append_logs("nope", lines(1, "x")).await.is_err());
+}
+
+both!(exactly_once_under_concurrent_claims);
+async fn exactly_once_under_concurrent_claims(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    const N: usize = 2_000;
+    let mut launches = Vec::new();
+    for _ in 0..N {
+        let s = s.clone();
+        let q = q.clone();
+        launches.push(tokio::spawn(async move {
+            s.launch(new_run(&q, "q", Priority::Medium, false), T0)
+                .await
+                .unwrap()
+                .id
+        }));
+    }
+    let mut all = HashSet::new();
+    for l in launches {
+        all.insert(l.await.unwrap());
+    }
+    assert_eq!(all.len(), N);
+    let mut claimers = Vec::new();
+    for i in 0..8 {
+        let a = agent(&s, &format!("a{i}"), &[(&q, "q")]).await;
+        let s = s.clone();
+        let q = q.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim(a.clone(), params(&[&q], 7), T0).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.run.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for c in claimers {
+        for id in c.await.unwrap() {
+            assert!(seen.insert(id.clone()), "run {id} claimed twice");
+        }
+    }
+    assert_eq!(seen, all);
+    let (runs, _) = s
+        .list_runs(&RunFilter {
+            state: Some(RunState::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(runs.is_empty());
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let s = Store::open(&url).await.unwrap();
+    let q = setup_queue(&s, "q", false).await;
+    let r = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    s.close().await;
+    let s = Store::open(&url).await.unwrap();
+    assert_eq!(
+        s.get_run(&r.id).await.unwrap().unwrap().0.state,
+        RunState::Queued
+    );
+    assert_eq!(s.queue_depth(&q).await.unwrap(), 1);
+    // A closed store refuses writes with a clear error instead of hanging.
+    s.close().await;
+    let e = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("shutting down"), "{e}");
+    let _ = Duration::ZERO;
+}
