@@ -33,7 +33,10 @@ mod tests {
     #[test]
     fn merges() {
         let mut a = json!({"a": 1, "b": {"c": 2, "d": [1, 2]}, "e": "x"});
-        deep_merge(&mut a, &json!({"b": {"c": 3, "d": [9]}, "e": null, "f": true}));
+        deep_merge(
+            &mut a,
+            &json!({"b": {"c": 3, "d": [9]}, "e": null, "f": true}),
+        );
         assert_eq!(a, json!({"a": 1, "b": {"c": 3, "d": [9]}, "f": true}));
         let mut s = json!(1);
         deep_merge(&mut s, &json!({"x": 1}));

@@ -15,6 +15,7 @@ pub mod kubernetes;
 pub mod local_process;
 pub mod path;
 pub mod sagemaker;
+pub(crate) mod schema;
 pub mod vertex;
 
 pub use path::ConfigProblem;
