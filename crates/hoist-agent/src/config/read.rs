@@ -1,0 +1,1337 @@
+//! Reading the file's YAML tree key by key, collecting every problem.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::error::{ConfigError, Origin};
+use super::tree::{Node, Pos, pos_of};
+use super::values::{self, DURATION_FORM, REPOSITORY_FORM};
+use super::{
+    AcrRegistry, BuildContextStore, BuilderType, DockerSettings, EcrRegistry, EnvironmentConfig,
+    EnvironmentType, GcrRegistry, LocalProcessSettings, MaxJobs, OciRegistry, RegistryConfig,
+    RegistryType,
+};
+
+/// Where a value came from, and its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct At {
+    pub origin: Origin,
+    pub key: String,
+}
+
+impl At {
+    pub fn new(origin: Origin, key: &str) -> Self {
+        At {
+            origin,
+            key: key.to_string(),
+        }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        self.error_key(&self.key, message)
+    }
+
+    /// An error at this place about another key (e.g. a missing one).
+    pub fn error_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Val<T> {
+    pub v: T,
+    pub at: At,
+}
+
+/// A key's canonical spelling and the other spellings accepted.
+type Spec = (&'static str, &'static [&'static str]);
+
+const TOP: &[Spec] = &[
+    ("entity", &[]),
+    ("max_jobs", &["max-jobs"]),
+    ("queues", &[]),
+    ("base_url", &["base-url"]),
+    ("environment", &[]),
+    ("registry", &[]),
+    ("builder", &[]),
+    ("verbosity", &[]),
+    ("max_schedulers", &["max-schedulers"]),
+    ("name", &[]),
+    ("docker", &[]),
+    ("local-process", &["local_process"]),
+    ("env-allow-list", &["env_allow_list"]),
+    ("stopped_run_timeout", &["stopped-run-timeout"]),
+    ("start_timeout", &["start-timeout"]),
+    ("heartbeat_interval", &["heartbeat-interval"]),
+];
+
+const ENVIRONMENT: &[Spec] = &[("type", &[]), ("region", &[]), ("project", &[])];
+
+const REGISTRY: &[Spec] = &[
+    ("type", &[]),
+    ("uri", &[]),
+    ("repository", &[]),
+    ("image-name", &["image_name"]),
+    (
+        "credentials-file",
+        &["credentials_file", "secret-file", "secret_file"],
+    ),
+];
+
+const BUILDER: &[Spec] = &[
+    ("type", &[]),
+    ("build-context-store", &["build_context_store"]),
+    ("build-job-name", &["build_job_name"]),
+    ("secret-name", &["secret_name"]),
+    ("secret-key", &["secret_key"]),
+    ("kaniko-config", &["kaniko_config"]),
+    ("kaniko-image", &["kaniko_image"]),
+    ("destination", &[]),
+    ("base-image", &["base_image"]),
+    ("cache", &[]),
+];
+
+const DOCKER: &[Spec] = &[
+    ("host", &[]),
+    ("allow-privileged", &["allow_privileged"]),
+    ("allow-cap-add", &["allow_cap_add"]),
+    ("allow-devices", &["allow_devices"]),
+    ("allow-host-network", &["allow_host_network"]),
+    ("allow-host-pid", &["allow_host_pid"]),
+    ("allow-host-ipc", &["allow_host_ipc"]),
+    ("volume-allow-list", &["volume_allow_list"]),
+];
+
+const LOCAL_PROCESS: &[Spec] = &[
+    ("work-dir", &["work_dir"]),
+    ("allow-env-passthrough", &["allow_env_passthrough"]),
+];
+
+/// A key present in a mapping.
+struct Entry<'t> {
+    canonical: &'static str,
+    /// Where the key is, with its path as written.
+    at: At,
+    node: &'t Spanned<Node>,
+}
+
+struct Fields<'t> {
+    entries: Vec<Entry<'t>>,
+}
+
+impl<'t> Fields<'t> {
+    /// The entry, unless absent or null (null = not set, as in W&B).
+    fn get(&self, canonical: &str) -> Option<&Entry<'t>> {
+        self.entries
+            .iter()
+            .find(|e| e.canonical == canonical && !matches!(e.node.value, Node::Null))
+    }
+}
+
+/// The state of the `environment` section.
+#[derive(Debug, Clone)]
+pub(crate) enum EnvState {
+    Absent,
+    /// Present but wrong; checks that depend on it are skipped.
+    Invalid,
+    Valid(EnvironmentConfig),
+}
+
+/// The `builder` section, each value checked on its own; the combination is checked
+/// once flags and environment variables have had their say on `type`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawBuilder {
+    pub ty: Option<Val<BuilderType>>,
+    pub ty_invalid: bool,
+    pub store: Option<Val<BuildContextStore>>,
+    pub store_invalid: bool,
+    pub build_job_name: Option<Val<String>>,
+    pub secret_name: Option<Val<String>>,
+    pub secret_key: Option<Val<String>>,
+    pub kaniko_config: Option<Val<serde_json::Value>>,
+    pub kaniko_image: Option<Val<String>>,
+    pub destination: Option<Val<String>>,
+    pub base_image: Option<Val<String>>,
+    pub cache: Option<Val<bool>>,
+}
+
+impl RawBuilder {
+    /// The kaniko-only keys present, with where they are.
+    pub fn kaniko_keys_present(&self) -> Vec<&At> {
+        [
+            self.store.as_ref().map(|v| &v.at),
+            self.build_job_name.as_ref().map(|v| &v.at),
+            self.secret_name.as_ref().map(|v| &v.at),
+            self.secret_key.as_ref().map(|v| &v.at),
+            self.kaniko_config.as_ref().map(|v| &v.at),
+            self.kaniko_image.as_ref().map(|v| &v.at),
+            self.destination.as_ref().map(|v| &v.at),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// The file, each key checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RawConfig {
+    pub entity: Option<Val<String>>,
+    pub max_jobs: Option<Val<MaxJobs>>,
+    pub max_schedulers: Option<Val<MaxJobs>>,
+    pub queues: Option<Val<Vec<String>>>,
+    pub base_url: Option<Val<String>>,
+    pub name: Option<Val<String>>,
+    pub environment: EnvState,
+    pub registry: RegistryConfig,
+    pub builder: RawBuilder,
+    pub docker: DockerSettings,
+    pub local_process: LocalProcessSettings,
+    pub env_allow_list: Vec<String>,
+    pub stopped_run_timeout: Option<Val<Duration>>,
+    pub start_timeout: Option<Val<Duration>>,
+    pub heartbeat_interval: Option<Val<Duration>>,
+    pub verbosity: Option<Val<u8>>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            entity: None,
+            max_jobs: None,
+            max_schedulers: None,
+            queues: None,
+            base_url: None,
+            name: None,
+            environment: EnvState::Absent,
+            registry: RegistryConfig::Local,
+            builder: RawBuilder::default(),
+            docker: DockerSettings::default(),
+            local_process: LocalProcessSettings::default(),
+            env_allow_list: Vec::new(),
+            stopped_run_timeout: None,
+            start_timeout: None,
+            heartbeat_interval: None,
+            verbosity: None,
+        }
+    }
+}
+
+pub(crate) const MAX_JOBS_FORM: &str = "a positive integer, or -1 for no limit";
+pub(crate) const QUEUE_FORM: &str = "QUEUE or ENTITY/QUEUE";
+
+/// Checks a queue reference: `QUEUE` or `ENTITY/QUEUE`.
+pub(crate) fn check_queue(q: &str) -> Result<(), String> {
+    let check = |kind, name: &str| {
+        hoist_core::names::validate(kind, name).map_err(|e| format!("{e}; expected {QUEUE_FORM}"))
+    };
+    match q.split_once('/') {
+        Some((entity, queue)) => {
+            check("entity", entity)?;
+            check("queue", queue)
+        }
+        None => check("queue", q),
+    }
+}
+
+pub(crate) struct Reader<'f> {
+    file: &'f str,
+    home: Option<String>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn article(env: EnvironmentType) -> &'static str {
+    match env {
+        EnvironmentType::Aws | EnvironmentType::Azure => "an",
+        EnvironmentType::Gcp => "a",
+    }
+}
+
+impl<'f> Reader<'f> {
+    pub fn new(file: &'f str, home: Option<String>) -> Self {
+        Reader {
+            file,
+            home,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn at(&self, pos: Pos, key: &str) -> At {
+        At::new(
+            Origin::File {
+                path: self.file.to_string(),
+                line: pos.line,
+                column: pos.column,
+            },
+            key,
+        )
+    }
+
+    fn err(&mut self, e: ConfigError) {
+        self.errors.push(e);
+    }
+
+    fn warn(&mut self, e: ConfigError) {
+        self.warnings.push(e);
+    }
+
+    fn type_error(&mut self, e: &Entry<'_>, form: &str) {
+        let found = e.node.value.describe();
+        self.err(e.at.error(format!("found {found}; expected {form}")));
+    }
+
+    /// The entries of a mapping; unknown keys, keys given twice under two spellings
+    /// and keys that are not strings are reported.
+    fn fields<'t>(
+        &mut self,
+        path: &str,
+        at: &At,
+        node: &'t Spanned<Node>,
+        specs: &[Spec],
+        form: &str,
+    ) -> Option<Fields<'t>> {
+        let Node::Map(entries) = &node.value else {
+            let found = node.value.describe();
+            self.err(at.error(format!("found {found}; expected {form}")));
+            return None;
+        };
+        let mut out: Vec<Entry<'t>> = Vec::new();
+        for (k, v) in entries {
+            let kpos = pos_of(k);
+            let Some(name) = k.value.scalar_text() else {
+                self.err(
+                    self.at(kpos, path)
+                        .error("a list or a mapping cannot be a key; expected a key name"),
+                );
+                continue;
+            };
+            let spec = specs
+                .iter()
+                .find(|(c, aliases)| *c == name || aliases.contains(&name.as_str()));
+            let Some((canonical, _)) = spec else {
+                self.unknown_key(path, kpos, &name, specs);
+                continue;
+            };
+            if let Some(prev) = out.iter().find(|e| e.canonical == *canonical) {
+                let prev_line = match &prev.at.origin {
+                    Origin::File { line, .. } => *line,
+                    _ => 0,
+                };
+                let prev_key = prev.at.key.rsplit('.').next().unwrap_or("").to_string();
+                self.err(self.at(kpos, &join(path, &name)).error(format!(
+                    "the same key as {prev_key:?} on line {prev_line}; give only one of them"
+                )));
+                continue;
+            }
+            out.push(Entry {
+                canonical,
+                at: self.at(kpos, &join(path, &name)),
+                node: v,
+            });
+        }
+        Some(Fields { entries: out })
+    }
+
+    fn unknown_key(&mut self, path: &str, pos: Pos, name: &str, specs: &[Spec]) {
+        let norm = name.to_ascii_lowercase().replace('-', "_");
+        if path.is_empty() && matches!(norm.as_str(), "api_key" | "apikey") {
+            self.err(self.at(pos, name).error(
+                "credentials do not belong in launch-config.yaml; use `hoist login` \
+                 (~/.config/hoist/credentials.yaml) or HOIST_API_KEY",
+            ));
+            return;
+        }
+        let all: Vec<&str> = specs
+            .iter()
+            .flat_map(|(c, a)| std::iter::once(*c).chain(a.iter().copied()))
+            .collect();
+        let message = match values::closest(name, &all) {
+            Some(s) => format!("unknown key {name:?}; did you mean {s:?}?"),
+            None => {
+                let known: Vec<&str> = specs.iter().map(|(c, _)| *c).collect();
+                format!("unknown key {name:?}; expected one of {}", known.join(", "))
+            }
+        };
+        self.err(self.at(pos, path).error(message));
+    }
+
+    fn string(&mut self, e: &Entry<'_>, form: &str) -> Option<Val<String>> {
+        let v = match &e.node.value {
+            Node::Str(s) => s.trim().to_string(),
+            Node::Int(i) => i.to_string(),
+            _ => {
+                self.type_error(e, form);
+                return None;
+            }
+        };
+        if v.is_empty() {
+            self.err(e.at.error(format!("empty value; expected {form}")));
+            return None;
+        }
+        if let Some(p) = values::placeholder(&v) {
+            self.err(e.at.error(format!(
+                "{p:?} is a placeholder from the documentation; replace it with {form}"
+            )));
+            return None;
+        }
+        Some(Val {
+            v,
+            at: e.at.clone(),
+        })
+    }
+
+    /// A string checked by `parse`, whose error is reported as is.
+    fn parsed<T>(
+        &mut self,
+        e: &Entry<'_>,
+        form: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Val<T>> {
+        let s = self.string(e, form)?;
+        match parse(&s.v) {
+            Ok(v) => Some(Val { v, at: s.at }),
+            Err(msg) => {
+                self.err(s.at.error(msg));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, e: &Entry<'_>, form: &str) -> Option<Val<i128>> {
+        let v = match &e.node.value {
+            Node::Int(i) => *i,
+            Node::Str(s) if s.trim().parse::<i128>().is_ok() => s.trim().parse().ok()?,
+            _ => {
+                self.type_error(e, form);
+                return None;
+            }
+        };
+        Some(Val {
+            v,
+            at: e.at.clone(),
+        })
+    }
+
+    fn boolean(&mut self, e: &Entry<'_>) -> Option<Val<bool>> {
+        match &e.node.value {
+            Node::Bool(b) => Some(Val {
+                v: *b,
+                at: e.at.clone(),
+            }),
+            _ => {
+                self.type_error(e, "true or false");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, e: &Entry<'_>) -> Option<Val<Duration>> {
+        let v = match &e.node.value {
+            Node::Int(i) if *i > 0 => match u64::try_from(*i) {
+                Ok(secs) => Duration::from_secs(secs),
+                Err(_) => {
+                    self.err(e.at.error(format!(
+                        "invalid duration {i} (too long); expected {DURATION_FORM}"
+                    )));
+                    return None;
+                }
+            },
+            Node::Int(i) => {
+                self.err(e.at.error(format!(
+                    "invalid duration {i}: must be more than zero; expected {DURATION_FORM}"
+                )));
+                return None;
+            }
+            Node::Str(s) => match values::parse_duration(s) {
+                Ok(d) => d,
+                Err(msg) => {
+                    self.err(e.at.error(msg));
+                    return None;
+                }
+            },
+            _ => {
+                self.type_error(e, DURATION_FORM);
+                return None;
+            }
+        };
+        Some(Val {
+            v,
+            at: e.at.clone(),
+        })
+    }
+
+    /// A list of strings (`single_ok`: a lone string is a list of one), each item
+    /// checked by `check`.
+    fn string_list<T>(
+        &mut self,
+        e: &Entry<'_>,
+        form: &str,
+        single_ok: bool,
+        mut check: impl FnMut(&str) -> Result<T, String>,
+    ) -> Option<Vec<Val<T>>> {
+        let items: Vec<(At, &Node)> = match &e.node.value {
+            Node::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (self.at(pos_of(n), &format!("{}[{i}]", e.at.key)), &n.value))
+                .collect(),
+            Node::Str(_) | Node::Int(_) if single_ok => vec![(e.at.clone(), &e.node.value)],
+            _ => {
+                self.type_error(e, &format!("a list of {form}"));
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (at, node) in items {
+            let text = match node {
+                Node::Str(s) => s.trim().to_string(),
+                Node::Int(i) => i.to_string(),
+                other => {
+                    let found = other.describe();
+                    self.err(at.error(format!("found {found}; expected {form}")));
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some(p) = values::placeholder(&text) {
+                self.err(at.error(format!(
+                    "{p:?} is a placeholder from the documentation; replace it with {form}"
+                )));
+                ok = false;
+                continue;
+            }
+            match check(&text) {
+                Ok(v) => out.push(Val { v, at }),
+                Err(msg) => {
+                    self.err(at.error(msg));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn path(&mut self, e: &Entry<'_>) -> Option<Val<PathBuf>> {
+        let home = self.home.clone();
+        self.parsed(e, "an absolute path", |s| {
+            values::parse_abs_path(s, home.as_deref())
+        })
+    }
+
+    // ---------------------------------------------------------------------------------
+
+    /// Reads the whole document.
+    pub fn read(&mut self, tree: &Spanned<Node>) -> RawConfig {
+        let mut raw = RawConfig::default();
+        if matches!(tree.value, Node::Null) {
+            return raw;
+        }
+        let root_at = self.at(pos_of(tree), "");
+        let Some(f) = self.fields(
+            "",
+            &root_at,
+            tree,
+            TOP,
+            "a mapping of agent settings (entity, max_jobs, queues, …)",
+        ) else {
+            return raw;
+        };
+
+        if let Some(e) = f.get("entity") {
+            raw.entity = self.parsed(e, "an entity name", |s| {
+                hoist_core::names::validate("entity", s)
+                    .map(|()| s.to_string())
+                    .map_err(|e| e.to_string())
+            });
+        }
+        if let Some(e) = f.get("max_jobs") {
+            raw.max_jobs = self.max_jobs(e);
+        }
+        if let Some(e) = f.get("max_schedulers") {
+            raw.max_schedulers = self.max_jobs(e);
+        }
+        if let Some(e) = f.get("queues") {
+            raw.queues = self.queues(e);
+        }
+        if let Some(e) = f.get("base_url") {
+            raw.base_url = self.parsed(e, "the hoist server's URL", values::parse_base_url);
+        }
+        if let Some(e) = f.get("name") {
+            raw.name = self.parsed(e, "an agent name", |s| {
+                hoist_core::names::validate("agent", s)
+                    .map(|()| s.to_string())
+                    .map_err(|e| e.to_string())
+            });
+        }
+        if let Some(e) = f.get("verbosity") {
+            raw.verbosity = self.verbosity(e);
+        }
+        if let Some(e) = f.get("environment") {
+            raw.environment = self.environment(e);
+        }
+        if let Some(e) = f.get("registry") {
+            raw.registry = self.registry(e, &raw.environment);
+        }
+        if let Some(e) = f.get("builder") {
+            raw.builder = self.builder(e);
+        }
+        if let Some(e) = f.get("docker") {
+            raw.docker = self.docker(e);
+        }
+        if let Some(e) = f.get("local-process") {
+            raw.local_process = self.local_process(e);
+        }
+        if let Some(e) = f.get("env-allow-list") {
+            raw.env_allow_list = self
+                .string_list(e, "environment variable names", false, |s| {
+                    if values::is_env_name(s) {
+                        Ok(s.to_string())
+                    } else {
+                        Err(format!(
+                            "invalid environment variable name {s:?}; expected letters, digits and '_', not starting with a digit"
+                        ))
+                    }
+                })
+                .map(|v| v.into_iter().map(|v| v.v).collect())
+                .unwrap_or_default();
+        }
+        if let Some(e) = f.get("stopped_run_timeout") {
+            raw.stopped_run_timeout = self.duration(e);
+        }
+        if let Some(e) = f.get("start_timeout") {
+            raw.start_timeout = self.duration(e);
+        }
+        if let Some(e) = f.get("heartbeat_interval") {
+            raw.heartbeat_interval = self.duration(e);
+        }
+        raw
+    }
+
+    fn max_jobs(&mut self, e: &Entry<'_>) -> Option<Val<MaxJobs>> {
+        let n = self.integer(e, MAX_JOBS_FORM)?;
+        let parsed = i64::try_from(n.v)
+            .map_err(|_| format!("{} is too large; expected {MAX_JOBS_FORM}", n.v))
+            .and_then(MaxJobs::from_i64);
+        match parsed {
+            Ok(v) => Some(Val { v, at: n.at }),
+            Err(msg) => {
+                self.err(n.at.error(msg));
+                None
+            }
+        }
+    }
+
+    fn verbosity(&mut self, e: &Entry<'_>) -> Option<Val<u8>> {
+        const FORM: &str = "0 (warnings), 1 (info), 2 (debug) or 3 (trace)";
+        let n = self.integer(e, FORM)?;
+        match u8::try_from(n.v) {
+            Ok(v) if v <= 3 => Some(Val { v, at: n.at }),
+            _ => {
+                self.err(n.at.error(format!("invalid value {}; expected {FORM}", n.v)));
+                None
+            }
+        }
+    }
+
+    fn queues(&mut self, e: &Entry<'_>) -> Option<Val<Vec<String>>> {
+        let items = self.string_list(e, "queue names", true, |s| {
+            check_queue(s).map(|()| s.to_string())
+        })?;
+        if items.is_empty() {
+            self.err(
+                e.at.error("empty list; expected at least one queue name (QUEUE or ENTITY/QUEUE)"),
+            );
+            return None;
+        }
+        let mut out: Vec<String> = Vec::new();
+        for item in items {
+            if out.contains(&item.v) {
+                self.warn(
+                    item.at
+                        .error(format!("queue {:?} is listed twice; ignored", item.v)),
+                );
+            } else {
+                out.push(item.v);
+            }
+        }
+        Some(Val {
+            v: out,
+            at: e.at.clone(),
+        })
+    }
+
+    fn environment(&mut self, e: &Entry<'_>) -> EnvState {
+        let before = self.errors.len();
+        let Some(f) = self.fields(
+            "environment",
+            &e.at,
+            e.node,
+            ENVIRONMENT,
+            "a mapping such as {type: aws, region: us-east-1}",
+        ) else {
+            return EnvState::Invalid;
+        };
+        let types = "one of aws, gcp, azure";
+        let ty = match f.get("type") {
+            Some(t) => {
+                let s = self.string(t, types);
+                match s {
+                    Some(s) => {
+                        match EnvironmentType::parse(&s.v) {
+                            Some(ty) => Some(Val { v: ty, at: s.at }),
+                            None => {
+                                self.err(s.at.error(format!(
+                                    "unknown environment {:?}; expected {types}",
+                                    s.v
+                                )));
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                }
+            }
+            None => {
+                self.err(e.at.error_key("environment.type", format!("missing; expected {types}")));
+                None
+            }
+        };
+        let region = f.get("region");
+        let project = f.get("project");
+        let Some(ty) = ty else {
+            return EnvState::Invalid;
+        };
+        let ignored = |r: &mut Self, entry: Option<&Entry<'_>>| {
+            if let Some(entry) = entry {
+                r.warn(entry.at.error(format!(
+                    "not used by {} {} environment; ignored",
+                    article(ty.v),
+                    ty.v.as_str()
+                )));
+            }
+        };
+        let config = match ty.v {
+            EnvironmentType::Aws => {
+                ignored(self, project);
+                let region = self.region(
+                    region,
+                    &ty,
+                    "an AWS region such as us-east-1",
+                    values::is_aws_region,
+                );
+                region.map(|region| EnvironmentConfig::Aws { region })
+            }
+            EnvironmentType::Gcp => {
+                let region = self.region(
+                    region,
+                    &ty,
+                    "a GCP region such as us-central1",
+                    values::is_gcp_region,
+                );
+                let project = project.and_then(|p| {
+                    self.parsed(p, "a GCP project id", |s| {
+                        if values::is_gcp_project(s) {
+                            Ok(s.to_string())
+                        } else {
+                            Err(format!(
+                                "invalid GCP project id {s:?}; expected 6 to 30 lowercase letters, digits and '-', starting with a letter"
+                            ))
+                        }
+                    })
+                });
+                region.map(|region| EnvironmentConfig::Gcp {
+                    region,
+                    project: project.map(|p| p.v),
+                })
+            }
+            EnvironmentType::Azure => {
+                ignored(self, region);
+                ignored(self, project);
+                Some(EnvironmentConfig::Azure)
+            }
+        };
+        match config {
+            Some(c) if self.errors.len() == before => EnvState::Valid(c),
+            _ => EnvState::Invalid,
+        }
+    }
+
+    fn region(
+        &mut self,
+        entry: Option<&Entry<'_>>,
+        ty: &Val<EnvironmentType>,
+        form: &str,
+        valid: fn(&str) -> bool,
+    ) -> Option<String> {
+        let Some(entry) = entry else {
+            self.err(ty.at.error_key(
+                "environment.region",
+                format!(
+                    "required for {} {} environment; expected {form}",
+                    article(ty.v),
+                    ty.v.as_str()
+                ),
+            ));
+            return None;
+        };
+        self.parsed(entry, form, |s| {
+            if valid(s) {
+                Ok(s.to_string())
+            } else {
+                Err(format!("invalid region {s:?}; expected {form}"))
+            }
+        })
+        .map(|v| v.v)
+    }
+
+    fn registry(&mut self, e: &Entry<'_>, env: &EnvState) -> RegistryConfig {
+        let Some(f) = self.fields(
+            "registry",
+            &e.at,
+            e.node,
+            REGISTRY,
+            "a mapping such as {type: ecr, repository: my-repo}",
+        ) else {
+            return RegistryConfig::Local;
+        };
+        let types = "one of ecr, gcr, acr, oci";
+        let explicit =
+            match f.get("type") {
+                Some(t) => match self.string(t, types) {
+                    Some(s) => match RegistryType::parse(&s.v) {
+                        Some(ty) => Some(Val { v: ty, at: s.at }),
+                        None => {
+                            self.err(s.at.error(format!(
+                                "unknown registry type {:?}; expected {types}",
+                                s.v
+                            )));
+                            return RegistryConfig::Local;
+                        }
+                    },
+                    None => return RegistryConfig::Local,
+                },
+                None => None,
+            };
+        let uri = f.get("uri").and_then(|u| self.string(u, "a registry URI"));
+        let repository = f
+            .get("repository")
+            .and_then(|r| self.string(r, "a repository name"));
+        let image_name = f
+            .get("image-name")
+            .and_then(|r| self.string(r, "an image name"));
+        let credentials_file = f.get("credentials-file").and_then(|c| self.path(c));
+
+        let ty = match (explicit, &uri) {
+            (Some(t), _) => t,
+            (None, Some(u)) => {
+                let v = if values::looks_ecr(&u.v) {
+                    RegistryType::Ecr
+                } else if values::looks_gcr(&u.v) {
+                    RegistryType::Gcr
+                } else if values::looks_acr(&u.v) {
+                    RegistryType::Acr
+                } else {
+                    RegistryType::Oci
+                };
+                Val {
+                    v,
+                    at: u.at.clone(),
+                }
+            }
+            (None, None) => {
+                self.err(e.at.error_key(
+                    "registry.uri",
+                    format!(
+                        "missing; expected the URI of a registry repository ({}), or a type (ecr, gcr, acr) with its keys",
+                        values::OCI_URI_FORM
+                    ),
+                ));
+                return RegistryConfig::Local;
+            }
+        };
+        let what = format!(
+            "{} {} registry",
+            if ty.v == RegistryType::Gcr { "a" } else { "an" },
+            ty.v.as_str()
+        );
+        let ignored = |r: &mut Self, v: &Option<Val<String>>, why: &str| {
+            if let Some(v) = v {
+                r.warn(v.at.error(format!("not used by {what}{why}; ignored")));
+            }
+        };
+
+        // The environment each cloud registry needs.
+        let needs = match ty.v {
+            RegistryType::Ecr => Some(EnvironmentType::Aws),
+            RegistryType::Gcr => Some(EnvironmentType::Gcp),
+            RegistryType::Acr => Some(EnvironmentType::Azure),
+            RegistryType::Oci => None,
+        };
+        let mut env_config = None;
+        if let Some(need) = needs {
+            let hint = match need {
+                EnvironmentType::Aws => "environment: {type: aws, region: REGION}",
+                EnvironmentType::Gcp => {
+                    "environment: {type: gcp, region: REGION, project: PROJECT}"
+                }
+                EnvironmentType::Azure => "environment: {type: azure}",
+            };
+            match env {
+                EnvState::Absent => self.err(ty.at.error(format!(
+                    "{what} needs {} {} environment ({hint}); none is configured",
+                    article(need),
+                    need.as_str()
+                ))),
+                EnvState::Valid(c) if c.kind() != need => self.err(ty.at.error(format!(
+                    "{what} needs {} {} environment ({hint}); environment.type is {}",
+                    article(need),
+                    need.as_str(),
+                    c.kind().as_str()
+                ))),
+                EnvState::Valid(c) => env_config = Some(c.clone()),
+                EnvState::Invalid => {}
+            }
+        }
+        if credentials_file.is_some() && ty.v != RegistryType::Oci {
+            let cf = credentials_file.as_ref().map(|c| Val {
+                v: String::new(),
+                at: c.at.clone(),
+            });
+            ignored(self, &cf, " (its credentials come from the environment)");
+        }
+
+        let both = |r: &mut Self, uri: &Option<Val<String>>, other: &Option<Val<String>>| {
+            if let (Some(_), Some(o)) = (uri, other) {
+                r.err(o.at.error(format!(
+                    "give either registry.uri or {}, not both",
+                    o.at.key
+                )));
+            }
+        };
+
+        let config = match ty.v {
+            RegistryType::Ecr => {
+                ignored(self, &image_name, "");
+                both(self, &uri, &repository);
+                let env_region = match &env_config {
+                    Some(EnvironmentConfig::Aws { region }) => Some(region.clone()),
+                    _ => None,
+                };
+                if let Some(u) = &uri {
+                    match values::parse_ecr_uri(&u.v) {
+                        Ok(p) => {
+                            if let Some(er) = &env_region
+                                && *er != p.region
+                            {
+                                self.err(u.at.error(format!(
+                                    "the URI's region {:?} does not match environment.region {er:?}",
+                                    p.region
+                                )));
+                            }
+                            Some(RegistryConfig::Ecr(EcrRegistry {
+                                region: p.region,
+                                account_id: Some(p.account_id),
+                                repository: p.repository,
+                            }))
+                        }
+                        Err(msg) => {
+                            self.err(u.at.error(msg));
+                            None
+                        }
+                    }
+                } else if let Some(r) = &repository {
+                    self.repository_name(r).map(|repository| {
+                        RegistryConfig::Ecr(EcrRegistry {
+                            region: env_region.clone().unwrap_or_default(),
+                            account_id: None,
+                            repository,
+                        })
+                    })
+                } else {
+                    self.err(ty.at.error_key(
+                        "registry.repository",
+                        format!(
+                            "required for an ecr registry: give registry.uri ({}) or registry.repository",
+                            values::ECR_URI_FORM
+                        ),
+                    ));
+                    None
+                }
+            }
+            RegistryType::Gcr => {
+                both(self, &uri, &repository);
+                let (env_region, env_project) = match &env_config {
+                    Some(EnvironmentConfig::Gcp { region, project }) => {
+                        (Some(region.clone()), project.clone())
+                    }
+                    _ => (None, None),
+                };
+                if let Some(u) = &uri {
+                    match values::parse_gcr_uri(&u.v) {
+                        Ok(p) => {
+                            if let Some(er) = &env_region
+                                && *er != p.region
+                            {
+                                self.err(u.at.error(format!(
+                                    "the URI's region {:?} does not match environment.region {er:?}",
+                                    p.region
+                                )));
+                            }
+                            if let Some(ep) = &env_project
+                                && *ep != p.project
+                            {
+                                self.err(u.at.error(format!(
+                                    "the URI's project {:?} does not match environment.project {ep:?}",
+                                    p.project
+                                )));
+                            }
+                            let image = match (p.image_name, &image_name) {
+                                (Some(i), None) => Some(i),
+                                (None, Some(i)) => self.image_name(i),
+                                (Some(_), Some(i)) => {
+                                    self.err(i.at.error(
+                                        "the image name is already in registry.uri; give it once",
+                                    ));
+                                    None
+                                }
+                                (None, None) => {
+                                    self.err(u.at.error(format!(
+                                        "no image name; expected {} (or set registry.image-name)",
+                                        values::GCR_URI_FORM
+                                    )));
+                                    None
+                                }
+                            };
+                            image.map(|image_name| {
+                                RegistryConfig::Gcr(GcrRegistry {
+                                    region: p.region,
+                                    project: Some(p.project),
+                                    repository: p.repository,
+                                    image_name,
+                                })
+                            })
+                        }
+                        Err(msg) => {
+                            self.err(u.at.error(msg));
+                            None
+                        }
+                    }
+                } else {
+                    let missing = |r: &mut Self, key: &str| {
+                        r.err(ty.at.error_key(
+                            key,
+                            format!(
+                                "required for a gcr registry without registry.uri; expected registry.uri ({}) or registry.repository and registry.image-name",
+                                values::GCR_URI_FORM
+                            ),
+                        ));
+                    };
+                    let repo = match &repository {
+                        Some(r) if r.v.contains('/') => {
+                            self.err(r.at.error(format!(
+                                "invalid Artifact Registry repository {:?}; expected a name without '/' (the image goes in registry.image-name)",
+                                r.v
+                            )));
+                            None
+                        }
+                        Some(r) => self.repository_name(r),
+                        None => {
+                            missing(self, "registry.repository");
+                            None
+                        }
+                    };
+                    let image = match &image_name {
+                        Some(i) => self.image_name(i),
+                        None => {
+                            missing(self, "registry.image-name");
+                            None
+                        }
+                    };
+                    match (repo, image) {
+                        (Some(repository), Some(image_name)) => {
+                            Some(RegistryConfig::Gcr(GcrRegistry {
+                                region: env_region.unwrap_or_default(),
+                                project: env_project,
+                                repository,
+                                image_name,
+                            }))
+                        }
+                        _ => None,
+                    }
+                }
+            }
+            RegistryType::Acr => {
+                ignored(
+                    self,
+                    &repository,
+                    " (the repository is part of registry.uri)",
+                );
+                ignored(self, &image_name, "");
+                match &uri {
+                    Some(u) => match values::parse_acr_uri(&u.v) {
+                        Ok((registry, repository)) => Some(RegistryConfig::Acr(AcrRegistry {
+                            registry,
+                            repository,
+                        })),
+                        Err(msg) => {
+                            self.err(u.at.error(msg));
+                            None
+                        }
+                    },
+                    None => {
+                        self.err(ty.at.error_key(
+                            "registry.uri",
+                            format!(
+                                "required for an acr registry; expected {}",
+                                values::ACR_URI_FORM
+                            ),
+                        ));
+                        None
+                    }
+                }
+            }
+            RegistryType::Oci => {
+                ignored(
+                    self,
+                    &repository,
+                    " (the repository is part of registry.uri)",
+                );
+                ignored(self, &image_name, "");
+                match &uri {
+                    Some(u) => match values::parse_oci_uri(&u.v) {
+                        Ok(p) => Some(RegistryConfig::Oci(OciRegistry {
+                            host: p.host,
+                            repository: p.repository,
+                            plain_http: p.plain_http,
+                            credentials_file: credentials_file.map(|c| c.v),
+                        })),
+                        Err(msg) => {
+                            self.err(u.at.error(msg));
+                            None
+                        }
+                    },
+                    None => {
+                        self.err(ty.at.error_key(
+                            "registry.uri",
+                            format!(
+                                "required for an oci registry; expected {}",
+                                values::OCI_URI_FORM
+                            ),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        config.unwrap_or(RegistryConfig::Local)
+    }
+
+    fn repository_name(&mut self, r: &Val<String>) -> Option<String> {
+        if values::is_repository_path(&r.v) && !r.v.contains(':') {
+            Some(r.v.clone())
+        } else {
+            self.err(r.at.error(format!(
+                "invalid repository name {:?}; expected {REPOSITORY_FORM}",
+                r.v
+            )));
+            None
+        }
+    }
+
+    fn image_name(&mut self, i: &Val<String>) -> Option<String> {
+        if values::is_repository_path(&i.v) {
+            Some(i.v.clone())
+        } else {
+            self.err(i.at.error(format!(
+                "invalid image name {:?}; expected {REPOSITORY_FORM}",
+                i.v
+            )));
+            None
+        }
+    }
+
+    fn builder(&mut self, e: &Entry<'_>) -> RawBuilder {
+        let mut b = RawBuilder::default();
+        let Some(f) = self.fields(
+            "builder",
+            &e.at,
+            e.node,
+            BUILDER,
+            "a mapping such as {type: docker}",
+        ) else {
+            b.ty_invalid = true;
+            return b;
+        };
+        let types = "one of docker, kaniko, noop";
+        if let Some(t) = f.get("type") {
+            match self.string(t, types) {
+                Some(s) => match BuilderType::parse(&s.v) {
+                    Some(ty) => b.ty = Some(Val { v: ty, at: s.at }),
+                    None => {
+                        self.err(
+                            s.at.error(format!("unknown builder {:?}; expected {types}", s.v)),
+                        );
+                        b.ty_invalid = true;
+                    }
+                },
+                None => b.ty_invalid = true,
+            }
+        }
+        if let Some(s) = f.get("build-context-store") {
+            b.store = self.parsed(s, values::STORE_FORM, values::parse_build_context_store);
+            b.store_invalid = b.store.is_none();
+        }
+        if let Some(n) = f.get("build-job-name") {
+            b.build_job_name = self.parsed(n, "a Kubernetes Job name prefix", |s| {
+                if values::is_k8s_label(s, 40) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!(
+                        "invalid Job name prefix {s:?}; expected lowercase letters, digits and '-', at most 40 characters, starting and ending with a letter or digit"
+                    ))
+                }
+            });
+        }
+        if let Some(n) = f.get("secret-name") {
+            b.secret_name = self.parsed(n, "a Kubernetes secret name", |s| {
+                if values::is_k8s_name(s) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!(
+                        "invalid Kubernetes secret name {s:?}; expected lowercase letters, digits, '-' and '.'"
+                    ))
+                }
+            });
+        }
+        if let Some(n) = f.get("secret-key") {
+            b.secret_key = self.parsed(n, "a key of the Kubernetes secret", |s| {
+                if values::is_k8s_secret_key(s) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!(
+                        "invalid secret key {s:?}; expected letters, digits, '-', '_' and '.'"
+                    ))
+                }
+            });
+        }
+        if let Some(c) = f.get("kaniko-config") {
+            if matches!(c.node.value, Node::Map(_)) {
+                b.kaniko_config = Some(Val {
+                    v: c.node.value.to_json(),
+                    at: c.at.clone(),
+                });
+            } else {
+                self.type_error(c, "a mapping (a partial Kubernetes Job spec)");
+            }
+        }
+        if let Some(i) = f.get("kaniko-image") {
+            b.kaniko_image = self.parsed(i, "an image reference", values::parse_image_ref);
+        }
+        if let Some(d) = f.get("destination") {
+            b.destination = self.parsed(d, "an image repository URI", values::parse_image_ref);
+        }
+        if let Some(i) = f.get("base-image") {
+            b.base_image = self.parsed(i, "an image reference", values::parse_image_ref);
+        }
+        if let Some(c) = f.get("cache") {
+            b.cache = self.boolean(c);
+        }
+        b
+    }
+
+    fn docker(&mut self, e: &Entry<'_>) -> DockerSettings {
+        let mut d = DockerSettings::default();
+        let Some(f) = self.fields(
+            "docker",
+            &e.at,
+            e.node,
+            DOCKER,
+            "a mapping such as {allow-privileged: false}",
+        ) else {
+            return d;
+        };
+        if let Some(h) = f.get("host") {
+            d.host = self
+                .parsed(h, values::DOCKER_HOST_FORM, values::parse_docker_host)
+                .map(|v| v.v);
+        }
+        let flag = |r: &mut Self, key: &str, slot: &mut bool| {
+            if let Some(x) = f.get(key).and_then(|x| r.boolean(x)) {
+                *slot = x.v;
+            }
+        };
+        flag(self, "allow-privileged", &mut d.allow_privileged);
+        flag(self, "allow-host-network", &mut d.allow_host_network);
+        flag(self, "allow-host-pid", &mut d.allow_host_pid);
+        flag(self, "allow-host-ipc", &mut d.allow_host_ipc);
+        if let Some(c) = f.get("allow-cap-add") {
+            d.allow_cap_add = self
+                .string_list(c, "capability names", false, values::parse_capability)
+                .map(|v| v.into_iter().map(|v| v.v).collect())
+                .unwrap_or_default();
+        }
+        let home = self.home.clone();
+        if let Some(c) = f.get("allow-devices") {
+            d.allow_devices = self
+                .string_list(c, "device paths", false, |s| {
+                    let p = values::parse_abs_path(s, home.as_deref())?;
+                    if p.starts_with("/dev") && p != std::path::Path::new("/dev") {
+                        Ok(p)
+                    } else {
+                        Err(format!(
+                            "{s:?} is not a device; expected a path under /dev, such as /dev/nvidia0"
+                        ))
+                    }
+                })
+                .map(|v| v.into_iter().map(|v| v.v).collect())
+                .unwrap_or_default();
+        }
+        if let Some(c) = f.get("volume-allow-list") {
+            d.volume_allow_list = self
+                .string_list(c, "absolute host paths", false, |s| {
+                    values::parse_abs_path(s, home.as_deref())
+                })
+                .map(|v| v.into_iter().map(|v| v.v).collect())
+                .unwrap_or_default();
+        }
+        d
+    }
+
+    fn local_process(&mut self, e: &Entry<'_>) -> LocalProcessSettings {
+        let mut l = LocalProcessSettings::default();
+        let Some(f) = self.fields(
+            "local-process",
+            &e.at,
+            e.node,
+            LOCAL_PROCESS,
+            "a mapping such as {work-dir: /var/lib/hoist/runs}",
+        ) else {
+            return l;
+        };
+        if let Some(w) = f.get("work-dir") {
+            l.work_dir = self.path(w).map(|v| v.v);
+        }
+        if let Some(a) = f.get("allow-env-passthrough").and_then(|a| self.boolean(a)) {
+            l.allow_env_passthrough = a.v;
+        }
+        l
+    }
+}
