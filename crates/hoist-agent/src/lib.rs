@@ -1,1 +1,21 @@
-//! hoist-agent
+//! hoist-agent: takes runs from queues and executes them.
+//!
+//! # Layout
+//! - [`config`]: the agent's configuration (`launch-config.yaml`, W&B-compatible),
+//!   `HOIST_*` variables and flags, resolved into a typed [`config::AgentConfig`].
+//! - [`agent`]: registration, the long-poll claim loop, heartbeats, shutdown.
+//! - [`run`]: one run's life: prepare (macros, environment), start, supervise, report.
+//! - [`macros`]: `${project_name}`-style queue-config macros and their secret filter.
+//! - [`logs`]: bounded log capture and batched shipping to the server.
+//! - [`runners`]: one [`runners::Runner`] per target resource (`local_process`,
+//!   `docker`).
+//!
+//! Architecture Invariant: the agent talks to the server over HTTP only (through
+//! `hoist-client`); it never touches the database.
+
+pub mod agent;
+pub mod config;
+pub mod logs;
+pub mod macros;
+pub mod run;
+pub mod runners;

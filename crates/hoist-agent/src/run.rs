@@ -1,0 +1,520 @@
+//! One run's life on the agent: prepare, start, supervise, report.
+//!
+//! The job starts *before* `starting` is reported (the claim already gives the agent
+//! the run; the report confirms the lease); reports go out in order through a
+//! [`Reporter`] that retries while the server is unreachable. A refused report means
+//! the server no longer assigns the run to this agent (cancelled, handed elsewhere):
+//! the execution is stopped and nothing more is reported.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_client::Client;
+use hoist_core::api::{ClaimedRun, ErrorCode, Failure, LogBatch, Run, RunUpdate};
+use hoist_core::resource::ResourceType;
+use hoist_core::run::{FailureStage, RunState};
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::Shared;
+use crate::logs::{LogSink, ship};
+use crate::macros::{self, MacroContext};
+use crate::runners::{self, Adopted, Execution, Exit, JobSpec, RunnerError};
+
+/// What the agent tells a run task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSignal {
+    /// A person asked for a stop: SIGTERM, grace, kill; report `stopped`.
+    Stop,
+    /// The server no longer assigns this run to us: stop it, report nothing.
+    Abandon,
+    /// The agent is shutting down: leave containers running (a restarted agent
+    /// re-adopts them), stop local processes.
+    Shutdown,
+    /// The agent is shutting down after its runs end: keep supervising.
+    Drain,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Signals {
+    stop: bool,
+    abandon: bool,
+    shutdown: bool,
+}
+
+/// The agent's handle on a run task.
+pub struct RunControl {
+    tx: watch::Sender<Signals>,
+}
+
+impl RunControl {
+    pub fn new() -> (RunControl, watch::Receiver<Signals>) {
+        let (tx, rx) = watch::channel(Signals::default());
+        (RunControl { tx }, rx)
+    }
+
+    pub fn signal(&self, s: RunSignal) {
+        self.tx.send_modify(|v| match s {
+            RunSignal::Stop => v.stop = true,
+            RunSignal::Abandon => v.abandon = true,
+            RunSignal::Shutdown => v.shutdown = true,
+            RunSignal::Drain => {}
+        });
+    }
+}
+
+/// Sends a run's state reports in order, retrying transient failures.
+struct Reporter {
+    tx: mpsc::UnboundedSender<RunUpdate>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reporter {
+    fn new(shared: Arc<Shared>, run_id: String, control: watch::Sender<Signals>) -> Reporter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<RunUpdate>();
+        let task = tokio::spawn(async move {
+            let mut refused = false;
+            while let Some(u) = rx.recv().await {
+                if refused {
+                    continue;
+                }
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match shared.client.update_run(&run_id, &u).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(message = "Could not report a run's state; retrying.", run = %run_id, state = %u.state, error = %e);
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                        Err(e) if e.code() == Some(ErrorCode::Superseded) => {
+                            shared.supersede();
+                            refused = true;
+                            break;
+                        }
+                        Err(e) => {
+                            // Find out why: the run may have been stopped meanwhile (go
+                            // on, stopping), or is no longer ours (let go).
+                            match shared.client.get_run(&run_id).await {
+                                Ok(r)
+                                    if r.state == RunState::Stopping && !u.state.is_terminal() =>
+                                {
+                                    control.send_modify(|s| s.stop = true);
+                                }
+                                Ok(r) if u.state.is_terminal() && r.state.is_terminal() => {}
+                                _ => {
+                                    tracing::warn!(message = "The server refused a run report; letting the run go.", run = %run_id, state = %u.state, error = %e);
+                                    control.send_modify(|s| s.abandon = true);
+                                    refused = true;
+                                }
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Reporter { tx, task }
+    }
+
+    fn send(
+        &self,
+        session: &str,
+        state: RunState,
+        reason: String,
+        exit_code: Option<i32>,
+        failure: Option<Failure>,
+    ) {
+        let _ = self.tx.send(RunUpdate {
+            session: session.to_string(),
+            state,
+            reason,
+            exit_code,
+            failure,
+        });
+    }
+
+    /// Waits until every report was delivered (or refused).
+    async fn finish(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// Builds what the runner needs from the claimed run.
+fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
+    let env_lookup = |n: &str| std::env::var(n).ok();
+    let ctx = MacroContext {
+        project: &run.project,
+        entity: &run.entity,
+        run_id: &run.id,
+        run_name: &run.name,
+        image_uri: run.image.as_deref(),
+        env: &env_lookup,
+        allow: &shared.config.env_allow_list,
+    };
+    let (resource_config, report) = macros::apply(&run.resource_config, &ctx);
+    let queue = format!("{}/{}", run.entity, run.queue);
+    let mut env: Vec<(String, String)> = run
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend([
+        ("HOIST_RUN_ID".to_string(), run.id.clone()),
+        ("HOIST_RUN_NAME".to_string(), run.name.clone()),
+        ("HOIST_PROJECT".to_string(), run.project.clone()),
+        ("HOIST_ENTITY".to_string(), run.entity.clone()),
+        ("HOIST_QUEUE".to_string(), queue.clone()),
+        ("HOIST_BASE_URL".to_string(), shared.base_url.clone()),
+        ("HOIST_RUN_TOKEN".to_string(), token.to_string()),
+        ("HOIST_RUN_CONFIG".to_string(), run.config.to_string()),
+    ]);
+    let labels = [
+        (runners::LABEL_RUN_ID, run.id.clone()),
+        (runners::LABEL_AGENT, shared.name.clone()),
+        (runners::LABEL_QUEUE, run.queue.clone()),
+        (runners::LABEL_ENTITY, run.entity.clone()),
+        (runners::LABEL_PROJECT, run.project.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let job = JobSpec {
+        run_id: run.id.clone(),
+        run_name: run.name.clone(),
+        project: run.project.clone(),
+        entity: run.entity.clone(),
+        queue,
+        agent_name: shared.name.clone(),
+        image: run.image.clone(),
+        entry_point: run.entry_point.clone(),
+        args: run.args.clone(),
+        env,
+        resource_config,
+        labels,
+    };
+    (job, report.summary())
+}
+
+/// When the last line the server has for a run was written (to resume after it).
+async fn last_log_time(client: &Client, run_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let len = client
+        .append_logs(
+            run_id,
+            &LogBatch {
+                session: None,
+                lines: vec![],
+            },
+        )
+        .await
+        .ok()?
+        .next_offset;
+    if len == 0 {
+        return None;
+    }
+    let page = client.read_logs(run_id, len - 1, Some(1)).await.ok()?;
+    page.lines.first().map(|l| l.ts)
+}
+
+enum Ending {
+    Exited(Result<Exit, RunnerError>),
+    /// Left running for a restarted agent.
+    LeftRunning,
+    Abandoned,
+}
+
+/// Runs one claimed (or re-adopted) run to its end.
+pub async fn supervise(
+    shared: Arc<Shared>,
+    claimed: ClaimedRun,
+    adopted: bool,
+    mut signals: watch::Receiver<Signals>,
+) {
+    let run = claimed.run;
+    let session = shared.session.clone();
+    let control = {
+        // The reporter may raise signals too (a refused report).
+        let (tx, rx) = watch::channel(*signals.borrow());
+        let mut upstream = signals.clone();
+        let fwd = tx.clone();
+        tokio::spawn(async move {
+            while upstream.changed().await.is_ok() {
+                let v = *upstream.borrow();
+                fwd.send_modify(|s| {
+                    s.stop |= v.stop;
+                    s.abandon |= v.abandon;
+                    s.shutdown |= v.shutdown;
+                });
+            }
+        });
+        signals = rx;
+        tx
+    };
+    let own = control.clone();
+    let reporter = Reporter::new(shared.clone(), run.id.clone(), control);
+    let sink = LogSink::new();
+    let shipper = tokio::spawn(ship(
+        sink.clone(),
+        shared.client.clone(),
+        run.id.clone(),
+        session.clone(),
+    ));
+    let fail = |stage: FailureStage, message: String, sink: &LogSink| Failure {
+        stage,
+        message,
+        log_tail: sink.tail(),
+    };
+
+    let Some(runner) = shared.runners.get(&run.resource).cloned() else {
+        let msg = match run.resource {
+            ResourceType::Docker => format!(
+                "agent {} cannot run docker queues: no Docker daemon answered when it started",
+                shared.name
+            ),
+            r => format!("agent {} has no {r} runner (it runs: {})", shared.name, {
+                let mut v: Vec<_> = shared.runners.keys().map(|k| k.as_str()).collect();
+                v.sort();
+                v.join(", ")
+            }),
+        };
+        sink.system(&msg);
+        reporter.send(
+            &session,
+            RunState::Failed,
+            msg.clone(),
+            None,
+            Some(fail(FailureStage::Agent, msg, &sink)),
+        );
+        return finish(reporter, sink, shipper).await;
+    };
+    if run.job.is_some() && run.image.is_none() {
+        let msg =
+            "this run names a job; jobs need the image builder, which this agent does not have yet"
+                .to_string();
+        reporter.send(
+            &session,
+            RunState::Failed,
+            msg.clone(),
+            None,
+            Some(fail(FailureStage::Build, msg, &sink)),
+        );
+        return finish(reporter, sink, shipper).await;
+    }
+    let (job, macro_summary) = prepare(&shared, &run, &claimed.token);
+    let grace = shared.config.stopped_run_timeout;
+
+    // Start (or find again) the execution.
+    let exec: Box<dyn Execution> = if adopted {
+        let since = last_log_time(&shared.client, &run.id).await;
+        match runner.adopt(&job, sink.clone(), since).await {
+            Ok(Adopted::Found(exec)) => {
+                let note = format!(
+                    "re-adopted {} by agent {} after a restart",
+                    exec.describe(),
+                    shared.name
+                );
+                sink.system(&format!("[hoist: {note}]"));
+                match run.state {
+                    RunState::Starting | RunState::Unknown => {
+                        reporter.send(&session, RunState::Running, note, None, None);
+                    }
+                    RunState::Stopping => {
+                        let _ = exec.stop(grace).await;
+                    }
+                    _ => {}
+                }
+                if run.stop_requested && run.state != RunState::Stopping {
+                    own.send_modify(|s| s.stop = true);
+                }
+                exec
+            }
+            Ok(Adopted::Gone(reason)) => {
+                sink.system(&format!("[hoist: {reason}]"));
+                reporter.send(
+                    &session,
+                    RunState::Failed,
+                    reason.clone(),
+                    None,
+                    Some(fail(FailureStage::Agent, reason, &sink)),
+                );
+                return finish(reporter, sink, shipper).await;
+            }
+            Err(e) => {
+                let msg = format!("could not re-adopt the run after an agent restart: {e}");
+                reporter.send(
+                    &session,
+                    RunState::Failed,
+                    msg.clone(),
+                    None,
+                    Some(fail(e.stage(), msg, &sink)),
+                );
+                return finish(reporter, sink, shipper).await;
+            }
+        }
+    } else {
+        let mut reason = format!("starting on agent {}", shared.name);
+        if !macro_summary.is_empty() {
+            reason.push_str("; ");
+            reason.push_str(&macro_summary);
+        }
+        let start = tokio::time::timeout(
+            shared.config.start_timeout,
+            runner.start(&job, sink.clone()),
+        );
+        // Confirm the claim while the job starts.
+        reporter.send(&session, RunState::Starting, reason, None, None);
+        match start.await {
+            Ok(Ok(exec)) => {
+                reporter.send(
+                    &session,
+                    RunState::Running,
+                    format!("running as {}", exec.describe()),
+                    None,
+                    None,
+                );
+                exec
+            }
+            Ok(Err(e)) => {
+                let msg = match &e {
+                    RunnerError::Refused(m) => format!("refused by agent {}: {m}", shared.name),
+                    other => format!("could not start: {other}"),
+                };
+                sink.system(&format!("[hoist: {msg}]"));
+                reporter.send(
+                    &session,
+                    RunState::Failed,
+                    msg.clone(),
+                    None,
+                    Some(fail(e.stage(), msg, &sink)),
+                );
+                return finish(reporter, sink, shipper).await;
+            }
+            Err(_) => {
+                let msg = format!(
+                    "the run did not start within start_timeout ({}s)",
+                    shared.config.start_timeout.as_secs()
+                );
+                sink.system(&format!("[hoist: {msg}]"));
+                reporter.send(
+                    &session,
+                    RunState::Failed,
+                    msg.clone(),
+                    None,
+                    Some(fail(FailureStage::Run, msg, &sink)),
+                );
+                return finish(reporter, sink, shipper).await;
+            }
+        }
+    };
+
+    // Supervise until the end, a stop, or the agent going away.
+    let mut stopping = run.state == RunState::Stopping;
+    let ending = loop {
+        let s = *signals.borrow_and_update();
+        if s.abandon {
+            let _ = exec.stop(grace).await;
+            let _ = tokio::time::timeout(grace + Duration::from_secs(10), exec.wait()).await;
+            break Ending::Abandoned;
+        }
+        if s.shutdown {
+            if run.resource == ResourceType::LocalProcess {
+                // A local process cannot outlive the agent's supervision.
+                if !stopping {
+                    stopping = true;
+                    reporter.send(
+                        &session,
+                        RunState::Stopping,
+                        format!("agent {} shutting down", shared.name),
+                        None,
+                        None,
+                    );
+                }
+                let _ = exec.stop(grace).await;
+                break Ending::Exited(exec.wait().await);
+            }
+            break Ending::LeftRunning;
+        }
+        if s.stop && !stopping {
+            stopping = true;
+            sink.system(&format!(
+                "[hoist: stop requested; sending SIGTERM, killing after {}s]",
+                grace.as_secs()
+            ));
+            if let Err(e) = exec.stop(grace).await {
+                tracing::warn!(message = "Stopping a run failed.", run = %run.id, error = %e);
+            }
+        }
+        tokio::select! {
+            r = exec.wait() => break Ending::Exited(r),
+            c = signals.changed() => {
+                if c.is_err() {
+                    // The agent dropped its handle: it is going away.
+                    break Ending::LeftRunning;
+                }
+            }
+        }
+    };
+
+    match ending {
+        Ending::LeftRunning => {
+            sink.system(&format!(
+                "[hoist: agent {} stopped; the run keeps running and will be re-adopted]",
+                shared.name
+            ));
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
+            shipper.abort();
+            drop(reporter);
+        }
+        Ending::Abandoned => {
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
+            shipper.abort();
+            exec.cleanup().await;
+            reporter.finish().await;
+        }
+        Ending::Exited(result) => {
+            let (state, reason, code, failure) = match result {
+                Ok(exit) if stopping => (
+                    RunState::Stopped,
+                    format!("stopped ({exit})"),
+                    Some(exit.code()),
+                    None,
+                ),
+                Ok(exit) if exit.success() => (RunState::Finished, exit.to_string(), Some(0), None),
+                Ok(exit) => {
+                    let msg = format!("the job ended with {exit}");
+                    (
+                        RunState::Failed,
+                        msg.clone(),
+                        Some(exit.code()),
+                        Some(fail(FailureStage::Run, msg, &sink)),
+                    )
+                }
+                Err(e) => {
+                    let msg = format!("lost track of the job: {e}");
+                    (
+                        RunState::Failed,
+                        msg.clone(),
+                        None,
+                        Some(fail(e.stage(), msg, &sink)),
+                    )
+                }
+            };
+            // Logs first, so that a follower sees every line before the end.
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(30), sink.flushed()).await;
+            reporter.send(&session, state, reason, code, failure);
+            reporter.finish().await;
+            exec.cleanup().await;
+            let _ = shipper.await;
+        }
+    }
+}
+
+async fn finish(reporter: Reporter, sink: LogSink, shipper: tokio::task::JoinHandle<()>) {
+    sink.close();
+    let _ = tokio::time::timeout(Duration::from_secs(30), sink.flushed()).await;
+    reporter.finish().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), shipper).await;
+}

@@ -1,0 +1,243 @@
+//! A started (or adopted) container: wait, stop, clean up.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use futures::StreamExt;
+use tokio::sync::{OnceCell, watch};
+use tokio::task::JoinHandle;
+
+use super::{daemon_message, is_not_found};
+use crate::logs::LogSink;
+use crate::runners::{Execution, Exit, RunnerError};
+
+/// How long [`Execution::wait`] waits for the rest of the output once the container
+/// has exited (the daemon ends the stream as soon as it has sent the last line).
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Consecutive failed waits (daemon unreachable) before giving up.
+const MAX_WAIT_FAILURES: u32 = 60;
+
+pub(crate) struct DockerExecution {
+    docker: Docker,
+    id: String,
+    sink: LogSink,
+    /// The log follower; `true` once it has read the stream to its end.
+    logs_done: watch::Receiver<bool>,
+    follower: std::sync::Mutex<Option<JoinHandle<()>>>,
+    exit: OnceCell<Result<Exit, RunnerError>>,
+}
+
+impl DockerExecution {
+    /// Starts following the container's output (from `since`, exclusive) and returns
+    /// the execution.
+    pub(crate) fn follow(
+        docker: Docker,
+        id: String,
+        sink: LogSink,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        read_logs: bool,
+    ) -> DockerExecution {
+        let (done_tx, done_rx) = watch::channel(false);
+        let follower = if read_logs {
+            let (d, i, s) = (docker.clone(), id.clone(), sink.clone());
+            Some(tokio::spawn(async move {
+                super::stream::follow(d, i, s, since).await;
+                let _ = done_tx.send(true);
+            }))
+        } else {
+            let _ = done_tx.send(true);
+            None
+        };
+        DockerExecution {
+            docker,
+            id,
+            sink,
+            logs_done: done_rx,
+            follower: std::sync::Mutex::new(follower),
+            exit: OnceCell::new(),
+        }
+    }
+
+    fn abort_follower(&self) {
+        if let Some(h) = self.follower.lock().expect("follower").take() {
+            h.abort();
+        }
+    }
+
+    /// The container's exit code, once it is not running.
+    async fn wait_exit(&self) -> Result<Exit, RunnerError> {
+        let mut failures = 0u32;
+        loop {
+            let opts = WaitContainerOptions {
+                condition: "not-running".to_string(),
+            };
+            let mut s = self.docker.wait_container(&self.id, Some(opts));
+            let err = match s.next().await {
+                Some(Ok(r)) => return Ok(Exit::Code(exit_code(r.status_code))),
+                // bollard turns a non-zero exit into an error that carries the code.
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                    return Ok(Exit::Code(exit_code(code)));
+                }
+                Some(Err(e)) => e.to_string(),
+                None => "the wait request ended without an answer".to_string(),
+            };
+            // The wait broke (daemon restart, connection lost): ask the state.
+            match self.docker.inspect_container(&self.id, None).await {
+                Ok(c) => {
+                    let state = c.state.unwrap_or_default();
+                    if !state.running.unwrap_or(false) && !state.restarting.unwrap_or(false) {
+                        return Ok(Exit::Code(exit_code(state.exit_code.unwrap_or(-1))));
+                    }
+                }
+                Err(e) if is_not_found(&e) => {
+                    return Err(RunnerError::Backend(format!(
+                        "container {} was removed before its exit code could be read",
+                        short(&self.id)
+                    )));
+                }
+                Err(_) => {}
+            }
+            failures += 1;
+            if failures >= MAX_WAIT_FAILURES {
+                return Err(RunnerError::Backend(format!(
+                    "lost track of container {}: {err}",
+                    short(&self.id)
+                )));
+            }
+            tracing::debug!(message = "Waiting for the container failed; retrying.", container = %self.id, error = %err);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn wait_logs(&self) {
+        let mut rx = self.logs_done.clone();
+        let drained = tokio::time::timeout(LOG_DRAIN_TIMEOUT, rx.wait_for(|d| *d)).await;
+        if drained.is_err() {
+            self.sink.system(&format!(
+                "hoist: the container's output stream did not end within {}s of its exit; later output is not collected",
+                LOG_DRAIN_TIMEOUT.as_secs()
+            ));
+            self.abort_follower();
+        }
+    }
+
+    /// Notes an out-of-memory kill in the run's log.
+    async fn note_oom(&self) {
+        if let Ok(c) = self.docker.inspect_container(&self.id, None).await
+            && c.state.and_then(|s| s.oom_killed).unwrap_or(false)
+        {
+            let limit = c
+                .host_config
+                .and_then(|h| h.memory)
+                .filter(|m| *m > 0)
+                .map(|m| format!(" (memory limit {} MiB)", m / (1024 * 1024)))
+                .unwrap_or_default();
+            self.sink.system(&format!(
+                "hoist: the container was killed because it ran out of memory{limit}"
+            ));
+        }
+    }
+}
+
+fn exit_code(code: i64) -> i32 {
+    i32::try_from(code).unwrap_or(-1)
+}
+
+/// The first 12 characters of a container id, as docker shows it.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+impl Drop for DockerExecution {
+    fn drop(&mut self) {
+        self.abort_follower();
+    }
+}
+
+#[async_trait]
+impl Execution for DockerExecution {
+    fn describe(&self) -> String {
+        format!("container {}", short(&self.id))
+    }
+
+    async fn wait(&self) -> Result<Exit, RunnerError> {
+        self.exit
+            .get_or_init(|| async {
+                let exit = self.wait_exit().await;
+                self.wait_logs().await;
+                if let Ok(e) = &exit
+                    && !e.success()
+                {
+                    self.note_oom().await;
+                }
+                exit
+            })
+            .await
+            .clone()
+    }
+
+    async fn stop(&self, grace: Duration) -> Result<(), RunnerError> {
+        let t = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        // Docker answers a stop once the container has stopped: give the request the
+        // grace period and then some.
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(grace.saturating_add(Duration::from_secs(60)));
+        let id = self.id.clone();
+        let mut task = tokio::spawn(async move {
+            let opts = StopContainerOptions {
+                signal: None,
+                t: Some(t),
+            };
+            let r = docker.stop_container(&id, Some(opts)).await;
+            if let Err(e) = &r
+                && !is_not_found(e)
+            {
+                tracing::warn!(message = "Stopping the container failed.", container = %id, error = %e);
+            }
+            r
+        });
+        // The stop signal goes at once; errors (no such container…) come back at once.
+        // A stop that is merely waiting for the grace period runs on in the background.
+        match tokio::time::timeout(Duration::from_secs(2), &mut task).await {
+            Ok(Ok(Ok(()))) | Err(_) => Ok(()),
+            Ok(Ok(Err(e))) if is_not_found(&e) => Err(RunnerError::Backend(format!(
+                "container {} no longer exists",
+                short(&self.id)
+            ))),
+            Ok(Ok(Err(e))) => Err(RunnerError::Backend(format!(
+                "could not stop container {}: {}",
+                short(&self.id),
+                daemon_message(&e)
+            ))),
+            Ok(Err(e)) => Err(RunnerError::Backend(format!(
+                "could not stop container {}: {e}",
+                short(&self.id)
+            ))),
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.abort_follower();
+        let opts = RemoveContainerOptions {
+            v: true,
+            force: true,
+            link: false,
+        };
+        match self.docker.remove_container(&self.id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                tracing::warn!(message = "Removing the container failed.", container = %self.id, error = %e);
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! What the agent lets a docker queue config do.
+//!
+//! [`hoist_core::resource::docker::privileged_options`] lists every option that asks
+//! for more than an ordinary container gets; each one is checked against the agent's
+//! `docker` settings ([`DockerSettings`]). Everything is refused unless allowed:
+//!
+//! | asked for | allowed by |
+//! |-----------|-----------|
+//! | `privileged: true` | `docker.allow-privileged` |
+//! | `cap-add: X` | `docker.allow-cap-add` listing X (or `ALL`), or `allow-privileged` |
+//! | `network: host` | `docker.allow-host-network` |
+//! | `pid: host` | `docker.allow-host-pid` |
+//! | `ipc: host` | `docker.allow-host-ipc` |
+//! | `uts`/`userns`/`cgroupns: host`, `*: container:<name>` | `docker.allow-privileged` |
+//! | `device: /dev/X` | `docker.allow-devices` listing it (or a parent directory), or `allow-privileged` |
+//! | `device-cgroup-rule` | `docker.allow-privileged` |
+//! | `security-opt` lifting confinement | `docker.allow-privileged` |
+//! | a host path in `volume` / `mount` | `docker.volume-allow-list` holding a parent of it |
+//! | `mount: …,volume-opt=…` (the local driver can bind any host path) | `docker.allow-privileged` |
+//!
+//! A privileged container already has every capability and device, so
+//! `allow-privileged` also lets those through; it does not open host namespaces or
+//! host paths, which have their own keys.
+
+use std::path::{Component, Path, PathBuf};
+
+use hoist_core::resource::docker::{DockerOptions, PrivilegeKind, PrivilegedUse};
+
+use crate::config::DockerSettings;
+
+/// Every refusal for `uses` (in document order), or nothing when all are allowed.
+pub(crate) fn refusals(
+    uses: &[PrivilegedUse],
+    options: Option<&DockerOptions>,
+    settings: &DockerSettings,
+) -> Vec<String> {
+    let mut out: Vec<String> = uses.iter().filter_map(|u| refusal(u, settings)).collect();
+    if let Some(o) = options
+        && !settings.allow_privileged
+    {
+        for m in &o.mounts {
+            if m.options.contains_key("volume-opt") {
+                out.push(format!(
+                    "queue config asks for a volume mount with `volume-opt` (mount to {}); the agent does not allow volume driver options, which can mount any host path (set docker.allow-privileged: true in the agent config to allow them)",
+                    m.target
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn at(u: &PrivilegedUse) -> String {
+    if u.path.is_empty() {
+        String::new()
+    } else {
+        format!(" (at `{}`)", u.path)
+    }
+}
+
+fn refusal(u: &PrivilegedUse, s: &DockerSettings) -> Option<String> {
+    let privileged_hint = "set docker.allow-privileged: true in the agent config to allow it";
+    match u.kind {
+        PrivilegeKind::Privileged => (!s.allow_privileged).then(|| {
+            format!(
+                "queue config asks for `privileged: true`{}; the agent does not allow privileged containers ({privileged_hint})",
+                at(u)
+            )
+        }),
+        PrivilegeKind::CapAdd => {
+            let bare = u.value.strip_prefix("CAP_").unwrap_or(&u.value).to_ascii_uppercase();
+            let allowed = s.allow_privileged
+                || s.allow_cap_add.iter().any(|c| {
+                    let c = c.trim().to_ascii_uppercase();
+                    let c = c.strip_prefix("CAP_").unwrap_or(&c);
+                    c == bare || c == "ALL"
+                });
+            (!allowed).then(|| {
+                format!(
+                    "queue config asks for `cap-add: {bare}`{}; the agent does not allow adding this capability (add {bare} to docker.allow-cap-add in the agent config to allow it)",
+                    at(u)
+                )
+            })
+        }
+        PrivilegeKind::HostNamespace => {
+            let (allowed, key) = match u.option {
+                "network" => (s.allow_host_network, "docker.allow-host-network: true"),
+                "pid" => (s.allow_host_pid, "docker.allow-host-pid: true"),
+                "ipc" => (s.allow_host_ipc, "docker.allow-host-ipc: true"),
+                _ => (s.allow_privileged, "docker.allow-privileged: true"),
+            };
+            (!allowed).then(|| {
+                format!(
+                    "queue config asks for `{}: host`{}; the agent does not allow containers to share the host's {} namespace (set {key} in the agent config to allow it)",
+                    u.option,
+                    at(u),
+                    namespace_name(u.option)
+                )
+            })
+        }
+        PrivilegeKind::ContainerNamespace => (!s.allow_privileged).then(|| {
+            format!(
+                "queue config asks for `{}: {}`{}; the agent does not allow joining another container's {} namespace ({privileged_hint})",
+                u.option,
+                u.value,
+                at(u),
+                namespace_name(u.option)
+            )
+        }),
+        PrivilegeKind::Device => {
+            if u.option == "device" {
+                let allowed = s.allow_privileged
+                    || s.allow_devices.iter().any(|d| under(Path::new(&u.value), d));
+                (!allowed).then(|| {
+                    format!(
+                        "queue config asks for `device: {}`{}; the agent does not allow this host device (add {} to docker.allow-devices in the agent config to allow it)",
+                        u.value,
+                        at(u),
+                        u.value
+                    )
+                })
+            } else {
+                (!s.allow_privileged).then(|| {
+                    format!(
+                        "queue config asks for `{}: {}`{}; the agent does not allow device cgroup rules ({privileged_hint})",
+                        u.option,
+                        u.value,
+                        at(u)
+                    )
+                })
+            }
+        }
+        PrivilegeKind::SecurityOpt => (!s.allow_privileged).then(|| {
+            format!(
+                "queue config asks for `security-opt: {}`{}; the agent does not allow lifting the container's confinement ({privileged_hint})",
+                u.value,
+                at(u)
+            )
+        }),
+        PrivilegeKind::HostPath => host_path_refusal(u, s),
+    }
+}
+
+fn namespace_name(option: &str) -> &'static str {
+    match option {
+        "network" => "network",
+        "pid" => "process (pid)",
+        "ipc" => "IPC",
+        "uts" => "UTS (hostname)",
+        "userns" => "user",
+        "cgroupns" => "cgroup",
+        _ => "",
+    }
+}
+
+fn host_path_refusal(u: &PrivilegedUse, s: &DockerSettings) -> Option<String> {
+    let src = u.value.as_str();
+    let listed = if s.volume_allow_list.is_empty() {
+        "is empty".to_string()
+    } else {
+        format!(
+            "holds {}",
+            s.volume_allow_list
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if !src.starts_with('/') {
+        return Some(format!(
+            "queue config asks to mount the host path {src:?} with `{}`{}; host paths must be absolute (the agent does not resolve `~`, `.` or macros in them)",
+            u.option,
+            at(u)
+        ));
+    }
+    if allowed_host_path(Path::new(src), &s.volume_allow_list) {
+        return None;
+    }
+    Some(format!(
+        "queue config asks to mount the host path {src} with `{}`{}; the agent only mounts host paths under docker.volume-allow-list, which {listed} (add {src} or a parent directory to docker.volume-allow-list in the agent config to allow it)",
+        u.option,
+        at(u)
+    ))
+}
+
+/// True when `path` is under one of `allowed`, both lexically (`..` resolved) and,
+/// when the path exists, after following symbolic links.
+pub(crate) fn allowed_host_path(path: &Path, allowed: &[PathBuf]) -> bool {
+    let lexical = normalize(path);
+    let lexical_ok = allowed.iter().any(|a| under(&lexical, a));
+    if !lexical_ok {
+        return false;
+    }
+    match std::fs::canonicalize(&lexical) {
+        Ok(real) => allowed.iter().any(|a| {
+            let a_real = std::fs::canonicalize(a).unwrap_or_else(|_| normalize(a));
+            under(&real, &a_real)
+        }),
+        // Not there (yet): docker creates it, inside the allowed directory.
+        Err(_) => true,
+    }
+}
+
+/// `path` is `dir` or inside it, component by component (`/data2` is not under `/data`).
+fn under(path: &Path, dir: &Path) -> bool {
+    normalize(path).starts_with(normalize(dir))
+}
+
+/// Resolves `.` and `..` without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under() {
+        let allow = vec![PathBuf::from("/nonexistent-hoist/data")];
+        assert!(allowed_host_path(
+            Path::new("/nonexistent-hoist/data"),
+            &allow
+        ));
+        assert!(allowed_host_path(
+            Path::new("/nonexistent-hoist/data/x/y"),
+            &allow
+        ));
+        assert!(!allowed_host_path(
+            Path::new("/nonexistent-hoist/data2"),
+            &allow
+        ));
+        assert!(!allowed_host_path(
+            Path::new("/nonexistent-hoist/data/../etc"),
+            &allow
+        ));
+        assert!(!allowed_host_path(Path::new("/etc"), &allow));
+        assert!(!allowed_host_path(Path::new("/etc"), &[]));
+    }
+}

@@ -1,0 +1,220 @@
+//! The `local-process` runner: the run's command on the agent's machine.
+//!
+//! Each run gets its own process group (stopping signals the whole group) and its own
+//! working directory (`<work-dir>/<run id>` unless the queue config names one). The
+//! job's environment is the agent's, minus `HOIST_*` and minus variables whose names
+//! look secret (unless the agent config allow-lists them), plus the queue config's
+//! `env`, plus the run's own env and hoist's `HOIST_*` variables.
+//!
+//! A local process cannot outlive its agent's supervision: after an agent restart it
+//! is reported failed ("agent restarted"), never re-adopted.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hoist_core::api::{LogStream, looks_secret};
+use hoist_core::resource::{ResourceType, local_process};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::{Adopted, Execution, Exit, JobSpec, Runner, RunnerError};
+use crate::logs::{LogSink, pump};
+
+pub struct LocalProcessRunner {
+    work_root: PathBuf,
+    env_allow_list: Vec<String>,
+}
+
+impl LocalProcessRunner {
+    pub fn new(work_root: PathBuf, env_allow_list: Vec<String>) -> LocalProcessRunner {
+        LocalProcessRunner {
+            work_root,
+            env_allow_list,
+        }
+    }
+
+    fn allowed(&self, name: &str) -> bool {
+        !looks_secret(name) || self.env_allow_list.iter().any(|a| a == name)
+    }
+
+    /// The job's environment, in the order later entries win.
+    fn environment(
+        &self,
+        job: &JobSpec,
+        opts: &local_process::LocalProcessOptions,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !k.starts_with("HOIST_") && self.allowed(k))
+            .collect();
+        for (k, v) in &opts.env {
+            match v {
+                Some(v) => env.push((k.clone(), v.clone())),
+                None => {
+                    if self.allowed(k)
+                        && let Ok(v) = std::env::var(k)
+                    {
+                        env.push((k.clone(), v));
+                    }
+                }
+            }
+        }
+        env.extend(job.env.iter().cloned());
+        env
+    }
+}
+
+struct LocalExecution {
+    pid: u32,
+    exit: watch::Receiver<Option<Result<Exit, RunnerError>>>,
+}
+
+#[async_trait]
+impl Runner for LocalProcessRunner {
+    fn resource(&self) -> ResourceType {
+        ResourceType::LocalProcess
+    }
+
+    async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
+        let opts = local_process::parse(&job.resource_config).map_err(|p| {
+            RunnerError::Refused(format!(
+                "the local-process config is not valid: {}",
+                p.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        let mut argv = job.command();
+        if argv.is_empty() {
+            return Err(RunnerError::Start(
+                "the run has no command: launch it with `-- COMMAND ARGS` or --entry-point".into(),
+            ));
+        }
+        if opts.shell {
+            argv = vec!["sh".into(), "-c".into(), argv.join(" ")];
+        }
+        let dir = match &opts.working_dir {
+            Some(d) => PathBuf::from(d),
+            None => self.work_root.join(&job.run_id),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            RunnerError::Start(format!(
+                "cannot create the working directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let env = self.environment(job, &opts);
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(env)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RunnerError::Start(format!(
+                    "command `{}` not found on the agent's machine (or the working directory {} vanished)",
+                    argv[0],
+                    dir.display()
+                ))
+            } else {
+                RunnerError::Start(format!("cannot start `{}`: {e}", argv[0]))
+            }
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| RunnerError::Start("the process ended at once".into()))?;
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let r_out = tokio::spawn(pump(out, LogStream::Stdout, logs.clone()));
+        let r_err = tokio::spawn(pump(err, LogStream::Stderr, logs.clone()));
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // The leader is gone; whatever else of its group still holds the pipes
+            // gets a moment, then is killed so the run ends.
+            let readers = async {
+                let _ = r_out.await;
+                let _ = r_err.await;
+            };
+            tokio::pin!(readers);
+            if tokio::time::timeout(Duration::from_secs(2), &mut readers)
+                .await
+                .is_err()
+            {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                readers.await;
+            }
+            let exit = match status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => Ok(Exit::Code(c)),
+                    (None, Some(sig)) => Ok(Exit::Signal(sig)),
+                    (None, None) => Err(RunnerError::Backend(
+                        "the process ended without a status".into(),
+                    )),
+                },
+                Err(e) => Err(RunnerError::Backend(format!(
+                    "waiting for the process failed: {e}"
+                ))),
+            };
+            let _ = tx.send(Some(exit));
+        });
+        Ok(Box::new(LocalExecution { pid, exit: rx }))
+    }
+
+    async fn adopt(
+        &self,
+        _job: &JobSpec,
+        _logs: LogSink,
+        _since: Option<DateTime<Utc>>,
+    ) -> Result<Adopted, RunnerError> {
+        Ok(Adopted::Gone(
+            "agent restarted: the local process ended with the previous agent process (local processes are not re-adopted)".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl Execution for LocalExecution {
+    fn describe(&self) -> String {
+        format!("pid {}", self.pid)
+    }
+
+    async fn wait(&self) -> Result<Exit, RunnerError> {
+        let mut rx = self.exit.clone();
+        let v = rx
+            .wait_for(|v| v.is_some())
+            .await
+            .map_err(|_| RunnerError::Backend("the process supervisor ended".into()))?;
+        v.clone().expect("some")
+    }
+
+    async fn stop(&self, grace: Duration) -> Result<(), RunnerError> {
+        let pgid = Pid::from_raw(self.pid as i32);
+        if self.exit.borrow().is_some() {
+            return Ok(());
+        }
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let mut rx = self.exit.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(grace, rx.wait_for(|v| v.is_some()))
+                .await
+                .is_err()
+            {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        });
+        Ok(())
+    }
+
+    async fn cleanup(&self) {}
+}
