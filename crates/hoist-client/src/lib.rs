@@ -206,8 +206,11 @@ impl Client {
     // -- health --------------------------------------------------------------------
 
     pub async fn health(&self) -> Result<Health> {
-        self.json(self.req(Method::GET, "/healthz").timeout(Duration::from_secs(5)))
-            .await
+        self.json(
+            self.req(Method::GET, "/healthz")
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
     }
 
     // -- identity ------------------------------------------------------------------
@@ -216,7 +219,8 @@ impl Client {
         self.json(self.req(Method::GET, "/api/v1/me")).await
     }
     pub async fn create_user(&self, req: &CreateUser) -> Result<CreatedUser> {
-        self.json(self.req(Method::POST, "/api/v1/users").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/users").json(req))
+            .await
     }
     pub async fn list_users(&self) -> Result<Vec<User>> {
         self.json(self.req(Method::GET, "/api/v1/users")).await
@@ -226,7 +230,8 @@ impl Client {
             .await
     }
     pub async fn create_team(&self, req: &CreateTeam) -> Result<Team> {
-        self.json(self.req(Method::POST, "/api/v1/teams").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/teams").json(req))
+            .await
     }
     pub async fn list_teams(&self) -> Result<Vec<Team>> {
         self.json(self.req(Method::GET, "/api/v1/teams")).await
@@ -241,8 +246,11 @@ impl Client {
     }
     pub async fn add_member(&self, team: &str, user: &str) -> Result<Team> {
         self.json(
-            self.req(Method::POST, &format!("/api/v1/teams/{}/members", seg(team)))
-                .json(&AddMember { user: user.into() }),
+            self.req(
+                Method::POST,
+                &format!("/api/v1/teams/{}/members", seg(team)),
+            )
+            .json(&AddMember { user: user.into() }),
         )
         .await
     }
@@ -254,7 +262,8 @@ impl Client {
         .await
     }
     pub async fn create_key(&self, req: &CreateApiKey) -> Result<CreatedApiKey> {
-        self.json(self.req(Method::POST, "/api/v1/keys").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/keys").json(req))
+            .await
     }
     pub async fn list_keys(&self, all: bool) -> Result<Vec<ApiKey>> {
         self.json(self.req(Method::GET, "/api/v1/keys").query(&[("all", all)]))
@@ -268,7 +277,8 @@ impl Client {
     // -- queues --------------------------------------------------------------------
 
     pub async fn create_queue(&self, req: &CreateQueue) -> Result<Queue> {
-        self.json(self.req(Method::POST, "/api/v1/queues").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/queues").json(req))
+            .await
     }
     pub async fn list_queues(&self, entity: Option<&str>) -> Result<Vec<Queue>> {
         let mut r = self.req(Method::GET, "/api/v1/queues");
@@ -308,10 +318,12 @@ impl Client {
     // -- runs ----------------------------------------------------------------------
 
     pub async fn launch(&self, req: &LaunchRequest) -> Result<Run> {
-        self.json(self.req(Method::POST, "/api/v1/runs").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/runs").json(req))
+            .await
     }
     pub async fn list_runs(&self, q: &RunQuery) -> Result<RunList> {
-        self.json(self.req(Method::GET, "/api/v1/runs").query(q)).await
+        self.json(self.req(Method::GET, "/api/v1/runs").query(q))
+            .await
     }
     pub async fn get_run(&self, id: &str) -> Result<Run> {
         self.json(self.req(Method::GET, &format!("/api/v1/runs/{}", seg(id))))
@@ -391,7 +403,8 @@ impl Client {
     // -- agents --------------------------------------------------------------------
 
     pub async fn register_agent(&self, req: &RegisterAgent) -> Result<AgentSession> {
-        self.json(self.req(Method::POST, "/api/v1/agents").json(req)).await
+        self.json(self.req(Method::POST, "/api/v1/agents").json(req))
+            .await
     }
     pub async fn list_agents(&self) -> Result<Vec<Agent>> {
         self.json(self.req(Method::GET, "/api/v1/agents")).await
@@ -403,27 +416,36 @@ impl Client {
     /// A long poll: the HTTP timeout is the wait plus a margin.
     pub async fn claim(&self, agent_id: &str, req: &ClaimRequest) -> Result<ClaimResponse> {
         self.json(
-            self.req(Method::POST, &format!("/api/v1/agents/{}/claim", seg(agent_id)))
-                .timeout(Duration::from_millis(req.wait_ms) + Duration::from_secs(15))
-                .json(req),
+            self.req(
+                Method::POST,
+                &format!("/api/v1/agents/{}/claim", seg(agent_id)),
+            )
+            .timeout(Duration::from_millis(req.wait_ms) + Duration::from_secs(15))
+            .json(req),
         )
         .await
     }
     pub async fn heartbeat(&self, agent_id: &str, req: &Heartbeat) -> Result<HeartbeatResponse> {
         self.json(
-            self.req(Method::POST, &format!("/api/v1/agents/{}/heartbeat", seg(agent_id)))
-                .timeout(Duration::from_secs(15))
-                .json(req),
+            self.req(
+                Method::POST,
+                &format!("/api/v1/agents/{}/heartbeat", seg(agent_id)),
+            )
+            .timeout(Duration::from_secs(15))
+            .json(req),
         )
         .await
     }
     pub async fn deregister(&self, agent_id: &str, session: &str) -> Result<()> {
         self.empty(
-            self.req(Method::POST, &format!("/api/v1/agents/{}/deregister", seg(agent_id)))
-                .timeout(Duration::from_secs(10))
-                .json(&Deregister {
-                    session: session.into(),
-                }),
+            self.req(
+                Method::POST,
+                &format!("/api/v1/agents/{}/deregister", seg(agent_id)),
+            )
+            .timeout(Duration::from_secs(10))
+            .json(&Deregister {
+                session: session.into(),
+            }),
         )
         .await
     }

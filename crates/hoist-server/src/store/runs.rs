@@ -752,3 +752,59 @@ pub(crate) async fn check_session(
         )),
     }
 }
+
+impl Store {
+    /// Benchmark support: adds `n` queued runs of a bare `true` command to a queue in
+    /// bulk (100,000 per transaction), bypassing the launch checks. Returns how many
+    /// runs were added.
+    pub async fn seed_queued_runs(
+        &self,
+        queue_id: &str,
+        entity: &str,
+        queue_name: &str,
+        n: u64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let spec = serde_json::to_string(&RunSpec {
+            entry_point: Some(vec!["true".into()]),
+            ..Default::default()
+        })
+        .expect("serialisable");
+        let tag = crate::secrets::new_id(6);
+        let mut done = 0u64;
+        while done < n {
+            let chunk = (n - done).min(100_000);
+            let (qid, ent, qn, spec, tag) = (
+                queue_id.to_string(),
+                entity.to_string(),
+                queue_name.to_string(),
+                spec.clone(),
+                format!("{tag}{done}"),
+            );
+            self.write(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < $1) \
+                         INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
+                         priority, eff_prio, state, state_reason, created_by, created_at, updated_at) \
+                         SELECT 'seed-' || $2 || '-' || x, $3, $4, $5, 'bench', 'seed', $6, 'local-process', '{}', \
+                         2, 0, 'queued', 'seeded by hoist bench', 'bench', $7, $7 FROM cnt",
+                    )
+                    .bind(chunk as i64)
+                    .bind(&tag)
+                    .bind(&qid)
+                    .bind(&ent)
+                    .bind(&qn)
+                    .bind(&spec)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await?;
+            done += chunk;
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,213 @@
+//! `hoist bench …`: the project's benchmarks. Each prints numbers, and ratios against
+//! the targets of its issue; none is a pass/fail test (machines here are shared and
+//! noisy).
+//!
+//! - [`queue`]: the control plane alone (launch and claim throughput, wake and claim
+//!   latency, server memory), `hoist bench queue`.
+//! - [`dispatch`]: server + agent (launch-to-process latency for local processes and
+//!   containers against their floors, short-job throughput, idle agent), `hoist bench
+//!   dispatch`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hoist_client::{Client, Secret};
+
+pub mod dispatch;
+pub mod queue;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: BenchWhich,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhich {
+    /// Control plane: launches, claims, wake-ups, memory (issue "Control plane").
+    Queue(queue::QueueBench),
+    /// Server + agent: launch-to-process latency, short-job throughput, idle agent.
+    Dispatch(dispatch::DispatchBench),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        BenchWhich::Queue(q) => queue::run(q).await,
+        BenchWhich::Dispatch(d) => dispatch::run(d).await,
+    }
+}
+
+/// A `hoist server` child process on 127.0.0.1 over a data directory.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub key: String,
+}
+
+impl ServerProcess {
+    pub fn start(data_dir: &Path) -> anyhow::Result<ServerProcess> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("cannot find the hoist binary")?;
+        let child = Command::new(exe)
+            .args([
+                "server",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("HOIST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start `hoist server`")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut p = ServerProcess {
+            child,
+            url,
+            key: String::new(),
+        };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(k) = std::fs::read_to_string(data_dir.join("admin.key"))
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                p.key = k.trim().to_string();
+                break;
+            }
+            if let Some(status) = p.child.try_wait()? {
+                bail!("`hoist server` exited at start ({status})");
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("`hoist server` did not start within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(p)
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.url, Some(Secret::new(self.key.clone())))?)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Whether a Docker daemon answers on the default socket.
+pub async fn docker_answers() -> bool {
+    match bollard::Docker::connect_with_unix_defaults() {
+        Ok(d) => match d.negotiate_version().await {
+            Ok(d) => d.ping().await.is_ok(),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time (user + system) of a process so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // Clock ticks are 100 Hz on Linux.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Latency samples.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(pub Vec<Duration>);
+
+impl Samples {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+    pub fn pct(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = self.0.clone();
+        v.sort();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1_000_000.0)
+}
+
+/// A target from the issue.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    AtLeast(f64, &'static str),
+    AtMost(f64, &'static str),
+}
+
+/// One result line: name, value, and its target with the ratio.
+pub fn line(name: &str, shown: &str, value: f64, target: Option<Target>) {
+    match target {
+        Some(Target::AtLeast(t, label)) => {
+            let verdict = if value >= t { "meets" } else { "MISSES" };
+            println!(
+                "  {name:<44} {shown:>14}   target ≥ {label:<10} {:.2}× ({verdict})",
+                value / t
+            )
+        }
+        Some(Target::AtMost(t, label)) => {
+            let verdict = if value <= t { "meets" } else { "MISSES" };
+            println!(
+                "  {name:<44} {shown:>14}   target ≤ {label:<10} {:.2}× ({verdict})",
+                value / t
+            )
+        }
+        None => println!("  {name:<44} {shown:>14}"),
+    }
+}

@@ -1,0 +1,94 @@
+//! `hoist server`: run the control plane until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hoist_server::{Server, ServerConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7480", env = "HOIST_BIND")]
+    pub bind: SocketAddr,
+    /// Data directory (SQLite store, admin key). Default: ~/.local/share/hoist.
+    #[arg(long, env = "HOIST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use PostgreSQL instead of SQLite: postgres://USER@HOST:PORT/DB. Prefer the
+    /// HOIST_DATABASE_URL variable when the URL holds a password (process arguments are
+    /// visible to every user of the machine).
+    #[arg(long, env = "HOIST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Seconds an agent has to confirm a claimed run before it returns to its queue.
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Seconds without a heartbeat after which an agent is `lost`.
+    #[arg(long, default_value_t = 30)]
+    pub agent_lost_after_secs: u64,
+    /// Seconds a lost agent's runs stay `unknown` before they fail.
+    #[arg(long, default_value_t = 600)]
+    pub unknown_grace_secs: u64,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/hoist` or `~/.local/share/hoist`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("hoist");
+    }
+    home_dir().join(".local/share/hoist")
+}
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl ServerArgs {
+    pub fn config(&self) -> ServerConfig {
+        let mut cfg = ServerConfig::new(
+            self.bind,
+            self.data_dir.clone().unwrap_or_else(default_data_dir),
+        );
+        cfg.database_url = self.database_url.clone();
+        cfg.lease = std::time::Duration::from_secs(self.lease_secs.max(1));
+        cfg.agent_lost_after = std::time::Duration::from_secs(self.agent_lost_after_secs.max(1));
+        cfg.unknown_grace = std::time::Duration::from_secs(self.unknown_grace_secs);
+        cfg
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let cfg = args.config();
+    let server = Server::start(cfg.clone())
+        .await
+        .context("the hoist server could not start")?;
+    let host = format!("http://{}", server.addr);
+    if let Some(path) = &server.admin_key_created {
+        eprintln!(
+            "hoist: first start: created user `admin`; its API key is in {} (readable by you only).\n\
+             hoist: log in with: hoist login --host {host} --key-file {}",
+            path.display(),
+            path.display()
+        );
+    }
+    eprintln!(
+        "hoist: server listening on {host} (API {host}/api/v1, OpenAPI {host}/api/v1/openapi.json)"
+    );
+    shutdown_signal().await;
+    eprintln!("hoist: shutting down: finishing in-flight requests");
+    server.shutdown().await;
+    Ok(())
+}
