@@ -168,11 +168,21 @@ fn main() -> ExitCode {
         cli::report(&e);
         return ExitCode::from(cli::exit_code(&e));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hoist")
-        .build()
-    {
+    // The agent does little CPU work of its own (its jobs are other processes): one
+    // thread keeps it small (one malloc arena, which glibc trims when idle).
+    let single = matches!(cli.command, Command::Agent(AgentCmd { command: None, .. }));
+    let built = if single {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("hoist")
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("hoist")
+            .build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             cli::output::err_line(&format!("error: cannot start the async runtime: {e}"));

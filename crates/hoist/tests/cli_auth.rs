@@ -137,11 +137,17 @@ fn usage_errors_exit_2() {
     // --help and --version are not errors.
     w.run(&["--help"]).ok().stdout_has("Exit codes:");
     w.run(&["--version"]).ok().stdout_has("hoist");
-    // Placeholders answer clearly.
-    w.run(&["agent", "--queue", "default"])
+    // The agent: a queue that does not exist is refused at registration; a bad
+    // config value is invalid input; --check-config contacts nothing.
+    w.run(&["agent", "--queue", "nosuch"])
         .code(1)
-        .stderr_has("not available yet");
-    w.run(&["up"]).code(1).stderr_has("not available yet");
+        .stderr_has("no queue named \"nosuch\"");
+    w.run(&["agent", "--queue", "default", "-j", "0"])
+        .code(2)
+        .stderr_has("max_jobs");
+    w.run(&["agent", "--check-config", "-q", "a", "-q", "b", "-j", "-1"])
+        .ok()
+        .stdout_has("max_jobs: -1");
     // `agent list` and its `launch-agent` alias work.
     w.run(&["agent", "list"]).ok().stdout_has("No agents");
     let j = w.run(&["launch-agent", "list", "-o", "json"]).ok().json();

@@ -45,7 +45,7 @@ fn agent_not_found(id: &str) -> ApiError {
 
 /// The agent, if the caller owns it.
 async fn own_agent(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<AgentRecord> {
-    match s.store.get_agent(id).await? {
+    match s.store.agent_record(id).await? {
         Some(rec) if rec.agent.owner == u.name || u.admin => Ok(rec),
         _ => Err(agent_not_found(id)),
     }
@@ -211,6 +211,9 @@ async fn claim(
         Dialect::Postgres => Duration::from_millis(250),
         Dialect::Sqlite => Duration::from_secs(3600),
     };
+    // Stop requests are looked up first, and again only when the agent's own wake-up
+    // fired (a queue's wake-up means a launch).
+    let mut check_stops = true;
     loop {
         let notifies: Vec<_> = queue_ids
             .iter()
@@ -221,7 +224,11 @@ async fn claim(
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let stop = s.store.take_pending_stops(&id).await?;
+        let stop = if check_stops {
+            s.store.take_pending_stops(&id).await?
+        } else {
+            vec![]
+        };
         let runs = if max > 0 {
             s.store
                 .claim(
@@ -244,11 +251,12 @@ async fn claim(
             return Ok(axum::Json(ClaimResponse { runs, stop }));
         }
         let until = deadline.min(now + recheck);
-        tokio::select! {
-            _ = futures::future::select_all(waits) => {}
-            _ = tokio::time::sleep_until(until) => {}
-            _ = shutdown.changed() => {}
-        }
+        let agent_wake = waits.len() - 1;
+        check_stops = tokio::select! {
+            (_, which, _) = futures::future::select_all(waits) => which == agent_wake,
+            _ = tokio::time::sleep_until(until) => true,
+            _ = shutdown.changed() => false,
+        };
     }
 }
 

@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Per-agent rotation of the queue it is served from first (fairness).
     pub claim_cursor: Arc<Mutex<HashMap<String, usize>>>,
+    /// Queues by `(entity, name)`, for the launch path; see [`queues::QueueCache`].
+    pub queues: Arc<queues::QueueCache>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             shutdown,
             metrics: prometheus(),
             claim_cursor: Arc::default(),
+            queues: Arc::default(),
         }
     }
 

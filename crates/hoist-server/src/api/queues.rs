@@ -91,6 +91,48 @@ pub fn check_queue(
     resource::validate_config(resource, &resolved).map_err(|p| config_problems(resource, p))
 }
 
+/// Queues by `(entity, name)`, kept a few seconds. Changes made through this server
+/// drop the entry at once; on another replica a change shows within [`QUEUE_CACHE_TTL`]
+/// (a launch onto a queue deleted meanwhile is still refused by the store).
+#[derive(Default)]
+pub struct QueueCache(
+    std::sync::Mutex<std::collections::HashMap<(String, String), (Queue, tokio::time::Instant)>>,
+);
+
+pub const QUEUE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl QueueCache {
+    pub fn forget(&self, entity: &str, name: &str) {
+        self.0
+            .lock()
+            .expect("queue cache")
+            .remove(&(entity.to_string(), name.to_string()));
+    }
+}
+
+async fn cached_queue(s: &AppState, entity: &str, name: &str) -> ApiResult<Option<Queue>> {
+    let key = (entity.to_string(), name.to_string());
+    if let Some((q, at)) = s.queues.0.lock().expect("queue cache").get(&key)
+        && at.elapsed() < QUEUE_CACHE_TTL
+    {
+        return Ok(Some(q.clone()));
+    }
+    let q = s.store.get_queue(entity, name).await?;
+    let mut m = s.queues.0.lock().expect("queue cache");
+    if m.len() > 10_000 {
+        m.clear();
+    }
+    match &q {
+        Some(q) => {
+            m.insert(key, (q.clone(), tokio::time::Instant::now()));
+        }
+        None => {
+            m.remove(&key);
+        }
+    }
+    Ok(q)
+}
+
 /// Resolves `entity/name` for the caller; other entities' queues are "not found".
 pub async fn find_queue(
     s: &AppState,
@@ -106,7 +148,7 @@ pub async fn find_queue(
     if !u.can_use(entity) {
         return Err(not_found());
     }
-    s.store.get_queue(entity, name).await?.ok_or_else(not_found)
+    cached_queue(s, entity, name).await?.ok_or_else(not_found)
 }
 
 /// Finds a queue by name among the caller's entities (own first), or in `entity`.
@@ -119,7 +161,12 @@ pub async fn resolve_queue(
     if let Some(e) = entity {
         return find_queue(s, u, e, name).await;
     }
-    let found = s.store.find_queues_named(name, &u.entities).await?;
+    let mut found = Vec::new();
+    for e in &u.entities {
+        if let Some(q) = cached_queue(s, e, name).await? {
+            found.push(q);
+        }
+    }
     match found.len() {
         0 => Err(ApiError::not_found(format!(
             "no queue named {name:?} in your entities ({}); `hoist queue list` shows the queues you can use",
@@ -235,6 +282,7 @@ async fn update_queue(
         .template_variables
         .unwrap_or(q.template_variables.clone());
     check_queue(q.resource, &config, &vars)?;
+    s.queues.forget(&q.entity, &q.name);
     let mut updated = s
         .store
         .update_queue(
@@ -248,6 +296,7 @@ async fn update_queue(
             s.now(),
         )
         .await?;
+    s.queues.forget(&q.entity, &q.name);
     updated.depth = s.store.queue_depth(&q.id).await?;
     Ok(axum::Json(updated))
 }
@@ -270,9 +319,9 @@ async fn delete_queue(
     Query(p): Query<DeleteParams>,
 ) -> ApiResult<StatusCode> {
     let q = find_queue(&s, &u, &entity, &name).await?;
-    s.store
-        .delete_queue(&q.id, p.force, &u.name, s.now())
-        .await?;
+    let deleted = s.store.delete_queue(&q.id, p.force, &u.name, s.now()).await;
+    s.queues.forget(&q.entity, &q.name);
+    deleted?;
     s.dispatch.wake_queue(&q.id);
     Ok(StatusCode::NO_CONTENT)
 }

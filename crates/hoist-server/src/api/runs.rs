@@ -345,7 +345,7 @@ async fn update_run(
     })?;
     let rec = s
         .store
-        .get_agent(&agent.id)
+        .agent_record(&agent.id)
         .await?
         .ok_or_else(|| ApiError::conflict("the run's agent no longer exists"))?;
     if rec.agent.owner != u.name && !u.admin {

@@ -183,6 +183,15 @@ impl Store {
         Ok(Some(agent_from_row(&row, running)?))
     }
 
+    /// The agent's record without its running count (one query; for the hot paths).
+    pub async fn agent_record(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(dynsql!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.as_ref().map(|r| agent_from_row(r, 0)).transpose()
+    }
+
     async fn agent_running(&self, id: &str) -> Result<u32, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM runs WHERE agent_id = $1 AND state IN ('claimed','building','starting','running','stopping','unknown')",

@@ -109,6 +109,27 @@ pub(crate) async fn set_state(
     reason: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    set_state_full(c, run, to, actor, reason, now, &Extras::default()).await
+}
+
+/// Columns a state change may set along with the state.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub exit_code: Option<i32>,
+    pub failure: Option<String>,
+    pub stop_requested: bool,
+}
+
+/// Moves a run to `to` (checked), sets `extras`, records the transition: two statements.
+pub(crate) async fn set_state_full(
+    c: &mut Conn,
+    run: &Run,
+    to: RunState,
+    actor: Actor,
+    reason: &str,
+    now: i64,
+    extras: &Extras,
+) -> Result<(), StoreError> {
     check_transition(run.state, to, actor)?;
     let ended = to.is_terminal().then_some(now);
     let started = (to == RunState::Running && run.started_at.is_none()).then_some(now);
@@ -116,7 +137,9 @@ pub(crate) async fn set_state(
         "UPDATE runs SET state = $1, state_reason = $2, updated_at = $3, \
          ended_at = COALESCE($4, ended_at), started_at = COALESCE($5, started_at), \
          lease_expires_at = CASE WHEN $1 = 'claimed' THEN lease_expires_at ELSE NULL END, \
-         unknown_since = CASE WHEN $1 = 'unknown' THEN $3 ELSE NULL END \
+         unknown_since = CASE WHEN $1 = 'unknown' THEN $3 ELSE NULL END, \
+         exit_code = COALESCE($8, exit_code), failure = COALESCE($9, failure), \
+         stop_requested = CASE WHEN $10 = 1 THEN 1 ELSE stop_requested END \
          WHERE id = $6 AND state = $7",
     )
     .bind(to.as_str())
@@ -126,6 +149,9 @@ pub(crate) async fn set_state(
     .bind(started)
     .bind(&run.id)
     .bind(run.state.as_str())
+    .bind(extras.exit_code.map(i64::from))
+    .bind(extras.failure.as_deref())
+    .bind(extras.stop_requested as i64)
     .execute(&mut *c)
     .await?
     .rows_affected();
@@ -226,10 +252,11 @@ impl Store {
         self.write(move |c| {
             Box::pin(async move {
                 let rank = r.priority.rank();
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
                      priority, eff_prio, state, state_reason, created_by, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $14)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $14 \
+                     WHERE EXISTS (SELECT 1 FROM queues WHERE id = $2)",
                 )
                 .bind(&r.id)
                 .bind(&r.queue_id)
@@ -246,7 +273,14 @@ impl Store {
                 .bind(&r.created_by)
                 .bind(now)
                 .execute(&mut *c)
-                .await?;
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "queue {}/{} was deleted; launch onto another queue",
+                        r.entity, r.queue_name
+                    )));
+                }
                 insert_transition(c, &r.id, None, "queued", now, "user", &format!("launched by {}", r.created_by)).await?;
                 Ok(Run {
                     id: r.id,
@@ -397,16 +431,18 @@ impl Store {
                     ""
                 };
                 let sql = format!(
-                    "SELECT id FROM runs WHERE queue_id = $1 AND state = 'queued' ORDER BY eff_prio, seq LIMIT $2{lock}"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE queue_id = $1 AND state = 'queued' ORDER BY eff_prio, seq LIMIT $2{lock}"
                 );
-                let mut candidates: Vec<std::collections::VecDeque<String>> = Vec::new();
+                let mut candidates: Vec<std::collections::VecDeque<Run>> = Vec::new();
                 for qid in &p.queue_ids {
-                    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(&sql[..]))
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(&sql[..]))
                         .bind(qid)
                         .bind(p.max as i64)
                         .fetch_all(&mut *c)
                         .await?;
-                    candidates.push(ids.into());
+                    let runs: Result<std::collections::VecDeque<Run>, StoreError> =
+                        rows.iter().map(run_from_row).collect();
+                    candidates.push(runs?);
                 }
                 // Round-robin over the queues: one run from each in turn.
                 let mut picked = Vec::new();
@@ -428,7 +464,8 @@ impl Store {
                 let reason = format!("claimed by agent {}", who.agent_name);
                 let lease = now + p.lease_ms;
                 let mut out = Vec::with_capacity(picked.len());
-                for id in picked {
+                for mut run in picked {
+                    let id = run.id.clone();
                     let n = sqlx::query(
                         "UPDATE runs SET state = 'claimed', state_reason = $1, updated_at = $2, agent_id = $3, \
                          agent_name = $4, lease_expires_at = $5, attempts = attempts + 1, stop_pending = 0 \
@@ -448,7 +485,15 @@ impl Store {
                     }
                     insert_transition(c, &id, Some("queued"), "claimed", now, "server", &reason).await?;
                     let token = issue_token(c, &id, now, p.token_ttl_ms).await?;
-                    let (run, _) = fetch_run(c, &id).await?;
+                    // The stored row, without reading it back.
+                    run.state = RunState::Claimed;
+                    run.state_reason = reason.clone();
+                    run.updated_at = to_datetime(now);
+                    run.attempts += 1;
+                    run.agent = Some(hoist_core::api::RunAgent {
+                        id: who.agent_id.clone(),
+                        name: who.agent_name.clone(),
+                    });
                     out.push(ClaimedRun {
                         run,
                         token,
@@ -495,27 +540,35 @@ impl Store {
                     check_transition(run.state, RunState::Queued, Actor::Agent)?;
                     requeue(c, &run, Actor::Agent, &reason, now, false).await?;
                 } else {
-                    set_state(c, &run, u.state, Actor::Agent, &reason, now).await?;
-                    if let Some(code) = u.exit_code {
-                        sqlx::query("UPDATE runs SET exit_code = $1 WHERE id = $2")
-                            .bind(code as i64)
-                            .bind(&run_id)
-                            .execute(&mut *c)
-                            .await?;
+                    let extras = Extras {
+                        exit_code: u.exit_code,
+                        failure: u
+                            .failure
+                            .as_ref()
+                            .map(|f| serde_json::to_string(f).expect("serialisable")),
+                        stop_requested: u.state == RunState::Stopping,
+                    };
+                    set_state_full(c, &run, u.state, Actor::Agent, &reason, now, &extras).await?;
+                    // The stored run, without reading it back.
+                    let mut r = run;
+                    let at = to_datetime(now);
+                    if u.state == RunState::Running && r.started_at.is_none() {
+                        r.started_at = Some(at);
                     }
-                    if let Some(f) = &u.failure {
-                        sqlx::query("UPDATE runs SET failure = $1 WHERE id = $2")
-                            .bind(serde_json::to_string(f).expect("serialisable"))
-                            .bind(&run_id)
-                            .execute(&mut *c)
-                            .await?;
+                    if u.state.is_terminal() {
+                        r.ended_at = Some(at);
                     }
-                    if u.state == RunState::Stopping {
-                        sqlx::query("UPDATE runs SET stop_requested = 1 WHERE id = $1")
-                            .bind(&run_id)
-                            .execute(&mut *c)
-                            .await?;
-                    }
+                    r.state = u.state;
+                    r.state_reason = reason;
+                    r.updated_at = at;
+                    r.exit_code = u.exit_code.or(r.exit_code);
+                    r.failure = u.failure.or(r.failure);
+                    r.stop_requested |= u.state == RunState::Stopping;
+                    return Ok(Changed {
+                        run: r,
+                        queue_id,
+                        from,
+                    });
                 }
                 let (run, _) = fetch_run(c, &run_id).await?;
                 Ok(Changed {

@@ -206,6 +206,31 @@ async fn local_floor(samples: usize) -> anyhow::Result<Samples> {
     Ok(out)
 }
 
+/// Watches a process for `secs` and prints its peak RSS and CPU share.
+async fn idle(pid: u32, secs: u64, when: &str) {
+    let cpu0 = cpu_time(pid).unwrap_or_default();
+    let w0 = Instant::now();
+    let mut peak = 0;
+    while w0.elapsed() < Duration::from_secs(secs) {
+        peak = peak.max(rss_bytes(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let pct = cpu.as_secs_f64() / w0.elapsed().as_secs_f64() * 100.0;
+    line(
+        &format!("agent RSS idle, {when} (peak over {secs} s)"),
+        &mb(peak),
+        peak as f64 / 1e6,
+        Some(Target::AtMost(15.0, "15 MB")),
+    );
+    line(
+        &format!("agent CPU idle, {when}"),
+        &format!("{pct:.2} %"),
+        pct,
+        None,
+    );
+}
+
 async fn wait_registered(c: &Client, name: &str) -> anyhow::Result<Agent> {
     let t0 = Instant::now();
     loop {
@@ -267,6 +292,9 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<()> {
             .context("cannot start `hoist agent`")?,
     );
     wait_registered(&c, "bench").await?;
+    // Agent idle, fresh: registered, its claim open, nothing run yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    idle(agent.0.id(), b.idle_secs, "fresh").await;
 
     // Dispatch latency.
     let lp = LaunchRequest {
@@ -397,28 +425,9 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<()> {
         Some(Target::AtLeast(200.0, "200/s")),
     );
 
-    // Agent idle.
+    // Agent idle, after the bursts above.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = agent.0.id();
-    let cpu0 = cpu_time(pid).unwrap_or_default();
-    let w0 = Instant::now();
-    let mut peak = 0;
-    while w0.elapsed() < Duration::from_secs(b.idle_secs) {
-        peak = peak.max(rss_bytes(pid).unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
-    let pct = cpu.as_secs_f64() / w0.elapsed().as_secs_f64() * 100.0;
-    line(
-        &format!(
-            "agent RSS, idle with an open claim (peak over {} s)",
-            b.idle_secs
-        ),
-        &mb(peak),
-        peak as f64 / 1e6,
-        Some(Target::AtMost(15.0, "15 MB")),
-    );
-    line("agent CPU, idle", &format!("{pct:.2} %"), pct, None);
+    idle(agent.0.id(), b.idle_secs, "after the runs above").await;
     let srv_rss = rss_bytes(srv.pid()).unwrap_or(0);
     line(
         "server RSS after the bench",
