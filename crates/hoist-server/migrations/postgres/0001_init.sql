@@ -62,6 +62,7 @@ CREATE TABLE runs (
     eff_prio         BIGINT NOT NULL,
     state            TEXT NOT NULL,
     state_reason     TEXT NOT NULL,
+    state_actor      TEXT NOT NULL,
     stop_requested   BIGINT NOT NULL DEFAULT 0,
     stop_pending     BIGINT NOT NULL DEFAULT 0,
     created_by       TEXT NOT NULL,
@@ -133,3 +134,21 @@ CREATE TABLE agents (
     last_heartbeat_at  BIGINT NOT NULL,
     UNIQUE (owner, name)
 );
+
+-- Every state change of a run is recorded by the database itself, from the row's
+-- new values: no code path can change a state without leaving a transition.
+CREATE FUNCTION hoist_run_transition() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO run_transitions (run_id, from_state, to_state, at, actor, reason)
+        VALUES (NEW.id, NULL, NEW.state, NEW.updated_at, NEW.state_actor, NEW.state_reason);
+    ELSIF NEW.state IS DISTINCT FROM OLD.state THEN
+        INSERT INTO run_transitions (run_id, from_state, to_state, at, actor, reason)
+        VALUES (NEW.id, OLD.state, NEW.state, NEW.updated_at, NEW.state_actor, NEW.state_reason);
+    END IF;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER runs_transition AFTER INSERT OR UPDATE OF state ON runs
+FOR EACH ROW EXECUTE FUNCTION hoist_run_transition();

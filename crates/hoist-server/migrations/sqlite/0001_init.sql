@@ -62,6 +62,7 @@ CREATE TABLE runs (
     eff_prio         INTEGER NOT NULL,
     state            TEXT NOT NULL,
     state_reason     TEXT NOT NULL,
+    state_actor      TEXT NOT NULL,
     stop_requested   INTEGER NOT NULL DEFAULT 0,
     stop_pending     INTEGER NOT NULL DEFAULT 0,
     created_by       TEXT NOT NULL,
@@ -133,3 +134,16 @@ CREATE TABLE agents (
     last_heartbeat_at  INTEGER NOT NULL,
     UNIQUE (owner, name)
 );
+
+-- Every state change of a run is recorded by the database itself, from the row's
+-- new values: no code path can change a state without leaving a transition.
+CREATE TRIGGER runs_transition_insert AFTER INSERT ON runs BEGIN
+    INSERT INTO run_transitions (run_id, from_state, to_state, at, actor, reason)
+    VALUES (NEW.id, NULL, NEW.state, NEW.updated_at, NEW.state_actor, NEW.state_reason);
+END;
+
+CREATE TRIGGER runs_transition_update AFTER UPDATE OF state ON runs
+WHEN OLD.state <> NEW.state BEGIN
+    INSERT INTO run_transitions (run_id, from_state, to_state, at, actor, reason)
+    VALUES (NEW.id, OLD.state, NEW.state, NEW.updated_at, NEW.state_actor, NEW.state_reason);
+END;

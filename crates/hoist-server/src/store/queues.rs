@@ -268,14 +268,13 @@ impl Store {
                 }
                 for run in &queued {
                     sqlx::query(
-                        "UPDATE runs SET state = 'cancelled', state_reason = $1, updated_at = $2, ended_at = $2 WHERE id = $3",
+                        "UPDATE runs SET state = 'cancelled', state_reason = $1, state_actor = 'user', updated_at = $2, ended_at = $2 WHERE id = $3",
                     )
                     .bind(&reason)
                     .bind(now)
                     .bind(run)
                     .execute(&mut *c)
                     .await?;
-                    super::runs::insert_transition(c, run, Some("queued"), "cancelled", now, "user", &reason).await?;
                 }
                 let n = sqlx::query("DELETE FROM queues WHERE id = $1")
                     .bind(&id)

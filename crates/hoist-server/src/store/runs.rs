@@ -68,6 +68,143 @@ pub struct Changed {
     pub from: RunState,
 }
 
+/// Runs per multi-row launch INSERT (14 parameters each).
+const LAUNCH_CHUNK: usize = 64;
+
+/// The run a launch stores, as it is stored.
+pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
+    Run {
+        state_reason: format!("launched by {}", r.created_by),
+        id: r.id,
+        entity: r.entity,
+        queue: r.queue_name,
+        project: r.project,
+        name: r.name,
+        image: r.spec.image,
+        job: r.spec.job,
+        entry_point: r.spec.entry_point,
+        args: r.spec.args,
+        env: r.spec.env,
+        config: r.spec.config,
+        resource_args: r.spec.resource_args,
+        template_values: r.spec.template_values,
+        priority: r.priority,
+        resource: r.resource,
+        resource_config: r.resource_config,
+        state: RunState::Queued,
+        stop_requested: false,
+        created_by: r.created_by,
+        created_at: to_datetime(now),
+        updated_at: to_datetime(now),
+        started_at: None,
+        ended_at: None,
+        agent: None,
+        attempts: 0,
+        exit_code: None,
+        failure: None,
+        timeline: None,
+    }
+}
+
+/// Inserts launches with as few statements as possible: one query for which of their
+/// queues still exist, then multi-row INSERTs. A launch onto a deleted queue gets its
+/// own error; the others go through. (The transitions come from the trigger.)
+pub(crate) async fn insert_launches(
+    c: &mut Conn,
+    launches: Vec<(NewRun, i64)>,
+) -> Result<Vec<Result<Run, StoreError>>, StoreError> {
+    let mut queue_ids: Vec<&str> = launches.iter().map(|(r, _)| r.queue_id.as_str()).collect();
+    queue_ids.sort_unstable();
+    queue_ids.dedup();
+    let ps: Vec<String> = (1..=queue_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT id FROM queues WHERE id IN ({})", ps.join(", "));
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(&sql[..]));
+    for id in &queue_ids {
+        q = q.bind(*id);
+    }
+    let existing: std::collections::HashSet<String> =
+        q.fetch_all(&mut *c).await?.into_iter().collect();
+    let mut out: Vec<Option<Result<Run, StoreError>>> = Vec::with_capacity(launches.len());
+    let mut ok: Vec<(usize, NewRun, i64)> = Vec::new();
+    for (i, (r, now)) in launches.into_iter().enumerate() {
+        if existing.contains(&r.queue_id) {
+            out.push(None);
+            ok.push((i, r, now));
+        } else {
+            out.push(Some(Err(StoreError::NotFound(format!(
+                "queue {}/{} was deleted; launch onto another queue",
+                r.entity, r.queue_name
+            )))));
+        }
+    }
+    for chunk in ok.chunks(LAUNCH_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
+             priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at) VALUES ",
+        );
+        for (n, _) in chunk.iter().enumerate() {
+            let b = n * 14;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql += &format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'queued', ${}, 'user', ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12,
+                b + 13,
+                b + 14,
+                b + 14
+            );
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(&sql[..]));
+        for (_, r, now) in chunk {
+            let rank = r.priority.rank();
+            q = q
+                .bind(r.id.clone())
+                .bind(r.queue_id.clone())
+                .bind(r.entity.clone())
+                .bind(r.queue_name.clone())
+                .bind(r.project.clone())
+                .bind(r.name.clone())
+                .bind(serde_json::to_string(&r.spec).expect("serialisable"))
+                .bind(r.resource.as_str())
+                .bind(r.resource_config.to_string())
+                .bind(rank)
+                .bind(super::queues::effective_priority(r.prioritize, rank))
+                .bind(format!("launched by {}", r.created_by))
+                .bind(r.created_by.clone())
+                .bind(*now);
+        }
+        match q.execute(&mut *c).await {
+            Ok(_) => {
+                for (i, r, now) in chunk {
+                    out[*i] = Some(Ok(queued_run(r.clone(), *now)));
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                for (i, _, _) in chunk {
+                    out[*i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every launch answered"))
+        .collect())
+}
+
 pub(crate) async fn insert_transition(
     c: &mut Conn,
     run_id: &str,
@@ -134,7 +271,7 @@ pub(crate) async fn set_state_full(
     let ended = to.is_terminal().then_some(now);
     let started = (to == RunState::Running && run.started_at.is_none()).then_some(now);
     let n = sqlx::query(
-        "UPDATE runs SET state = $1, state_reason = $2, updated_at = $3, \
+        "UPDATE runs SET state = $1, state_reason = $2, state_actor = $11, updated_at = $3, \
          ended_at = COALESCE($4, ended_at), started_at = COALESCE($5, started_at), \
          lease_expires_at = CASE WHEN $1 = 'claimed' THEN lease_expires_at ELSE NULL END, \
          unknown_since = CASE WHEN $1 = 'unknown' THEN $3 ELSE NULL END, \
@@ -152,6 +289,7 @@ pub(crate) async fn set_state_full(
     .bind(extras.exit_code.map(i64::from))
     .bind(extras.failure.as_deref())
     .bind(extras.stop_requested as i64)
+    .bind(actor.to_string())
     .execute(&mut *c)
     .await?
     .rows_affected();
@@ -162,16 +300,7 @@ pub(crate) async fn set_state_full(
             run.id
         )));
     }
-    insert_transition(
-        c,
-        &run.id,
-        Some(run.state.as_str()),
-        to.as_str(),
-        now,
-        &actor.to_string(),
-        reason,
-    )
-    .await
+    Ok(())
 }
 
 /// Puts a claimed/held run back in its queue (lease lapse, release, lost agent,
@@ -249,70 +378,14 @@ pub(crate) async fn issue_token(
 impl Store {
     /// Enqueues a run. Durable when this returns.
     pub async fn launch(&self, r: NewRun, now: i64) -> Result<Run, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            // Launches waiting together go into one multi-row INSERT.
+            return self.launch_via_writer(r, now).await;
+        }
         self.write(move |c| {
             Box::pin(async move {
-                let rank = r.priority.rank();
-                let inserted = sqlx::query(
-                    "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
-                     priority, eff_prio, state, state_reason, created_by, created_at, updated_at) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14, $14 \
-                     WHERE EXISTS (SELECT 1 FROM queues WHERE id = $2)",
-                )
-                .bind(&r.id)
-                .bind(&r.queue_id)
-                .bind(&r.entity)
-                .bind(&r.queue_name)
-                .bind(&r.project)
-                .bind(&r.name)
-                .bind(serde_json::to_string(&r.spec).expect("serialisable"))
-                .bind(r.resource.as_str())
-                .bind(r.resource_config.to_string())
-                .bind(rank)
-                .bind(super::queues::effective_priority(r.prioritize, rank))
-                .bind(format!("launched by {}", r.created_by))
-                .bind(&r.created_by)
-                .bind(now)
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    return Err(StoreError::NotFound(format!(
-                        "queue {}/{} was deleted; launch onto another queue",
-                        r.entity, r.queue_name
-                    )));
-                }
-                insert_transition(c, &r.id, None, "queued", now, "user", &format!("launched by {}", r.created_by)).await?;
-                Ok(Run {
-                    id: r.id,
-                    entity: r.entity,
-                    queue: r.queue_name,
-                    project: r.project,
-                    name: r.name,
-                    image: r.spec.image,
-                    job: r.spec.job,
-                    entry_point: r.spec.entry_point,
-                    args: r.spec.args,
-                    env: r.spec.env,
-                    config: r.spec.config,
-                    resource_args: r.spec.resource_args,
-                    template_values: r.spec.template_values,
-                    priority: r.priority,
-                    resource: r.resource,
-                    resource_config: r.resource_config,
-                    state: RunState::Queued,
-                    state_reason: format!("launched by {}", r.created_by),
-                    stop_requested: false,
-                    created_by: r.created_by,
-                    created_at: to_datetime(now),
-                    updated_at: to_datetime(now),
-                    started_at: None,
-                    ended_at: None,
-                    agent: None,
-                    attempts: 0,
-                    exit_code: None,
-                    failure: None,
-                    timeline: None,
-                })
+                let mut out = insert_launches(c, vec![(r, now)]).await?;
+                out.pop().expect("one result")
             })
         })
         .await
@@ -467,7 +540,7 @@ impl Store {
                 for mut run in picked {
                     let id = run.id.clone();
                     let n = sqlx::query(
-                        "UPDATE runs SET state = 'claimed', state_reason = $1, updated_at = $2, agent_id = $3, \
+                        "UPDATE runs SET state = 'claimed', state_reason = $1, state_actor = 'server', updated_at = $2, agent_id = $3, \
                          agent_name = $4, lease_expires_at = $5, attempts = attempts + 1, stop_pending = 0 \
                          WHERE id = $6 AND state = 'queued'",
                     )
@@ -483,7 +556,6 @@ impl Store {
                     if n == 0 {
                         continue;
                     }
-                    insert_transition(c, &id, Some("queued"), "claimed", now, "server", &reason).await?;
                     let token = issue_token(c, &id, now, p.token_ttl_ms).await?;
                     // The stored row, without reading it back.
                     run.state = RunState::Claimed;
@@ -839,9 +911,9 @@ impl Store {
                     sqlx::query(
                         "WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < $1) \
                          INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
-                         priority, eff_prio, state, state_reason, created_by, created_at, updated_at) \
+                         priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at) \
                          SELECT 'seed-' || $2 || '-' || x, $3, $4, $5, 'bench', 'seed', $6, 'local-process', '{}', \
-                         2, 0, 'queued', 'seeded by hoist bench', 'bench', $7, $7 FROM cnt",
+                         2, 0, 'queued', 'seeded by hoist bench', 'server', 'bench', $7, $7 FROM cnt",
                     )
                     .bind(chunk as i64)
                     .bind(&tag)
