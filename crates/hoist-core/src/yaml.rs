@@ -74,11 +74,12 @@ pub fn parse_document(text: &str) -> Result<serde_json::Value, DocError> {
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
         let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
+        let first = msg.lines().next().unwrap_or("invalid YAML");
         DocError {
             line,
             column,
-            message: first,
+            // The location is in `line`/`column`; do not say it twice.
+            message: strip_json_location(first),
         }
     })
 }
@@ -109,6 +110,29 @@ mod tests {
         assert_eq!(parse_document("{a: 1}").unwrap(), json!({"a": 1}));
     }
 
+    proptest::proptest! {
+        /// Any text gets a value or an error with a message, never a panic.
+        #[test]
+        fn never_panics(text in "(?s).{0,400}") {
+            if let Err(e) = parse_document(&text) {
+                proptest::prop_assert!(!e.message.is_empty());
+            }
+        }
+
+        /// YAML-looking text, with nesting, anchors and flow collections.
+        #[test]
+        fn never_panics_on_yaml_shapes(parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "a: ", "- ", "  ", "\n", "{", "}", "[", "]", ", ", "&x ", "*x", "<<: ", "'q'", "\"s\"",
+                "1.5", "yes", "~", "|\n  t", "? ", "!!str ", "#c", "\t", "key: value\n",
+            ]),
+            0..60,
+        )) {
+            let text: String = parts.concat();
+            let _ = parse_document(&text);
+        }
+    }
+
     #[test]
     fn errors_have_lines() {
         let e = parse_document("{\"a\": 1,\n \"b\": [}").unwrap_err();
@@ -116,5 +140,6 @@ mod tests {
         let e = parse_document("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
         assert!(e.line >= 2, "{e:?}");
         assert!(e.to_string().starts_with("line "), "{e}");
+        assert_eq!(e.to_string().matches("line").count(), 1, "location said once: {e}");
     }
 }

@@ -51,6 +51,22 @@ async fn ensure_queue(
     Ok(())
 }
 
+/// `hoist` when the `hoist` on PATH is this binary, else this binary's path.
+fn cli_name() -> String {
+    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("hoist"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+    });
+    match (me, on_path) {
+        (Some(me), Some(p)) if me == p => "hoist".into(),
+        (Some(me), _) => me.display().to_string(),
+        _ => "hoist".into(),
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
@@ -154,7 +170,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("             {docker_line}");
     println!("  data       {}", data_dir.display());
     println!();
-    println!("Try:  hoist launch --queue default --wait -- python3 -c 'print(6 * 7)'");
+    println!("Try:  {} launch --queue default --wait -- python3 -c 'print(6 * 7)'", cli_name());
     println!("Stop with Ctrl-C.");
 
     let stop = crate::agent_start::signal_watch();

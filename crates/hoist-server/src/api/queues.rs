@@ -235,6 +235,8 @@ async fn create_queue(
 struct QueueListParams {
     /// Only this entity's queues.
     entity: Option<String>,
+    /// Only queues with this name (in any of your entities).
+    name: Option<String>,
 }
 
 /// Queues of the entities the caller may use.
@@ -245,10 +247,18 @@ async fn list_queues(
     User(u): User,
     Query(p): Query<QueueListParams>,
 ) -> ApiResult<axum::Json<Vec<Queue>>> {
+    if let Some(e) = &p.entity
+        && !u.can_use(e)
+    {
+        return Err(ApiError::not_found(format!("no entity {e:?} that you can use")));
+    }
     let visible = u.visible();
     let mut qs = s.store.list_queues(visible.as_deref()).await?;
     if let Some(e) = &p.entity {
         qs.retain(|q| &q.entity == e);
+    }
+    if let Some(n) = &p.name {
+        qs.retain(|q| &q.name == n);
     }
     Ok(axum::Json(qs))
 }
