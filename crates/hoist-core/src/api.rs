@@ -271,6 +271,103 @@ impl std::fmt::Display for JobRef {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Jobs
+
+/// Where a job's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobSource {
+    /// A prebuilt image: nothing to build.
+    Image { image: String },
+    /// A git repository at a commit. `git_ref` is what was asked for (branch, tag or
+    /// commit); `commit` is what it resolved to when the job version was created.
+    Git {
+        repo: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        git_ref: Option<String>,
+        commit: String,
+        entry_point: Vec<String>,
+        /// Sub-directory of the repository used as the build context.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        build_context: Option<String>,
+        /// Dockerfile path, relative to the build context.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dockerfile: Option<String>,
+    },
+    /// An uploaded code artifact: a tar.gz stored by the server, by content hash.
+    Code {
+        /// `sha256:<hex>` of the artifact.
+        artifact: String,
+        size: u64,
+        entry_point: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dockerfile: Option<String>,
+    },
+}
+
+impl JobSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSource::Image { .. } => "image",
+            JobSource::Git { .. } => "git",
+            JobSource::Code { .. } => "code",
+        }
+    }
+    /// The entry point a job of this source runs by default.
+    pub fn entry_point(&self) -> Option<&[String]> {
+        match self {
+            JobSource::Image { .. } => None,
+            JobSource::Git { entry_point, .. } | JobSource::Code { entry_point, .. } => {
+                Some(entry_point)
+            }
+        }
+    }
+}
+
+/// Create a job, or a new version of it when the source differs from its latest.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    pub name: String,
+    #[serde(default)]
+    pub entity: Option<String>,
+    pub source: JobSource,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobVersion {
+    /// `v0`, `v1`, …
+    pub version: String,
+    pub source: JobSource,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub entity: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    /// The newest version (`latest` resolves to it).
+    pub latest: String,
+    /// Newest first. Present in `GET /jobs/{entity}/{name}`; lists carry only the latest.
+    pub versions: Vec<JobVersion>,
+}
+
+/// A stored blob (code artifact).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Blob {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: u64,
+    /// False when the same content was stored before (nothing new was written).
+    pub created: bool,
+}
+
 /// Enqueue a run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -345,7 +442,11 @@ pub struct Run {
     pub project: String,
     pub name: String,
     pub image: Option<String>,
+    /// The job and its resolved version (`v3`, never `latest`).
     pub job: Option<JobRef>,
+    /// The resolved job version's source, when the run names a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_source: Option<JobSource>,
     pub entry_point: Option<Vec<String>>,
     pub args: Vec<String>,
     /// Environment for the job. In responses to people, values of variables whose

@@ -186,6 +186,7 @@ async fn launch(
                 spec: RunSpec {
                     image: req.image,
                     job: req.job,
+                    job_source: None,
                     entry_point: req.entry_point,
                     args: req.args,
                     env: req.env,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_core::api::{Failure, JobRef, Run, RunAgent};
+use hoist_core::api::{Failure, JobRef, JobSource, Run, RunAgent};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ pub struct RunSpec {
     pub image: Option<String>,
     #[serde(default)]
     pub job: Option<JobRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_source: Option<JobSource>,
     #[serde(default)]
     pub entry_point: Option<Vec<String>>,
     #[serde(default)]
@@ -68,6 +70,7 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         name: row.try_get("name")?,
         image: spec.image,
         job: spec.job,
+        job_source: spec.job_source,
         entry_point: spec.entry_point,
         args: spec.args,
         env: spec.env,

@@ -82,6 +82,7 @@ pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
         name: r.name,
         image: r.spec.image,
         job: r.spec.job,
+        job_source: r.spec.job_source,
         entry_point: r.spec.entry_point,
         args: r.spec.args,
         env: r.spec.env,

@@ -30,6 +30,12 @@ pub struct ServerProc {
     child: Child,
 }
 
+impl ServerProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ServerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -42,7 +48,13 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub host: String,
     pub admin_key: PathBuf,
-    _server: ServerProc,
+    /// The server's port (stable across [`World::restart_server`]).
+    pub port: u16,
+    /// The server's data directory.
+    pub data: PathBuf,
+    /// The server's log level (`HOIST_LOG`).
+    log_level: String,
+    server: Option<ServerProc>,
 }
 
 fn free_port() -> u16 {
@@ -68,59 +80,146 @@ fn healthy(port: u16) -> bool {
     resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200")
 }
 
+/// Starts `hoist server` on `port` with `data`, its stderr appended to `log`; `None`
+/// when it exited before answering (the port was taken, most likely).
+fn spawn_server(
+    home: &Path,
+    data: &Path,
+    port: u16,
+    log_level: &str,
+    log: &Path,
+    up_within: Duration,
+) -> Option<ServerProc> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("server log file");
+    let mut cmd = Command::new(HOIST);
+    cmd.args([
+        "server",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .env("HOME", home)
+    .env("XDG_CONFIG_HOME", home.join(".config"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(stderr);
+    for v in SCRUB {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOIST_LOG", log_level);
+    let child = cmd.spawn().expect("spawn hoist server");
+    let mut server = ServerProc { child };
+    let deadline = Instant::now() + up_within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = server.child.try_wait() {
+            return None;
+        }
+        if healthy(port) {
+            return Some(server);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 impl World {
     /// Starts a server on a free port (retrying if another process took the port).
     pub fn start() -> World {
+        World::start_with_log_level("warn")
+    }
+
+    /// [`World::start`] with the server's `HOIST_LOG` level (its stderr goes to
+    /// [`World::server_log_path`]).
+    pub fn start_with_log_level(level: &str) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
         let data = dir.path().join("data");
+        let log = dir.path().join("server.log");
         for _attempt in 0..5 {
             let port = free_port();
-            let mut cmd = Command::new(HOIST);
-            cmd.args([
-                "server",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env("HOME", dir.path().join("home"))
-            .env("XDG_CONFIG_HOME", dir.path().join("home/.config"))
-            .env("HOIST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-            for v in SCRUB {
-                if *v != "HOIST_LOG" {
-                    cmd.env_remove(v);
-                }
-            }
-            let child = cmd.spawn().expect("spawn hoist server");
-            let mut server = ServerProc { child };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break; // exited: the port was taken, most likely
-                }
-                if healthy(port) {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if up {
+            let home = dir.path().join("home");
+            if let Some(server) =
+                spawn_server(&home, &data, port, level, &log, Duration::from_secs(20))
+            {
                 let admin_key = data.join("admin.key");
                 assert!(admin_key.exists(), "the server wrote no admin.key");
                 return World {
                     host: format!("http://127.0.0.1:{port}"),
                     admin_key,
                     dir,
-                    _server: server,
+                    port,
+                    data,
+                    log_level: level.to_string(),
+                    server: Some(server),
                 };
             }
         }
         panic!("the hoist server did not start");
+    }
+
+    /// Where the server's stderr goes (every start appends to it).
+    pub fn server_log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server's stderr so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.server_log_path()).unwrap_or_default()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(ServerProc::pid)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit (SIGKILL after
+    /// `within`). Returns how long it took to exit.
+    pub fn stop_server(&mut self, within: Duration) -> Duration {
+        let mut s = self.server.take().expect("the server is not running");
+        let t0 = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(s.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        while t0.elapsed() < within {
+            if let Ok(Some(_)) = s.child.try_wait() {
+                return t0.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(s); // SIGKILL
+        t0.elapsed()
+    }
+
+    /// Starts the server again on the same port and data directory (after
+    /// [`World::stop_server`]); retries while the port is not free yet.
+    pub fn restart_server(&mut self) {
+        assert!(self.server.is_none(), "the server is still running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(s) = spawn_server(
+                &self.home(),
+                &self.data,
+                self.port,
+                &self.log_level,
+                &self.server_log_path(),
+                Duration::from_secs(20),
+            ) {
+                self.server = Some(s);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the hoist server did not restart on port {}\n--- server log\n{}",
+            self.port,
+            self.server_log()
+        );
     }
 
     pub fn home(&self) -> PathBuf {
@@ -187,6 +286,131 @@ impl World {
             .expect("admin key")
             .trim()
             .to_string()
+    }
+}
+
+/// A `hoist agent` subprocess with its own home, killed (SIGKILL, by its pid) when
+/// dropped; its stderr (`HOIST_LOG=info`) goes to a file that is printed when the
+/// test panics.
+pub struct AgentProc {
+    child: Child,
+    pub name: String,
+    pub log_path: PathBuf,
+    pub home: PathBuf,
+}
+
+impl AgentProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; waits up to `within` for the exit (then SIGKILL). The exit status,
+    /// if it exited by itself.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_9();
+        None
+    }
+
+    /// The exit status if the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent {} (pid {}) log {}\n{}",
+                self.name,
+                self.child.id(),
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+static AGENT_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl World {
+    /// Starts `hoist agent --name NAME ARGS…` with its own HOME / XDG_CONFIG_HOME
+    /// (nothing logged in there), `HOIST_HOST` this world's server and `HOIST_API_KEY`
+    /// the admin's key, `HOIST_LOG=info`.
+    pub fn spawn_agent(&self, name: &str, args: &[&str]) -> AgentProc {
+        self.spawn_agent_env(name, args, &[])
+    }
+
+    /// [`World::spawn_agent`] with more environment variables.
+    pub fn spawn_agent_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> AgentProc {
+        let seq = AGENT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = self.dir.path().join(format!("agent-{name}-{seq}"));
+        let home = base.join("home");
+        std::fs::create_dir_all(home.join(".config")).expect("agent home");
+        let log_path = base.join("agent.log");
+        let stderr = std::fs::File::create(&log_path).expect("agent log file");
+        let mut cmd = Command::new(HOIST);
+        cmd.arg("agent").arg("--name").arg(name).args(args);
+        for v in SCRUB {
+            cmd.env_remove(v);
+        }
+        cmd.env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("HOIST_HOST", &self.host)
+            .env("HOIST_API_KEY", self.admin_key_text())
+            .env("HOIST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn hoist agent");
+        AgentProc {
+            child,
+            name: name.to_string(),
+            log_path,
+            home,
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            drop(s);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server log {}\n{}",
+                self.server_log_path().display(),
+                self.server_log()
+            );
+        }
     }
 }
 
