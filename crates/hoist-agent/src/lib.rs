@@ -9,13 +9,19 @@
 //! - [`logs`]: bounded log capture and batched shipping to the server.
 //! - [`runners`]: one [`runners::Runner`] per target resource (`local_process`,
 //!   `docker`).
+//! - [`builders`]: job source → image (`docker`, `noop`, `kaniko`).
+//! - [`registries`]: where images go (`local`, `oci`, `ecr`, `gcr`, `acr`).
+//! - [`environments`]: the cloud the agent runs in (`aws`, `gcp`, `azure`).
 //!
 //! Architecture Invariant: the agent talks to the server over HTTP only (through
 //! `hoist-client`); it never touches the database.
 
 pub mod agent;
+pub mod builders;
 pub mod config;
+pub mod environments;
 pub mod logs;
 pub mod macros;
+pub mod registries;
 pub mod run;
 pub mod runners;

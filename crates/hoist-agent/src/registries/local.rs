@@ -1,0 +1,1 @@
+//! No registry: images are built into, and run from, the agent's own Docker daemon.
