@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_client::Client;
-use hoist_core::api::{ClaimedRun, ErrorCode, Failure, LogBatch, Run, RunUpdate};
+use hoist_core::api::{ClaimedRun, ErrorCode, Failure, LogBatch, LogStream, Run, RunUpdate};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{FailureStage, RunState};
 use tokio::sync::{mpsc, watch};
@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 use crate::agent::Shared;
 use crate::logs::{LogSink, ship};
 use crate::macros::{self, MacroContext};
-use crate::runners::{self, Adopted, Execution, Exit, JobSpec, RunnerError};
+use crate::runners::{
+    self, Adopted, Execution, Exit, JobSpec, LogResume, RunnerError, StreamResume,
+};
 
 /// What the agent tells a run task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,9 +198,18 @@ fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
     (job, report.summary())
 }
 
-/// When the last line the server has for a run was written (to resume after it).
-async fn last_log_time(client: &Client, run_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let len = client
+/// Lines read back per request when looking for where a log resumes.
+const RESUME_PAGE: u64 = 1000;
+/// Pages read back at most (a stream not seen in them is taken as shipped up to them).
+const RESUME_PAGES: u64 = 10;
+
+/// Which of a run's lines the server has (to resume after them), per stream: the time
+/// of the last stdout and stderr line, and how many lines of that stream it holds from
+/// that same millisecond. The server keeps timestamps to the millisecond, a runner's
+/// are finer (Docker's are nanoseconds): resuming after the stored time alone would
+/// ship that line again.
+async fn log_resume(client: &Client, run_id: &str) -> LogResume {
+    let Ok(len) = client
         .append_logs(
             run_id,
             &LogBatch {
@@ -207,13 +218,69 @@ async fn last_log_time(client: &Client, run_id: &str) -> Option<chrono::DateTime
             },
         )
         .await
-        .ok()?
-        .next_offset;
-    if len == 0 {
-        return None;
+        .map(|p| p.next_offset)
+    else {
+        return LogResume::default();
+    };
+    // Per stream: the last line's time, and how many lines share it.
+    let mut last: [Option<(chrono::DateTime<chrono::Utc>, usize)>; 2] = [None, None];
+    let mut done = [false; 2];
+    let mut end = len;
+    // The oldest job line read back.
+    let mut oldest = None;
+    for _ in 0..RESUME_PAGES {
+        if end == 0 || done.iter().all(|d| *d) {
+            break;
+        }
+        let start = end.saturating_sub(RESUME_PAGE);
+        let Ok(page) = client.read_logs(run_id, start, Some(end - start)).await else {
+            break;
+        };
+        if page.lines.is_empty() {
+            break;
+        }
+        for l in page.lines.iter().rev() {
+            let i = match l.stream {
+                LogStream::Stdout => 0,
+                LogStream::Stderr => 1,
+                LogStream::System => continue,
+            };
+            oldest = Some(l.ts);
+            if done[i] {
+                continue;
+            }
+            match &mut last[i] {
+                None => last[i] = Some((l.ts, 1)),
+                Some((t, n)) if *t == l.ts => *n += 1,
+                Some(_) => done[i] = true,
+            }
+        }
+        end = start;
     }
-    let page = client.read_logs(run_id, len - 1, Some(1)).await.ok()?;
-    page.lines.first().map(|l| l.ts)
+    let stream = |i: usize| match last[i] {
+        Some((t, n)) => StreamResume {
+            after: Some(t - chrono::TimeDelta::nanoseconds(1)),
+            until: Some(t + chrono::TimeDelta::milliseconds(1)),
+            shipped: n,
+        },
+        // Not in the lines read back (the other stream is): nothing of it was shipped
+        // since the oldest of them; what came well before would have been shipped
+        // with it (and is in the log, before them, when it was not all read back).
+        None => StreamResume {
+            after: oldest.map(|t| {
+                t - if end == 0 {
+                    chrono::TimeDelta::seconds(1)
+                } else {
+                    chrono::TimeDelta::nanoseconds(1)
+                }
+            }),
+            ..StreamResume::default()
+        },
+    };
+    LogResume {
+        stdout: stream(0),
+        stderr: stream(1),
+    }
 }
 
 enum Ending {
@@ -305,8 +372,8 @@ pub async fn supervise(
 
     // Start (or find again) the execution.
     let exec: Box<dyn Execution> = if adopted {
-        let since = last_log_time(&shared.client, &run.id).await;
-        match runner.adopt(&job, sink.clone(), since).await {
+        let resume = log_resume(&shared.client, &run.id).await;
+        match runner.adopt_resuming(&job, sink.clone(), resume).await {
             Ok(Adopted::Found(exec)) => {
                 let note = format!(
                     "re-adopted {} by agent {} after a restart",

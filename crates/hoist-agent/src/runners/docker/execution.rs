@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 
 use super::{daemon_message, is_not_found};
 use crate::logs::LogSink;
-use crate::runners::{Execution, Exit, RunnerError};
+use crate::runners::{Execution, Exit, LogResume, RunnerError};
 
 /// How long [`Execution::wait`] waits for the rest of the output once the container
 /// has exited (the daemon ends the stream as soon as it has sent the last line).
@@ -33,21 +33,21 @@ pub(crate) struct DockerExecution {
 }
 
 impl DockerExecution {
-    /// Starts following the container's output (after `since`) and waiting for its
+    /// Starts following the container's output (after `resume`) and waiting for its
     /// end, both in the background (so [`Execution::wait`] can be cancelled and called
     /// again, or by several callers), and returns the execution.
     pub(crate) fn follow(
         docker: Docker,
         id: String,
         sink: LogSink,
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        resume: LogResume,
         read_logs: bool,
     ) -> DockerExecution {
         let (done_tx, done_rx) = watch::channel(!read_logs);
         let follower = read_logs.then(|| {
             let (d, i, s) = (docker.clone(), id.clone(), sink.clone());
             tokio::spawn(async move {
-                super::stream::follow(d, i, s, since).await;
+                super::stream::follow(d, i, s, resume).await;
                 let _ = done_tx.send(true);
             })
             .abort_handle()

@@ -37,7 +37,9 @@ use self::execution::{DockerExecution, short};
 pub use self::spec::container_name;
 use crate::config::{DockerHost, DockerSettings};
 use crate::logs::LogSink;
-use crate::runners::{Adopted, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, Runner, RunnerError};
+use crate::runners::{
+    Adopted, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, LogResume, Runner, RunnerError,
+};
 
 /// Seconds bollard waits for the daemon to answer a request (streams excepted once
 /// they have started).
@@ -414,7 +416,7 @@ impl Runner for DockerRunner {
             self.docker.clone(),
             id,
             logs,
-            None,
+            LogResume::default(),
             read_logs,
         )))
     }
@@ -424,6 +426,16 @@ impl Runner for DockerRunner {
         job: &JobSpec,
         logs: LogSink,
         logs_since: Option<DateTime<Utc>>,
+    ) -> Result<Adopted, RunnerError> {
+        self.adopt_resuming(job, logs, LogResume::after(logs_since))
+            .await
+    }
+
+    async fn adopt_resuming(
+        &self,
+        job: &JobSpec,
+        logs: LogSink,
+        resume: LogResume,
     ) -> Result<Adopted, RunnerError> {
         let filters = HashMap::from([(
             "label".to_string(),
@@ -488,7 +500,7 @@ impl Runner for DockerRunner {
             self.docker.clone(),
             id,
             logs,
-            logs_since,
+            resume,
             read_logs,
         ))))
     }

@@ -25,6 +25,7 @@ use futures::StreamExt;
 use hoist_core::api::LogStream;
 
 use crate::logs::{LogSink, MAX_LINE_BYTES};
+use crate::runners::LogResume;
 
 /// Consecutive failed attempts to (re)open the stream before giving up.
 const MAX_RETRIES: u32 = 30;
@@ -63,13 +64,8 @@ impl Seen {
 }
 
 /// Follows `id`'s output until the container stops, pushing lines into `sink`. Lines
-/// stamped at or before `since` are skipped.
-pub(crate) async fn follow(
-    docker: Docker,
-    id: String,
-    sink: LogSink,
-    since: Option<DateTime<Utc>>,
-) {
+/// `resume` says were shipped already are skipped.
+pub(crate) async fn follow(docker: Docker, id: String, sink: LogSink, mut resume: LogResume) {
     let mut seen = Seen::default();
     let mut out = Lines::new(LogStream::Stdout);
     let mut err = Lines::new(LogStream::Stderr);
@@ -84,7 +80,7 @@ pub(crate) async fn follow(
         } else {
             None
         };
-        let from = window.or(since);
+        let from = window.or(resume.from());
         let opts = LogsOptions {
             follow: !last_pass,
             stdout: true,
@@ -119,10 +115,12 @@ pub(crate) async fn follow(
             };
             let (ts, text) = split_timestamp(bytes);
             let ts = ts.unwrap_or_else(Utc::now);
-            if since.is_some_and(|s| ts <= s)
-                || window.is_some_and(|w| ts < w)
-                || (reopened && seen.set.contains(&(ts, stderr)))
-            {
+            if window.is_some_and(|w| ts < w) || (reopened && seen.set.contains(&(ts, stderr))) {
+                continue;
+            }
+            if resume.skip(ts, stderr) {
+                // Shipped by an earlier agent process; a reopened stream skips it too.
+                seen.add(ts, stderr);
                 continue;
             }
             lines.feed(text, ts, &sink);

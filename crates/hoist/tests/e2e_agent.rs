@@ -1,0 +1,952 @@
+//! End-to-end tests of the launch agent, through real processes only: a `hoist server`
+//! subprocess, `hoist agent` subprocesses (each with its own home, `HOIST_HOST` /
+//! `HOIST_API_KEY` in its environment, `HOIST_LOG=info` to a file printed on failure)
+//! and the `hoist` CLI, against the real Docker daemon of the test environment
+//! (`source ~/.cache/hoist/test-env.sh`, written by `scripts/test-env.sh`).
+//!
+//! Without `HOIST_TEST_DOCKER=1` each test is skipped with a note, unless
+//! `HOIST_TEST_REQUIRE_SERVICES` is set (then it fails). The daemon has no bridge
+//! network: every docker queue here uses `network: none`, and the image is the locally
+//! built `hoist-test/busybox:latest`.
+//!
+//! Every process a test starts is killed by its pid when the test ends, whatever its
+//! outcome; every container an agent of the test created is removed (found by its
+//! `hoist.agent` label, through the Engine API). Timeouts are generous (a loaded 2-core
+//! machine); the only tight timing bounds are those of the stop grace period.
+
+mod cli_support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use cli_support::{AgentProc, World};
+use serde_json::Value;
+
+/// How long a run may take to reach a state it is expected to reach.
+const LONG: Duration = Duration::from_secs(120);
+
+fn docker_available() -> bool {
+    if std::env::var("HOIST_TEST_DOCKER").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
+        panic!(
+            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_DOCKER is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
+        );
+    }
+    eprintln!(
+        "skipping: no Docker daemon for tests (HOIST_TEST_DOCKER is not 1; run scripts/test-env.sh)"
+    );
+    false
+}
+
+macro_rules! require_docker {
+    () => {
+        if !docker_available() {
+            return;
+        }
+    };
+}
+
+fn image() -> String {
+    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
+        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
+}
+
+/// A name no other test (or earlier run of this one) uses.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("e2e-{prefix}-{}-{nanos:08x}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------------
+// Docker, through the Engine API.
+
+/// A bollard client with its own runtime (the tests themselves are synchronous).
+struct DockerApi {
+    rt: tokio::runtime::Runtime,
+    docker: bollard::Docker,
+}
+
+impl DockerApi {
+    fn connect() -> DockerApi {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let docker = rt.block_on(async {
+            bollard::Docker::connect_with_local_defaults()
+                .expect("docker client")
+                .negotiate_version()
+                .await
+                .expect("the Docker daemon answers")
+        });
+        DockerApi { rt, docker }
+    }
+
+    /// Container ids (all states) carrying `label` (`key=value`).
+    fn containers(&self, label: &str) -> Vec<String> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        self.rt
+            .block_on(self.docker.list_containers(Some(ListContainersOptions {
+                all: true,
+                limit: None,
+                size: false,
+                filters: Some(filters),
+            })))
+            .expect("list containers")
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect()
+    }
+
+    fn run_containers(&self, run: &str) -> Vec<String> {
+        self.containers(&format!("hoist.run-id={run}"))
+    }
+
+    fn running(&self, id: &str) -> bool {
+        self.rt
+            .block_on(self.docker.inspect_container(id, None))
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+    }
+
+    fn remove(&self, id: &str) {
+        let _ = self.rt.block_on(self.docker.remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                v: true,
+                force: true,
+                link: false,
+            }),
+        ));
+    }
+
+    /// Waits until no container of `run` exists.
+    fn wait_no_container(&self, run: &str, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let left = self.run_containers(run);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "the container(s) {left:?} of run {run} still exist {within:?} after the run ended"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// One test's world: a server, its agents, their containers.
+
+/// Dropped in field order: agents killed first (by pid), then every container their
+/// names labelled removed, then the server killed.
+struct E2e {
+    agents: Vec<AgentProc>,
+    /// `hoist.agent` names whose containers are removed at the end.
+    agent_names: Vec<String>,
+    docker: Option<DockerApi>,
+    w: World,
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill_9();
+        }
+        if let Some(d) = &self.docker {
+            for name in &self.agent_names {
+                for id in d.containers(&format!("hoist.agent={name}")) {
+                    d.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl E2e {
+    /// A server (logged in as the admin) and, when `docker`, an Engine API client.
+    fn new(docker: bool) -> E2e {
+        let w = World::start_with_log_level("info");
+        w.login_admin();
+        E2e {
+            agents: Vec::new(),
+            agent_names: Vec::new(),
+            docker: docker.then(DockerApi::connect),
+            w,
+        }
+    }
+
+    fn docker(&self) -> &DockerApi {
+        self.docker.as_ref().expect("docker")
+    }
+
+    /// A docker queue: `network: none` and `extra` (YAML lines).
+    fn docker_queue(&self, name: &str, extra: &str) {
+        let file = self
+            .w
+            .file(&format!("{name}.yaml"), &format!("network: none\n{extra}"));
+        self.w
+            .run(&[
+                "queue",
+                "create",
+                name,
+                "--resource",
+                "docker",
+                "--config",
+                &file.to_string_lossy(),
+            ])
+            .ok();
+    }
+
+    /// Starts an agent process named `name` (a name may be used by several processes
+    /// in turn). Returns its index in `agents`.
+    fn agent(&mut self, name: &str, args: &[&str]) -> usize {
+        let a = self.w.spawn_agent(name, args);
+        if !self.agent_names.iter().any(|n| n == name) {
+            self.agent_names.push(name.to_string());
+        }
+        self.agents.push(a);
+        self.agents.len() - 1
+    }
+
+    /// Waits until every named agent is registered and connected.
+    fn wait_agents(&mut self, names: &[&str]) {
+        let t0 = Instant::now();
+        loop {
+            let list = self.w.run(&["agent", "list", "-o", "json"]).ok().json();
+            let up: BTreeSet<String> = list
+                .as_array()
+                .expect("agent list is an array")
+                .iter()
+                .filter(|a| matches!(a["status"].as_str(), Some("polling" | "running")))
+                .filter_map(|a| a["name"].as_str().map(str::to_string))
+                .collect();
+            if names.iter().all(|n| up.contains(*n)) {
+                return;
+            }
+            // The newest process of each name must still be there.
+            for n in names {
+                if let Some(a) = self.agents.iter_mut().rev().find(|a| a.name == *n)
+                    && let Some(st) = a.try_wait()
+                {
+                    panic!("agent {} exited early ({st})\n{}", a.name, a.log());
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "agents {names:?} did not register; registered: {up:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `hoist launch --queue Q --image IMG -- ARGS…`: the run id.
+    fn launch(&self, queue: &str, args: &[&str]) -> String {
+        let img = image();
+        let mut a = vec!["launch", "--queue", queue, "--image", &img, "--"];
+        a.extend_from_slice(args);
+        let r = self.w.run(&a).ok();
+        let id = r.stdout.trim().to_string();
+        assert!(!id.is_empty(), "no run id printed");
+        id
+    }
+
+    fn show(&self, id: &str) -> Value {
+        self.w.run(&["run", "show", id, "-o", "json"]).ok().json()
+    }
+
+    /// Polls the run until `pred` holds; panics with the last state after `within`.
+    fn wait_run(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let r = self.show(id);
+            if pred(&r) {
+                return r;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "run {id}: not {what} after {within:?}:\n{}\nlogs:\n{:#?}",
+                serde_json::to_string_pretty(&r).unwrap_or_default(),
+                self.logs(id)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_state(&self, id: &str, state: &str) -> Value {
+        self.wait_run(id, state, LONG, |r| r["state"] == state)
+    }
+
+    fn wait_ended(&self, id: &str) -> Value {
+        self.wait_run(id, "ended", LONG, is_terminal)
+    }
+
+    /// The run's log as (stream, text) pairs (`hoist run logs -o json`).
+    fn logs(&self, id: &str) -> Vec<(String, String)> {
+        let r = self.w.run(&["run", "logs", id, "-o", "json"]).ok();
+        r.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"));
+                (
+                    v["stream"].as_str().unwrap_or_default().to_string(),
+                    v["text"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The lines the job wrote (stdout and stderr, not hoist's own).
+    fn job_lines(&self, id: &str) -> Vec<String> {
+        self.logs(id)
+            .into_iter()
+            .filter(|(s, _)| s != "system")
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Waits until the run's log holds a line equal to `text`.
+    fn wait_log_line(&self, id: &str, text: &str) {
+        let t0 = Instant::now();
+        loop {
+            if self.logs(id).iter().any(|(_, t)| t == text) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < LONG,
+                "run {id}: no log line {text:?} after {LONG:?}:\n{:#?}\n{}",
+                self.logs(id),
+                serde_json::to_string_pretty(&self.show(id)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+}
+
+fn is_terminal(r: &Value) -> bool {
+    matches!(
+        r["state"].as_str(),
+        Some("finished" | "failed" | "stopped" | "cancelled")
+    )
+}
+
+/// The run id a `hoist launch --wait` names on stderr.
+fn launched_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("hoist: launched run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
+        .to_string()
+}
+
+/// The timeline's transitions as (to, at, reason).
+fn timeline(r: &Value) -> Vec<(String, chrono::DateTime<chrono::Utc>, String)> {
+    r["timeline"]
+        .as_array()
+        .expect("the run has a timeline")
+        .iter()
+        .map(|t| {
+            (
+                t["to"].as_str().unwrap_or_default().to_string(),
+                t["at"]
+                    .as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .expect("transition time")
+                    .with_timezone(&chrono::Utc),
+                t["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// When the run first entered `state`.
+fn entered(r: &Value, state: &str) -> chrono::DateTime<chrono::Utc> {
+    timeline(r)
+        .into_iter()
+        .find(|(to, _, _)| to == state)
+        .map(|(_, at, _)| at)
+        .unwrap_or_else(|| {
+            panic!(
+                "the run never entered {state}:\n{}",
+                serde_json::to_string_pretty(r).unwrap_or_default()
+            )
+        })
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------
+// Local processes left behind by a killed agent.
+
+/// Process groups to SIGKILL when dropped.
+#[derive(Default)]
+struct ProcessGroups(Vec<i32>);
+
+impl Drop for ProcessGroups {
+    fn drop(&mut self) {
+        let own = nix::unistd::getpgrp().as_raw();
+        for pg in self.0.iter().filter(|pg| **pg > 1 && **pg != own) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pg),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Processes whose environment holds `HOIST_RUN_ID=<run>`: (pid, process group).
+fn processes_of_run(run: &str) -> Vec<(i32, i32)> {
+    let needle = format!("HOIST_RUN_ID={run}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            continue;
+        }
+        if let Ok(pg) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
+            out.push((pid, pg.as_raw()));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// The tests.
+
+/// `hoist launch --wait` prints the job's output and exits with the run's outcome; a
+/// failed run names its exit code, stage and log tail; `hoist run logs` shows both
+/// streams; the container is removed once the run has ended.
+#[test]
+fn e2e_docker_launch_logs_exit_codes() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("launch");
+    e.docker_queue("dq", "");
+    e.agent(&agent, &["-q", "dq"]);
+    e.wait_agents(&[&agent]);
+    let img = image();
+
+    let ok =
+        e.w.run(&[
+            "launch",
+            "--queue",
+            "dq",
+            "--image",
+            &img,
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 0",
+        ])
+        .ok();
+    assert!(
+        ok.stdout.lines().any(|l| l == "out"),
+        "stdout lacks `out`:\n{}",
+        ok.stdout
+    );
+    assert!(
+        ok.stderr.lines().any(|l| l == "err"),
+        "stderr lacks `err`:\n{}",
+        ok.stderr
+    );
+    let ok_id = launched_id(&ok.stderr);
+    let r = e.show(&ok_id);
+    assert_eq!(r["state"], "finished", "{}", pretty(&r));
+    assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
+
+    let bad =
+        e.w.run(&[
+            "launch",
+            "--queue",
+            "dq",
+            "--image",
+            &img,
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 5",
+        ])
+        .code(1)
+        .stdout_has("out")
+        .stderr_has("exit code 5")
+        .stderr_has("failed in the run stage");
+    let bad_id = launched_id(&bad.stderr);
+    let r = e.show(&bad_id);
+    assert_eq!(r["state"], "failed", "{}", pretty(&r));
+    assert_eq!(r["exit_code"], 5, "{}", pretty(&r));
+    assert_eq!(r["failure"]["stage"], "run", "{}", pretty(&r));
+    assert!(
+        r["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exit code 5")),
+        "{}",
+        pretty(&r)
+    );
+    let tail: Vec<&str> = r["failure"]["log_tail"]
+        .as_array()
+        .expect("log tail")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tail.iter().any(|l| l.contains("out")) && tail.iter().any(|l| l.contains("err")),
+        "the log tail lacks the job's lines: {tail:?}"
+    );
+    // The human view shows the same.
+    e.w.run(&["run", "show", &bad_id])
+        .ok()
+        .stdout_has("exit code:")
+        .stdout_has("run stage")
+        .stdout_has("log tail:");
+
+    // `hoist run logs`: stdout lines on stdout, stderr lines on stderr.
+    for id in [&ok_id, &bad_id] {
+        let l = e.w.run(&["run", "logs", id]).ok();
+        assert!(l.stdout.lines().any(|x| x == "out"), "{id}: {}", l.stdout);
+        assert!(l.stderr.lines().any(|x| x == "err"), "{id}: {}", l.stderr);
+        let streams: BTreeMap<String, String> = e
+            .logs(id)
+            .into_iter()
+            .filter(|(s, _)| s != "system")
+            .map(|(s, t)| (t, s))
+            .collect();
+        assert_eq!(streams.get("out").map(String::as_str), Some("stdout"));
+        assert_eq!(streams.get("err").map(String::as_str), Some("stderr"));
+    }
+
+    // The containers are gone.
+    for id in [&ok_id, &bad_id] {
+        e.docker().wait_no_container(id, Duration::from_secs(30));
+    }
+}
+
+/// `hoist run stop`: a job that exits on SIGTERM ends at once; one that ignores it is
+/// killed after the agent's `stopped_run_timeout`; both end `stopped`.
+#[test]
+fn e2e_docker_stop_within_grace() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("stop");
+    e.docker_queue("dq", "");
+    let cfg = e.w.file("launch-config.yaml", "stopped_run_timeout: 3s\n");
+    e.agent(
+        &agent,
+        &["-q", "dq", "-j", "4", "-c", &cfg.to_string_lossy()],
+    );
+    e.wait_agents(&[&agent]);
+
+    // `ready` once the trap is set: a TERM before that would be ignored (PID 1).
+    let polite = e.launch(
+        "dq",
+        &[
+            "sh",
+            "-c",
+            "trap \"echo bye; exit 0\" TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    let stubborn = e.launch(
+        "dq",
+        &[
+            "sh",
+            "-c",
+            "trap \"\" TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    for id in [&polite, &stubborn] {
+        e.wait_state(id, "running");
+        e.wait_log_line(id, "ready");
+    }
+
+    let t0 = Instant::now();
+    e.w.run(&["run", "stop", &polite])
+        .ok()
+        .stdout_has("Stop requested");
+    e.w.run(&["run", "stop", &stubborn]).ok();
+
+    let p = e.wait_state(&polite, "stopped");
+    let polite_wall = t0.elapsed();
+    let s = e.wait_state(&stubborn, "stopped");
+    let stubborn_wall = t0.elapsed();
+
+    // Server-side times: from the stop request to the end.
+    let p_took = (entered(&p, "stopped") - entered(&p, "stopping"))
+        .to_std()
+        .expect("positive");
+    let s_took = (entered(&s, "stopped") - entered(&s, "stopping"))
+        .to_std()
+        .expect("positive");
+    eprintln!(
+        "polite: stopped {p_took:?} after the request ({polite_wall:?} wall); stubborn: {s_took:?} ({stubborn_wall:?} wall)"
+    );
+    assert!(
+        p_took < Duration::from_secs(2),
+        "the polite job took {p_took:?} to stop:\n{}",
+        pretty(&p)
+    );
+    assert!(
+        e.job_lines(&polite).iter().any(|l| l == "bye"),
+        "no `bye` in the polite job's logs: {:?}",
+        e.logs(&polite)
+    );
+    assert_eq!(p["exit_code"], 0, "{}", pretty(&p));
+    assert!(
+        s_took >= Duration::from_secs(3),
+        "the stubborn job was killed before the 3 s grace period: {s_took:?}\n{}",
+        pretty(&s)
+    );
+    assert!(
+        s_took < Duration::from_secs(15),
+        "the stubborn job took {s_took:?} to stop:\n{}",
+        pretty(&s)
+    );
+    assert!(stubborn_wall >= Duration::from_secs(3), "{stubborn_wall:?}");
+    assert_eq!(s["exit_code"], 137, "killed by SIGKILL:\n{}", pretty(&s));
+    for id in [&polite, &stubborn] {
+        e.docker().wait_no_container(id, Duration::from_secs(30));
+    }
+}
+
+/// A queued run (its agent is busy at `-j 1`) can be cancelled: it ends `cancelled`,
+/// never runs, and the agent goes on with later launches.
+#[test]
+fn e2e_cancel_queued_run() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("cancel");
+    e.docker_queue("dq", "");
+    e.agent(&agent, &["-q", "dq", "-j", "1"]);
+    e.wait_agents(&[&agent]);
+
+    let busy = e.launch("dq", &["sh", "-c", "echo busy; sleep 6"]);
+    e.wait_state(&busy, "running");
+    let victim = e.launch("dq", &["sh", "-c", "echo victim"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = e.show(&victim);
+    assert_eq!(v["state"], "queued", "the agent is full:\n{}", pretty(&v));
+
+    e.w.run(&["run", "cancel", &victim])
+        .ok()
+        .stdout_has("cancelled");
+    let v = e.show(&victim);
+    assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
+
+    let later = e.launch("dq", &["sh", "-c", "echo later"]);
+    // Until the later run is done, the cancelled one never gets a container.
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            e.docker().run_containers(&victim).is_empty(),
+            "the cancelled run {victim} got a container"
+        );
+        let l = e.show(&later);
+        if is_terminal(&l) {
+            assert_eq!(l["state"], "finished", "{}", pretty(&l));
+            break;
+        }
+        assert!(
+            t0.elapsed() < LONG,
+            "the later run did not end:\n{}",
+            pretty(&l)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(e.job_lines(&later), ["later"]);
+    let b = e.wait_ended(&busy);
+    assert_eq!(b["state"], "finished", "{}", pretty(&b));
+
+    let v = e.show(&victim);
+    assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
+    assert!(
+        v["agent"].is_null(),
+        "no agent ever held it:\n{}",
+        pretty(&v)
+    );
+    assert!(v["exit_code"].is_null(), "{}", pretty(&v));
+    let states: Vec<String> = timeline(&v).into_iter().map(|(to, _, _)| to).collect();
+    assert_eq!(states, ["queued", "cancelled"], "{}", pretty(&v));
+    assert!(e.logs(&victim).is_empty(), "{:?}", e.logs(&victim));
+    assert!(e.docker().run_containers(&victim).is_empty());
+}
+
+/// `kill -9` of the agent leaves its container running; a new process under the same
+/// name re-adopts it and ships the rest of its output: every line exactly once.
+#[test]
+fn e2e_docker_agent_kill_9_readopts() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("readopt");
+    e.docker_queue("dq", "");
+    let first = e.agent(&agent, &["-q", "dq"]);
+    e.wait_agents(&[&agent]);
+
+    let id = e.launch(
+        "dq",
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.5; done",
+        ],
+    );
+    e.wait_log_line(&id, "line2");
+    e.agents[first].kill_9();
+
+    let containers = e.docker().run_containers(&id);
+    assert_eq!(
+        containers.len(),
+        1,
+        "one container for the run: {containers:?}"
+    );
+    assert!(
+        e.docker().running(&containers[0]),
+        "the container died with the agent"
+    );
+
+    e.agent(&agent, &["-q", "dq"]);
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "finished", "{}", pretty(&r));
+    assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
+
+    let lines = e.job_lines(&id);
+    for i in 1..=8 {
+        let want = format!("line{i}");
+        let n = lines.iter().filter(|l| **l == want).count();
+        assert_eq!(n, 1, "{want} appears {n} times in {lines:?}");
+    }
+    let expected: Vec<String> = (1..=8).map(|i| format!("line{i}")).collect();
+    assert_eq!(lines, expected, "the job's lines, in order");
+
+    let in_timeline = timeline(&r)
+        .iter()
+        .any(|(_, _, why)| why.contains("re-adopted"));
+    let in_logs = e
+        .logs(&id)
+        .iter()
+        .any(|(s, t)| s == "system" && t.contains("re-adopted"));
+    assert!(
+        in_timeline || in_logs,
+        "neither the timeline nor the log mentions the re-adoption:\n{}\n{:#?}",
+        pretty(&r),
+        e.logs(&id)
+    );
+    e.docker().wait_no_container(&id, Duration::from_secs(30));
+}
+
+/// A local process cannot outlive its agent's supervision: after `kill -9` and a
+/// restart under the same name, the run fails with `agent restarted`.
+#[test]
+fn e2e_local_process_agent_kill_9_fails_with_agent_restarted() {
+    let mut e = E2e::new(false);
+    let mut orphans = ProcessGroups::default();
+    let agent = unique("local");
+    e.w.run(&["queue", "create", "lq", "--resource", "local-process"])
+        .ok();
+    let first = e.agent(&agent, &["-q", "lq"]);
+    e.wait_agents(&[&agent]);
+
+    let id =
+        e.w.run(&["launch", "--queue", "lq", "--", "sleep", "30"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+    e.wait_state(&id, "running");
+    // The job's process (found by its environment), to clean up after.
+    let t0 = Instant::now();
+    let procs = loop {
+        let p = processes_of_run(&id);
+        if !p.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!procs.is_empty(), "no process of run {id} found");
+    orphans.0.extend(procs.iter().map(|(_, pg)| *pg));
+
+    e.agents[first].kill_9();
+    e.agent(&agent, &["-q", "lq"]);
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "failed", "{}", pretty(&r));
+    let reason = r["state_reason"].as_str().unwrap_or_default();
+    let message = r["failure"]["message"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("agent restarted") || message.contains("agent restarted"),
+        "{}",
+        pretty(&r)
+    );
+    assert_eq!(r["failure"]["stage"], "agent", "{}", pretty(&r));
+    // Nothing kills the job when its agent is killed with SIGKILL: say so, and clean
+    // up after it.
+    let alive: Vec<i32> = procs
+        .iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    if !alive.is_empty() {
+        eprintln!("note: the job's processes {alive:?} outlived the killed agent; killing them");
+    }
+    drop(orphans);
+}
+
+/// A SIGTERM'd server restarted on the same port and data dir: the agent and the run
+/// carry on; the run ends `finished` with its output, and new launches run.
+#[test]
+fn e2e_server_restart_while_docker_job_runs() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("restart");
+    e.docker_queue("dq", "");
+    e.agent(&agent, &["-q", "dq"]);
+    e.wait_agents(&[&agent]);
+
+    let id = e.launch("dq", &["sh", "-c", "echo before; sleep 3; echo after"]);
+    e.wait_state(&id, "running");
+    e.wait_log_line(&id, "before");
+
+    let t0 = Instant::now();
+    let stopped_in = e.w.stop_server(Duration::from_secs(30));
+    // Down long enough for the agent to find nobody there (claims, heartbeats).
+    std::thread::sleep(Duration::from_millis(1500));
+    e.w.restart_server();
+    let down = t0.elapsed();
+    eprintln!("server: SIGTERM to exit {stopped_in:?}; down {down:?} in all");
+    assert!(
+        down < Duration::from_secs(10),
+        "the server took {down:?} to stop and start again (exit after {stopped_in:?})"
+    );
+
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "finished", "{}", pretty(&r));
+    assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
+    let lines = e.job_lines(&id);
+    assert_eq!(lines, ["before", "after"], "{:#?}", e.logs(&id));
+    let retries = e.agents[0]
+        .log()
+        .lines()
+        .filter(|l| l.contains("unreachable"))
+        .count();
+    eprintln!("the agent logged {retries} `unreachable` warning(s) while the server was down");
+
+    let img = image();
+    e.w.run(&[
+        "launch", "--queue", "dq", "--image", &img, "--wait", "--", "echo", "again",
+    ])
+    .ok()
+    .stdout_has("again");
+    e.docker().wait_no_container(&id, Duration::from_secs(30));
+}
+
+/// Three agents on one queue share twelve runs: every run ends `finished`, each ran
+/// exactly once, and more than one agent took part.
+#[test]
+fn e2e_many_agents_one_queue_docker() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let names: Vec<String> = (0..3).map(|i| unique(&format!("many{i}"))).collect();
+    e.docker_queue("dq", "");
+    for n in &names {
+        e.agent(n, &["-q", "dq", "-j", "2"]);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    e.wait_agents(&refs);
+
+    let ids: Vec<String> = (0..12)
+        .map(|_| e.launch("dq", &["sh", "-c", "echo ran-$HOIST_RUN_ID; sleep 1"]))
+        .collect();
+    let mut by_agent: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &ids {
+        let r = e.wait_ended(id);
+        assert_eq!(r["state"], "finished", "{}", pretty(&r));
+        assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
+        assert_eq!(r["attempts"], 1, "handed out once:\n{}", pretty(&r));
+        let runs = timeline(&r)
+            .iter()
+            .filter(|(to, _, _)| to == "running")
+            .count();
+        assert_eq!(runs, 1, "started once:\n{}", pretty(&r));
+        assert_eq!(
+            e.job_lines(id),
+            [format!("ran-{id}")],
+            "exactly one line, from this run's container"
+        );
+        let a = r["agent"]["name"].as_str().expect("agent").to_string();
+        assert!(names.contains(&a), "run {id} ran on a stranger: {a}");
+        *by_agent.entry(a).or_default() += 1;
+    }
+    eprintln!("runs per agent: {by_agent:?}");
+    assert!(
+        by_agent.len() >= 2,
+        "one agent ran everything: {by_agent:?}"
+    );
+    for id in &ids {
+        e.docker().wait_no_container(id, Duration::from_secs(30));
+    }
+}
+
+/// `privileged: true` is a valid docker option, so the launch is accepted; the agent
+/// refuses it (its config does not allow it) before creating anything.
+#[test]
+fn e2e_privileged_refused() {
+    require_docker!();
+    let mut e = E2e::new(true);
+    let agent = unique("priv");
+    e.docker_queue("pq", "privileged: true\n");
+    e.agent(&agent, &["-q", "pq"]);
+    e.wait_agents(&[&agent]);
+
+    let id = e.launch("pq", &["sh", "-c", "echo should-not-run"]);
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "failed", "{}", pretty(&r));
+    assert_eq!(r["failure"]["stage"], "agent", "{}", pretty(&r));
+    let msg = r["failure"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("privileged"), "{msg}");
+    assert!(
+        msg.contains("docker.allow-privileged"),
+        "the message names the agent-config key: {msg}"
+    );
+    assert!(r["exit_code"].is_null(), "{}", pretty(&r));
+    assert!(
+        !e.job_lines(&id)
+            .iter()
+            .any(|l| l.contains("should-not-run")),
+        "{:?}",
+        e.logs(&id)
+    );
+    assert!(e.docker().run_containers(&id).is_empty());
+    assert!(
+        e.docker()
+            .containers(&format!("hoist.agent={agent}"))
+            .is_empty(),
+        "the agent created a container"
+    );
+}
