@@ -805,16 +805,28 @@ fn e2e_local_process_agent_kill_9_fails_with_agent_restarted() {
         pretty(&r)
     );
     assert_eq!(r["failure"]["stage"], "agent", "{}", pretty(&r));
-    // Nothing kills the job when its agent is killed with SIGKILL: say so, and clean
-    // up after it.
-    let alive: Vec<i32> = procs
-        .iter()
-        .map(|(pid, _)| *pid)
-        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-        .collect();
-    if !alive.is_empty() {
-        eprintln!("note: the job's processes {alive:?} outlived the killed agent; killing them");
+    // The restarted agent stopped what its killed predecessor left running.
+    assert!(message.contains("was stopped"), "{}", pretty(&r));
+    let t0 = Instant::now();
+    let alive = || -> Vec<i32> {
+        procs
+            .iter()
+            .map(|(pid, _)| *pid)
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| !s.contains(") Z "))
+                    .unwrap_or(false)
+            })
+            .collect()
+    };
+    while !alive().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        alive().is_empty(),
+        "the job's processes {:?} outlived the restarted agent",
+        alive()
+    );
     drop(orphans);
 }
 

@@ -6,8 +6,11 @@
 //! look secret (unless the agent config allow-lists them), plus the queue config's
 //! `env`, plus the run's own env and hoist's `HOIST_*` variables.
 //!
-//! A local process cannot outlive its agent's supervision: after an agent restart it
-//! is reported failed ("agent restarted"), never re-adopted.
+//! A local process cannot be re-adopted (its output pipes died with the agent). The
+//! runner records each run's process group in `<work-dir>/.pids/<run id>`; an agent
+//! restarted after a crash stops whatever its predecessor left running (after checking
+//! the process still belongs to that run) and reports the run failed ("agent
+//! restarted").
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -31,6 +34,43 @@ pub struct LocalProcessRunner {
 }
 
 impl LocalProcessRunner {
+    fn pid_file(&self, run_id: &str) -> PathBuf {
+        self.work_root.join(".pids").join(run_id)
+    }
+
+    fn record_pid(&self, run_id: &str, pid: u32) {
+        let f = self.pid_file(run_id);
+        if let Some(dir) = f.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = std::fs::write(&f, pid.to_string());
+        }
+    }
+
+    /// Stops the process group a previous agent process started for `run_id`, if it
+    /// is still there and still that run's. Returns what was done, for the report.
+    async fn stop_leftover(&self, run_id: &str, grace: Duration) -> Option<String> {
+        let f = self.pid_file(run_id);
+        let pid: i32 = std::fs::read_to_string(&f).ok()?.trim().parse().ok()?;
+        let _ = std::fs::remove_file(&f);
+        // The pid may have been reused since: only touch it if it is that run's.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let marker = format!("HOIST_RUN_ID={run_id}");
+        if !environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            return None;
+        }
+        let pgid = Pid::from_raw(pid);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < grace && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        Some(format!(
+            "its process group {pid}, left running by the previous agent process, was stopped"
+        ))
+    }
+
     pub fn new(work_root: PathBuf, env_allow_list: Vec<String>) -> LocalProcessRunner {
         LocalProcessRunner {
             work_root,
@@ -70,6 +110,7 @@ impl LocalProcessRunner {
 
 struct LocalExecution {
     pid: u32,
+    pid_file: PathBuf,
     exit: watch::Receiver<Option<Result<Exit, RunnerError>>>,
 }
 
@@ -133,6 +174,7 @@ impl Runner for LocalProcessRunner {
         let pid = child
             .id()
             .ok_or_else(|| RunnerError::Start("the process ended at once".into()))?;
+        self.record_pid(&job.run_id, pid);
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         let r_out = tokio::spawn(pump(out, LogStream::Stdout, logs.clone()));
@@ -168,17 +210,28 @@ impl Runner for LocalProcessRunner {
             };
             let _ = tx.send(Some(exit));
         });
-        Ok(Box::new(LocalExecution { pid, exit: rx }))
+        Ok(Box::new(LocalExecution {
+            pid,
+            pid_file: self.pid_file(&job.run_id),
+            exit: rx,
+        }))
     }
 
     async fn adopt(
         &self,
-        _job: &JobSpec,
+        job: &JobSpec,
         _logs: LogSink,
         _since: Option<DateTime<Utc>>,
     ) -> Result<Adopted, RunnerError> {
+        let base = "agent restarted: local processes are not re-adopted (their output went to the previous agent process)";
         Ok(Adopted::Gone(
-            "agent restarted: the local process ended with the previous agent process (local processes are not re-adopted)".into(),
+            match self
+                .stop_leftover(&job.run_id, Duration::from_secs(5))
+                .await
+            {
+                Some(what) => format!("{base}; {what}"),
+                None => format!("{base}; the process had already ended"),
+            },
         ))
     }
 }
@@ -216,5 +269,7 @@ impl Execution for LocalExecution {
         Ok(())
     }
 
-    async fn cleanup(&self) {}
+    async fn cleanup(&self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
 }

@@ -368,10 +368,12 @@ impl World {
     /// [`World::spawn_agent`] with more environment variables.
     pub fn spawn_agent_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> AgentProc {
         let seq = AGENT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let base = self.dir.path().join(format!("agent-{name}-{seq}"));
+        // One home per agent name: a restarted agent finds what its predecessor left
+        // (its run directories), as on a real machine.
+        let base = self.dir.path().join(format!("agent-{name}"));
         let home = base.join("home");
         std::fs::create_dir_all(home.join(".config")).expect("agent home");
-        let log_path = base.join("agent.log");
+        let log_path = base.join(format!("agent-{seq}.log"));
         let stderr = std::fs::File::create(&log_path).expect("agent log file");
         let mut cmd = Command::new(HOIST);
         cmd.arg("agent").arg("--name").arg(name).args(args);
