@@ -37,6 +37,22 @@ pub enum ClientError {
     Protocol { status: u16, detail: String },
     #[error("invalid server URL {0:?}: expected http://HOST:PORT or https://HOST")]
     BadUrl(String),
+    /// A local file could not be read or written.
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The answer to `HEAD /api/v1/blobs/{digest}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobHead {
+    /// The entity has the blob (no upload needed).
+    pub exists: bool,
+    /// The largest upload the server accepts, when it says.
+    pub max_bytes: Option<u64>,
 }
 
 impl ClientError {
@@ -59,7 +75,7 @@ impl ClientError {
             ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => {
                 matches!(*status, 502..=504) || *status == 503
             }
-            ClientError::BadUrl(_) => false,
+            ClientError::BadUrl(_) | ClientError::Io { .. } => false,
         }
     }
 }
@@ -191,6 +207,10 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
         let resp = self.send(r).await?;
+        self.body(resp).await
+    }
+
+    async fn body<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
@@ -398,6 +418,215 @@ impl Client {
                 }
             }
         })
+    }
+
+    // -- jobs ----------------------------------------------------------------------
+
+    /// Creates a job or a new version of it. The flag is true when a version was
+    /// added, false when the latest version had this source already.
+    pub async fn create_job(&self, req: &CreateJob) -> Result<(Job, bool)> {
+        let resp = self
+            .send(self.req(Method::POST, "/api/v1/jobs").json(req))
+            .await?;
+        let created = resp.status().as_u16() == 201;
+        let job = self.body(resp).await?;
+        Ok((job, created))
+    }
+    pub async fn list_jobs(&self, entity: Option<&str>) -> Result<Vec<Job>> {
+        let mut r = self.req(Method::GET, "/api/v1/jobs");
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        self.json(r).await
+    }
+    /// A job with all its versions, newest first.
+    pub async fn get_job(&self, entity: &str, name: &str) -> Result<Job> {
+        self.json(self.req(
+            Method::GET,
+            &format!("/api/v1/jobs/{}/{}", seg(entity), seg(name)),
+        ))
+        .await
+    }
+    /// One version (`v3` or `latest`).
+    pub async fn get_job_version(
+        &self,
+        entity: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<JobVersion> {
+        self.json(self.req(
+            Method::GET,
+            &format!(
+                "/api/v1/jobs/{}/{}/versions/{}",
+                seg(entity),
+                seg(name),
+                seg(version)
+            ),
+        ))
+        .await
+    }
+    pub async fn delete_job(&self, entity: &str, name: &str) -> Result<()> {
+        self.empty(self.req(
+            Method::DELETE,
+            &format!("/api/v1/jobs/{}/{}", seg(entity), seg(name)),
+        ))
+        .await
+    }
+
+    // -- blobs ---------------------------------------------------------------------
+
+    /// Whether `entity` (default: the caller's own) has the blob, and the largest
+    /// upload the server accepts.
+    pub async fn head_blob(&self, digest: &str, entity: Option<&str>) -> Result<BlobHead> {
+        let mut r = self.req(Method::HEAD, &format!("/api/v1/blobs/{}", seg(digest)));
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        let resp = r.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        let max_bytes = resp
+            .headers()
+            .get("x-hoist-max-artifact-bytes")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match status {
+            200 => Ok(BlobHead {
+                exists: true,
+                max_bytes,
+            }),
+            404 => Ok(BlobHead {
+                exists: false,
+                max_bytes,
+            }),
+            // HEAD answers carry no body: name the usual causes.
+            401 => Err(ClientError::Api {
+                status,
+                code: ErrorCode::Unauthenticated,
+                message: "the API key is not valid (unknown, revoked or mistyped)".into(),
+                details: None,
+            }),
+            400 => Err(ClientError::Api {
+                status,
+                code: ErrorCode::BadRequest,
+                message: format!("invalid digest {digest:?}"),
+                details: None,
+            }),
+            _ => Err(ClientError::Protocol {
+                status,
+                detail: "unexpected answer to HEAD /api/v1/blobs".into(),
+            }),
+        }
+    }
+
+    /// Uploads an artifact held in memory (small ones; see [`Client::upload_blob_file`]).
+    pub async fn upload_blob(&self, bytes: Vec<u8>, entity: Option<&str>) -> Result<Blob> {
+        let mut r = self
+            .req(Method::POST, "/api/v1/blobs")
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .body(bytes);
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        self.json(r).await
+    }
+
+    /// Uploads the artifact in `path` for `entity` (default: the caller's own),
+    /// streaming it; `progress` gets the number of bytes sent so far.
+    pub async fn upload_blob_file(
+        &self,
+        path: &std::path::Path,
+        entity: Option<&str>,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Blob> {
+        use tokio::io::AsyncReadExt;
+        let io = |e: std::io::Error| ClientError::Io {
+            what: format!("read {}", path.display()),
+            source: e,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let stream = async_stream::stream! {
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        sent += n as u64;
+                        progress(sent);
+                        yield Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(buf));
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        break;
+                    }
+                }
+            }
+        };
+        let mut r = self
+            .req(Method::POST, "/api/v1/blobs")
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        self.json(r).await
+    }
+
+    /// Downloads a blob as a stream of chunks (not verified; see
+    /// [`Client::download_blob_to`]).
+    pub async fn download_blob(
+        &self,
+        digest: &str,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes>> + use<>> {
+        let resp = self
+            .send(self.req(Method::GET, &format!("/api/v1/blobs/{}", seg(digest))))
+            .await?;
+        let base = self.base.clone();
+        Ok(resp.bytes_stream().map(move |c| {
+            c.map_err(|e| ClientError::Transport {
+                base: base.clone(),
+                source: e.without_url(),
+            })
+        }))
+    }
+
+    /// Downloads a blob into `dest` (created or truncated) and checks its digest; a
+    /// mismatch removes the file and is an error. Returns the size.
+    pub async fn download_blob_to(&self, digest: &str, dest: &std::path::Path) -> Result<u64> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| ClientError::Io {
+            what: format!("write {}", dest.display()),
+            source: e,
+        };
+        let stream = self.download_blob(digest).await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        let got: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if digest.strip_prefix("sha256:") != Some(got.as_str()) {
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(ClientError::Protocol {
+                status: 200,
+                detail: format!("the blob downloaded for {digest} has digest sha256:{got}"),
+            });
+        }
+        Ok(size)
     }
 
     // -- agents --------------------------------------------------------------------

@@ -34,7 +34,15 @@ pub struct ServerConfig {
     pub reaper_interval: Duration,
     /// How long in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Where code artifacts are stored; `None`: `blobs/` in the data dir. Several
+    /// replicas sharing one database must share this directory too.
+    pub blob_dir: Option<PathBuf>,
+    /// Largest code artifact (upload body) accepted, in bytes.
+    pub max_artifact_bytes: u64,
 }
+
+/// Default [`ServerConfig::max_artifact_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 512 << 20;
 
 impl ServerConfig {
     pub fn new(bind: SocketAddr, data_dir: PathBuf) -> ServerConfig {
@@ -50,7 +58,16 @@ impl ServerConfig {
             run_token_ttl: Duration::from_secs(7 * 24 * 3600),
             reaper_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            blob_dir: None,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         }
+    }
+
+    /// The blob store's directory.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
     }
 
     pub fn database_url(&self) -> String {
@@ -93,6 +110,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot prepare the blob directory {path}: {source}")]
+    BlobDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("bootstrap failed: {0}")]
     Bootstrap(#[source] StoreError),
 }
@@ -119,6 +142,11 @@ impl Server {
             source,
         })?;
         restrict_dir(&cfg.data_dir);
+        let blob_dir = cfg.blob_dir();
+        crate::api::blobs::prepare_dir(&blob_dir).map_err(|source| ServerError::BlobDir {
+            path: blob_dir.clone(),
+            source,
+        })?;
         let url = cfg.database_url();
         let store = Store::open(&url)
             .await

@@ -63,6 +63,10 @@ enum Command {
     /// Create, list, show, update and delete queues.
     #[command(subcommand)]
     Queue(cli::queue::QueueCmd),
+    /// Create, list, show and delete jobs (versioned: an image, a git commit, or
+    /// uploaded code).
+    #[command(subcommand)]
+    Job(cli::job::JobCmd),
     /// Launch a run on a queue; prints its id.
     Launch(cli::launch::LaunchArgs),
     /// List, show, follow, stop and cancel runs.
@@ -140,6 +144,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => cli::login::logout(&ctx).await,
         Command::Whoami => cli::login::whoami(&ctx).await,
         Command::Queue(c) => cli::queue::run(&ctx, c).await,
+        Command::Job(c) => cli::job::run(&ctx, c).await,
         Command::Launch(a) => cli::launch::launch(&ctx, a).await,
         Command::Run(c) => cli::run::run(&ctx, c).await,
         Command::Agent(AgentCmd {

@@ -28,6 +28,13 @@ pub struct ServerArgs {
     /// Seconds a lost agent's runs stay `unknown` before they fail.
     #[arg(long, default_value_t = 600)]
     pub unknown_grace_secs: u64,
+    /// Largest code artifact accepted, in bytes.
+    #[arg(long, env = "HOIST_MAX_ARTIFACT_BYTES", default_value_t = hoist_server::server::DEFAULT_MAX_ARTIFACT_BYTES)]
+    pub max_artifact_bytes: u64,
+    /// Where code artifacts are stored (default: <data-dir>/blobs). Server replicas
+    /// sharing a PostgreSQL database must share this directory too.
+    #[arg(long, env = "HOIST_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/hoist` or `~/.local/share/hoist`.
@@ -55,6 +62,10 @@ impl ServerArgs {
         cfg.lease = std::time::Duration::from_secs(self.lease_secs.max(1));
         cfg.agent_lost_after = std::time::Duration::from_secs(self.agent_lost_after_secs.max(1));
         cfg.unknown_grace = std::time::Duration::from_secs(self.unknown_grace_secs);
+        cfg.max_artifact_bytes = self.max_artifact_bytes;
+        if let Some(d) = &self.blob_dir {
+            cfg.blob_dir = Some(d.clone());
+        }
         cfg
     }
 }

@@ -31,7 +31,9 @@ use crate::server::ServerConfig;
 use crate::store::Store;
 
 pub mod agents;
+pub mod blobs;
 pub mod identity;
+pub mod jobs;
 pub mod queues;
 pub mod runs;
 
@@ -121,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .merge(queues::routes())
         .merge(runs::routes())
         .merge(agents::routes())
+        .merge(jobs::routes())
+        .merge(blobs::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     Router::new()

@@ -8,8 +8,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hoist_core::api::{
-    ErrorBody, LaunchRequest, LogBatch, LogPage, MASKED, Run, RunList, RunUpdate, StopRequest,
-    looks_secret,
+    ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, MASKED, Run, RunList,
+    RunUpdate, StopRequest, looks_secret,
 };
 use hoist_core::merge::deep_merge;
 use hoist_core::resource::{self, ResourceType};
@@ -21,6 +21,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::jobs::resolve_for_launch;
 use super::queues::{config_from_input, config_problems, resolve_queue, template_problems};
 use super::{AppState, Json, LOG_BODY_LIMIT, Query};
 use crate::auth::{Principal, User, UserPrincipal};
@@ -119,12 +120,32 @@ async fn launch(
             "image reference {img:?} is not valid"
         )));
     }
-    if let Some(job) = &req.job {
-        return Err(ApiError::not_found(format!(
-            "no job named {:?} in entity {}: this server has no job store yet; launch an image with --image",
-            job.to_string(),
-            queue.entity
-        )));
+    // A job is looked up in the queue's entity, then in the caller's own; the run
+    // records the resolved version (never `latest`) and a copy of its source.
+    let mut image = req.image.clone();
+    let mut entry_point = req.entry_point.clone();
+    let mut job = None;
+    let mut job_source = None;
+    // A code artifact of the caller's own job, launched onto another entity's queue.
+    let mut hand_over = None;
+    if let Some(jr) = &req.job {
+        let (job_entity, version) = resolve_for_launch(&s, &u, &queue.entity, jr).await?;
+        match &version.source {
+            JobSource::Image { image: img } => image = Some(img.clone()),
+            JobSource::Code { artifact, .. } if job_entity != queue.entity => {
+                hand_over = Some(artifact.clone());
+            }
+            JobSource::Code { .. } => {}
+            JobSource::Git { .. } => {}
+        }
+        if entry_point.is_none() {
+            entry_point = version.source.entry_point().map(<[String]>::to_vec);
+        }
+        job = Some(JobRef {
+            name: jr.name.clone(),
+            version: Some(version.version.clone()),
+        });
+        job_source = Some(version.source);
     }
     if let Some(ep) = &req.entry_point
         && ep.iter().any(|a| a.contains('\0'))
@@ -171,6 +192,12 @@ async fn launch(
     deep_merge(&mut resource_config, &resource_args);
     resource::validate_config(queue.resource, &resource_config)
         .map_err(|p| config_problems(queue.resource, p))?;
+    if let Some(artifact) = &hand_over {
+        // The queue's agents fetch the artifact with their own keys.
+        s.store
+            .add_blob_ref(artifact, &queue.entity, s.now())
+            .await?;
+    }
 
     let id = crate::secrets::new_id(12);
     let run = s
@@ -184,10 +211,10 @@ async fn launch(
                 queue_name: queue.name.clone(),
                 project,
                 spec: RunSpec {
-                    image: req.image,
-                    job: req.job,
-                    job_source: None,
-                    entry_point: req.entry_point,
+                    image,
+                    job,
+                    job_source,
+                    entry_point,
                     args: req.args,
                     env: req.env,
                     config,

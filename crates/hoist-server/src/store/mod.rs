@@ -31,7 +31,9 @@ macro_rules! dynsql {
 }
 
 pub mod agents;
+pub mod blobs;
 pub mod identity;
+pub mod jobs;
 pub mod logs;
 pub mod queues;
 pub mod rows;
@@ -50,10 +52,14 @@ pub enum Dialect {
     Postgres,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_jobs.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_jobs.sql")),
+];
 
 /// Longest group of writes committed together.
 const MAX_BATCH: usize = 512;

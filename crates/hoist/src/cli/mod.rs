@@ -19,6 +19,7 @@ use hoist_client::{Client, ClientError, Secret};
 pub mod agent;
 pub mod credentials;
 pub mod input;
+pub mod job;
 pub mod key;
 pub mod launch;
 pub mod login;

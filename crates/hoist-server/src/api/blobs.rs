@@ -1,0 +1,415 @@
+//! `/api/v1/blobs`: the blob store for code artifacts (`.tar.gz`), addressed by
+//! content digest.
+//!
+//! Files live under `<blob dir>/sha256/<2 hex>/<62 hex>` (the blob dir is `blobs/` in
+//! the data dir unless configured). An upload is streamed to `<blob dir>/tmp/` while
+//! it is hashed and counted, fsynced, then renamed into place (and the directory
+//! fsynced): a blob file is complete or absent, never partial. The same bytes uploaded
+//! twice are stored once. The index (`store::blobs`) records which entities each blob
+//! was uploaded for; only users who can use one of them may see it (others get 404, as
+//! for a blob that does not exist).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hoist_core::api::{Blob, ErrorBody, ErrorCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Query};
+use crate::auth::{User, UserPrincipal};
+use crate::error::{ApiError, ApiResult};
+
+/// Response header (on `HEAD /api/v1/blobs/…`, found or not) with the largest upload
+/// the server accepts, so a client can refuse before uploading.
+pub const MAX_BYTES_HEADER: &str = "x-hoist-max-artifact-bytes";
+
+/// Temporary upload files older than this are removed when the server starts (they
+/// were left by a crash; younger ones may belong to another replica's upload).
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_blob))
+        .routes(routes!(get_blob, head_blob))
+        // Uploads are streamed to disk and limited by `max_artifact_bytes`.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Checks `sha256:` followed by 64 lowercase hex digits.
+pub fn validate_digest(d: &str) -> Result<(), String> {
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid digest {:?}: expected `sha256:` followed by 64 lowercase hex digits",
+            d.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
+/// Where a blob's file is (for a valid digest).
+pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    dir.join("sha256").join(&hex[..2]).join(&hex[2..])
+}
+
+/// Creates the blob directory layout and removes stale temporary files.
+pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("sha256"))?;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    for entry in std::fs::read_dir(&tmp)? {
+        let entry = entry?;
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn mib(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the artifact is larger than this server accepts ({}, {limit} bytes); leave large files out with .hoistignore, or ask the server's admin to raise --max-artifact-bytes",
+            mib(limit)
+        ),
+    )
+}
+
+fn blob_not_found(digest: &str) -> ApiError {
+    ApiError::not_found(format!("no blob {digest}"))
+}
+
+/// A temporary file removed when dropped, unless it was moved into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempFile {
+    /// The file was moved into place: keep it.
+    fn disarm(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The entity an upload or lookup is for: `entity`, or the caller's own.
+fn target_entity(u: &UserPrincipal, entity: Option<&str>) -> ApiResult<String> {
+    let e = entity.unwrap_or(&u.name).to_string();
+    if !u.can_use(&e) {
+        return Err(ApiError::not_found(format!(
+            "no entity {e:?} that you can use; yours are {}",
+            u.entities.join(", ")
+        )));
+    }
+    Ok(e)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct BlobParams {
+    /// The entity the blob is for (default: your own). Jobs of this entity may use it.
+    entity: Option<String>,
+}
+
+/// Upload a code artifact (a `.tar.gz`, the raw body). Stored once per content: the
+/// same bytes uploaded again answer 200 with `created: false`.
+#[utoipa::path(post, path = "/api/v1/blobs", tag = "jobs", params(BlobParams),
+    request_body(content = Vec<u8>, content_type = "application/gzip", description = "the artifact, a gzip-compressed tar"),
+    responses((status = 201, body = Blob, description = "stored"),
+              (status = 200, body = Blob, description = "the same content was stored before"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+async fn upload_blob(
+    State(s): State<AppState>,
+    User(u): User,
+    Query(p): Query<BlobParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, axum::Json<Blob>)> {
+    let entity = target_entity(&u, p.entity.as_deref())?;
+    if s.store.entity_kind(&entity).await?.is_none() {
+        return Err(ApiError::not_found(format!("no entity {entity:?}")));
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if !matches!(
+            base,
+            "application/gzip" | "application/x-gzip" | "application/octet-stream"
+        ) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::BadRequest,
+                format!("an artifact is uploaded as Content-Type: application/gzip, not {ct:?}"),
+            ));
+        }
+    }
+    let limit = s.cfg.max_artifact_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(too_large(limit));
+    }
+
+    let dir = s.cfg.blob_dir();
+    let tmp = TempFile {
+        path: dir
+            .join("tmp")
+            .join(format!("upload-{}", crate::secrets::new_id(16))),
+        keep: false,
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp.path)
+        .await
+        .map_err(|e| io_error("create an upload file", &e))?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::with_capacity(2);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the upload broke off after {size} bytes: {e}"))
+        })?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(too_large(limit));
+        }
+        if head.len() < 2 {
+            let need = 2 - head.len();
+            head.extend_from_slice(&chunk[..need.min(chunk.len())]);
+            if head.len() == 2 && head != [0x1f, 0x8b] {
+                return Err(not_gzip());
+            }
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| io_error("write the upload", &e))?;
+    }
+    if size == 0 {
+        return Err(ApiError::bad_request(
+            "the upload is empty; send the artifact (a .tar.gz) as the request body",
+        ));
+    }
+    if head != [0x1f, 0x8b] {
+        return Err(not_gzip());
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| io_error("sync the upload", &e))?;
+    drop(file);
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let dest = blob_path(&dir, &digest);
+    let created = persist(tmp, dest)
+        .await
+        .map_err(|e| io_error("store the blob", &e))?;
+    s.store
+        .record_blob(&digest, size, &entity, &u.name, s.now())
+        .await?;
+    if created {
+        tracing::info!(message = "Blob stored.", %digest, size, entity = %entity, by = %u.name);
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(Blob {
+            digest,
+            size,
+            created,
+        }),
+    ))
+}
+
+fn not_gzip() -> ApiError {
+    ApiError::bad_request(
+        "the upload is not gzip data (it does not start with the gzip magic bytes 1f 8b); an artifact is a .tar.gz",
+    )
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> ApiError {
+    tracing::error!(message = "Blob store I/O failed.", what, error = %e);
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        format!("the server could not {what} in its blob store; the server log has the details"),
+    )
+}
+
+/// Moves a complete temporary file into place (unless the blob is there already).
+/// Returns whether the file is new.
+async fn persist(mut tmp: TempFile, dest: PathBuf) -> std::io::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        if dest.exists() {
+            return Ok(false);
+        }
+        let parent = dest.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        std::fs::rename(&tmp.path, &dest)?;
+        tmp.disarm();
+        std::fs::File::open(parent)?.sync_all()?;
+        Ok(true)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The size of a blob the caller may see (in `entity` when given), or 404.
+async fn visible_blob(
+    s: &AppState,
+    u: &UserPrincipal,
+    digest: &str,
+    entity: Option<&str>,
+) -> ApiResult<(u64, PathBuf)> {
+    validate_digest(digest).map_err(ApiError::bad_request)?;
+    let refs = s.store.blob_entities(digest).await?;
+    let visible = match entity {
+        Some(e) => u.can_use(e) && refs.iter().any(|r| r == e),
+        None => refs.iter().any(|r| u.can_use(r)),
+    };
+    if !visible {
+        return Err(blob_not_found(digest));
+    }
+    let size = s
+        .store
+        .blob_size(digest)
+        .await?
+        .ok_or_else(|| blob_not_found(digest))?;
+    let path = blob_path(&s.cfg.blob_dir(), digest);
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        tracing::warn!(message = "Blob indexed but missing from the blob directory.", %digest, path = %path.display());
+        return Err(blob_not_found(digest));
+    }
+    Ok((size, path))
+}
+
+/// Download a blob (streamed). Visible to users who can use an entity it was uploaded
+/// for.
+#[utoipa::path(get, path = "/api/v1/blobs/{digest}", tag = "jobs",
+    params(("digest" = String, Path, description = "sha256:<hex>")),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_blob(
+    State(s): State<AppState>,
+    User(u): User,
+    UrlPath(digest): UrlPath<String>,
+) -> ApiResult<Response> {
+    let (size, path) = visible_blob(&s, &u, &digest, None).await?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| io_error("open the blob", &e))?;
+    let stream = async_stream::stream! {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => yield Ok::<Bytes, std::io::Error>(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => {
+                    yield Err(e);
+                    break;
+                }
+            }
+        }
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            (
+                header::ETAG,
+                HeaderValue::from_str(&format!("\"{digest}\""))
+                    .expect("a digest is a header value"),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Does the caller have this blob (in `entity`, default their own)? 200 or 404, no
+/// body; either answer carries `x-hoist-max-artifact-bytes`, the largest upload
+/// accepted.
+#[utoipa::path(head, path = "/api/v1/blobs/{digest}", tag = "jobs",
+    params(("digest" = String, Path, description = "sha256:<hex>"), BlobParams),
+    responses((status = 200, description = "the entity has the blob"),
+              (status = 404, description = "unknown, or not the entity's")))]
+async fn head_blob(
+    State(s): State<AppState>,
+    User(u): User,
+    UrlPath(digest): UrlPath<String>,
+    Query(p): Query<BlobParams>,
+) -> Response {
+    let found = async {
+        let entity = target_entity(&u, p.entity.as_deref())?;
+        visible_blob(&s, &u, &digest, Some(&entity)).await
+    }
+    .await;
+    let mut resp = match found {
+        Ok((size, _)) => (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/gzip"),
+                ),
+                (header::CONTENT_LENGTH, HeaderValue::from(size)),
+            ],
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        MAX_BYTES_HEADER,
+        HeaderValue::from(s.cfg.max_artifact_bytes),
+    );
+    resp
+}
