@@ -296,11 +296,77 @@ EOF
     export_var HOIST_TEST_BUSYBOX_IMAGE "$BUSYBOX_IMAGE"
 }
 
-# Later: a Python base image for builder tests, without network:
-#   debootstrap --variant=minbase bookworm "$CACHE/rootfs-python" <local mirror?>
-#   tar -C "$CACHE/rootfs-python" -c . | docker import - hoist-test/python:latest
-# (needs `debootstrap` in ensure_packages; about 30 s; build only if missing).
-# ensure_python_image() { :; }
+# ------------------------------------------------------------------ python base image
+
+# A stand-in for `python:3.12-slim` (nothing can be pulled here): Debian bookworm
+# minbase + python3, pip, venv, `python` -> python3, imported as an image. The rootfs
+# tarball is cached, so a rebuild after `docker rmi` is a few seconds; debootstrap runs
+# only when the tarball is missing (about a minute). PEP 668's EXTERNALLY-MANAGED marker
+# is removed so `pip install` works as it does in the official image.
+PYTHON_IMAGE=hoist-test/python:3-slim
+# Bump when the recipe below changes: the cached rootfs and the image are rebuilt.
+PYTHON_RECIPE=1
+PYTHON_SUITE=bookworm
+PYTHON_INCLUDE=python3,python3-pip,python3-venv,python-is-python3,ca-certificates
+
+# The Debian mirror apt uses on this machine (deb822 or one-line sources), else
+# deb.debian.org.
+debian_mirror() {
+    local m
+    m=$(grep -hsE '^URIs:[[:space:]]*https?://[^[:space:]]*/debian/?$' /etc/apt/sources.list.d/*.sources |
+        head -n1 | awk '{print $2}')
+    if [[ -z "$m" ]]; then
+        m=$(grep -hsE '^deb[[:space:]]+https?://[^[:space:]]*/debian/?[[:space:]]' \
+            /etc/apt/sources.list /etc/apt/sources.list.d/*.list | head -n1 | awk '{print $2}')
+    fi
+    printf '%s' "${m:-http://deb.debian.org/debian}"
+}
+
+ensure_python_image() {
+    local have
+    have=$(docker image inspect -f '{{index .Config.Labels "org.hoist.test.recipe"}}' \
+        "$PYTHON_IMAGE" 2>/dev/null || true)
+    if [[ "$have" == "$PYTHON_RECIPE" ]]; then
+        say "image $PYTHON_IMAGE: present"
+        export_var HOIST_TEST_PYTHON_IMAGE "$PYTHON_IMAGE"
+        return 0
+    fi
+    local tarball="$CACHE/python-rootfs-$PYTHON_SUITE-r$PYTHON_RECIPE.tar"
+    local log="$CACHE/image-python.log"
+    if [[ ! -s "$tarball" ]]; then
+        is_root || die "image $PYTHON_IMAGE: debootstrap needs root"
+        apt_install debootstrap
+        local mirror rootfs
+        mirror=$(debian_mirror)
+        rootfs=$(mktemp -d "$CACHE/python-rootfs.XXXXXX")
+        say "image $PYTHON_IMAGE: debootstrap $PYTHON_SUITE from $mirror (about a minute; log: $log)"
+        if ! debootstrap --variant=minbase --include="$PYTHON_INCLUDE" \
+            "$PYTHON_SUITE" "$rootfs" "$mirror" >"$log" 2>&1; then
+            rm -rf "$rootfs"
+            die_log "image $PYTHON_IMAGE" "$log" "debootstrap failed"
+        fi
+        rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+        tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" . ||
+            {
+                rm -rf "$rootfs" "$tarball.tmp"
+                die "image $PYTHON_IMAGE: could not tar the rootfs"
+            }
+        mv "$tarball.tmp" "$tarball"
+        rm -rf "$rootfs"
+        say "image $PYTHON_IMAGE: rootfs cached in $tarball"
+    fi
+    if ! docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL org.hoist.test.recipe=$PYTHON_RECIPE" \
+        --change 'CMD ["python3"]' \
+        "$tarball" "$PYTHON_IMAGE" >>"$log" 2>&1; then
+        die_log "image $PYTHON_IMAGE" "$log" "docker import failed"
+    fi
+    say "image $PYTHON_IMAGE: imported from $tarball"
+    export_var HOIST_TEST_PYTHON_IMAGE "$PYTHON_IMAGE"
+}
 
 # -------------------------------------------------------------------------- postgresql
 
@@ -634,7 +700,7 @@ cmd_start() {
     ensure_packages
     ensure_dockerd
     ensure_busybox_image
-    # ensure_python_image   # later issue: debootstrap --variant=minbase + docker import
+    ensure_python_image
     ensure_postgres
     ensure_registries
     ensure_cloud

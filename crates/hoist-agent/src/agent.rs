@@ -55,6 +55,8 @@ pub struct AgentOptions {
     /// The server URL jobs use to report back (`HOIST_BASE_URL`).
     pub base_url: String,
     pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    /// Turns git and code jobs into images.
+    pub builder: Arc<dyn crate::builders::Builder>,
     /// On shutdown, wait for running runs instead of leaving them to a restarted agent.
     pub drain: bool,
 }
@@ -68,6 +70,7 @@ pub struct Shared {
     pub session: String,
     pub base_url: String,
     pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    pub builder: Arc<dyn crate::builders::Builder>,
     pub runs: Mutex<HashMap<String, RunControl>>,
     /// A run task ended: capacity freed.
     pub slot_freed: Notify,
@@ -156,6 +159,7 @@ pub async fn run(
         session: session.session.clone(),
         base_url: opts.base_url.clone(),
         runners: opts.runners,
+        builder: opts.builder,
         runs: Mutex::default(),
         slot_freed: Notify::new(),
         fatal,

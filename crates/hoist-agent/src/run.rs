@@ -194,6 +194,10 @@ fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
         env,
         resource_config,
         labels,
+        source: run
+            .job_source
+            .clone()
+            .filter(|s| !matches!(s, hoist_core::api::JobSource::Image { .. })),
     };
     (job, report.summary())
 }
@@ -297,7 +301,7 @@ pub async fn supervise(
     adopted: bool,
     mut signals: watch::Receiver<Signals>,
 ) {
-    let run = claimed.run;
+    let mut run = claimed.run;
     let session = shared.session.clone();
     let control = {
         // The reporter may raise signals too (a refused report).
@@ -354,18 +358,94 @@ pub async fn supervise(
         );
         return finish(reporter, sink, shipper).await;
     };
-    if run.job.is_some() && run.image.is_none() {
-        let msg =
-            "this run names a job; jobs need the image builder, which this agent does not have yet"
-                .to_string();
+    // Git and code jobs on container queues need their image built (or found) first;
+    // local-process runs check the source out instead (see the runner).
+    let needs_build = !adopted
+        && run.resource != ResourceType::LocalProcess
+        && matches!(
+            run.job_source,
+            Some(hoist_core::api::JobSource::Git { .. } | hoist_core::api::JobSource::Code { .. })
+        );
+    let mut build_note = String::new();
+    if needs_build {
+        let job_name = run.job.as_ref().map(|j| j.to_string()).unwrap_or_default();
         reporter.send(
             &session,
-            RunState::Failed,
-            msg.clone(),
+            RunState::Building,
+            format!(
+                "building the image of job {job_name} on agent {} ({} builder)",
+                shared.name,
+                shared.builder.kind()
+            ),
             None,
-            Some(fail(FailureStage::Build, msg, &sink)),
+            None,
         );
-        return finish(reporter, sink, shipper).await;
+        let outcome = {
+            let build = shared.builder.build(&run, &sink);
+            tokio::pin!(build);
+            loop {
+                tokio::select! {
+                    r = &mut build => break Some(r),
+                    c = signals.changed() => {
+                        let s = *signals.borrow();
+                        if c.is_err() || s.stop || s.abandon || s.shutdown {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Some(Ok(built)) => {
+                build_note = if built.cache_hit {
+                    format!("image {} exists: no build", built.image)
+                } else {
+                    format!("built image {}", built.image)
+                };
+                run.image = Some(built.image);
+            }
+            Some(Err(e)) => {
+                let failure = e.failure();
+                sink.system(&format!("[hoist: build failed: {}]", failure.message));
+                reporter.send(
+                    &session,
+                    RunState::Failed,
+                    failure.message.clone(),
+                    None,
+                    Some(Failure {
+                        log_tail: if failure.log_tail.is_empty() {
+                            sink.tail()
+                        } else {
+                            failure.log_tail.clone()
+                        },
+                        ..failure
+                    }),
+                );
+                return finish(reporter, sink, shipper).await;
+            }
+            None => {
+                // The build was interrupted (its future dropped: the daemon stops it).
+                let s = *signals.borrow();
+                if !s.abandon {
+                    let (state, reason) = if s.stop {
+                        (
+                            RunState::Stopped,
+                            "stopped during the image build".to_string(),
+                        )
+                    } else {
+                        (
+                            RunState::Queued,
+                            format!(
+                                "agent {} shut down during the image build; back to the queue",
+                                shared.name
+                            ),
+                        )
+                    };
+                    reporter.send(&session, state, reason, None, None);
+                }
+                return finish(reporter, sink, shipper).await;
+            }
+        }
     }
     let (job, macro_summary) = prepare(&shared, &run, &claimed.token);
     let grace = shared.config.stopped_run_timeout;
@@ -420,6 +500,10 @@ pub async fn supervise(
         }
     } else {
         let mut reason = format!("starting on agent {}", shared.name);
+        if !build_note.is_empty() {
+            reason.push_str("; ");
+            reason.push_str(&build_note);
+        }
         if !macro_summary.is_empty() {
             reason.push_str("; ");
             reason.push_str(&macro_summary);

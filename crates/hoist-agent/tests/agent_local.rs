@@ -87,6 +87,7 @@ fn start_agent(
         host: "test".into(),
         base_url: e.url.clone(),
         runners,
+        builder: Arc::new(hoist_agent::builders::noop::NoopBuilder),
         drain: false,
     };
     let (stop, rx) = watch::channel(false);

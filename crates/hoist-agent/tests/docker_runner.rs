@@ -160,6 +160,7 @@ fn job(run_id: &str, args: &[&str], config: Value) -> JobSpec {
         ],
         resource_config: config,
         labels,
+        source: None,
     }
 }
 

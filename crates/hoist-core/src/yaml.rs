@@ -140,6 +140,10 @@ mod tests {
         let e = parse_document("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
         assert!(e.line >= 2, "{e:?}");
         assert!(e.to_string().starts_with("line "), "{e}");
-        assert_eq!(e.to_string().matches("line").count(), 1, "location said once: {e}");
+        assert_eq!(
+            e.to_string().matches("line").count(),
+            1,
+            "location said once: {e}"
+        );
     }
 }

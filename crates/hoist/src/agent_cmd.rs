@@ -93,12 +93,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(crate::agent_start::default_work_root);
-    let (runners, docker) = crate::agent_start::runners(&cfg, work_root).await;
-    match docker {
+    let parts = crate::agent_start::components(&cfg, work_root, &client).await?;
+    match &parts.docker {
         Ok(note) => tracing::info!(message = "Docker runner ready.", %note),
         Err(e) => {
             tracing::warn!(message = "No Docker runner: runs from docker queues will fail with this reason.", reason = %e)
         }
+    }
+    if let Some(env) = &parts.environment {
+        tracing::info!(message = "Cloud environment checked.", environment = %env);
     }
     tracing::info!(
         message = "Starting agent.",
@@ -108,5 +111,5 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         max_jobs = cfg.max_jobs.as_i64()
     );
     let stop = crate::agent_start::signal_watch();
-    crate::agent_start::run(cfg, client, name, host, runners, args.drain, stop).await
+    crate::agent_start::run(cfg, client, name, host, parts, args.drain, stop).await
 }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hoist_agent::agent::{self, AgentOptions};
+use hoist_agent::builders::{self, Builder};
 use hoist_agent::config::AgentConfig;
+use hoist_agent::environments;
+use hoist_agent::registries;
 use hoist_agent::runners::Runner;
 use hoist_agent::runners::docker::DockerRunner;
 use hoist_agent::runners::local_process::LocalProcessRunner;
@@ -14,28 +17,40 @@ use hoist_client::Client;
 use hoist_core::resource::ResourceType;
 use tokio::sync::watch;
 
-/// The runners of this agent: local processes always, Docker when a daemon answers.
-/// Returns them and a note about Docker for the operator.
-pub async fn runners(
+/// What an agent works with: its runners, its builder, its cloud environment.
+pub struct Components {
+    pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    pub builder: Arc<dyn Builder>,
+    /// `Ok(note)` when a Docker daemon answers, `Err(why)` otherwise.
+    pub docker: Result<String, String>,
+    /// What the environment check found (`aws: credentials from …, arn:…`).
+    pub environment: Option<String>,
+}
+
+/// Builds the agent's components. The cloud environment, when configured, is checked
+/// here: missing or refused credentials stop the agent with what was tried. A registry
+/// that cannot be set up only fails builds (with the reason), not the agent.
+pub async fn components(
     cfg: &AgentConfig,
     work_root: PathBuf,
-) -> (
-    HashMap<ResourceType, Arc<dyn Runner>>,
-    Result<String, String>,
-) {
-    let mut m: HashMap<ResourceType, Arc<dyn Runner>> = HashMap::new();
-    m.insert(
+    client: &Client,
+) -> anyhow::Result<Components> {
+    let artifacts: Arc<dyn hoist_agent::builders::ArtifactSource> = Arc::new(client.clone());
+    let mut runners: HashMap<ResourceType, Arc<dyn Runner>> = HashMap::new();
+    runners.insert(
         ResourceType::LocalProcess,
-        Arc::new(LocalProcessRunner::new(
-            work_root,
-            cfg.env_allow_list.clone(),
-        )),
+        Arc::new(
+            LocalProcessRunner::new(work_root, cfg.env_allow_list.clone())
+                .with_artifacts(artifacts),
+        ),
     );
+    let mut docker_client = None;
     let docker = match DockerRunner::connect(&cfg.docker).await {
         Ok(d) => match d.ping().await {
             Ok(()) => {
                 let note = format!("Docker daemon answers (API {})", d.api_version());
-                m.insert(
+                docker_client = Some(d.client().clone());
+                runners.insert(
                     ResourceType::Docker,
                     Arc::new(d.with_env_allow_list(cfg.env_allow_list.clone())),
                 );
@@ -45,7 +60,46 @@ pub async fn runners(
         },
         Err(e) => Err(e.to_string()),
     };
-    (m, docker)
+    let (env, environment) = match &cfg.environment {
+        None => (None, None),
+        Some(e) => {
+            let env = environments::from_config(e).await.map_err(|err| {
+                anyhow::anyhow!("the agent's {} environment: {err}", e.kind().as_str())
+            })?;
+            let v = env.verify().await.map_err(|err| {
+                anyhow::anyhow!("the agent's {} environment: {err}", e.kind().as_str())
+            })?;
+            let note = match &v.principal {
+                Some(p) => format!(
+                    "{}: credentials from {} ({p})",
+                    e.kind().as_str(),
+                    v.credentials_from
+                ),
+                None => format!(
+                    "{}: credentials from {}",
+                    e.kind().as_str(),
+                    v.credentials_from
+                ),
+            };
+            (Some(env), Some(note))
+        }
+    };
+    let builder =
+        match registries::from_config(&cfg.registry, env.as_ref(), docker_client.as_ref()).await {
+            Ok(registry) => {
+                builders::builder_from_config(cfg, docker_client.as_ref(), registry, client.clone())
+            }
+            Err(e) => Arc::new(builders::UnavailableBuilder {
+                kind: "docker",
+                message: format!("the agent's registry is not usable: {e}"),
+            }) as Arc<dyn Builder>,
+        };
+    Ok(Components {
+        runners,
+        builder,
+        docker,
+        environment,
+    })
 }
 
 /// Where local-process runs get their working directories by default.
@@ -60,7 +114,7 @@ pub async fn run(
     client: Client,
     name: String,
     base_url: String,
-    runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    parts: Components,
     drain: bool,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -71,7 +125,8 @@ pub async fn run(
         name,
         host,
         base_url,
-        runners,
+        runners: parts.runners,
+        builder: parts.builder,
         drain,
     };
     agent::run(opts, stop).await?;

@@ -53,7 +53,9 @@ async fn ensure_queue(
 
 /// `hoist` when the `hoist` on PATH is this binary, else this binary's path.
 fn cli_name() -> String {
-    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("hoist"))
@@ -115,7 +117,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut cfg = loaded.config;
     cfg.max_jobs = max_jobs;
     let work_root = data_dir.join("runs");
-    let (runners, docker) = crate::agent_start::runners(&cfg, work_root).await;
+    let parts = crate::agent_start::components(&cfg, work_root, &client).await?;
+    let docker = parts.docker.clone();
     ensure_queue(
         &client,
         "default",
@@ -170,7 +173,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("             {docker_line}");
     println!("  data       {}", data_dir.display());
     println!();
-    println!("Try:  {} launch --queue default --wait -- python3 -c 'print(6 * 7)'", cli_name());
+    println!(
+        "Try:  {} launch --queue default --wait -- python3 -c 'print(6 * 7)'",
+        cli_name()
+    );
     println!("Stop with Ctrl-C.");
 
     let stop = crate::agent_start::signal_watch();
@@ -179,7 +185,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         client,
         name,
         host.clone(),
-        runners,
+        parts,
         false,
         stop.clone(),
     ));

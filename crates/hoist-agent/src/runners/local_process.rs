@@ -31,6 +31,8 @@ use crate::logs::{LogSink, pump};
 pub struct LocalProcessRunner {
     work_root: PathBuf,
     env_allow_list: Vec<String>,
+    /// Where code artifacts of code jobs come from (the server).
+    artifacts: Option<std::sync::Arc<dyn crate::builders::ArtifactSource>>,
 }
 
 impl LocalProcessRunner {
@@ -75,7 +77,17 @@ impl LocalProcessRunner {
         LocalProcessRunner {
             work_root,
             env_allow_list,
+            artifacts: None,
         }
+    }
+
+    /// Lets code jobs run: their artifacts are fetched from `artifacts`.
+    pub fn with_artifacts(
+        mut self,
+        artifacts: std::sync::Arc<dyn crate::builders::ArtifactSource>,
+    ) -> Self {
+        self.artifacts = Some(artifacts);
+        self
     }
 
     fn allowed(&self, name: &str) -> bool {
@@ -139,10 +151,32 @@ impl Runner for LocalProcessRunner {
         if opts.shell {
             argv = vec!["sh".into(), "-c".into(), argv.join(" ")];
         }
-        let dir = match &opts.working_dir {
+        let mut dir = match &opts.working_dir {
             Some(d) => PathBuf::from(d),
             None => self.work_root.join(&job.run_id),
         };
+        // A git or code job runs in its checked-out source.
+        if let Some(src) = &job.source {
+            let dest = self.work_root.join(&job.run_id).join("src");
+            let _ = std::fs::remove_dir_all(&dest);
+            let none = crate::builders::DirArtifacts {
+                dir: self.work_root.join(".no-artifacts"),
+            };
+            let artifacts: &dyn crate::builders::ArtifactSource = match &self.artifacts {
+                Some(a) => a.as_ref(),
+                None => &none,
+            };
+            let top = crate::builders::checkout::checkout(src, &dest, artifacts, &logs)
+                .await
+                .map_err(|e| {
+                    RunnerError::Source(format!("fetching the job's source failed: {}", e.message))
+                })?;
+            // A relative working_dir is inside the source; an absolute one is kept.
+            dir = match &opts.working_dir {
+                Some(d) => top.join(d),
+                None => top,
+            };
+        }
         std::fs::create_dir_all(&dir).map_err(|e| {
             RunnerError::Start(format!(
                 "cannot create the working directory {}: {e}",

@@ -50,6 +50,10 @@ pub struct JobSpec {
     pub resource_config: Value,
     /// `hoist.*` labels naming the run and the agent.
     pub labels: BTreeMap<String, String>,
+    /// A git or code job's source, for runners that run it from a source tree (the
+    /// local-process runner checks it out into the run's directory). Container runners
+    /// get the built image in `image` instead.
+    pub source: Option<hoist_core::api::JobSource>,
 }
 
 impl JobSpec {
@@ -101,6 +105,9 @@ pub enum RunnerError {
     /// The backend (Docker daemon, cluster) failed.
     #[error("{0}")]
     Backend(String),
+    /// The job's source could not be fetched (stage `build`).
+    #[error("{0}")]
+    Source(String),
 }
 
 impl RunnerError {
@@ -108,6 +115,7 @@ impl RunnerError {
         match self {
             RunnerError::Refused(_) | RunnerError::Backend(_) => FailureStage::Agent,
             RunnerError::Start(_) => FailureStage::Run,
+            RunnerError::Source(_) => FailureStage::Build,
         }
     }
 }

@@ -250,7 +250,9 @@ async fn list_queues(
     if let Some(e) = &p.entity
         && !u.can_use(e)
     {
-        return Err(ApiError::not_found(format!("no entity {e:?} that you can use")));
+        return Err(ApiError::not_found(format!(
+            "no entity {e:?} that you can use"
+        )));
     }
     let visible = u.visible();
     let mut qs = s.store.list_queues(visible.as_deref()).await?;

@@ -610,6 +610,7 @@ mod tests {
             ],
             resource_config: json!({}),
             labels: BTreeMap::from([("hoist.run-id".to_string(), "r1".to_string())]),
+            source: None,
         }
     }
 

@@ -1,0 +1,561 @@
+//! The `aws` environment: a region and the AWS default credential chain.
+//!
+//! The chain is boto3's and the AWS SDKs', in their order, each link reading its
+//! inputs from the [`Ambient`] (so tests can run it on an explicit environment map
+//! and home directory):
+//!
+//! 1. environment variables `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and
+//!    `AWS_SESSION_TOKEN`);
+//! 2. the profile `AWS_PROFILE` (else `default`) in `AWS_SHARED_CREDENTIALS_FILE` (else
+//!    `~/.aws/credentials`) and `AWS_CONFIG_FILE` (else `~/.aws/config`): static keys,
+//!    `role_arn` + `source_profile`, `credential_process`, …;
+//! 3. web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (EKS IRSA);
+//! 4. container credentials: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `…_FULL_URI`
+//!    (ECS, SageMaker);
+//! 5. the instance role from IMDS (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, default
+//!    `http://169.254.169.254`; skipped when `AWS_EC2_METADATA_DISABLED=true`).
+//!
+//! The first link that has credentials wins; a link that has none says why, and when
+//! no link has any, [`Environment::verify`] lists them all. The profile, container and
+//! IMDS links are aws-config's providers, given explicit files and endpoints; the
+//! environment-variable and web-identity links are hoist's (aws-config's read the
+//! process environment, and its web-identity STS client ignores a configured
+//! endpoint). The container link's provider still reads the process environment: it
+//! is built only when the ambient has its variables (always true outside tests).
+//!
+//! [`Environment::verify`] resolves the chain and calls `sts:GetCallerIdentity` with
+//! the credentials found: a refusal names where they came from.
+//!
+//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR` or `AWS_ENDPOINT_URL` (the
+//! SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` ignores them)
+//! point the STS and ECR clients elsewhere, e.g. at moto in tests. Plain HTTP is
+//! accepted for loopback endpoints only.
+//!
+//! SSO profiles (`sso_session`) are not supported: aws-config's `sso` feature would
+//! add two more SDK clients to the build; an agent uses a role, not a person's login.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::identity::IdentityCache;
+use aws_config::imds::credentials::ImdsCredentialsProvider;
+use aws_config::profile::ProfileFileCredentialsProvider;
+// aws-config's names for aws-runtime's `EnvConfigFile{s,Kind}` (deprecated aliases:
+// aws-runtime is not a direct dependency).
+#[allow(deprecated)]
+use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+use aws_config::provider_config::ProviderConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+
+use super::http::{endpoint_url, error_chain};
+use super::{Ambient, EnvError, Environment, Verified};
+use crate::config::EnvironmentType;
+
+const DEFAULT_IMDS: &str = "http://169.254.169.254";
+
+/// The agent's AWS account and identity (`sts:GetCallerIdentity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    pub account: String,
+    pub arn: String,
+}
+
+/// The `aws` environment.
+pub struct AwsEnvironment {
+    region: String,
+    chain: Arc<Chain>,
+    sdk: SdkConfig,
+    sts_endpoint: Option<String>,
+    ecr_endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for AwsEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsEnvironment")
+            .field("region", &self.region)
+            .field("chain", &self.chain)
+            .field("sts_endpoint", &self.sts_endpoint)
+            .field("ecr_endpoint", &self.ecr_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsEnvironment {
+    /// The environment for `region`, its credential chain and endpoints read from
+    /// `ambient`. Reads no file and calls nothing yet.
+    pub async fn new(region: &str, ambient: &Ambient) -> Result<AwsEnvironment, EnvError> {
+        let ignore_endpoints = ambient
+            .var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint = |service_var: &str| -> Result<Option<String>, EnvError> {
+            if ignore_endpoints {
+                return Ok(None);
+            }
+            let (var, value) = match ambient.var(service_var) {
+                Some(v) => (service_var, v),
+                None => match ambient.var("AWS_ENDPOINT_URL") {
+                    Some(v) => ("AWS_ENDPOINT_URL", v),
+                    None => return Ok(None),
+                },
+            };
+            endpoint_url(value, var)
+                .map(|u| Some(u.as_str().trim_end_matches('/').to_string()))
+                .map_err(|e| EnvError::Config(format!("aws: {e}")))
+        };
+        let sts_endpoint = endpoint("AWS_ENDPOINT_URL_STS")?;
+        let ecr_endpoint = endpoint("AWS_ENDPOINT_URL_ECR")?;
+
+        let region_v = Region::new(region.to_string());
+        let provider_config = ProviderConfig::without_region().with_region(Some(region_v.clone()));
+        let chain = Arc::new(Chain::new(
+            ambient,
+            &provider_config,
+            region,
+            sts_endpoint.as_deref(),
+        )?);
+        let sdk = SdkConfig::builder()
+            .region(region_v)
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(SharedCredentialsProvider::new(ChainProvider(chain.clone())))
+            .identity_cache(IdentityCache::lazy().build())
+            .build();
+        Ok(AwsEnvironment {
+            region: region.to_string(),
+            chain,
+            sdk,
+            sts_endpoint,
+            ecr_endpoint,
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The SDK configuration (region, the credential chain with a cache).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// An STS client on the configured endpoint.
+    pub fn sts_client(&self) -> aws_sdk_sts::Client {
+        let mut b = aws_sdk_sts::config::Builder::from(&self.sdk);
+        if let Some(e) = &self.sts_endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_sts::Client::from_conf(b.build())
+    }
+
+    /// An ECR client on the configured endpoint.
+    pub fn ecr_client(&self) -> aws_sdk_ecr::Client {
+        let mut b = aws_sdk_ecr::config::Builder::from(&self.sdk);
+        if let Some(e) = &self.ecr_endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_ecr::Client::from_conf(b.build())
+    }
+
+    /// `sts:GetCallerIdentity` with the chain's credentials.
+    pub async fn caller_identity(&self) -> Result<CallerIdentity, EnvError> {
+        let (creds, from) = self.chain.resolve().await?;
+        self.caller_identity_with(creds, &from).await
+    }
+
+    async fn caller_identity_with(
+        &self,
+        creds: Credentials,
+        from: &str,
+    ) -> Result<CallerIdentity, EnvError> {
+        let mut b = aws_sdk_sts::config::Builder::from(&self.sdk)
+            .credentials_provider(SharedCredentialsProvider::new(creds));
+        if let Some(e) = &self.sts_endpoint {
+            b = b.endpoint_url(e);
+        }
+        let sts = aws_sdk_sts::Client::from_conf(b.build());
+        let where_ = self
+            .sts_endpoint
+            .as_deref()
+            .unwrap_or("the regional endpoint");
+        match sts.get_caller_identity().send().await {
+            Ok(out) => Ok(CallerIdentity {
+                account: out.account().unwrap_or_default().to_string(),
+                arn: out.arn().unwrap_or_default().to_string(),
+            }),
+            Err(e) => Err(sdk_error(
+                &e,
+                &format!("STS GetCallerIdentity ({where_})"),
+                from,
+            )),
+        }
+    }
+}
+
+/// Maps an SDK error: the service's refusals (bad keys, expired tokens, denied) to
+/// [`EnvError::Refused`] naming the credentials' source; everything else (unreachable
+/// endpoint, timeouts) to [`EnvError::Unavailable`].
+pub(crate) fn sdk_error<E, R>(
+    e: &aws_sdk_sts::error::SdkError<E, R>,
+    call: &str,
+    from: &str,
+) -> EnvError
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_sts::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("error");
+            let msg = se.err().message().unwrap_or_default();
+            EnvError::Refused(format!(
+                "aws: {call} refused the credentials from {from}: {code}: {msg}"
+            ))
+        }
+        other => EnvError::Unavailable(format!(
+            "aws: {call} failed: {}",
+            error_chain(other as &(dyn std::error::Error + 'static))
+        )),
+    }
+}
+
+#[async_trait]
+impl Environment for AwsEnvironment {
+    fn kind(&self) -> EnvironmentType {
+        EnvironmentType::Aws
+    }
+
+    async fn verify(&self) -> Result<Verified, EnvError> {
+        let (creds, from) = self.chain.resolve().await?;
+        let id = self.caller_identity_with(creds, &from).await?;
+        Ok(Verified {
+            credentials_from: from,
+            principal: Some(id.arn),
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// One link of the chain: its description, and its provider or why it has none.
+#[derive(Debug)]
+struct Link {
+    name: String,
+    provider: Result<SharedCredentialsProvider, String>,
+}
+
+/// The default credential chain, with a record of what each link said.
+#[derive(Debug)]
+struct Chain {
+    links: Vec<Link>,
+}
+
+impl Chain {
+    #[allow(deprecated)]
+    fn new(
+        ambient: &Ambient,
+        pc: &ProviderConfig,
+        region: &str,
+        sts_endpoint: Option<&str>,
+    ) -> Result<Chain, EnvError> {
+        let mut links = Vec::new();
+
+        // 1. Environment variables.
+        let env_name = "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
+        let provider = match (
+            ambient.var("AWS_ACCESS_KEY_ID"),
+            ambient.var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(id), Some(secret)) => Ok(SharedCredentialsProvider::new(Credentials::new(
+                id,
+                secret,
+                ambient.var("AWS_SESSION_TOKEN").map(str::to_string),
+                None,
+                "environment",
+            ))),
+            (Some(_), None) => {
+                return Err(EnvError::Config(
+                    "aws: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both or neither"
+                        .to_string(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(EnvError::Config(
+                    "aws: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both or neither"
+                        .to_string(),
+                ));
+            }
+            (None, None) => Err("not set".to_string()),
+        };
+        links.push(Link {
+            name: env_name.to_string(),
+            provider,
+        });
+
+        // 2. Profile files.
+        let profile = ambient.var("AWS_PROFILE").unwrap_or("default").to_string();
+        let creds_file = ambient
+            .var("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| ambient.in_home(".aws/credentials"));
+        let config_file = ambient
+            .var("AWS_CONFIG_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| ambient.in_home(".aws/config"));
+        let shown = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(no home directory)".to_string())
+        };
+        let name = format!(
+            "profile `{profile}` in {} and {}",
+            shown(&creds_file),
+            shown(&config_file)
+        );
+        let existing: Vec<(ProfileFileKind, &std::path::PathBuf)> = [
+            (ProfileFileKind::Credentials, creds_file.as_ref()),
+            (ProfileFileKind::Config, config_file.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.filter(|p| p.is_file()).map(|p| (k, p)))
+        .collect();
+        let provider = if existing.is_empty() {
+            Err("neither file exists".to_string())
+        } else {
+            let mut files = ProfileFiles::builder()
+                .include_default_credentials_file(false)
+                .include_default_config_file(false);
+            for (kind, path) in existing {
+                files = files.with_file(kind, path);
+            }
+            Ok(SharedCredentialsProvider::new(
+                ProfileFileCredentialsProvider::builder()
+                    .configure(pc)
+                    .profile_files(files.build())
+                    .profile_name(profile)
+                    .build(),
+            ))
+        };
+        links.push(Link { name, provider });
+
+        // 3. Web identity (hoist's link: aws-config's would call the regional STS
+        // endpoint even when another is configured).
+        let provider = match (
+            ambient.var("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            ambient.var("AWS_ROLE_ARN"),
+        ) {
+            (Some(file), Some(role)) => {
+                let mut b = aws_sdk_sts::config::Builder::new()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new(region.to_string()));
+                if let Some(e) = sts_endpoint {
+                    b = b.endpoint_url(e);
+                }
+                Ok(SharedCredentialsProvider::new(WebIdentity {
+                    token_file: file.into(),
+                    role_arn: role.to_string(),
+                    session_name: ambient
+                        .var("AWS_ROLE_SESSION_NAME")
+                        .unwrap_or("hoist-agent")
+                        .to_string(),
+                    sts: aws_sdk_sts::Client::from_conf(b.build()),
+                }))
+            }
+            (Some(_), None) => Err("AWS_ROLE_ARN is not set".to_string()),
+            (None, _) => Err("not set".to_string()),
+        };
+        links.push(Link {
+            name: "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".to_string(),
+            provider,
+        });
+
+        // 4. Container credentials. aws-config's provider reads the process
+        // environment itself, so it is only used when the ambient is the process's
+        // view too (it is, outside tests).
+        let provider = if ambient
+            .var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .or(ambient.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+            .is_some()
+        {
+            Ok(SharedCredentialsProvider::new(
+                EcsCredentialsProvider::builder().configure(pc).build(),
+            ))
+        } else {
+            Err("not set".to_string())
+        };
+        links.push(Link {
+            name: "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)".to_string(),
+            provider,
+        });
+
+        // 5. Instance role.
+        let imds = ambient
+            .var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .unwrap_or(DEFAULT_IMDS)
+            .trim_end_matches('/')
+            .to_string();
+        let name = format!("instance role (IMDS at {imds})");
+        let provider = if ambient
+            .var("AWS_EC2_METADATA_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            Err("disabled by AWS_EC2_METADATA_DISABLED".to_string())
+        } else {
+            let client = aws_config::imds::Client::builder()
+                .configure(pc)
+                .endpoint(&imds)
+                .map_err(|e| {
+                    EnvError::Config(format!(
+                        "aws: AWS_EC2_METADATA_SERVICE_ENDPOINT `{imds}` is not usable: {e}"
+                    ))
+                })?
+                .max_attempts(2)
+                .connect_timeout(Duration::from_secs(1))
+                .read_timeout(Duration::from_secs(2))
+                .build();
+            Ok(SharedCredentialsProvider::new(
+                ImdsCredentialsProvider::builder()
+                    .configure(pc)
+                    .imds_client(client)
+                    .build(),
+            ))
+        };
+        links.push(Link { name, provider });
+
+        Ok(Chain { links })
+    }
+
+    /// The first link's credentials and that link's description.
+    async fn resolve(&self) -> Result<(Credentials, String), EnvError> {
+        let mut tried = Vec::new();
+        for link in &self.links {
+            let provider = match &link.provider {
+                Ok(p) => p,
+                Err(why) => {
+                    tried.push(format!("{}: {why}", link.name));
+                    continue;
+                }
+            };
+            match provider.provide_credentials().await {
+                Ok(c) => return Ok((c, link.name.clone())),
+                Err(e @ CredentialsError::CredentialsNotLoaded(_)) => {
+                    // (CredentialsNotLoaded says "the credential provider was not
+                    // enabled" before the reason; the reason is what helps.)
+                    let why = error_chain(&e as &(dyn std::error::Error + 'static));
+                    let why = why
+                        .strip_prefix("the credential provider was not enabled: ")
+                        .unwrap_or(&why);
+                    tried.push(format!("{}: {}", link.name, short(why)));
+                }
+                Err(e) => {
+                    return Err(EnvError::Refused(format!(
+                        "aws: the credentials from {} could not be loaded: {}",
+                        link.name,
+                        short(&error_chain(&e as &(dyn std::error::Error + 'static)))
+                    )));
+                }
+            }
+        }
+        Err(EnvError::NoCredentials(format!(
+            "aws: no credentials: tried {}; set one of them",
+            tried.join("; ")
+        )))
+    }
+}
+
+/// The first 300 characters of a reason (SDK errors can be long).
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().take(300).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// The chain as the SDK's credentials provider (the SDK caches what it returns).
+#[derive(Debug)]
+struct ChainProvider(Arc<Chain>);
+
+impl ProvideCredentials for ChainProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            match self.0.resolve().await {
+                Ok((c, _)) => Ok(c),
+                Err(EnvError::NoCredentials(m)) => Err(CredentialsError::not_loaded(m)),
+                Err(e) => Err(CredentialsError::provider_error(e.to_string())),
+            }
+        })
+    }
+}
+
+/// `sts:AssumeRoleWithWebIdentity` with the token in `AWS_WEB_IDENTITY_TOKEN_FILE`
+/// (read afresh each time: it is rotated), on the configured STS endpoint.
+#[derive(Debug)]
+struct WebIdentity {
+    token_file: std::path::PathBuf,
+    role_arn: String,
+    session_name: String,
+    sts: aws_sdk_sts::Client,
+}
+
+impl WebIdentity {
+    async fn load(&self) -> aws_credential_types::provider::Result {
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|e| {
+                CredentialsError::invalid_configuration(format!(
+                    "AWS_WEB_IDENTITY_TOKEN_FILE ({}) cannot be read: {e}",
+                    self.token_file.display()
+                ))
+            })?;
+        let out = self
+            .sts
+            .assume_role_with_web_identity()
+            .role_arn(&self.role_arn)
+            .role_session_name(&self.session_name)
+            .web_identity_token(token.trim())
+            .send()
+            .await
+            .map_err(|e| {
+                CredentialsError::provider_error(
+                    sdk_error(
+                        &e,
+                        "STS AssumeRoleWithWebIdentity",
+                        "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    )
+                    .to_string(),
+                )
+            })?;
+        let c = out.credentials().ok_or_else(|| {
+            CredentialsError::provider_error(
+                "STS AssumeRoleWithWebIdentity answered no credentials",
+            )
+        })?;
+        Ok(Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            std::time::SystemTime::try_from(*c.expiration()).ok(),
+            "web identity",
+        ))
+    }
+}
+
+impl ProvideCredentials for WebIdentity {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.load())
+    }
+}

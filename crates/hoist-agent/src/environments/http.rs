@@ -1,0 +1,262 @@
+//! HTTP helpers shared by the credential chains and the registries: the client, the
+//! loopback rule for plain HTTP, OAuth2 token responses and errors, token caching.
+
+// The token parts serve the gcp and azure environments only.
+#![cfg_attr(not(any(feature = "gcp", feature = "azure")), allow(dead_code))]
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::Secret;
+
+pub(crate) const USER_AGENT: &str = concat!("hoist-agent/", env!("CARGO_PKG_VERSION"));
+
+/// A client for credential and registry endpoints: bounded connect and total times.
+pub(crate) fn client(connect: Duration, total: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(connect)
+        .timeout(total)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The host part of `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`.
+pub(crate) fn host_only(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// Whether `authority` (`HOST[:PORT]`) names this machine: `localhost`, 127.0.0.0/8
+/// or `::1`. Only such hosts may be spoken to in plain HTTP.
+pub fn is_loopback_host(authority: &str) -> bool {
+    let host = host_only(authority);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An endpoint URL taken from a credential file or variable (`token_uri`,
+/// `AZURE_AUTHORITY_HOST`…): `https://`, or `http://` to a loopback host.
+pub(crate) fn endpoint_url(s: &str, what: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{what} `{s}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if url.host_str().is_some_and(is_loopback_host) => Ok(url),
+        "http" => Err(format!(
+            "{what} `{s}` uses plain HTTP to a remote host; only https:// is allowed (http:// for loopback addresses only)"
+        )),
+        other => Err(format!(
+            "{what} `{s}` has scheme `{other}`; expected https://"
+        )),
+    }
+}
+
+/// `a=1&b=2`, URL-encoded (`application/x-www-form-urlencoded`).
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// An error with its causes, `a: b: c` (reqwest's errors hide the interesting part,
+/// "connection refused", in their sources).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// The innermost causes of a request error ("tcp connect error: Connection refused"),
+/// without reqwest's "error sending request for url (…)" wrapper.
+pub(crate) fn cause(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    match e.source() {
+        Some(s) if e.is_connect() || e.is_request() => error_chain(s),
+        _ => error_chain(e),
+    }
+}
+
+/// A number that some token endpoints send as a string (Azure managed identity).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumOrString {
+    Num(u64),
+    Str(String),
+}
+
+impl NumOrString {
+    pub(crate) fn get(&self) -> Option<u64> {
+        match self {
+            NumOrString::Num(n) => Some(*n),
+            NumOrString::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// An OAuth2 access-token response (RFC 6749 §5.1, plus Azure's `expires_on`).
+#[derive(Deserialize)]
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: String,
+    #[serde(default)]
+    pub(crate) expires_in: Option<NumOrString>,
+    /// Seconds since the epoch (Azure managed identity).
+    #[serde(default)]
+    pub(crate) expires_on: Option<NumOrString>,
+}
+
+impl TokenResponse {
+    pub(crate) fn into_cached(self) -> CachedToken {
+        let now_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let lifetime = self
+            .expires_in
+            .as_ref()
+            .and_then(NumOrString::get)
+            .or_else(|| {
+                self.expires_on
+                    .as_ref()
+                    .and_then(NumOrString::get)
+                    .map(|on| on.saturating_sub(now_epoch))
+            });
+        CachedToken::new(Secret::new(self.access_token), lifetime)
+    }
+}
+
+/// An OAuth2 error body (`{"error": …, "error_description": …}`), or the start of
+/// whatever came instead. Token endpoints never echo secrets in errors.
+pub(crate) fn oauth_error(status: reqwest::StatusCode, body: &str) -> String {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: serde_json::Value,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_str::<OAuthError>(body) {
+        let code = match &e.error {
+            serde_json::Value::String(s) => s.clone(),
+            // Some endpoints nest: {"error": {"code": …, "message": …}}.
+            serde_json::Value::Object(o) => {
+                let code = o.get("code").and_then(|v| v.as_str()).unwrap_or("error");
+                let msg = o.get("message").and_then(|v| v.as_str()).unwrap_or("");
+                return format!("HTTP {status}: {code}: {msg}");
+            }
+            other => other.to_string(),
+        };
+        return match e.error_description {
+            Some(d) => format!("HTTP {status}: {code}: {d}"),
+            None => format!("HTTP {status}: {code}"),
+        };
+    }
+    let snippet: String = body.chars().take(200).collect();
+    if snippet.trim().is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {}", snippet.trim())
+    }
+}
+
+/// An access token and when to stop using it.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedToken {
+    pub(crate) token: Secret,
+    /// When to fetch a new one: five minutes (or half the lifetime, if shorter)
+    /// before the token expires. `None`: the lifetime is unknown; fetch each time.
+    refresh_at: Option<Instant>,
+}
+
+impl CachedToken {
+    pub(crate) fn new(token: Secret, lifetime_secs: Option<u64>) -> CachedToken {
+        let refresh_at = lifetime_secs.filter(|s| *s > 0).map(|s| {
+            let margin = (s / 2).min(300);
+            Instant::now() + Duration::from_secs(s - margin)
+        });
+        CachedToken { token, refresh_at }
+    }
+
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.refresh_at.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.3.4.5:80",
+            "localhost",
+            "LOCALHOST:5000",
+            "[::1]:5000",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1:5000",
+            "registry.example.com",
+            "localhost.example.com:5000",
+            "[fe80::1]:5000",
+            "0.0.0.0:5000",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        assert!(endpoint_url("https://oauth2.googleapis.com/token", "token_uri").is_ok());
+        assert!(endpoint_url("http://127.0.0.1:8080/token", "token_uri").is_ok());
+        let e = endpoint_url("http://evil.example.com/token", "token_uri").unwrap_err();
+        assert!(e.contains("plain HTTP to a remote host"), "{e}");
+        assert!(endpoint_url("ftp://x/y", "token_uri").is_err());
+    }
+
+    #[test]
+    fn oauth_errors() {
+        let s = reqwest::StatusCode::BAD_REQUEST;
+        assert_eq!(
+            oauth_error(
+                s,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+            ),
+            "HTTP 400 Bad Request: invalid_grant: Invalid JWT Signature."
+        );
+        assert_eq!(oauth_error(s, ""), "HTTP 400 Bad Request");
+    }
+
+    #[test]
+    fn token_lifetimes() {
+        assert!(CachedToken::new(Secret::new("t"), Some(3600)).is_fresh());
+        assert!(!CachedToken::new(Secret::new("t"), None).is_fresh());
+        assert!(!CachedToken::new(Secret::new("t"), Some(0)).is_fresh());
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":"3599"}"#).unwrap();
+        assert!(r.into_cached().is_fresh());
+    }
+}
