@@ -40,7 +40,7 @@ pub struct DispatchBench {
     pub no_docker: bool,
 }
 
-struct AgentProcess(Child);
+pub(crate) struct AgentProcess(pub(crate) Child);
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
@@ -59,7 +59,7 @@ impl Drop for AgentProcess {
     }
 }
 
-fn now_ns() -> i128 {
+pub(crate) fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -67,7 +67,7 @@ fn now_ns() -> i128 {
 }
 
 /// Parses `1700000000123456789` (date +%s%N) or `1700000000.123456` ($EPOCHREALTIME).
-fn parse_stamp(s: &str) -> Option<i128> {
+pub(crate) fn parse_stamp(s: &str) -> Option<i128> {
     let s = s.trim();
     match s.split_once('.') {
         Some((sec, frac)) => {
@@ -83,7 +83,7 @@ fn parse_stamp(s: &str) -> Option<i128> {
     }
 }
 
-async fn create_queue(
+pub(crate) async fn create_queue(
     c: &Client,
     name: &str,
     resource: &str,
@@ -103,7 +103,11 @@ async fn create_queue(
 }
 
 /// Launch → the job's own start stamp, sequentially.
-async fn dispatch(c: &Client, req: &LaunchRequest, samples: usize) -> anyhow::Result<Samples> {
+pub(crate) async fn dispatch(
+    c: &Client,
+    req: &LaunchRequest,
+    samples: usize,
+) -> anyhow::Result<Samples> {
     let mut out = Samples::default();
     for _ in 0..samples {
         let sent = now_ns();
@@ -231,7 +235,7 @@ async fn idle(pid: u32, secs: u64, when: &str) {
     );
 }
 
-async fn wait_registered(c: &Client, name: &str) -> anyhow::Result<Agent> {
+pub(crate) async fn wait_registered(c: &Client, name: &str) -> anyhow::Result<Agent> {
     let t0 = Instant::now();
     loop {
         if let Some(a) = c

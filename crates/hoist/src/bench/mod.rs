@@ -7,6 +7,8 @@
 //! - [`dispatch`]: server + agent (launch-to-process latency for local processes and
 //!   containers against their floors, short-job throughput, idle agent), `hoist bench
 //!   dispatch`.
+//! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
+//!   against `docker build`), `hoist bench build`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hoist_client::{Client, Secret};
 
+pub mod build;
 pub mod dispatch;
 pub mod queue;
 
@@ -30,12 +33,15 @@ pub enum BenchWhich {
     Queue(queue::QueueBench),
     /// Server + agent: launch-to-process latency, short-job throughput, idle agent.
     Dispatch(dispatch::DispatchBench),
+    /// Image builds: the cache-hit path and cold builds against `docker build`.
+    Build(build::BuildBench),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         BenchWhich::Queue(q) => queue::run(q).await,
         BenchWhich::Dispatch(d) => dispatch::run(d).await,
+        BenchWhich::Build(b) => build::run(b).await,
     }
 }
 
