@@ -235,7 +235,7 @@ async fn wait_streams_logs_and_reports_the_outcome() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("failed in the run stage: the process exited with code 3"),
+        stderr.contains("in the run stage: the process exited with code 3"),
         "{stderr}"
     );
     assert!(

@@ -500,7 +500,7 @@ fn e2e_docker_launch_logs_exit_codes() {
         .code(1)
         .stdout_has("out")
         .stderr_has("exit code 5")
-        .stderr_has("failed in the run stage");
+        .stderr_has("in the run stage");
     let bad_id = launched_id(&bad.stderr);
     let r = e.show(&bad_id);
     assert_eq!(r["state"], "failed", "{}", pretty(&r));

@@ -581,8 +581,8 @@ pub(crate) async fn engine_build(
     }
     progress.finish(logs);
     if let Some(error) = failure {
+        // The run's log gets the whole message once, from the run's build stage.
         let error = error.trim().to_string();
-        logs.system(&format!("[hoist: build failed: {error}]"));
         progress.tail.push(error.clone());
         remove_failed_layers(docker, &progress.layers, logs).await;
         let message = match &progress.step {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::input::{object_inline_or_file, pairs};
 use super::output::{err_line, json, out};
-use super::run::{LogSink, print_failure};
+use super::run::{LogSink, print_log_tail};
 use super::{Ctx, Exit, invalid, shell_words, split_ref};
 
 #[derive(Debug, clap::Args)]
@@ -212,13 +212,15 @@ fn finish(ctx: &Ctx, run: &Run) -> anyhow::Result<()> {
             Ok(())
         }
         state => {
-            let reason = if run.state_reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", run.state_reason)
+            // One line says what happened: the failure's stage and message when the
+            // agent recorded one, else the state's reason.
+            let why = match &run.failure {
+                Some(f) => format!(" in the {} stage: {}", f.stage, f.message),
+                None if run.state_reason.is_empty() => String::new(),
+                None => format!(": {}", run.state_reason),
             };
-            err_line(&format!("hoist: run {} {state}{code}{reason}", run.id));
-            print_failure(run);
+            err_line(&format!("hoist: run {} {state}{code}{why}", run.id));
+            print_log_tail(run);
             Err(Exit(1).into())
         }
     }

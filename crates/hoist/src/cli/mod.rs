@@ -145,7 +145,7 @@ pub fn report(err: &anyhow::Error) {
     if err.chain().any(|c| c.is::<Exit>()) {
         return;
     }
-    let mut text = format!("error: {err:#}");
+    let mut text = format!("error: {}", chain_text(err));
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<ClientError>() {
             match c {
@@ -173,6 +173,24 @@ pub fn report(err: &anyhow::Error) {
         }
     }
     output::err_line(&text);
+}
+
+/// The error and its causes joined with `: ` (as `{:#}` does), leaving out a cause whose
+/// text an outer message already quotes (many errors name their source in their own
+/// message and keep it as the source too).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if text.contains(&msg) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&msg);
+    }
+    text
 }
 
 /// `details.problems` of an API error: each as a line, and its bare message (to
@@ -232,6 +250,36 @@ pub fn split_ref(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_text_says_a_cause_once() {
+        #[derive(Debug)]
+        struct Bind {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Bind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "cannot listen on 127.0.0.1:1: {}; pick another address",
+                    self.source
+                )
+            }
+        }
+        impl std::error::Error for Bind {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let err = anyhow::Error::new(Bind { source: io }).context("the server could not start");
+        assert_eq!(
+            chain_text(&err),
+            "the server could not start: cannot listen on 127.0.0.1:1: Address already in use; pick another address"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_text(&plain), "outer: inner");
+    }
 
     #[test]
     fn exit_codes() {

@@ -94,6 +94,9 @@ impl LogSink {
         match (self, line.stream) {
             (LogSink::Json, _) => out(&serde_json::to_string(line)?)?,
             (LogSink::Split, LogStream::Stdout) => out(&line.text)?,
+            // hoist's own notes already read `[hoist: …]`; raw build and git output
+            // lines get the marker so they are not taken for the job's output.
+            (_, LogStream::System) if line.text.starts_with("[hoist") => err_line(&line.text),
             (_, LogStream::System) => err_line(&format!("[hoist] {}", line.text)),
             _ => err_line(&line.text),
         }
@@ -101,18 +104,12 @@ impl LogSink {
     }
 }
 
-/// The failure of a run that did not finish: stage, message, log tail (stderr).
-pub fn print_failure(run: &Run) {
-    if let Some(f) = &run.failure {
-        err_line(&format!(
-            "hoist: failed in the {} stage: {}",
-            f.stage, f.message
-        ));
-        if !f.log_tail.is_empty() {
-            err_line("hoist: last log lines:");
-            for l in &f.log_tail {
-                err_line(&format!("  {l}"));
-            }
+/// The tail of a failed run's logs (stderr), as the failure recorded it.
+pub fn print_log_tail(run: &Run) {
+    if let Some(f) = run.failure.as_ref().filter(|f| !f.log_tail.is_empty()) {
+        err_line("hoist: last log lines:");
+        for l in &f.log_tail {
+            err_line(&format!("  {l}"));
         }
     }
 }
@@ -173,8 +170,13 @@ fn describe(r: &Run) -> String {
     if r.name != r.id {
         f.add("name", &r.name);
     }
+    // A reason that already starts with the state ("stopped (killed by signal 15)")
+    // is shown as it is.
+    let state_name = r.state.to_string();
     let reason = if r.state_reason.is_empty() {
         String::new()
+    } else if r.state_reason.starts_with(&state_name) {
+        r.state_reason[state_name.len()..].to_string()
     } else {
         format!(" ({})", r.state_reason)
     };
