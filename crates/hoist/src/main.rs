@@ -86,7 +86,7 @@ enum Command {
     Key(cli::key::KeyCmd),
     /// Server, agent and a logged-in CLI on this machine, in one command.
     Up(up::UpArgs),
-    /// Benchmarks: `hoist bench queue`, `hoist bench dispatch`.
+    /// Benchmarks: `hoist bench queue`, `hoist bench dispatch`, `hoist bench build`.
     Bench(bench::BenchArgs),
 }
 
