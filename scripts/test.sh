@@ -13,7 +13,8 @@
 #
 # Every argument other than --quick goes to nextest, e.g. a filter:
 #   scripts/test.sh --quick -- docker     scripts/test.sh -E 'test(/e2e/)'
-# CARGO_TARGET_DIR defaults to $HOME/.cache/hoist/target (kept outside the clone).
+# CARGO_TARGET_DIR defaults to $HOME/.cache/hoist/target (kept outside the clone);
+# CARGO_INCREMENTAL defaults to 0 (its caches only grow in a persistent target dir).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +35,12 @@ done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hoist/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The target dir persists across runs; incremental caches only grow (gigabytes per
+# week of CI) and a from-scratch CI build gains nothing from them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+if [ "$CARGO_INCREMENTAL" = 0 ]; then
+    rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 
 timings=()
 t_all=$SECONDS

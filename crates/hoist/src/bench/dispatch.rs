@@ -19,7 +19,7 @@ use hoist_client::{Client, RunQuery};
 use hoist_core::api::*;
 use hoist_core::run::RunState;
 
-use super::{Samples, ServerProcess, Target, cpu_time, line, mb, ms, rss_bytes};
+use super::{Memory, Samples, ServerProcess, Target, cpu_time, line, mb, memory, ms, rss_bytes};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DispatchBench {
@@ -214,18 +214,34 @@ async fn local_floor(samples: usize) -> anyhow::Result<Samples> {
 async fn idle(pid: u32, secs: u64, when: &str) {
     let cpu0 = cpu_time(pid).unwrap_or_default();
     let w0 = Instant::now();
-    let mut peak = 0;
+    let mut peak = Memory::default();
     while w0.elapsed() < Duration::from_secs(secs) {
-        peak = peak.max(rss_bytes(pid).unwrap_or(0));
+        if let Some(m) = memory(pid)
+            && m.rss >= peak.rss
+        {
+            peak = m;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
     let pct = cpu.as_secs_f64() / w0.elapsed().as_secs_f64() * 100.0;
     line(
         &format!("agent RSS idle, {when} (peak over {secs} s)"),
-        &mb(peak),
-        peak as f64 / 1e6,
+        &mb(peak.rss),
+        peak.rss as f64 / 1e6,
         Some(Target::AtMost(15.0, "15 MB")),
+    );
+    line(
+        "  of which the agent's own memory (heap, stacks)",
+        &mb(peak.anon),
+        peak.anon as f64 / 1e6,
+        None,
+    );
+    line(
+        "  of which mapped pages of the binary and libc (shared)",
+        &mb(peak.file),
+        peak.file as f64 / 1e6,
+        None,
     );
     line(
         &format!("agent CPU idle, {when}"),

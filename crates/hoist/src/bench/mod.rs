@@ -146,10 +146,30 @@ pub async fn docker_answers() -> bool {
 
 /// Resident memory of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    memory(pid).map(|m| m.rss)
+}
+
+/// Resident memory of a process, split as the kernel accounts it: `anon` is the
+/// process's own (heap, stacks), `file` the mapped pages of its binary and libraries
+/// (shared with every other process running the same binary).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+}
+
+pub fn memory(pid: u32) -> Option<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some(Memory {
+        rss: kb("VmRSS:")?,
+        anon: kb("RssAnon:").unwrap_or(0),
+        file: kb("RssFile:").unwrap_or(0),
+    })
 }
 
 /// CPU time (user + system) of a process so far.
