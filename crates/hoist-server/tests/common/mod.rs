@@ -1,6 +1,9 @@
 //! Shared test harness: a real server on 127.0.0.1:0 over a temporary store.
 #![allow(dead_code)]
 
+#[macro_use]
+pub mod db;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
