@@ -447,7 +447,7 @@ pub async fn supervise(
             }
         }
     }
-    let (job, macro_summary) = prepare(&shared, &run, &claimed.token);
+    let (job, macro_summary) = prepare(&shared, &run, claimed.token.expose());
     let grace = shared.config.stopped_run_timeout;
 
     // Start (or find again) the execution.

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::resource::ResourceType;
 use crate::run::{Actor, FailureStage, Priority, RunState};
+pub use crate::secret::{EnvVars, MASKED, Secret, looks_secret};
 use crate::template::TemplateVariable;
 
 pub type Timestamp = DateTime<Utc>;
@@ -169,7 +170,7 @@ pub struct CreateApiKey {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedApiKey {
     pub key: ApiKey,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 // ---------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ pub struct LaunchRequest {
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: EnvVars,
     /// The run config, handed to the job as `HOIST_RUN_CONFIG`.
     #[serde(default)]
     pub config: Option<Value>,
@@ -451,7 +452,7 @@ pub struct Run {
     pub args: Vec<String>,
     /// Environment for the job. In responses to people, values of variables whose
     /// names look secret are masked.
-    pub env: BTreeMap<String, String>,
+    pub env: EnvVars,
     pub config: Value,
     pub resource_args: Value,
     pub template_values: BTreeMap<String, Value>,
@@ -646,7 +647,7 @@ pub struct ClaimedRun {
     /// The run, env unmasked.
     pub run: Run,
     /// A run-scoped token for the job to report back (`HOIST_RUN_TOKEN`).
-    pub token: String,
+    pub token: Secret,
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
@@ -700,17 +701,6 @@ pub struct Health {
     pub version: String,
 }
 
-/// Environment variable names that look like they hold a secret.
-pub fn looks_secret(name: &str) -> bool {
-    let up = name.to_ascii_uppercase();
-    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL"]
-        .iter()
-        .any(|w| up.contains(w))
-}
-
-/// What a masked secret value is shown as.
-pub const MASKED: &str = "********";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,22 +719,6 @@ mod tests {
         assert!(JobRef::parse("train:3").is_err());
         assert!(JobRef::parse(":v1").is_err());
         assert!(JobRef::parse("a b").is_err());
-    }
-
-    #[test]
-    fn secret_names() {
-        for s in [
-            "WANDB_API_KEY",
-            "aws_secret_access_key",
-            "GITHUB_TOKEN",
-            "DB_PASSWORD",
-            "GOOGLE_APPLICATION_CREDENTIALS",
-        ] {
-            assert!(looks_secret(s), "{s}");
-        }
-        for s in ["PATH", "HOME", "EPOCHS", "CUDA_VISIBLE_DEVICES"] {
-            assert!(!looks_secret(s), "{s}");
-        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`api`]: the JSON wire types of the `/api/v1` HTTP API (requests, responses, the
 //!   error envelope). Shared verbatim by the server, the client and the agent.
 //! - [`run`]: the run lifecycle: states, priorities, who may move a run where.
+//! - [`secret`]: the [`secret::Secret`] type every credential travels in, job
+//!   environments ([`secret::EnvVars`]), and what looks like a secret.
 //! - [`merge`]: deep merge of JSON documents (resource args over queue configs).
 //! - [`names`]: validation of user-chosen names (entities, queues, projects, agents).
 //! - [`resource`]: resource types (`local-process`, `docker`, …) and the schema checks
@@ -17,6 +19,7 @@ pub mod merge;
 pub mod names;
 pub mod resource;
 pub mod run;
+pub mod secret;
 pub mod template;
 pub mod yaml;
 

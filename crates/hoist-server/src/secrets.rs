@@ -5,6 +5,7 @@
 //! the secret is compared in constant time. Secrets are 190 bits of randomness, so a
 //! fast hash is enough: there is nothing to brute-force.
 
+use hoist_core::secret::Secret;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -53,10 +54,10 @@ impl CredentialKind {
 }
 
 /// A new credential: (id, full token to hand out once, hash to store).
-pub fn new_credential(kind: CredentialKind) -> (String, String, String) {
+pub fn new_credential(kind: CredentialKind) -> (String, Secret, String) {
     let id = new_id(12);
     let secret = new_secret();
-    let token = format!("{}_{id}_{secret}", kind.prefix());
+    let token = Secret::new(format!("{}_{id}_{secret}", kind.prefix()));
     (id, token, hash_secret(&secret))
 }
 
@@ -82,7 +83,7 @@ mod tests {
     #[test]
     fn credentials_roundtrip() {
         let (id, token, hash) = new_credential(CredentialKind::ApiKey);
-        let (kind, pid, secret) = parse_credential(&token).unwrap();
+        let (kind, pid, secret) = parse_credential(token.expose()).unwrap();
         assert_eq!(kind, CredentialKind::ApiKey);
         assert_eq!(pid, id);
         assert!(verify(secret, &hash));
@@ -91,6 +92,6 @@ mod tests {
         assert!(parse_credential("hk_short_x").is_none());
         assert!(parse_credential("bearer").is_none());
         let (_, t, _) = new_credential(CredentialKind::RunToken);
-        assert_eq!(parse_credential(&t).unwrap().0, CredentialKind::RunToken);
+        assert_eq!(parse_credential(t.expose()).unwrap().0, CredentialKind::RunToken);
     }
 }

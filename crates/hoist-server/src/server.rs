@@ -235,7 +235,7 @@ async fn bootstrap_admin(
         Err(e) => return Err(ServerError::Bootstrap(e)),
     };
     let path = cfg.admin_key_path();
-    write_secret_file(&path, &key.secret).map_err(|source| ServerError::AdminKey {
+    write_secret_file(&path, key.secret.expose()).map_err(|source| ServerError::AdminKey {
         path: path.clone(),
         source,
     })?;

@@ -98,16 +98,16 @@ async fn authentication_errors() {
         })
         .await
         .unwrap();
-    t.client(&k.secret).me().await.unwrap();
+    t.client(k.secret.expose()).me().await.unwrap();
     t.admin().revoke_key(&k.key.id).await.unwrap();
     api_err(
-        t.client(&k.secret).me().await,
+        t.client(k.secret.expose()).me().await,
         401,
         ErrorCode::Unauthenticated,
     );
     // Listing keys never shows secrets.
     let keys = serde_json::to_string(&t.admin().list_keys(false).await.unwrap()).unwrap();
-    assert!(!keys.contains(&k.secret) && !keys.contains(&t.admin_key));
+    assert!(!keys.contains(k.secret.expose()) && !keys.contains(&t.admin_key));
     t.stop().await;
 }
 
@@ -530,7 +530,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
     assert_eq!(got.runs.len(), 1);
     let cr = &got.runs[0];
     assert_eq!(cr.run.id, run.id);
-    assert!(cr.token.starts_with("hrt_"));
+    assert!(cr.token.expose().starts_with("hrt_"));
     assert_eq!(cr.run.state, RunState::Claimed);
     // Illegal moves are refused and change nothing.
     let m = api_err(
@@ -552,7 +552,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
         ErrorCode::IllegalTransition,
     );
     // The job reports logs with its run token; people read them.
-    let job = t.client(&cr.token);
+    let job = t.client(cr.token.expose());
     job.append_logs(
         &run.id,
         &LogBatch {

@@ -395,6 +395,8 @@ async fn alice_key(t: &TestServer, name: &str) -> String {
         .unwrap()
         .api_key
         .secret
+        .expose()
+        .to_string()
 }
 
 #[tokio::test]

@@ -115,7 +115,7 @@ both!(identity);
 async fn identity(s: Store) {
     let (u, k) = s.create_user("alice", false, "first", T0).await.unwrap();
     assert_eq!(u.name, "alice");
-    assert!(k.secret.starts_with("hk_"));
+    assert!(k.secret.expose().starts_with("hk_"));
     assert!(s.create_user("alice", true, "x", T0).await.is_err());
     s.create_team("ml", vec!["alice".into()], T0).await.unwrap();
     assert!(
@@ -126,7 +126,7 @@ async fn identity(s: Store) {
     assert!(s.add_member("ml", "nobody", T0).await.is_err());
     let rec = s.key_record(&k.key.id).await.unwrap().unwrap();
     assert!(!rec.revoked);
-    assert_ne!(rec.secret_hash, k.secret, "keys are stored hashed");
+    assert_ne!(rec.secret_hash, k.secret.expose(), "keys are stored hashed");
     s.revoke_key(&k.key.id, T0 + 1).await.unwrap();
     assert!(s.key_record(&k.key.id).await.unwrap().unwrap().revoked);
     assert!(s.revoke_key(&k.key.id, T0 + 2).await.is_err());

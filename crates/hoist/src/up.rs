@@ -90,8 +90,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .store
                 .create_key("admin", "hoist up", server.state.now())
                 .await?;
-            hoist_server::server::write_secret_file(&key_path, &k.secret)?;
-            k.secret
+            hoist_server::server::write_secret_file(&key_path, k.secret.expose())?;
+            k.secret.expose().to_string()
         }
     };
     let client = Client::new(&host, Some(Secret::new(key.clone())))?;

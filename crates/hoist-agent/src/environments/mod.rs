@@ -115,26 +115,8 @@ impl Ambient {
     }
 }
 
-/// A credential (token, key, password). `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for an `Authorization` header or a request body.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
+/// A credential (token, key, password): the one `Secret` of hoist-core.
+pub use hoist_core::secret::Secret;
 
 /// Why an environment cannot be used. Messages start with the environment's type and
 /// name what was tried; they never contain a secret.

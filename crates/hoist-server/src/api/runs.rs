@@ -8,9 +8,10 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hoist_core::api::{
-    ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, MASKED, Run, RunList,
-    RunUpdate, StopRequest, looks_secret,
+    ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, Run, RunList, RunUpdate,
+    StopRequest,
 };
+use hoist_core::secret::masked_value;
 use hoist_core::merge::deep_merge;
 use hoist_core::resource::{self, ResourceType};
 use hoist_core::run::RunState;
@@ -47,11 +48,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         )
 }
 
-/// Hides values of env variables that look secret, for responses to people.
+/// Hides env values whose names look secret or that look like credentials (a URL
+/// with a password, a DSN, a well-known token), for responses to people.
 pub fn mask(mut run: Run) -> Run {
     for (k, v) in run.env.iter_mut() {
-        if looks_secret(k) {
-            *v = MASKED.to_string();
+        if let Some(m) = masked_value(k, v) {
+            *v = m.to_string();
         }
     }
     run

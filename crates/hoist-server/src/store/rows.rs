@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_core::api::{Failure, JobRef, JobSource, Run, RunAgent};
+use hoist_core::api::{EnvVars, Failure, JobRef, JobSource, Run, RunAgent};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ pub struct RunSpec {
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: EnvVars,
     #[serde(default)]
     pub config: Value,
     #[serde(default)]

@@ -361,7 +361,7 @@ pub(crate) async fn issue_token(
     run_id: &str,
     now: i64,
     ttl_ms: i64,
-) -> Result<String, StoreError> {
+) -> Result<hoist_core::secret::Secret, StoreError> {
     let (id, token, hash) = new_credential(CredentialKind::RunToken);
     sqlx::query(
         "INSERT INTO run_tokens (id, run_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",

@@ -64,7 +64,7 @@ impl TestServer {
             })
             .await
             .unwrap();
-        self.client(&u.api_key.secret)
+        self.client(u.api_key.secret.expose())
     }
 
     pub async fn stop(mut self) {

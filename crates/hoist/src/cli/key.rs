@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, cmd: KeyCmd) -> anyhow::Result<()> {
                 "hoist: created API key {} ({:?}) for {}. It follows on stdout and is shown only this once.",
                 k.key.id, k.key.name, k.key.user
             ));
-            out(&k.secret)?;
+            out(k.secret.expose())?;
         }
         KeyCmd::List(a) => {
             let keys = client.list_keys(a.all).await?;

@@ -112,7 +112,7 @@ pub fn request(a: LaunchArgs) -> anyhow::Result<LaunchRequest> {
         job,
         entry_point,
         args,
-        env: pairs("--env", &a.env, true)?,
+        env: pairs("--env", &a.env, true)?.into(),
         config,
         resource_args,
         template_values: pairs("--set-var", &a.set_var, false)?

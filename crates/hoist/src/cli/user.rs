@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<()> {
                 if created.user.admin { " (admin)" } else { "" },
                 created.api_key.key.id
             ));
-            out(&created.api_key.secret)?;
+            out(created.api_key.secret.expose())?;
             Ok(())
         }
         UserCmd::List => {
