@@ -6,6 +6,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use hoist_core::names::edit_distance;
+
 use super::{BuildContextStore, DockerHost};
 
 /// Form of a duration, for messages.
@@ -647,33 +649,6 @@ pub(crate) fn parse_image_ref(text: &str) -> Result<String, String> {
         return Err(format!("invalid image reference {text:?}; {FORM}"));
     }
     Ok(t.to_string())
-}
-
-/// Damerau (optimal string alignment) edit distance.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let (n, m) = (a.len(), b.len());
-    let mut d = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[n][m]
 }
 
 /// The candidate closest to `word` (case and `-`/`_` ignored), if close enough to be
