@@ -76,6 +76,7 @@ async fn acr_exchanges_the_aad_token_and_checks_manifests_with_an_acr_access_tok
     assert_eq!(auth.username, ACR_USER);
     assert!(auth.password.expose().starts_with("acr-refresh-"));
     assert!(!format!("{auth:?}").contains(auth.password.expose()));
+    assert!(!format!("{reg:?}").contains(auth.password.expose()));
 
     assert!(reg.has_image(&format!("{repo}:abc123")).await.unwrap());
     assert!(!reg.has_image(&format!("{repo}:nope")).await.unwrap());

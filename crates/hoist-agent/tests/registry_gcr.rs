@@ -80,6 +80,9 @@ async fn gcr_uri_and_docker_credentials() {
     assert_eq!(auth.username, OAUTH2_USER);
     assert!(auth.password.expose().starts_with("ya29.sa-"));
     assert!(!format!("{auth:?}").contains(auth.password.expose()));
+    // Neither the registry nor its token source (the environment caches the token)
+    // shows it in Debug.
+    assert!(!format!("{reg:?}").contains(auth.password.expose()));
 
     // The configured project wins; through registries::from_config too.
     let env: Arc<dyn Environment> = Arc::new(env);

@@ -843,6 +843,27 @@ mod tests {
     }
 
     #[test]
+    fn shown_values_hide_credentials() {
+        let cases = [
+            ("https://u:pw@h/x", "https://u:********@h/x"),
+            ("https://tok@h/x", "https://********@h/x"),
+            ("u:pw@h:5000/x", "u:********@h:5000/x"),
+            ("git@github.com:a/b.git", "git@github.com:a/b.git"),
+            (
+                "https://a.blob.core.windows.net/c?sv=1&sig=pw&x",
+                "https://a.blob.core.windows.net/c?sv=********&sig=********&x",
+            ),
+            ("host=db password=pw", "********"),
+            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "********"),
+            ("python:3.12-slim", "python:3.12-slim"),
+            ("", ""),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(shown(value), expected, "{value}");
+        }
+    }
+
+    #[test]
     fn placeholders() {
         assert_eq!(placeholder("<aws-region>"), Some("<aws-region>"));
         assert_eq!(
