@@ -205,8 +205,7 @@ pub fn no_state_lists_in_sql(tree: &Tree) -> Vec<Violation> {
     let mut out = Vec::new();
     for f in tree.src() {
         for (off, s) in &f.lexed.strings {
-            if (list.is_match(s) || single.is_match(s))
-                && !f.allowed("state-list", f.line_of(*off))
+            if (list.is_match(s) || single.is_match(s)) && !f.allowed("state-list", f.line_of(*off))
             {
                 out.push(f.violation(
                     "state-list",
@@ -358,7 +357,8 @@ pub fn workspace_lints(tree: &Tree) -> Vec<Violation> {
             check: "lints",
             file: rel.clone(),
             line: 1,
-            message: "missing `[lints] workspace = true` (the workspace forbids unsafe code)".into(),
+            message: "missing `[lints] workspace = true` (the workspace forbids unsafe code)"
+                .into(),
         })
         .collect()
 }
@@ -492,8 +492,14 @@ mod tests {
     fn sql_outside_store() {
         check(
             &[
-                ("crates/hoist-server/src/store/a.rs", "fn a() { sqlx::query(\"x\"); }"),
-                ("crates/hoist-server/src/api/b.rs", "// sqlx::query\nfn b() { let s = \"sqlx::\"; sqlx::query(s); }"),
+                (
+                    "crates/hoist-server/src/store/a.rs",
+                    "fn a() { sqlx::query(\"x\"); }",
+                ),
+                (
+                    "crates/hoist-server/src/api/b.rs",
+                    "// sqlx::query\nfn b() { let s = \"sqlx::\"; sqlx::query(s); }",
+                ),
             ],
             &["crates/hoist-server/src/api/b.rs:sql:2"],
         );
@@ -547,7 +553,10 @@ mod tests {
         let src = "use std::fs;\nasync fn a() {\n    fs::remove_dir_all(p);\n    tokio::fs::remove_dir_all(p).await;\n    tokio::task::spawn_blocking(move || std::fs::read(p)).await;\n}\nfn sync_ok() { std::fs::read(p); }\nasync fn b() {\n    let f = async move { std::process::Command::new(\"x\") };\n    // tidy: allow(blocking) because the file is tiny and read once at start\n    std::fs::read(p);\n}";
         check(
             &[("crates/hoist-agent/src/x.rs", src)],
-            &["crates/hoist-agent/src/x.rs:blocking:3", "crates/hoist-agent/src/x.rs:blocking:9"],
+            &[
+                "crates/hoist-agent/src/x.rs:blocking:3",
+                "crates/hoist-agent/src/x.rs:blocking:9",
+            ],
         );
     }
 
@@ -556,7 +565,10 @@ mod tests {
         let src = "#[derive(Debug, Clone)]\npub struct A {\n    pub token: String,\n    pub name: String,\n    password: Option<String>,\n}\n#[derive(Clone)]\nstruct B { token: String }\n#[derive(Debug)]\nstruct C { token: Secret }";
         check(
             &[("crates/hoist-agent/src/x.rs", src)],
-            &["crates/hoist-agent/src/x.rs:secret-type:3", "crates/hoist-agent/src/x.rs:secret-type:5"],
+            &[
+                "crates/hoist-agent/src/x.rs:secret-type:3",
+                "crates/hoist-agent/src/x.rs:secret-type:5",
+            ],
         );
     }
 

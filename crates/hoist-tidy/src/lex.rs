@@ -174,8 +174,10 @@ pub struct FnSpan {
 
 /// Every function with a body, in source order (nested ones included).
 pub fn functions(code: &str) -> Vec<FnSpan> {
-    let re = regex::Regex::new(r"\b(async\s+)?(?:unsafe\s+)?(?:extern\s+\S+\s+)?fn\s+([A-Za-z_][A-Za-z0-9_]*)")
-        .expect("valid regex");
+    let re = regex::Regex::new(
+        r"\b(async\s+)?(?:unsafe\s+)?(?:extern\s+\S+\s+)?fn\s+([A-Za-z_][A-Za-z0-9_]*)",
+    )
+    .expect("valid regex");
     let b = code.as_bytes();
     let mut out = Vec::new();
     for m in re.captures_iter(code) {
