@@ -67,6 +67,35 @@ impl TestServer {
         self.client(u.api_key.secret.expose())
     }
 
+    /// The server's state (its store, dispatch, clock).
+    pub fn state(&self) -> &hoist_server::api::AppState {
+        &self.server.as_ref().expect("running").state
+    }
+
+    /// Waits (up to 20 s) until at least `n` waiters of a kind are parked: they have
+    /// read the store and only a wake-up (or their deadline) moves them now.
+    pub async fn wait_parked(&self, who: hoist_server::dispatch::Waiter, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.state().dispatch.parked(who) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {n} {who:?} waiters parked after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `/metrics`, with an optional bearer key.
+    pub async fn metrics(&self, key: Option<&str>) -> String {
+        let mut r = reqwest::Client::new().get(format!("{}/metrics", self.url));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
