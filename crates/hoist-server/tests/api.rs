@@ -1378,3 +1378,30 @@ async fn replicas_starting_together_on_postgres_share_one_admin() {
     }
     pg.drop_db().await;
 }
+
+#[tokio::test]
+async fn requeues_are_bounded_by_the_server_setting() {
+    let t = TestServer::start_with(|c| c.max_requeues = 1).await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    let run = c.launch(&launch_cmd("lp", &["x"])).await.unwrap();
+    let s = register(&c, "pre", &["lp"], 1).await;
+    // Preempted once: back in the queue.
+    claim(&c, &s, 1, Duration::from_secs(5)).await;
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    report(&c, &s, &run.id, RunState::Running).await.unwrap();
+    let r = report(&c, &s, &run.id, RunState::Queued).await.unwrap();
+    assert_eq!(r.state, RunState::Queued);
+    // Preempted again: one re-queue is all this server allows, so it fails.
+    claim(&c, &s, 1, Duration::from_secs(5)).await;
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    let r = report(&c, &s, &run.id, RunState::Queued).await.unwrap();
+    assert_eq!(r.state, RunState::Failed, "{}", r.state_reason);
+    let f = r.failure.expect("a failure");
+    assert!(
+        f.message.contains("handed to agents 2 times") && f.message.contains("at most 1 times"),
+        "{}",
+        f.message
+    );
+    t.stop().await;
+}

@@ -363,7 +363,7 @@ impl Store {
         self.write(move |c| {
             Box::pin(async move {
                 let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM agents WHERE status IN ('polling','running','stopped') AND last_heartbeat_at < $1",
+                    "SELECT id FROM agents WHERE status <> 'lost' AND last_heartbeat_at < $1",
                 )
                 .bind(now - lost_after_ms)
                 .fetch_all(&mut *c)

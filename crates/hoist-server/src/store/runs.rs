@@ -88,15 +88,15 @@ const LAUNCH_CHUNK: usize = 64;
 // ---------------------------------------------------------------------------------
 // States in SQL, generated from `RunState`.
 
-/// `'queued'`: a state as an SQL literal. (Literals, not parameters, where a partial
-/// index is to be used: SQLite matches an index's `WHERE state = 'queued'` only
-/// against the same literal.)
+/// A state as an SQL string literal (`RunState::Queued` gives the quoted word). Used
+/// rather than a parameter where a partial index is to be used: SQLite matches an
+/// index's `WHERE` clause only against the same literal in the query.
 pub fn state_lit(s: RunState) -> String {
     format!("'{}'", s.as_str())
 }
 
-/// `('claimed', 'building', …)`: the states of [`RunState::ALL`] that `keep` selects, as
-/// an SQL list, in `RunState::ALL` order.
+/// The states of [`RunState::ALL`] that `keep` selects, as a parenthesised SQL list of
+/// literals in `RunState::ALL` order, for `state IN …`.
 pub fn state_list(keep: impl Fn(RunState) -> bool) -> String {
     let items: Vec<String> = RunState::ALL
         .into_iter()
@@ -322,7 +322,7 @@ pub(crate) async fn requeue(
 ) -> Result<Option<RunState>, StoreError> {
     if run.attempts > max_requeues {
         let msg = format!(
-            "{reason}; the run was handed to agents {} times without completing, so it is failed instead of re-queued (the server allows {max_requeues} re-queues)",
+            "{reason}; the run was handed to agents {} times without completing, so it is failed instead of re-queued (this server re-queues a run at most {max_requeues} times)",
             run.attempts
         );
         return fail(c, run, &msg, now).await;
