@@ -458,7 +458,12 @@ async fn run_batch(
             .collect();
         match runs::insert_launches(conn, items).await {
             Ok(r) => launched = r,
-            Err(e) => launched = batch.launches.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                // Some launches may be written already: none of the batch commits.
+                let _ = conn.execute("ROLLBACK").await;
+                let launched = batch.launches.iter().map(|_| Err(e.clone())).collect();
+                return (Err(e), launched);
+            }
         }
     }
     match run_ops(conn, &mut batch.ops).await {
