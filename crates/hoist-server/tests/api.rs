@@ -1030,45 +1030,17 @@ async fn session_ends_at_once(
     why: &str,
 ) {
     let (b2, s2) = (bob.clone(), s.clone());
-    let waiter = tokio::spawn(async move {
-        b2.claim(
-            &s2.agent.id,
-            &ClaimRequest {
-                session: s2.session.clone(),
-                max: 1,
-                wait_ms: 60_000,
-            },
-        )
-        .await
-    });
+    let waiter =
+        tokio::spawn(async move { try_claim(&b2, &s2.agent.id, &s2.session, 60_000).await });
     t.wait_parked(Waiter::Claim, 1).await;
     revoke.await;
     let msg = api_err(waiter.await.unwrap(), 403, ErrorCode::SessionEnded);
     assert!(msg.contains(why), "{msg}");
     let run = t.admin().launch(&team_launch()).await.unwrap();
     // Another valid key of the owner (if any) cannot revive the session either.
-    let r = t
-        .admin()
-        .claim(
-            &s.agent.id,
-            &ClaimRequest {
-                session: s.session.clone(),
-                max: 1,
-                wait_ms: 0,
-            },
-        )
-        .await;
+    let r = try_claim(&t.admin(), &s.agent.id, &s.session, 0).await;
     api_err(r, 403, ErrorCode::SessionEnded);
-    let hb = t
-        .admin()
-        .heartbeat(
-            &s.agent.id,
-            &Heartbeat {
-                session: s.session.clone(),
-                running: vec![],
-            },
-        )
-        .await;
+    let hb = try_heartbeat(&t.admin(), &s.agent.id, &s.session).await;
     api_err(hb, 403, ErrorCode::SessionEnded);
     assert_eq!(
         t.admin().get_run(&run.id).await.unwrap().state,
@@ -1116,15 +1088,7 @@ async fn membership_is_checked_fresh_on_every_claim_and_heartbeat() {
         .unwrap();
     let run = t.admin().launch(&team_launch()).await.unwrap();
     let msg = api_err(
-        bob.claim(
-            &s.agent.id,
-            &ClaimRequest {
-                session: s.session.clone(),
-                max: 1,
-                wait_ms: 0,
-            },
-        )
-        .await,
+        try_claim(&bob, &s.agent.id, &s.session, 0).await,
         403,
         ErrorCode::SessionEnded,
     );
@@ -1143,15 +1107,7 @@ async fn membership_is_checked_fresh_on_every_claim_and_heartbeat() {
         .execute(&mut raw)
         .await
         .unwrap();
-    let hb = bob
-        .heartbeat(
-            &s2.agent.id,
-            &Heartbeat {
-                session: s2.session.clone(),
-                running: vec![],
-            },
-        )
-        .await;
+    let hb = try_heartbeat(&bob, &s2.agent.id, &s2.session).await;
     api_err(hb, 403, ErrorCode::SessionEnded);
     t.stop().await;
 }
@@ -1221,27 +1177,17 @@ async fn superseded_and_unknown_sessions_are_told_apart() {
     local_queue(&c, "lp").await;
     let s1 = register(&c, "same", &["lp"], 1).await;
     let s2 = register(&c, "same", &["lp"], 1).await;
-    let claim_with = |session: &str| {
-        let c = c.clone();
-        let (id, session) = (s1.agent.id.clone(), session.to_string());
-        async move {
-            c.claim(
-                &id,
-                &ClaimRequest {
-                    session,
-                    max: 1,
-                    wait_ms: 0,
-                },
-            )
-            .await
-        }
-    };
+    let id = &s1.agent.id;
     // The first session was replaced by a newer registration.
-    let msg = api_err(claim_with(&s1.session).await, 409, ErrorCode::Superseded);
+    let msg = api_err(
+        try_claim(&c, id, &s1.session, 0).await,
+        409,
+        ErrorCode::Superseded,
+    );
     assert!(msg.contains("newer registration"), "{msg}");
     // A session this agent never had is not "superseded".
     let msg = api_err(
-        claim_with("made-up-session").await,
+        try_claim(&c, id, "made-up-session", 0).await,
         409,
         ErrorCode::UnknownSession,
     );
@@ -1252,19 +1198,11 @@ async fn superseded_and_unknown_sessions_are_told_apart() {
     // Another agent's live session is not this agent's either.
     let other = register(&c, "other", &["lp"], 1).await;
     api_err(
-        claim_with(&other.session).await,
+        try_claim(&c, id, &other.session, 0).await,
         409,
         ErrorCode::UnknownSession,
     );
-    let hb = c
-        .heartbeat(
-            &s2.agent.id,
-            &Heartbeat {
-                session: "made-up-session".into(),
-                running: vec![],
-            },
-        )
-        .await;
+    let hb = try_heartbeat(&c, id, "made-up-session").await;
     api_err(hb, 409, ErrorCode::UnknownSession);
     // The current session works.
     claim(&c, &s2, 1, Duration::from_millis(10)).await;

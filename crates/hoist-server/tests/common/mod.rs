@@ -151,6 +151,40 @@ pub async fn claim(c: &Client, s: &AgentSession, max: u32, wait: Duration) -> Cl
     .unwrap()
 }
 
+/// A claim as `session` of agent `agent_id` (any session, valid or not).
+pub async fn try_claim(
+    c: &Client,
+    agent_id: &str,
+    session: &str,
+    wait_ms: u64,
+) -> Result<ClaimResponse, hoist_client::ClientError> {
+    c.claim(
+        agent_id,
+        &ClaimRequest {
+            session: session.to_string(),
+            max: 1,
+            wait_ms,
+        },
+    )
+    .await
+}
+
+/// A heartbeat with no running runs as `session` of agent `agent_id`.
+pub async fn try_heartbeat(
+    c: &Client,
+    agent_id: &str,
+    session: &str,
+) -> Result<HeartbeatResponse, hoist_client::ClientError> {
+    c.heartbeat(
+        agent_id,
+        &Heartbeat {
+            session: session.to_string(),
+            running: vec![],
+        },
+    )
+    .await
+}
+
 pub async fn report(
     c: &Client,
     s: &AgentSession,
