@@ -11,17 +11,16 @@ use crate::logs::LogSink;
 
 /// Longest a `git fetch` may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Largest unpacked code artifact.
-const MAX_UNPACKED: u64 = 8 << 30;
-
 /// Puts the source of a git or code job into `dest` (created, must not exist or be
 /// empty). Returns the directory the entry point runs in (the git build context, or
-/// `dest`). Image jobs have nothing to check out.
+/// `dest`). Image jobs have nothing to check out. A code artifact unpacks into at most
+/// `max_unpacked` bytes (the run's disk budget).
 pub async fn checkout(
     source: &JobSource,
     dest: &Path,
     artifacts: &dyn ArtifactSource,
     logs: &LogSink,
+    max_unpacked: u64,
 ) -> Result<std::path::PathBuf, BuildError> {
     std::fs::create_dir_all(dest)
         .map_err(|e| BuildError::new(format!("cannot create {}: {e}", dest.display())))?;
@@ -51,7 +50,7 @@ pub async fn checkout(
             let (file, to) = (tmp.path().to_path_buf(), dest.to_path_buf());
             tokio::task::spawn_blocking(move || {
                 let f = std::fs::File::open(&file)?;
-                hoist_context::unpack(f, &to, Some(MAX_UNPACKED))
+                hoist_context::unpack(f, &to, Some(max_unpacked))
                     .map_err(|e| std::io::Error::other(e.to_string()))
             })
             .await
