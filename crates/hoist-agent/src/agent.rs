@@ -197,20 +197,44 @@ async fn lookup_queue(
         return client.get_queue(e, spec).await;
     }
     let me = client.me().await?;
-    let mut last = None;
+    let mut found = Vec::new();
     for e in &me.entities {
         match client.get_queue(e, spec).await {
-            Ok(q) => return Ok(q),
-            Err(err) if err.status() == Some(404) => last = Some(err),
+            Ok(q) => found.push(q),
+            Err(err) if err.status() == Some(404) => {}
             Err(err) => return Err(err),
         }
     }
-    Err(last.unwrap_or_else(|| ClientError::Api {
-        status: 404,
-        code: ErrorCode::NotFound,
-        message: format!("no queue named {spec:?} in your entities"),
+    let refusal = |code, status, message| ClientError::Api {
+        status,
+        code,
+        message,
         details: None,
-    }))
+    };
+    match found.len() {
+        0 => Err(refusal(
+            ErrorCode::NotFound,
+            404,
+            format!(
+                "no queue named {spec:?} in your entities ({}); `hoist queue list` shows the queues you can use",
+                me.entities.join(", ")
+            ),
+        )),
+        1 => Ok(found.remove(0)),
+        _ if found[0].entity == me.user.name => Ok(found.remove(0)),
+        _ => Err(refusal(
+            ErrorCode::BadRequest,
+            400,
+            format!(
+                "queue {spec:?} exists in several of your teams ({}); name one as ENTITY/{spec} in the agent's queues",
+                found
+                    .iter()
+                    .map(|q| q.entity.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 /// The configured queues this agent can serve, as `ENTITY/NAME`. Says which it skips

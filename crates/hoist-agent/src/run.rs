@@ -242,6 +242,8 @@ struct RunCtx {
     shipper: JoinHandle<()>,
     /// When the claim arrived (the lease runs from about then).
     claimed_at: Instant,
+    /// The claim was confirmed already (by `building`).
+    confirmed: bool,
 }
 
 impl RunCtx {
@@ -285,6 +287,7 @@ pub async fn supervise(
         sink,
         shipper,
         claimed_at: Instant::now(),
+        confirmed: adopted,
     };
     let ending = drive(&mut ctx, adopted).await;
     report(ctx, ending).await;
@@ -373,6 +376,7 @@ async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
             shared.builder.kind()
         ),
     ));
+    ctx.confirmed = true;
     let outcome = tokio::select! {
         r = shared.builder.build(&ctx.run, &ctx.sink) => Some(r),
         // The build is interrupted (its future dropped: the daemon stops it).
@@ -515,9 +519,10 @@ async fn start(
             None,
         )
     };
-    // The claim is confirmed by `starting`: when starting takes long (an image pull),
-    // it is confirmed halfway through the lease instead of once the job started.
+    // An unconfirmed claim is confirmed by `starting`: when starting takes long (an
+    // image pull), halfway through the lease instead of once the job started.
     let confirm_at = ctx.claimed_at + ctx.shared.lease / 2;
+    let confirm_early = !ctx.confirmed;
     let mut confirmed = false;
     let mut backoff = Duration::from_secs(1);
     let exec = loop {
@@ -526,7 +531,7 @@ async fn start(
         let result = loop {
             tokio::select! {
                 r = &mut attempt => break Some(r),
-                _ = tokio::time::sleep_until(confirm_at), if !confirmed => {
+                _ = tokio::time::sleep_until(confirm_at), if confirm_early && !confirmed => {
                     confirmed = true;
                     ctx.report(Report::progress(
                         RunState::Starting,

@@ -38,13 +38,22 @@ struct Env {
 }
 
 async fn server_at(dir: &Path, bind: &str) -> Server {
-    let cfg = ServerConfig::new(bind.parse().unwrap(), dir.join("data"));
+    server_with(dir, bind, |_| {}).await
+}
+
+async fn server_with(dir: &Path, bind: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut cfg = ServerConfig::new(bind.parse().unwrap(), dir.join("data"));
+    tweak(&mut cfg);
     Server::start(cfg).await.unwrap()
 }
 
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+async fn env_with(tweak: impl FnOnce(&mut ServerConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_at(dir.path(), "127.0.0.1:0").await;
+    let server = server_with(dir.path(), "127.0.0.1:0", tweak).await;
     let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap();
     let url = format!("http://{}", server.addr);
     let client = Client::new(&url, Some(Secret::new(key.trim()))).unwrap();
@@ -882,12 +891,20 @@ async fn queues_without_a_runner_are_skipped() {
 // A runner with a pending phase (see the module documentation).
 
 /// Runs jobs of `kubernetes` queues as local processes; an execution runs only once
-/// the file `<gates>/<run id>` exists (when `gates` is set); exit code 75 is reported
-/// as a preemption.
+/// the file `<gates>/<run id>` exists (when `gates` is set); a start returns only once
+/// `<start_gates>/<run id>` exists (when set); exit code 75 is reported as a
+/// preemption.
 struct GatedRunner {
     inner: LocalProcessRunner,
     gates: Option<PathBuf>,
+    start_gates: Option<PathBuf>,
     needs_registry: bool,
+}
+
+async fn wait_file(path: &Path) {
+    while !tokio::fs::try_exists(path).await.unwrap_or(false) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 struct GatedExecution {
@@ -911,6 +928,9 @@ impl Runner for GatedRunner {
     }
 
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
+        if let Some(g) = &self.start_gates {
+            wait_file(&g.join(&job.run_id)).await;
+        }
         let mut local = job.clone();
         local.resource_config = json!({});
         Ok(Box::new(GatedExecution {
@@ -937,9 +957,7 @@ impl Execution for GatedExecution {
 
     async fn running(&self) -> Result<(), RunnerError> {
         if let Some(g) = &self.gate {
-            while !tokio::fs::try_exists(g).await.unwrap_or(false) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_file(g).await;
         }
         Ok(())
     }
@@ -967,6 +985,7 @@ fn gated(e: &Env, name: &str, gates: Option<PathBuf>, needs_registry: bool) -> S
         runners: vec![Arc::new(GatedRunner {
             inner: LocalProcessRunner::new(work_dir(e, &format!("{name}-gated")), vec![]),
             gates,
+            start_gates: None,
             needs_registry,
         })],
         ..Setup::default()
@@ -1103,6 +1122,42 @@ async fn a_runner_that_needs_a_registry_needs_one_configured() {
     let run = launch_k8s(&e.client, "k8s", &["echo", "served"]).await;
     let r = ended(&e.client, &run.id, LONG).await;
     assert_eq!(r.state, RunState::Finished, "{:?}", r.failure);
+    a.shutdown().await.unwrap();
+    e.server.unwrap().shutdown().await;
+}
+
+/// A start that takes long (an image pull) still confirms the claim before its lease
+/// lapses: `starting` is reported halfway through the lease, before the start returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_start_confirms_the_claim_in_time() {
+    let e = env_with(|c| c.lease = Duration::from_secs(2)).await;
+    queue_of(&e.client, "k8s", "kubernetes", json!({})).await;
+    let start_gates = e.dir.path().join("start-gates");
+    std::fs::create_dir_all(&start_gates).unwrap();
+    let setup = Setup {
+        runners: vec![Arc::new(GatedRunner {
+            inner: LocalProcessRunner::new(work_dir(&e, "slow-gated"), vec![]),
+            gates: None,
+            start_gates: Some(start_gates.clone()),
+            needs_registry: false,
+        })],
+        ..Setup::default()
+    };
+    let a = start_agent_with(&e, "slow", &["k8s"], 1, |_| {}, setup);
+    let run = launch_k8s(&e.client, "k8s", &["echo", "started"]).await;
+    // The start is held: only the early confirmation can make the run `starting`.
+    wait_state(&e.client, &run.id, RunState::Starting, LONG).await;
+    std::fs::write(start_gates.join(&run.id), "").unwrap();
+    let r = ended(&e.client, &run.id, LONG).await;
+    assert_eq!(r.state, RunState::Finished, "{:?}", r.failure);
+    assert_eq!(r.attempts, 1, "the claim never lapsed");
+    let tl = r.timeline.unwrap();
+    let starting = tl.iter().find(|t| t.to == RunState::Starting).unwrap();
+    assert!(
+        starting.reason.contains("the job is still being started"),
+        "{}",
+        starting.reason
+    );
     a.shutdown().await.unwrap();
     e.server.unwrap().shutdown().await;
 }

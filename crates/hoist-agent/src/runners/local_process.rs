@@ -242,9 +242,16 @@ impl LocalProcessRunner {
                 self.settings.max_run_dir_bytes,
             )
             .await
-            .map_err(|e| RunnerError::Source {
-                message: format!("fetching the job's source failed: {e}"),
-                source: e,
+            .map_err(|e| {
+                let mut message = format!("fetching the job's source failed: {e}");
+                // hoist-context's size refusal: say which setting it comes from.
+                if message.contains("over the limit of") {
+                    message.push_str(&format!(
+                        " (the agent's local-process.max-run-dir-bytes, {}, caps a run's directory)",
+                        human_bytes(self.settings.max_run_dir_bytes)
+                    ));
+                }
+                RunnerError::Source { message, source: e }
             })?;
             // A relative working_dir is inside the source; an absolute one is kept.
             dir = match &opts.working_dir {
@@ -295,6 +302,7 @@ impl LocalProcessRunner {
         let err = child.stderr.take().expect("piped stderr");
         let r_out = tokio::spawn(pump(out, LogStream::Stdout, logs.clone()));
         let r_err = tokio::spawn(pump(err, LogStream::Stderr, logs.clone()));
+        let (out_pump, err_pump) = (r_out.abort_handle(), r_err.abort_handle());
 
         let over_budget: Arc<Mutex<Option<String>>> = Arc::default();
         let (tx, rx) = watch::channel(None);
@@ -355,7 +363,12 @@ impl LocalProcessRunner {
             keep_failed: self.settings.keep_failed_run_dirs,
             exit: rx,
             stop_requested: std::sync::atomic::AtomicBool::new(false),
-            tasks: Mutex::new(vec![supervisor.abort_handle(), watcher.abort_handle()]),
+            tasks: Mutex::new(vec![
+                supervisor.abort_handle(),
+                watcher.abort_handle(),
+                out_pump,
+                err_pump,
+            ]),
         })
     }
 }
