@@ -48,7 +48,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("the hoist server refused the agent: {0}")]
-    Refused(String),
+    Refused(#[source] ClientError),
     #[error(
         "another agent process registered under the name {0:?} and took over its runs; this one stops (use --name to run two agents)"
     )]
@@ -321,7 +321,7 @@ pub async fn run(
         match with_backoff("register", &mut shutdown, || client.register_agent(&reg)).await {
             None => return Ok(()),
             Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(AgentError::Refused(e.to_string())),
+            Some(Err(e)) => return Err(AgentError::Refused(e)),
         };
     tracing::info!(
         message = "Agent registered.",

@@ -378,6 +378,7 @@ async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
     ));
     ctx.confirmed = true;
     let outcome = tokio::select! {
+        biased;
         r = shared.builder.build(&ctx.run, &ctx.sink) => Some(r),
         // The build is interrupted (its future dropped: the daemon stops it).
         _ = ctx.signals.interrupted() => None,
@@ -530,6 +531,7 @@ async fn start(
         tokio::pin!(attempt);
         let result = loop {
             tokio::select! {
+                biased;
                 r = &mut attempt => break Some(r),
                 _ = tokio::time::sleep_until(confirm_at), if confirm_early && !confirmed => {
                     confirmed = true;
@@ -593,7 +595,10 @@ async fn wait_running(
         Other,
         TimedOut,
     }
+    // In this order: an execution that runs at once is reported `running` even when
+    // it has already ended.
     let seen = tokio::select! {
+        biased;
         r = exec.running() => Seen::Running(r),
         _ = exec.wait() => Seen::Other,
         _ = ctx.signals.interrupted() => Seen::Other,
@@ -735,6 +740,7 @@ async fn supervise_execution(
             }
         }
         tokio::select! {
+            biased;
             r = exec.wait() => {
                 return Ending::Report(outcome(r, stopping, ctx.sink.tail()), Some(exec));
             }
