@@ -436,6 +436,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn job_spec_debug_shows_no_values() {
+        let job = JobSpec {
+            run_id: "r1".into(),
+            run_name: "n".into(),
+            project: "p".into(),
+            entity: "e".into(),
+            queue: "e/q".into(),
+            agent_name: "a".into(),
+            image: Some("img".into()),
+            entry_point: Some(vec!["train".into()]),
+            args: vec!["--token=arg-s3cret".into()],
+            env: [
+                ("HOIST_RUN_TOKEN", "hrt_token-s3cret"),
+                ("DB", "postgres://a:env-s3cret@db/x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            resource_config: serde_json::json!({"env": ["X=config-s3cret"]}),
+            labels: BTreeMap::new(),
+            source: None,
+        };
+        let d = format!("{job:?}");
+        assert!(d.contains("r1") && d.contains("HOIST_RUN_TOKEN"), "{d}");
+        assert!(!d.contains("s3cret"), "{d}");
+    }
+
+    #[test]
+    fn transient_errors_are_the_backends_not_the_jobs() {
+        let refused = RunnerError::Refused("privileged".into());
+        assert!(!refused.is_transient());
+        assert_eq!(refused.stage(), FailureStage::Agent);
+        let timeout = RunnerError::Docker {
+            message: "no answer".into(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        };
+        assert!(timeout.is_transient());
+        let shared = Arc::new(timeout);
+        assert!(shared.share().is_transient());
+        assert_eq!(shared.share().to_string(), "no answer");
+        let gone = RunnerError::Docker {
+            message: "no such container".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "no such container".into(),
+            },
+        };
+        assert!(!gone.is_transient());
+        assert_eq!(RunnerError::start("no command").stage(), FailureStage::Run);
+    }
+
+    #[test]
     fn resume_skips_what_the_server_has() {
         let ms = |n: i64| DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000 + n).unwrap();
         let ns = |n: i64, sub: i64| ms(n) + chrono::TimeDelta::nanoseconds(sub);

@@ -11,9 +11,14 @@
 //!   (`stream.rs`) from the beginning, so nothing is lost.
 //! - `adopt`: after an agent restart, the container is found by its `hoist.run-id`
 //!   label and its output resumed after the last line already shipped.
-//! - The [`Execution`] (`execution.rs`) waits for the exit
-//!   and the end of the output, stops with the stop signal then SIGKILL after the
-//!   grace period (`docker stop -t`), and removes the container.
+//! - The [`Execution`] (`execution.rs`) waits for the exit (asking again, with
+//!   backoff, while the daemon does not answer) and the end of the output, stops with
+//!   the stop signal then SIGKILL after the grace period (`docker stop -t`), and
+//!   removes the container.
+//! - Capabilities: runs need an image (git and code jobs are built first); containers
+//!   survive an agent restart (left running on shutdown, re-adopted); the image comes
+//!   from the local daemon (no registry needed); a started container runs at once.
+//! - `env: [NAME]` takes the agent's variable only under [`crate::host_env`]'s rule.
 
 mod execution;
 mod policy;
