@@ -107,12 +107,11 @@ impl LocalProcessRunner {
         self.work_root.join(run_id)
     }
 
+    /// Records the run's process group (the `.pids` directory exists: see
+    /// [`fresh_run_dir`]).
     async fn record_pid(&self, run_id: &str, pid: u32) {
         let f = self.pid_file(run_id);
-        if let Some(dir) = f.parent()
-            && tokio::fs::create_dir_all(dir).await.is_ok()
-            && let Err(e) = tokio::fs::write(&f, pid.to_string()).await
-        {
+        if let Err(e) = tokio::fs::write(&f, pid.to_string()).await {
             tracing::warn!(message = "Could not record a run's process group; a restarted agent will not find it.", run = %run_id, error = %e);
         }
     }
@@ -259,12 +258,14 @@ impl LocalProcessRunner {
                 None => top,
             };
         }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| RunnerError::Io {
-                message: format!("cannot create the working directory {}: {e}", dir.display()),
-                source: e,
-            })?;
+        if dir != run_dir {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| RunnerError::Io {
+                    message: format!("cannot create the working directory {}: {e}", dir.display()),
+                    source: e,
+                })?;
+        }
         let (env, notes) = self.environment(job, &opts);
         for n in notes {
             logs.system(&format!("[hoist: {n}]"));
@@ -371,6 +372,17 @@ impl LocalProcessRunner {
             ]),
         })
     }
+}
+
+/// A fresh, empty `dir` for a run (an earlier attempt's removed), and the directory of
+/// the process-group records. Blocking: call it on a blocking thread.
+fn fresh_run_dir(dir: &Path, pids: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(pids)
 }
 
 /// Measures `dir` every so often (off the runtime) while the job runs; when it holds
@@ -514,9 +526,13 @@ impl Runner for LocalProcessRunner {
         // A fresh directory for each attempt (an earlier one may be left by a killed
         // agent, or kept after a failure).
         let run_dir = self.run_dir(&job.run_id);
-        Self::remove_run_dir(&run_dir).await;
-        tokio::fs::create_dir_all(&run_dir)
+        let (dir, pids) = (run_dir.clone(), self.work_root.join(".pids"));
+        tokio::task::spawn_blocking(move || fresh_run_dir(&dir, &pids))
             .await
+            .map_err(|e| RunnerError::Io {
+                message: format!("preparing the run's directory failed: {e}"),
+                source: std::io::Error::other(e),
+            })?
             .map_err(|e| RunnerError::Io {
                 message: format!(
                     "cannot create the run's directory {}: {e}",
@@ -605,12 +621,25 @@ impl Execution for LocalExecution {
 
     async fn cleanup(&self) {
         self.abort_tasks();
-        let _ = tokio::fs::remove_file(&self.pid_file).await;
-        if self.keep_failed && self.failed() {
+        let keep = self.keep_failed && self.failed();
+        if keep {
             tracing::info!(message = "Keeping a failed run's directory (local-process.keep-failed-run-dirs).", dir = %self.run_dir.display());
-            return;
         }
-        LocalProcessRunner::remove_run_dir(&self.run_dir).await;
+        let (pid_file, run_dir) = (self.pid_file.clone(), self.run_dir.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(&pid_file);
+            if keep {
+                return Ok(());
+            }
+            match std::fs::remove_dir_all(&run_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(message = "Could not remove a run's directory.", dir = %self.run_dir.display(), error = %e);
+        }
     }
 }
 
