@@ -1,13 +1,23 @@
 //! The agent loop.
 //!
 //! ```text
-//! register ──► re-adopt held runs ──► loop {
+//! look the queues up ──► register ──► re-adopt held runs ──► loop {
 //!     one long-poll claim over all queues (max = free capacity, 0 when full: the
 //!     claim then only brings stop requests)
 //!     each claimed run ──► its own task (run.rs): start, supervise, report
 //! }
 //! heartbeat task: every interval, the running runs ──► stop requests, runs to drop
 //! ```
+//!
+//! Before registering, the agent looks each configured queue up and keeps only those
+//! it has a runner for, saying which it skips and why; it refuses to start when none is
+//! left, or when a queue's runner needs a registry the target can pull from
+//! ([`Capabilities::needs_registry`]) and the agent config has no `registry`.
+//!
+//! Shutdown reaches the run tasks through cancellation tokens (see `run.rs`): the
+//! agent's `shutdown` token (a parent of every run's), or, when another process took
+//! over the agent's name, its `abandon` token. Draining cancels neither: the loop stops
+//! claiming and waits for the runs to end.
 //!
 //! Architecture Invariant: nothing sleeps between a run arriving and the agent acting
 //! on it: the claim answers the moment a run is queued, and the run task starts the
@@ -18,14 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hoist_client::{Client, ClientError};
-use hoist_core::api::{AgentSession, ClaimRequest, ErrorCode, Heartbeat, RegisterAgent};
+use hoist_core::api::{AgentSession, ClaimRequest, ErrorCode, Heartbeat, Queue, RegisterAgent};
 use hoist_core::resource::ResourceType;
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, MaxJobs};
-use crate::run::{RunControl, RunSignal, supervise};
+use crate::config::{AgentConfig, MaxJobs, RegistryConfig};
+use crate::host_env::HostEnv;
+use crate::run::{RunSignal, RunSignals, supervise};
 use crate::runners::Runner;
 
 /// Most runs asked for in one claim when there is no limit.
@@ -36,13 +48,20 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("the hoist server refused the agent: {0}")]
-    Refused(String),
+    Refused(#[source] ClientError),
     #[error(
         "another agent process registered under the name {0:?} and took over its runs; this one stops (use --name to run two agents)"
     )]
     Superseded(String),
     #[error("the agent cannot start: {0}")]
     Setup(String),
+    /// A configured queue could not be looked up.
+    #[error("the agent cannot serve queue {queue}: {source}")]
+    Queue {
+        queue: String,
+        #[source]
+        source: ClientError,
+    },
 }
 
 /// What the agent needs besides its config.
@@ -55,8 +74,13 @@ pub struct AgentOptions {
     /// The server URL jobs use to report back (`HOIST_BASE_URL`).
     pub base_url: String,
     pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    /// Why a resource has no runner here (`no Docker daemon answered: …`), for the
+    /// messages about queues the agent skips.
+    pub unavailable: HashMap<ResourceType, String>,
     /// Turns git and code jobs into images.
     pub builder: Arc<dyn crate::builders::Builder>,
+    /// The agent's environment, for queue-config macros.
+    pub host_env: Arc<HostEnv>,
     /// On shutdown, wait for running runs instead of leaving them to a restarted agent.
     pub drain: bool,
 }
@@ -70,12 +94,21 @@ pub struct Shared {
     pub session: String,
     pub base_url: String,
     pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    pub unavailable: HashMap<ResourceType, String>,
     pub builder: Arc<dyn crate::builders::Builder>,
-    pub runs: Mutex<HashMap<String, RunControl>>,
+    pub host_env: Arc<HostEnv>,
+    /// How long a claimed run may stay unconfirmed.
+    pub lease: Duration,
+    /// The signals of each run task, by run id.
+    pub runs: Mutex<HashMap<String, RunSignals>>,
     /// A run task ended: capacity freed.
     pub slot_freed: Notify,
     /// Set when the server says this session is superseded.
     pub fatal: watch::Sender<Option<String>>,
+    /// Parent of every run's `shutdown` token.
+    pub shutdown: CancellationToken,
+    /// Parent of every run's `abandon` token.
+    pub abandon: CancellationToken,
 }
 
 impl Shared {
@@ -87,6 +120,11 @@ impl Shared {
         if let Some(c) = self.runs.lock().expect("runs").get(run) {
             c.signal(s);
         }
+    }
+
+    /// Why this agent has no runner for `resource`, if it says.
+    pub fn no_runner(&self, resource: ResourceType) -> String {
+        no_runner(&self.runners, &self.unavailable, resource)
     }
 
     /// Marks the session dead (another registration superseded it).
@@ -122,16 +160,159 @@ where
     }
 }
 
+/// `has no kubernetes runner` / `has no docker runner (no Docker daemon answered…)`.
+fn no_runner(
+    runners: &HashMap<ResourceType, Arc<dyn Runner>>,
+    unavailable: &HashMap<ResourceType, String>,
+    resource: ResourceType,
+) -> String {
+    let mut have: Vec<&str> = runners.keys().map(|k| k.as_str()).collect();
+    have.sort();
+    let why = unavailable
+        .get(&resource)
+        .map(|w| format!(": {w}"))
+        .unwrap_or_default();
+    format!(
+        "has no {resource} runner{why} (it runs: {})",
+        if have.is_empty() {
+            "nothing".to_string()
+        } else {
+            have.join(", ")
+        }
+    )
+}
+
+/// Looks one configured queue (`NAME` or `ENTITY/NAME`) up, as the server resolves it
+/// at registration: a bare name in the config's entity, else in the user's entities
+/// (their own first).
+async fn lookup_queue(
+    client: &Client,
+    spec: &str,
+    entity: Option<&str>,
+) -> Result<Queue, ClientError> {
+    if let Some((e, n)) = spec.split_once('/') {
+        return client.get_queue(e, n).await;
+    }
+    if let Some(e) = entity {
+        return client.get_queue(e, spec).await;
+    }
+    let me = client.me().await?;
+    let mut found = Vec::new();
+    for e in &me.entities {
+        match client.get_queue(e, spec).await {
+            Ok(q) => found.push(q),
+            Err(err) if err.status() == Some(404) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    let refusal = |code, status, message| ClientError::Api {
+        status,
+        code,
+        message,
+        details: None,
+    };
+    match found.len() {
+        0 => Err(refusal(
+            ErrorCode::NotFound,
+            404,
+            format!(
+                "no queue named {spec:?} in your entities ({}); `hoist queue list` shows the queues you can use",
+                me.entities.join(", ")
+            ),
+        )),
+        1 => Ok(found.remove(0)),
+        _ if found[0].entity == me.user.name => Ok(found.remove(0)),
+        _ => Err(refusal(
+            ErrorCode::BadRequest,
+            400,
+            format!(
+                "queue {spec:?} exists in several of your teams ({}); name one as ENTITY/{spec} in the agent's queues",
+                found
+                    .iter()
+                    .map(|q| q.entity.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// The configured queues this agent can serve, as `ENTITY/NAME`. Says which it skips
+/// and why; refuses when none is left, or when a queue's target pulls images from a
+/// registry and the agent has none. `None`: shut down while looking.
+async fn usable_queues(
+    opts: &AgentOptions,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Vec<String>>, AgentError> {
+    let mut keep: Vec<String> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for spec in &opts.config.queues {
+        let entity = opts.config.entity.as_deref();
+        let q = match with_backoff("look up a queue", shutdown, || {
+            lookup_queue(&opts.client, spec, entity)
+        })
+        .await
+        {
+            None => return Ok(None),
+            Some(Ok(q)) => q,
+            Some(Err(source)) => {
+                return Err(AgentError::Queue {
+                    queue: spec.clone(),
+                    source,
+                });
+            }
+        };
+        let name = format!("{}/{}", q.entity, q.name);
+        let Some(runner) = opts.runners.get(&q.resource) else {
+            let why = format!(
+                "queue {name} targets {}; this agent {}",
+                q.resource,
+                no_runner(&opts.runners, &opts.unavailable, q.resource)
+            );
+            tracing::warn!(message = "Skipping a queue this agent cannot serve.", queue = %name, reason = %why);
+            skipped.push(why);
+            continue;
+        };
+        if runner.capabilities().needs_registry
+            && matches!(opts.config.registry, RegistryConfig::Local)
+        {
+            refused.push(format!(
+                "queue {name} targets {}, which pulls its images from a registry, and the agent config has no `registry` (images would stay in the local Docker daemon): set `registry` in the agent config to a registry the {} target can pull from (an OCI registry `uri`, or ecr, gcr or acr)",
+                q.resource, q.resource
+            ));
+            continue;
+        }
+        if !keep.contains(&name) {
+            keep.push(name);
+        }
+    }
+    if !refused.is_empty() {
+        return Err(AgentError::Setup(refused.join("; ")));
+    }
+    if keep.is_empty() {
+        return Err(AgentError::Setup(format!(
+            "none of its queues can be served: {}",
+            skipped.join("; ")
+        )));
+    }
+    Ok(Some(keep))
+}
+
 /// Runs the agent until `shutdown` turns true (or the session is superseded).
 pub async fn run(
     opts: AgentOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let queues = match usable_queues(&opts, &mut shutdown).await? {
+        Some(q) => q,
+        None => return Ok(()),
+    };
     let reg = RegisterAgent {
         name: opts.name.clone(),
         host: opts.host.clone(),
         version: hoist_core::VERSION.into(),
-        queues: opts.config.queues.clone(),
+        queues,
         entity: opts.config.entity.clone(),
         max_jobs: opts.config.max_jobs.as_i64(),
     };
@@ -140,7 +321,7 @@ pub async fn run(
         match with_backoff("register", &mut shutdown, || client.register_agent(&reg)).await {
             None => return Ok(()),
             Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(AgentError::Refused(e.to_string())),
+            Some(Err(e)) => return Err(AgentError::Refused(e)),
         };
     tracing::info!(
         message = "Agent registered.",
@@ -159,10 +340,15 @@ pub async fn run(
         session: session.session.clone(),
         base_url: opts.base_url.clone(),
         runners: opts.runners,
+        unavailable: opts.unavailable,
         builder: opts.builder,
+        host_env: opts.host_env,
+        lease: Duration::from_millis(session.lease_ms.max(1000)),
         runs: Mutex::default(),
         slot_freed: Notify::new(),
         fatal,
+        shutdown: CancellationToken::new(),
+        abandon: CancellationToken::new(),
     });
     let mut tasks = JoinSet::new();
     for held in session.held_runs {
@@ -243,27 +429,20 @@ pub async fn run(
     }
 
     let superseded = fatal_rx.borrow().clone();
-    // Shutdown: tell run tasks; they release what has not started, stop local
-    // processes, and leave containers running for the next agent (or, draining, wait).
-    let sig = if opts.drain {
-        RunSignal::Drain
-    } else {
-        RunSignal::Shutdown
-    };
+    // Shutdown: tell run tasks; they release what has not started, stop what cannot
+    // outlive the agent, and leave the rest running for the next agent (or, draining,
+    // wait for the runs to end).
     if superseded.is_some() {
-        for c in shared.runs.lock().expect("runs").values() {
-            c.signal(RunSignal::Abandon);
-        }
-    } else {
-        for c in shared.runs.lock().expect("runs").values() {
-            c.signal(sig);
-        }
-        if opts.drain && !tasks.is_empty() {
+        shared.abandon.cancel();
+    } else if opts.drain {
+        if !tasks.is_empty() {
             tracing::info!(
                 message = "Draining: waiting for running runs to end.",
                 runs = tasks.len()
             );
         }
+    } else {
+        shared.shutdown.cancel();
     }
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
@@ -271,6 +450,7 @@ pub async fn run(
         }
     }
     hb.abort();
+    let _ = hb.await;
     if let Some(name) = superseded {
         return Err(AgentError::Superseded(name));
     }
@@ -298,13 +478,13 @@ fn spawn_run(
     claimed: hoist_core::api::ClaimedRun,
     adopted: bool,
 ) {
-    let (control, signals) = RunControl::new();
+    let signals = RunSignals::for_run(&shared.abandon, &shared.shutdown);
     let id = claimed.run.id.clone();
     shared
         .runs
         .lock()
         .expect("runs")
-        .insert(id.clone(), control);
+        .insert(id.clone(), signals.clone());
     let shared = shared.clone();
     tasks.spawn(async move {
         supervise(shared.clone(), claimed, adopted, signals).await;

@@ -4,8 +4,10 @@
 //! - [`config`]: the agent's configuration (`launch-config.yaml`, W&B-compatible),
 //!   `HOIST_*` variables and flags, resolved into a typed [`config::AgentConfig`].
 //! - [`agent`]: registration, the long-poll claim loop, heartbeats, shutdown.
-//! - [`run`]: one run's life: prepare (macros, environment), start, supervise, report.
+//! - [`run`]: one run's life in phases: prepare, build, start (or adopt), supervise,
+//!   report; driven by cancellation tokens.
 //! - [`macros`]: `${project_name}`-style queue-config macros and their secret filter.
+//! - [`host_env`]: the agent's own environment and what of it jobs and macros may see.
 //! - [`logs`]: bounded log capture and batched shipping to the server.
 //! - [`runners`]: one [`runners::Runner`] per target resource (`local_process`,
 //!   `docker`).
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod builders;
 pub mod config;
 pub mod environments;
+pub mod host_env;
 pub mod logs;
 pub mod macros;
 pub mod registries;

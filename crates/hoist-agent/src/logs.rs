@@ -17,6 +17,13 @@ use hoist_client::Client;
 use hoist_core::api::{LogBatch, LogLine, LogStream};
 use tokio::sync::Notify;
 
+/// Log filter directives every process that runs agent code applies on top of the
+/// filter it was given (`HOIST_LOG`, `--log-level`): the Docker client (bollard) logs
+/// request bodies at debug level, and a container's create request holds its
+/// environment (the run token, the run's env). Secrets never reach a log, whatever the
+/// verbosity asked for.
+pub const SECRET_SAFE_LOG_DIRECTIVES: &[&str] = &["bollard=info", "bollard::docker=info"];
+
 pub const MAX_BUFFERED_BYTES: usize = 8 << 20;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 pub const TAIL_LINES: usize = 30;

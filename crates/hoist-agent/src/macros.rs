@@ -2,8 +2,10 @@
 //! `${project_name} ${entity_name} ${run_id} ${run_name} ${image_uri}`, and `${NAME}`
 //! from the agent's environment.
 //!
-//! - A variable whose name looks secret (KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL) is
-//!   never handed out unless the agent config lists it in `env-allow-list`: the queue
+//! - A variable whose name looks secret (KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL…) or
+//!   whose value looks like a credential (a URL with a password, a DSN, a token) is
+//!   never handed out unless the agent config lists it in `env-allow-list`, and the
+//!   agent's own `HOIST_*` settings never are (see [`crate::host_env`]): the queue
 //!   config is written by queue owners, the environment belongs to the agent's owner.
 //! - A `${NAME}` that is neither a macro nor an allowed variable stays as written, so
 //!   shell variables meant for the container survive.
@@ -11,8 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use hoist_core::api::looks_secret;
 use serde_json::Value;
+
+use crate::host_env::withheld;
 
 /// The values macros expand to.
 pub struct MacroContext<'a> {
@@ -21,9 +24,9 @@ pub struct MacroContext<'a> {
     pub run_id: &'a str,
     pub run_name: &'a str,
     pub image_uri: Option<&'a str>,
-    /// The agent's environment.
+    /// The agent's environment (raw: [`apply`] decides what it hands out).
     pub env: &'a dyn Fn(&str) -> Option<String>,
-    /// Secret-looking names the agent may hand out anyway.
+    /// Names the agent may hand out although they or their values look secret.
     pub allow: &'a [String],
 }
 
@@ -32,7 +35,7 @@ pub struct MacroContext<'a> {
 pub struct MacroReport {
     /// Macros and variables substituted.
     pub substituted: BTreeSet<String>,
-    /// Secret-looking variables that were left as written.
+    /// Variables left as written because their names or values look secret.
     pub withheld: BTreeSet<String>,
 }
 
@@ -51,7 +54,7 @@ impl MacroReport {
         }
         if !self.withheld.is_empty() {
             parts.push(format!(
-                "secret-looking variables not substituted (add them to env-allow-list to allow): {}",
+                "variables not substituted because they look secret (add them to env-allow-list to allow): {}",
                 fmt(&self.withheld)
             ));
         }
@@ -128,7 +131,7 @@ fn lookup(name: &str, ctx: &MacroContext<'_>, r: &mut MacroReport) -> Option<Str
         _ => {}
     }
     let val = (ctx.env)(name)?;
-    if looks_secret(name) && !ctx.allow.iter().any(|a| a == name) {
+    if withheld(name, &val, ctx.allow).is_some() {
         r.withheld.insert(name.to_string());
         return None;
     }
@@ -157,6 +160,8 @@ mod tests {
             "HOME" => Some("/home/a".to_string()),
             "AWS_SECRET_ACCESS_KEY" => Some("shh".to_string()),
             "HF_TOKEN" => Some("tok".to_string()),
+            "DB" => Some("postgres://app:pw@db/app".to_string()),
+            "HOIST_API_KEY" => Some("hk_agent".to_string()),
             _ => None,
         };
         let allow = vec!["HF_TOKEN".to_string()];
@@ -176,6 +181,8 @@ mod tests {
         check("${HOME}/data", "/home/a/data");
         check("${AWS_SECRET_ACCESS_KEY}", "${AWS_SECRET_ACCESS_KEY}");
         check("${HF_TOKEN}", "tok");
+        check("${DB}", "${DB}");
+        check("${HOIST_API_KEY}", "${HOIST_API_KEY}");
         check("${UNSET_VAR}", "${UNSET_VAR}");
         check("$${run_id}", "${run_id}");
         check("$$${run_id}", "$${run_id}");
@@ -200,7 +207,7 @@ mod tests {
         );
         assert_eq!(
             r.summary(),
-            "macros substituted: ${USER}, ${run_id}; secret-looking variables not substituted (add them to env-allow-list to allow): ${GITHUB_TOKEN}"
+            "macros substituted: ${USER}, ${run_id}; variables not substituted because they look secret (add them to env-allow-list to allow): ${GITHUB_TOKEN}"
         );
     }
 }

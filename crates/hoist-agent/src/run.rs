@@ -1,77 +1,117 @@
-//! One run's life on the agent: prepare, start, supervise, report.
+//! One run's life on the agent, in phases, each a function with its own input and
+//! output:
 //!
-//! The job starts *before* `starting` is reported (the claim already gives the agent
-//! the run; the report confirms the lease); reports go out in order through a
-//! [`Reporter`] that retries while the server is unreachable. A refused report means
-//! the server no longer assigns the run to this agent (cancelled, handed elsewhere):
-//! the execution is stopped and nothing more is reported.
+//! ```text
+//! prepare ─► build ─► start | adopt ─► supervise ─► report
+//!  runner,    image    execution,       the end,     final state, logs,
+//!  build?     (if a    `starting`,      a stop,      cleanup
+//!             build)   `running`        the agent
+//!                                       going away
+//! ```
+//!
+//! - [`prepare`]: the runner for the run's resource and its [`Capabilities`]: a git or
+//!   code job is built into an image only for runners that need one.
+//! - [`build`]: the builder finds or builds the image (`building`).
+//! - [`start`]: macros applied and the environment built ([`job_spec`]), the runner
+//!   starts the job, and only then is `starting` reported (or halfway through the
+//!   claim's lease, when starting takes that long, so the claim does not lapse). A
+//!   start that failed transiently (the Docker daemon restarting) is tried again with
+//!   backoff within `start_timeout`. `running` is reported when the execution says the
+//!   job runs ([`Execution::running`]: at once for local processes and containers,
+//!   later for runners with a pending phase); `start_timeout` covers both.
+//!   [`adopt`] is the same for a run an earlier agent process left executing.
+//! - [`supervise`]: waits for the end, a stop request, the agent shutting down, or the
+//!   server letting the run go.
+//! - [`report`]: the final state ([`outcome`] maps an [`Exit`] onto it, in this one
+//!   place), after the logs are flushed; then the execution is cleaned up.
+//!
+//! The agent drives a run through [`RunSignals`]: one
+//! [`CancellationToken`] per concern. `stop` (a person asked), `abandon` (the server no
+//! longer assigns the run to this agent: stop it, report nothing; a child of the
+//! agent's own abandon token, cancelled when another process took over the agent's
+//! name) and `shutdown` (a child of the agent's shutdown token: executions that survive
+//! an agent restart are left running, others are stopped). The run's [`Reporter`] may
+//! cancel `stop` and `abandon` too (a refused report).
+//!
+//! Reports go out in order through the [`Reporter`], which retries while the server is
+//! unreachable. Every task a run spawns (the reporter, the log shipper, the runner's
+//! own) is joined, or aborted after a bounded wait, before the run task ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_client::Client;
-use hoist_core::api::{ClaimedRun, ErrorCode, Failure, LogBatch, LogStream, Run, RunUpdate};
-use hoist_core::resource::ResourceType;
+use hoist_core::api::{
+    ClaimedRun, ErrorCode, Failure, JobSource, LogBatch, LogStream, Run, RunUpdate,
+};
 use hoist_core::run::{FailureStage, RunState};
-use tokio::sync::{mpsc, watch};
+use hoist_core::secret::{EnvVars, Secret};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::Shared;
 use crate::logs::{LogSink, ship};
 use crate::macros::{self, MacroContext};
 use crate::runners::{
-    self, Adopted, Execution, Exit, JobSpec, LogResume, RunnerError, StreamResume,
+    self, Adopted, Capabilities, Execution, Exit, JobSpec, LogResume, Runner, RunnerError,
+    StreamResume,
 };
 
-/// What the agent tells a run task.
+/// What the agent tells one run task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunSignal {
     /// A person asked for a stop: SIGTERM, grace, kill; report `stopped`.
     Stop,
-    /// The server no longer assigns this run to us: stop it, report nothing.
+    /// The server no longer assigns this run to this agent: stop it, report nothing.
     Abandon,
-    /// The agent is shutting down: leave containers running (a restarted agent
-    /// re-adopts them), stop local processes.
-    Shutdown,
-    /// The agent is shutting down after its runs end: keep supervising.
-    Drain,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Signals {
-    stop: bool,
-    abandon: bool,
-    shutdown: bool,
+/// The tokens a run task watches (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct RunSignals {
+    pub stop: CancellationToken,
+    pub abandon: CancellationToken,
+    pub shutdown: CancellationToken,
 }
 
-/// The agent's handle on a run task.
-pub struct RunControl {
-    tx: watch::Sender<Signals>,
-}
-
-impl RunControl {
-    pub fn new() -> (RunControl, watch::Receiver<Signals>) {
-        let (tx, rx) = watch::channel(Signals::default());
-        (RunControl { tx }, rx)
+impl RunSignals {
+    /// A run's tokens: `abandon` and `shutdown` are children of the agent's, `stop` is
+    /// the run's own.
+    pub fn for_run(agent_abandon: &CancellationToken, agent_shutdown: &CancellationToken) -> Self {
+        RunSignals {
+            stop: CancellationToken::new(),
+            abandon: agent_abandon.child_token(),
+            shutdown: agent_shutdown.child_token(),
+        }
     }
 
     pub fn signal(&self, s: RunSignal) {
-        self.tx.send_modify(|v| match s {
-            RunSignal::Stop => v.stop = true,
-            RunSignal::Abandon => v.abandon = true,
-            RunSignal::Shutdown => v.shutdown = true,
-            RunSignal::Drain => {}
-        });
+        match s {
+            RunSignal::Stop => self.stop.cancel(),
+            RunSignal::Abandon => self.abandon.cancel(),
+        }
+    }
+
+    /// Resolves when any of the three is cancelled.
+    async fn interrupted(&self) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.abandon.cancelled() => {}
+            _ = self.shutdown.cancelled() => {}
+        }
     }
 }
 
 /// Sends a run's state reports in order, retrying transient failures.
 struct Reporter {
     tx: mpsc::UnboundedSender<RunUpdate>,
-    task: tokio::task::JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
 impl Reporter {
-    fn new(shared: Arc<Shared>, run_id: String, control: watch::Sender<Signals>) -> Reporter {
+    fn new(shared: Arc<Shared>, run_id: String, signals: RunSignals) -> Reporter {
         let (tx, mut rx) = mpsc::unbounded_channel::<RunUpdate>();
         let task = tokio::spawn(async move {
             let mut refused = false;
@@ -100,12 +140,12 @@ impl Reporter {
                                 Ok(r)
                                     if r.state == RunState::Stopping && !u.state.is_terminal() =>
                                 {
-                                    control.send_modify(|s| s.stop = true);
+                                    signals.stop.cancel();
                                 }
                                 Ok(r) if u.state.is_terminal() && r.state.is_terminal() => {}
                                 _ => {
                                     tracing::warn!(message = "The server refused a run report; letting the run go.", run = %run_id, state = %u.state, error = %e);
-                                    control.send_modify(|s| s.abandon = true);
+                                    signals.abandon.cancel();
                                     refused = true;
                                 }
                             }
@@ -118,34 +158,291 @@ impl Reporter {
         Reporter { tx, task }
     }
 
-    fn send(
-        &self,
-        session: &str,
-        state: RunState,
-        reason: String,
-        exit_code: Option<i32>,
-        failure: Option<Failure>,
-    ) {
+    fn send(&self, session: &str, r: Report) {
         let _ = self.tx.send(RunUpdate {
             session: session.to_string(),
-            state,
-            reason,
-            exit_code,
-            failure,
+            state: r.state,
+            reason: r.reason,
+            exit_code: r.exit_code,
+            failure: r.failure,
         });
     }
 
-    /// Waits until every report was delivered (or refused).
-    async fn finish(self) {
+    /// Waits until every report was delivered (or refused); with `within`, gives up
+    /// after that long (the agent is going away) and aborts the task.
+    async fn finish(self, within: Option<Duration>) {
         drop(self.tx);
-        let _ = self.task.await;
+        let mut task = self.task;
+        match within {
+            None => {
+                let _ = (&mut task).await;
+            }
+            Some(d) => {
+                if tokio::time::timeout(d, &mut task).await.is_err() {
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+        }
     }
 }
 
-/// Builds what the runner needs from the claimed run.
-fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
-    let env_lookup = |n: &str| std::env::var(n).ok();
-    let ctx = MacroContext {
+/// A report of the run's state.
+#[derive(Debug, Clone, PartialEq)]
+struct Report {
+    state: RunState,
+    reason: String,
+    exit_code: Option<i32>,
+    failure: Option<Failure>,
+}
+
+impl Report {
+    fn progress(state: RunState, reason: impl Into<String>) -> Report {
+        Report {
+            state,
+            reason: reason.into(),
+            exit_code: None,
+            failure: None,
+        }
+    }
+
+    /// `failed` at `stage`, the message also being the reason.
+    fn failed(stage: FailureStage, message: String, log_tail: Vec<String>) -> Report {
+        Report {
+            state: RunState::Failed,
+            reason: message.clone(),
+            exit_code: None,
+            failure: Some(Failure {
+                stage,
+                message,
+                log_tail,
+            }),
+        }
+    }
+}
+
+/// How the run task ends, for [`report`].
+enum Ending {
+    /// Report this final state (or `queued`), then clean the execution up, if any.
+    Report(Report, Option<Box<dyn Execution>>),
+    /// Left running for a restarted agent: nothing more is reported.
+    LeftRunning(Box<dyn Execution>),
+    /// The server let the run go: stopped, nothing reported.
+    Abandoned(Option<Box<dyn Execution>>),
+}
+
+/// Everything one run task holds.
+struct RunCtx {
+    shared: Arc<Shared>,
+    run: Run,
+    token: Secret,
+    signals: RunSignals,
+    reporter: Reporter,
+    sink: LogSink,
+    shipper: JoinHandle<()>,
+    /// When the claim arrived (the lease runs from about then).
+    claimed_at: Instant,
+    /// The claim was confirmed already (by `building`).
+    confirmed: bool,
+}
+
+impl RunCtx {
+    fn report(&self, r: Report) {
+        self.reporter.send(&self.shared.session, r);
+    }
+
+    /// A failure, also written into the run's log.
+    fn failure(&self, stage: FailureStage, message: String) -> Report {
+        self.sink.system(&format!("[hoist: {message}]"));
+        Report::failed(stage, message, self.sink.tail())
+    }
+
+    fn agent(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+/// Runs one claimed (or re-adopted) run to its end.
+pub async fn supervise(
+    shared: Arc<Shared>,
+    claimed: ClaimedRun,
+    adopted: bool,
+    signals: RunSignals,
+) {
+    let run = claimed.run;
+    let reporter = Reporter::new(shared.clone(), run.id.clone(), signals.clone());
+    let sink = LogSink::new();
+    let shipper = tokio::spawn(ship(
+        sink.clone(),
+        shared.client.clone(),
+        run.id.clone(),
+        shared.session.clone(),
+    ));
+    let mut ctx = RunCtx {
+        shared,
+        run,
+        token: claimed.token,
+        signals,
+        reporter,
+        sink,
+        shipper,
+        claimed_at: Instant::now(),
+        confirmed: adopted,
+    };
+    let ending = drive(&mut ctx, adopted).await;
+    report(ctx, ending).await;
+}
+
+/// The phases up to the end of the execution.
+async fn drive(ctx: &mut RunCtx, adopted: bool) -> Ending {
+    let plan = match prepare(ctx, adopted) {
+        Ok(p) => p,
+        Err(r) => return Ending::Report(r, None),
+    };
+    let build_note = if plan.build {
+        match build(ctx).await {
+            Ok(note) => Some(note),
+            Err(ending) => return ending,
+        }
+    } else {
+        None
+    };
+    let (job, macro_summary) = job_spec(ctx);
+    let started = if adopted {
+        adopt(ctx, plan.runner.as_ref(), &job).await
+    } else {
+        let mut reason = format!("starting on agent {}", ctx.agent());
+        for note in build_note.iter().chain(Some(&macro_summary)) {
+            if !note.is_empty() {
+                reason.push_str("; ");
+                reason.push_str(note);
+            }
+        }
+        start(ctx, plan.runner.as_ref(), plan.caps, &job, reason).await
+    };
+    match started {
+        Ok((exec, stopping)) => supervise_execution(ctx, exec, stopping, plan.caps).await,
+        Err(ending) => ending,
+    }
+}
+
+/// What [`prepare`] decided.
+struct Plan {
+    runner: Arc<dyn Runner>,
+    caps: Capabilities,
+    /// The job's image must be built (or found) first.
+    build: bool,
+}
+
+/// The runner for the run, and whether its job needs an image built.
+fn prepare(ctx: &RunCtx, adopted: bool) -> Result<Plan, Report> {
+    let resource = ctx.run.resource;
+    let Some(runner) = ctx.shared.runners.get(&resource).cloned() else {
+        return Err(ctx.failure(
+            FailureStage::Agent,
+            format!("agent {} {}", ctx.agent(), ctx.shared.no_runner(resource)),
+        ));
+    };
+    let caps = runner.capabilities();
+    // Git and code jobs need their image built (or found) for runners that run images;
+    // the others check the source out themselves. An adopted run has its image.
+    let build = !adopted
+        && caps.needs_image
+        && matches!(
+            ctx.run.job_source,
+            Some(JobSource::Git { .. } | JobSource::Code { .. })
+        );
+    Ok(Plan {
+        runner,
+        caps,
+        build,
+    })
+}
+
+/// Finds or builds the job's image; returns the note for the `starting` report.
+async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
+    let shared = ctx.shared.clone();
+    let job_name = ctx
+        .run
+        .job
+        .as_ref()
+        .map(|j| j.to_string())
+        .unwrap_or_default();
+    ctx.report(Report::progress(
+        RunState::Building,
+        format!(
+            "building the image of job {job_name} on agent {} ({} builder)",
+            shared.name,
+            shared.builder.kind()
+        ),
+    ));
+    ctx.confirmed = true;
+    let outcome = tokio::select! {
+        biased;
+        r = shared.builder.build(&ctx.run, &ctx.sink) => Some(r),
+        // The build is interrupted (its future dropped: the daemon stops it).
+        _ = ctx.signals.interrupted() => None,
+    };
+    match outcome {
+        Some(Ok(built)) => {
+            let note = if built.cache_hit {
+                format!("image {} exists: no build", built.image)
+            } else {
+                format!("built image {}", built.image)
+            };
+            ctx.run.image = Some(built.image);
+            Ok(note)
+        }
+        Some(Err(e)) => {
+            let failure = e.failure();
+            ctx.sink
+                .system(&format!("[hoist: build failed: {}]", failure.message));
+            let log_tail = if failure.log_tail.is_empty() {
+                ctx.sink.tail()
+            } else {
+                failure.log_tail.clone()
+            };
+            Err(Ending::Report(
+                Report {
+                    state: RunState::Failed,
+                    reason: failure.message.clone(),
+                    exit_code: None,
+                    failure: Some(Failure {
+                        log_tail,
+                        ..failure
+                    }),
+                },
+                None,
+            ))
+        }
+        None => Err(interrupted_before_start(ctx, "during the image build")),
+    }
+}
+
+/// A run interrupted before its job started: abandoned (nothing to report), stopped,
+/// or back to the queue (the agent shuts down).
+fn interrupted_before_start(ctx: &RunCtx, when: &str) -> Ending {
+    if ctx.signals.abandon.is_cancelled() {
+        return Ending::Abandoned(None);
+    }
+    let r = if ctx.signals.stop.is_cancelled() {
+        Report::progress(RunState::Stopped, format!("stopped {when}"))
+    } else {
+        Report::progress(
+            RunState::Queued,
+            format!("agent {} shut down {when}; back to the queue", ctx.agent()),
+        )
+    };
+    Ending::Report(r, None)
+}
+
+/// What the runner needs from the claimed run: macros substituted, the environment
+/// built. Returns the spec and what the macros did (for the `starting` report).
+fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
+    let shared = &ctx.shared;
+    let run = &ctx.run;
+    let env_lookup = |n: &str| shared.host_env.raw(n).map(str::to_string);
+    let mctx = MacroContext {
         project: &run.project,
         entity: &run.entity,
         run_id: &run.id,
@@ -154,23 +451,21 @@ fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
         env: &env_lookup,
         allow: &shared.config.env_allow_list,
     };
-    let (resource_config, report) = macros::apply(&run.resource_config, &ctx);
+    let (resource_config, report) = macros::apply(&run.resource_config, &mctx);
     let queue = format!("{}/{}", run.entity, run.queue);
-    let mut env: Vec<(String, String)> = run
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.extend([
-        ("HOIST_RUN_ID".to_string(), run.id.clone()),
-        ("HOIST_RUN_NAME".to_string(), run.name.clone()),
-        ("HOIST_PROJECT".to_string(), run.project.clone()),
-        ("HOIST_ENTITY".to_string(), run.entity.clone()),
-        ("HOIST_QUEUE".to_string(), queue.clone()),
-        ("HOIST_BASE_URL".to_string(), shared.base_url.clone()),
-        ("HOIST_RUN_TOKEN".to_string(), token.to_string()),
-        ("HOIST_RUN_CONFIG".to_string(), run.config.to_string()),
-    ]);
+    let mut env: EnvVars = run.env.clone();
+    for (k, v) in [
+        ("HOIST_RUN_ID", run.id.clone()),
+        ("HOIST_RUN_NAME", run.name.clone()),
+        ("HOIST_PROJECT", run.project.clone()),
+        ("HOIST_ENTITY", run.entity.clone()),
+        ("HOIST_QUEUE", queue.clone()),
+        ("HOIST_BASE_URL", shared.base_url.clone()),
+        ("HOIST_RUN_TOKEN", ctx.token.expose().to_string()),
+        ("HOIST_RUN_CONFIG", run.config.to_string()),
+    ] {
+        env.insert(k.to_string(), v);
+    }
     let labels = [
         (runners::LABEL_RUN_ID, run.id.clone()),
         (runners::LABEL_AGENT, shared.name.clone()),
@@ -197,9 +492,360 @@ fn prepare(shared: &Shared, run: &Run, token: &str) -> (JobSpec, String) {
         source: run
             .job_source
             .clone()
-            .filter(|s| !matches!(s, hoist_core::api::JobSource::Image { .. })),
+            .filter(|s| !matches!(s, JobSource::Image { .. })),
     };
     (job, report.summary())
+}
+
+/// Starts the job (retrying transient failures), reports `starting`, waits until it
+/// runs and reports `running`. Returns the execution and whether it is being stopped.
+async fn start(
+    ctx: &RunCtx,
+    runner: &dyn Runner,
+    caps: Capabilities,
+    job: &JobSpec,
+    reason: String,
+) -> Result<(Box<dyn Execution>, bool), Ending> {
+    let timeout = ctx.shared.config.start_timeout;
+    let deadline = Instant::now() + timeout;
+    let timed_out = || {
+        Ending::Report(
+            ctx.failure(
+                FailureStage::Run,
+                format!(
+                    "the run did not start within start_timeout ({}s)",
+                    timeout.as_secs()
+                ),
+            ),
+            None,
+        )
+    };
+    // An unconfirmed claim is confirmed by `starting`: when starting takes long (an
+    // image pull), halfway through the lease instead of once the job started.
+    let confirm_at = ctx.claimed_at + ctx.shared.lease / 2;
+    let confirm_early = !ctx.confirmed;
+    let mut confirmed = false;
+    let mut backoff = Duration::from_secs(1);
+    let exec = loop {
+        let attempt = runner.start(job, ctx.sink.clone());
+        tokio::pin!(attempt);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut attempt => break Some(r),
+                _ = tokio::time::sleep_until(confirm_at), if confirm_early && !confirmed => {
+                    confirmed = true;
+                    ctx.report(Report::progress(
+                        RunState::Starting,
+                        format!("{reason}; the job is still being started"),
+                    ));
+                }
+                _ = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        match result {
+            None => return Err(timed_out()),
+            Some(Ok(exec)) => break exec,
+            Some(Err(e)) if e.is_transient() && Instant::now() + backoff < deadline => {
+                ctx.sink.system(&format!(
+                    "[hoist: could not start the job: {e}; trying again in {}s]",
+                    backoff.as_secs()
+                ));
+                tracing::warn!(message = "Starting a run failed; retrying.", run = %ctx.run.id, error = %e, retry_in_s = backoff.as_secs());
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = ctx.signals.interrupted() => {
+                        return Err(interrupted_before_start(ctx, "while its start was retried"));
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Some(Err(e)) => {
+                let msg = match &e {
+                    RunnerError::Refused(m) => format!("refused by agent {}: {m}", ctx.agent()),
+                    other => format!("could not start: {other}"),
+                };
+                return Err(Ending::Report(ctx.failure(e.stage(), msg), None));
+            }
+        }
+    };
+    if !confirmed {
+        ctx.report(Report::progress(RunState::Starting, reason));
+    }
+    if caps.reports_pending {
+        ctx.sink.system(&format!(
+            "[hoist: {} accepted the run; waiting for it to run]",
+            exec.describe()
+        ));
+    }
+    let note = format!("running as {}", exec.describe());
+    wait_running(ctx, exec, deadline, note).await
+}
+
+/// Waits until the execution runs, then reports `running` with `note`. An execution
+/// that ends first, or a signal, goes on to [`supervise`], which reports them.
+async fn wait_running(
+    ctx: &RunCtx,
+    exec: Box<dyn Execution>,
+    deadline: Instant,
+    note: String,
+) -> Result<(Box<dyn Execution>, bool), Ending> {
+    enum Seen {
+        Running(Result<(), RunnerError>),
+        Other,
+        TimedOut,
+    }
+    // In this order: an execution that runs at once is reported `running` even when
+    // it has already ended.
+    let seen = tokio::select! {
+        biased;
+        r = exec.running() => Seen::Running(r),
+        _ = exec.wait() => Seen::Other,
+        _ = ctx.signals.interrupted() => Seen::Other,
+        _ = tokio::time::sleep_until(deadline) => Seen::TimedOut,
+    };
+    let failed = match seen {
+        Seen::Running(Ok(())) => {
+            ctx.report(Report::progress(RunState::Running, note));
+            return Ok((exec, false));
+        }
+        Seen::Other => return Ok((exec, false)),
+        Seen::Running(Err(e)) => ctx.failure(e.stage(), format!("could not start: {e}")),
+        Seen::TimedOut => ctx.failure(
+            FailureStage::Run,
+            format!(
+                "the run did not start running within start_timeout ({}s)",
+                ctx.shared.config.start_timeout.as_secs()
+            ),
+        ),
+    };
+    if let Err(e) = exec.stop(ctx.shared.config.stopped_run_timeout).await {
+        tracing::warn!(message = "Stopping a run that did not start failed.", run = %ctx.run.id, error = %e);
+    }
+    Err(Ending::Report(failed, Some(exec)))
+}
+
+/// Finds the execution an earlier process of this agent left (after a restart).
+/// Returns it and whether it is being stopped.
+async fn adopt(
+    ctx: &RunCtx,
+    runner: &dyn Runner,
+    job: &JobSpec,
+) -> Result<(Box<dyn Execution>, bool), Ending> {
+    let resume = log_resume(&ctx.shared.client, &ctx.run.id).await;
+    let mut backoff = Duration::from_secs(1);
+    let deadline = Instant::now() + ctx.shared.config.start_timeout;
+    let found = loop {
+        match runner.adopt_resuming(job, ctx.sink.clone(), resume).await {
+            Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                tracing::warn!(message = "Finding a run's execution failed; retrying.", run = %ctx.run.id, error = %e, retry_in_s = backoff.as_secs());
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = ctx.signals.interrupted() => {
+                        if ctx.signals.abandon.is_cancelled() {
+                            return Err(Ending::Abandoned(None));
+                        }
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            other => break other,
+        }
+    };
+    let exec = match found {
+        Ok(Adopted::Found(exec)) => exec,
+        Ok(Adopted::Gone(reason)) => {
+            return Err(Ending::Report(
+                ctx.failure(FailureStage::Agent, reason),
+                None,
+            ));
+        }
+        Err(e) => {
+            let msg = format!("could not re-adopt the run after an agent restart: {e}");
+            return Err(Ending::Report(ctx.failure(e.stage(), msg), None));
+        }
+    };
+    let note = format!(
+        "re-adopted {} by agent {} after a restart",
+        exec.describe(),
+        ctx.agent()
+    );
+    ctx.sink.system(&format!("[hoist: {note}]"));
+    match ctx.run.state {
+        RunState::Stopping => {
+            if let Err(e) = exec.stop(ctx.shared.config.stopped_run_timeout).await {
+                tracing::warn!(message = "Stopping a re-adopted run failed.", run = %ctx.run.id, error = %e);
+            }
+            Ok((exec, true))
+        }
+        RunState::Starting | RunState::Unknown => {
+            if ctx.run.stop_requested {
+                ctx.signals.stop.cancel();
+            }
+            wait_running(ctx, exec, deadline, note).await
+        }
+        _ => {
+            if ctx.run.stop_requested {
+                ctx.signals.stop.cancel();
+            }
+            Ok((exec, false))
+        }
+    }
+}
+
+/// Supervises the execution until it ends, the server lets it go, or the agent shuts
+/// down. `stopping`: a stop was already sent.
+async fn supervise_execution(
+    ctx: &RunCtx,
+    exec: Box<dyn Execution>,
+    mut stopping: bool,
+    caps: Capabilities,
+) -> Ending {
+    let grace = ctx.shared.config.stopped_run_timeout;
+    let signals = &ctx.signals;
+    loop {
+        if signals.abandon.is_cancelled() {
+            if let Err(e) = exec.stop(grace).await {
+                tracing::debug!(message = "Stopping an abandoned run failed.", run = %ctx.run.id, error = %e);
+            }
+            let _ = tokio::time::timeout(grace + Duration::from_secs(10), exec.wait()).await;
+            return Ending::Abandoned(Some(exec));
+        }
+        if signals.shutdown.is_cancelled() {
+            if caps.survives_restart {
+                return Ending::LeftRunning(exec);
+            }
+            // An execution that cannot outlive the agent's supervision is stopped.
+            if !stopping {
+                stopping = true;
+                ctx.report(Report::progress(
+                    RunState::Stopping,
+                    format!("agent {} shutting down", ctx.agent()),
+                ));
+            }
+            if let Err(e) = exec.stop(grace).await {
+                tracing::warn!(message = "Stopping a run failed.", run = %ctx.run.id, error = %e);
+            }
+            let result = exec.wait().await;
+            return Ending::Report(outcome(result, stopping, ctx.sink.tail()), Some(exec));
+        }
+        if signals.stop.is_cancelled() && !stopping {
+            stopping = true;
+            ctx.sink.system(&format!(
+                "[hoist: stop requested; sending SIGTERM, killing after {}s]",
+                grace.as_secs()
+            ));
+            if let Err(e) = exec.stop(grace).await {
+                tracing::warn!(message = "Stopping a run failed.", run = %ctx.run.id, error = %e);
+            }
+        }
+        tokio::select! {
+            biased;
+            r = exec.wait() => {
+                return Ending::Report(outcome(r, stopping, ctx.sink.tail()), Some(exec));
+            }
+            _ = signals.abandon.cancelled() => {}
+            _ = signals.shutdown.cancelled() => {}
+            _ = signals.stop.cancelled(), if !stopping => {}
+        }
+    }
+}
+
+/// How an execution's end is reported: the one place an [`Exit`] (or a lost
+/// execution) becomes the run's final state.
+///
+/// | the execution | reported |
+/// |---|---|
+/// | any end after a stop was sent | `stopped` |
+/// | exit code 0 | `finished` |
+/// | another exit code, a signal | `failed` (stage run), "the job ended with …" |
+/// | failed, the backend saying why | `failed` (stage run), the backend's reason |
+/// | preempted | `queued` (the server re-queues it, a bounded number of times) |
+/// | lost (removed, the backend gone) | `failed`, the error's stage |
+fn outcome(result: Result<Exit, RunnerError>, stopping: bool, log_tail: Vec<String>) -> Report {
+    match result {
+        Ok(Exit::Preempted { reason }) if !stopping => Report::progress(
+            RunState::Queued,
+            format!("preempted: {reason}; back to the queue"),
+        ),
+        Ok(exit) if stopping => Report {
+            state: RunState::Stopped,
+            reason: format!("stopped ({exit})"),
+            exit_code: exit.code(),
+            failure: None,
+        },
+        Ok(exit) if exit.success() => Report {
+            state: RunState::Finished,
+            reason: exit.to_string(),
+            exit_code: Some(0),
+            failure: None,
+        },
+        Ok(exit) => {
+            let message = match &exit {
+                Exit::Failed { .. } => exit.to_string(),
+                _ => format!("the job ended with {exit}"),
+            };
+            Report {
+                exit_code: exit.code(),
+                ..Report::failed(FailureStage::Run, message, log_tail)
+            }
+        }
+        Err(e) => Report::failed(e.stage(), format!("lost track of the job: {e}"), log_tail),
+    }
+}
+
+/// The last phase: the final report (after the run's logs, so that a follower sees
+/// every line before the end), then the execution cleaned up and the run's tasks
+/// joined.
+async fn report(ctx: RunCtx, ending: Ending) {
+    let RunCtx {
+        shared,
+        reporter,
+        sink,
+        shipper,
+        ..
+    } = ctx;
+    match ending {
+        Ending::Report(r, exec) => {
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(30), sink.flushed()).await;
+            reporter.send(&shared.session, r);
+            reporter.finish(None).await;
+            if let Some(exec) = exec {
+                exec.cleanup().await;
+            }
+            join_within(shipper, Duration::from_secs(5)).await;
+        }
+        Ending::LeftRunning(exec) => {
+            sink.system(&format!(
+                "[hoist: agent {} stopped; the run keeps running and will be re-adopted]",
+                shared.name
+            ));
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
+            join_within(shipper, Duration::ZERO).await;
+            reporter.finish(Some(Duration::from_secs(3))).await;
+            // Dropping the execution ends its tasks; what it runs is left running.
+            drop(exec);
+        }
+        Ending::Abandoned(exec) => {
+            sink.close();
+            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
+            join_within(shipper, Duration::ZERO).await;
+            if let Some(exec) = exec {
+                exec.cleanup().await;
+            }
+            reporter.finish(Some(Duration::from_secs(10))).await;
+        }
+    }
+}
+
+/// Waits up to `d` for a task to end, then aborts it and waits for that.
+async fn join_within(mut task: JoinHandle<()>, d: Duration) {
+    if tokio::time::timeout(d, &mut task).await.is_err() {
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 /// Lines read back per request when looking for where a log resumes.
@@ -287,385 +933,89 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
     }
 }
 
-enum Ending {
-    Exited(Result<Exit, RunnerError>),
-    /// Left running for a restarted agent.
-    LeftRunning,
-    Abandoned,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Runs one claimed (or re-adopted) run to its end.
-pub async fn supervise(
-    shared: Arc<Shared>,
-    claimed: ClaimedRun,
-    adopted: bool,
-    mut signals: watch::Receiver<Signals>,
-) {
-    let mut run = claimed.run;
-    let session = shared.session.clone();
-    let control = {
-        // The reporter may raise signals too (a refused report).
-        let (tx, rx) = watch::channel(*signals.borrow());
-        let mut upstream = signals.clone();
-        let fwd = tx.clone();
-        tokio::spawn(async move {
-            while upstream.changed().await.is_ok() {
-                let v = *upstream.borrow();
-                fwd.send_modify(|s| {
-                    s.stop |= v.stop;
-                    s.abandon |= v.abandon;
-                    s.shutdown |= v.shutdown;
-                });
-            }
-        });
-        signals = rx;
-        tx
-    };
-    let own = control.clone();
-    let reporter = Reporter::new(shared.clone(), run.id.clone(), control);
-    let sink = LogSink::new();
-    let shipper = tokio::spawn(ship(
-        sink.clone(),
-        shared.client.clone(),
-        run.id.clone(),
-        session.clone(),
-    ));
-    let fail = |stage: FailureStage, message: String, sink: &LogSink| Failure {
-        stage,
-        message,
-        log_tail: sink.tail(),
-    };
-
-    let Some(runner) = shared.runners.get(&run.resource).cloned() else {
-        let msg = match run.resource {
-            ResourceType::Docker => format!(
-                "agent {} cannot run docker queues: no Docker daemon answered when it started",
-                shared.name
-            ),
-            r => format!("agent {} has no {r} runner (it runs: {})", shared.name, {
-                let mut v: Vec<_> = shared.runners.keys().map(|k| k.as_str()).collect();
-                v.sort();
-                v.join(", ")
-            }),
-        };
-        sink.system(&msg);
-        reporter.send(
-            &session,
-            RunState::Failed,
-            msg.clone(),
-            None,
-            Some(fail(FailureStage::Agent, msg, &sink)),
-        );
-        return finish(reporter, sink, shipper).await;
-    };
-    // Git and code jobs on container queues need their image built (or found) first;
-    // local-process runs check the source out instead (see the runner).
-    let needs_build = !adopted
-        && run.resource != ResourceType::LocalProcess
-        && matches!(
-            run.job_source,
-            Some(hoist_core::api::JobSource::Git { .. } | hoist_core::api::JobSource::Code { .. })
-        );
-    let mut build_note = String::new();
-    if needs_build {
-        let job_name = run.job.as_ref().map(|j| j.to_string()).unwrap_or_default();
-        reporter.send(
-            &session,
-            RunState::Building,
-            format!(
-                "building the image of job {job_name} on agent {} ({} builder)",
-                shared.name,
-                shared.builder.kind()
-            ),
-            None,
-            None,
-        );
-        let outcome = {
-            let build = shared.builder.build(&run, &sink);
-            tokio::pin!(build);
-            loop {
-                tokio::select! {
-                    r = &mut build => break Some(r),
-                    c = signals.changed() => {
-                        let s = *signals.borrow();
-                        if c.is_err() || s.stop || s.abandon || s.shutdown {
-                            break None;
-                        }
-                    }
-                }
-            }
-        };
-        match outcome {
-            Some(Ok(built)) => {
-                build_note = if built.cache_hit {
-                    format!("image {} exists: no build", built.image)
-                } else {
-                    format!("built image {}", built.image)
-                };
-                run.image = Some(built.image);
-            }
-            Some(Err(e)) => {
-                let failure = e.failure();
-                sink.system(&format!("[hoist: build failed: {}]", failure.message));
-                reporter.send(
-                    &session,
-                    RunState::Failed,
-                    failure.message.clone(),
-                    None,
-                    Some(Failure {
-                        log_tail: if failure.log_tail.is_empty() {
-                            sink.tail()
-                        } else {
-                            failure.log_tail.clone()
-                        },
-                        ..failure
-                    }),
-                );
-                return finish(reporter, sink, shipper).await;
-            }
-            None => {
-                // The build was interrupted (its future dropped: the daemon stops it).
-                let s = *signals.borrow();
-                if !s.abandon {
-                    let (state, reason) = if s.stop {
-                        (
-                            RunState::Stopped,
-                            "stopped during the image build".to_string(),
-                        )
-                    } else {
-                        (
-                            RunState::Queued,
-                            format!(
-                                "agent {} shut down during the image build; back to the queue",
-                                shared.name
-                            ),
-                        )
-                    };
-                    reporter.send(&session, state, reason, None, None);
-                }
-                return finish(reporter, sink, shipper).await;
-            }
-        }
+    fn reported(
+        r: Result<Exit, RunnerError>,
+        stopping: bool,
+    ) -> (RunState, String, Option<i32>, Option<FailureStage>) {
+        let r = outcome(r, stopping, vec!["tail".into()]);
+        (r.state, r.reason, r.exit_code, r.failure.map(|f| f.stage))
     }
-    let (job, macro_summary) = prepare(&shared, &run, claimed.token.expose());
-    let grace = shared.config.stopped_run_timeout;
 
-    // Start (or find again) the execution.
-    let exec: Box<dyn Execution> = if adopted {
-        let resume = log_resume(&shared.client, &run.id).await;
-        match runner.adopt_resuming(&job, sink.clone(), resume).await {
-            Ok(Adopted::Found(exec)) => {
-                let note = format!(
-                    "re-adopted {} by agent {} after a restart",
-                    exec.describe(),
-                    shared.name
-                );
-                sink.system(&format!("[hoist: {note}]"));
-                match run.state {
-                    RunState::Starting | RunState::Unknown => {
-                        reporter.send(&session, RunState::Running, note, None, None);
-                    }
-                    RunState::Stopping => {
-                        let _ = exec.stop(grace).await;
-                    }
-                    _ => {}
-                }
-                if run.stop_requested && run.state != RunState::Stopping {
-                    own.send_modify(|s| s.stop = true);
-                }
-                exec
-            }
-            Ok(Adopted::Gone(reason)) => {
-                sink.system(&format!("[hoist: {reason}]"));
-                reporter.send(
-                    &session,
-                    RunState::Failed,
-                    reason.clone(),
-                    None,
-                    Some(fail(FailureStage::Agent, reason, &sink)),
-                );
-                return finish(reporter, sink, shipper).await;
-            }
-            Err(e) => {
-                let msg = format!("could not re-adopt the run after an agent restart: {e}");
-                reporter.send(
-                    &session,
-                    RunState::Failed,
-                    msg.clone(),
-                    None,
-                    Some(fail(e.stage(), msg, &sink)),
-                );
-                return finish(reporter, sink, shipper).await;
-            }
-        }
-    } else {
-        let mut reason = format!("starting on agent {}", shared.name);
-        if !build_note.is_empty() {
-            reason.push_str("; ");
-            reason.push_str(&build_note);
-        }
-        if !macro_summary.is_empty() {
-            reason.push_str("; ");
-            reason.push_str(&macro_summary);
-        }
-        let start = tokio::time::timeout(
-            shared.config.start_timeout,
-            runner.start(&job, sink.clone()),
+    #[test]
+    fn every_exit_maps_onto_one_state() {
+        assert_eq!(
+            reported(Ok(Exit::Code(0)), false),
+            (RunState::Finished, "exit code 0".into(), Some(0), None)
         );
-        // Confirm the claim while the job starts.
-        reporter.send(&session, RunState::Starting, reason, None, None);
-        match start.await {
-            Ok(Ok(exec)) => {
-                reporter.send(
-                    &session,
-                    RunState::Running,
-                    format!("running as {}", exec.describe()),
-                    None,
-                    None,
-                );
-                exec
-            }
-            Ok(Err(e)) => {
-                let msg = match &e {
-                    RunnerError::Refused(m) => format!("refused by agent {}: {m}", shared.name),
-                    other => format!("could not start: {other}"),
-                };
-                sink.system(&format!("[hoist: {msg}]"));
-                reporter.send(
-                    &session,
-                    RunState::Failed,
-                    msg.clone(),
-                    None,
-                    Some(fail(e.stage(), msg, &sink)),
-                );
-                return finish(reporter, sink, shipper).await;
-            }
-            Err(_) => {
-                let msg = format!(
-                    "the run did not start within start_timeout ({}s)",
-                    shared.config.start_timeout.as_secs()
-                );
-                sink.system(&format!("[hoist: {msg}]"));
-                reporter.send(
-                    &session,
-                    RunState::Failed,
-                    msg.clone(),
-                    None,
-                    Some(fail(FailureStage::Run, msg, &sink)),
-                );
-                return finish(reporter, sink, shipper).await;
-            }
-        }
-    };
-
-    // Supervise until the end, a stop, or the agent going away.
-    let mut stopping = run.state == RunState::Stopping;
-    let ending = loop {
-        let s = *signals.borrow_and_update();
-        if s.abandon {
-            let _ = exec.stop(grace).await;
-            let _ = tokio::time::timeout(grace + Duration::from_secs(10), exec.wait()).await;
-            break Ending::Abandoned;
-        }
-        if s.shutdown {
-            if run.resource == ResourceType::LocalProcess {
-                // A local process cannot outlive the agent's supervision.
-                if !stopping {
-                    stopping = true;
-                    reporter.send(
-                        &session,
-                        RunState::Stopping,
-                        format!("agent {} shutting down", shared.name),
-                        None,
-                        None,
-                    );
-                }
-                let _ = exec.stop(grace).await;
-                break Ending::Exited(exec.wait().await);
-            }
-            break Ending::LeftRunning;
-        }
-        if s.stop && !stopping {
-            stopping = true;
-            sink.system(&format!(
-                "[hoist: stop requested; sending SIGTERM, killing after {}s]",
-                grace.as_secs()
-            ));
-            if let Err(e) = exec.stop(grace).await {
-                tracing::warn!(message = "Stopping a run failed.", run = %run.id, error = %e);
-            }
-        }
-        tokio::select! {
-            r = exec.wait() => break Ending::Exited(r),
-            c = signals.changed() => {
-                if c.is_err() {
-                    // The agent dropped its handle: it is going away.
-                    break Ending::LeftRunning;
-                }
-            }
-        }
-    };
-
-    match ending {
-        Ending::LeftRunning => {
-            sink.system(&format!(
-                "[hoist: agent {} stopped; the run keeps running and will be re-adopted]",
-                shared.name
-            ));
-            sink.close();
-            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
-            shipper.abort();
-            drop(reporter);
-        }
-        Ending::Abandoned => {
-            sink.close();
-            let _ = tokio::time::timeout(Duration::from_secs(3), sink.flushed()).await;
-            shipper.abort();
-            exec.cleanup().await;
-            reporter.finish().await;
-        }
-        Ending::Exited(result) => {
-            let (state, reason, code, failure) = match result {
-                Ok(exit) if stopping => (
-                    RunState::Stopped,
-                    format!("stopped ({exit})"),
-                    Some(exit.code()),
-                    None,
-                ),
-                Ok(exit) if exit.success() => (RunState::Finished, exit.to_string(), Some(0), None),
-                Ok(exit) => {
-                    let msg = format!("the job ended with {exit}");
-                    (
-                        RunState::Failed,
-                        msg.clone(),
-                        Some(exit.code()),
-                        Some(fail(FailureStage::Run, msg, &sink)),
-                    )
-                }
-                Err(e) => {
-                    let msg = format!("lost track of the job: {e}");
-                    (
-                        RunState::Failed,
-                        msg.clone(),
-                        None,
-                        Some(fail(e.stage(), msg, &sink)),
-                    )
-                }
-            };
-            // Logs first, so that a follower sees every line before the end.
-            sink.close();
-            let _ = tokio::time::timeout(Duration::from_secs(30), sink.flushed()).await;
-            reporter.send(&session, state, reason, code, failure);
-            reporter.finish().await;
-            exec.cleanup().await;
-            let _ = shipper.await;
-        }
+        assert_eq!(
+            reported(Ok(Exit::Code(3)), false),
+            (
+                RunState::Failed,
+                "the job ended with exit code 3".into(),
+                Some(3),
+                Some(FailureStage::Run)
+            )
+        );
+        assert_eq!(
+            reported(Ok(Exit::Signal(9)), false),
+            (
+                RunState::Failed,
+                "the job ended with killed by signal 9".into(),
+                Some(137),
+                Some(FailureStage::Run)
+            )
+        );
+        let evicted = Exit::Failed {
+            reason: "the pod was evicted: the node ran out of memory".into(),
+            code: None,
+        };
+        assert_eq!(
+            reported(Ok(evicted), false),
+            (
+                RunState::Failed,
+                "the pod was evicted: the node ran out of memory".into(),
+                None,
+                Some(FailureStage::Run)
+            )
+        );
+        let preempted = || Exit::Preempted {
+            reason: "the spot instance was reclaimed".into(),
+        };
+        assert_eq!(
+            reported(Ok(preempted()), false),
+            (
+                RunState::Queued,
+                "preempted: the spot instance was reclaimed; back to the queue".into(),
+                None,
+                None
+            )
+        );
+        // A stop wins over how the job happened to end.
+        assert_eq!(reported(Ok(preempted()), true).0, RunState::Stopped);
+        assert_eq!(
+            reported(Ok(Exit::Signal(9)), true),
+            (
+                RunState::Stopped,
+                "stopped (killed by signal 9)".into(),
+                Some(137),
+                None
+            )
+        );
+        assert_eq!(
+            reported(
+                Err(RunnerError::Gone("container abc was removed".into())),
+                false
+            ),
+            (
+                RunState::Failed,
+                "lost track of the job: container abc was removed".into(),
+                None,
+                Some(FailureStage::Agent)
+            )
+        );
     }
-}
-
-async fn finish(reporter: Reporter, sink: LogSink, shipper: tokio::task::JoinHandle<()>) {
-    sink.close();
-    let _ = tokio::time::timeout(Duration::from_secs(30), sink.flushed()).await;
-    reporter.finish().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), shipper).await;
 }

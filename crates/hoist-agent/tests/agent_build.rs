@@ -76,7 +76,12 @@ async fn start(with_docker: bool) -> Env {
     runners.insert(
         ResourceType::LocalProcess,
         Arc::new(
-            LocalProcessRunner::new(work.clone(), vec![]).with_artifacts(Arc::new(client.clone())),
+            LocalProcessRunner::new(work.clone(), vec![])
+                .with_settings(&hoist_agent::config::LocalProcessSettings {
+                    max_run_dir_bytes: 1 << 20,
+                    ..Default::default()
+                })
+                .with_artifacts(Arc::new(client.clone())),
         ),
     );
     let builder: Arc<dyn Builder> = if with_docker {
@@ -115,7 +120,9 @@ async fn start(with_docker: bool) -> Env {
             host: "test".into(),
             base_url: url,
             runners,
+            unavailable: HashMap::new(),
             builder,
+            host_env: Arc::new(hoist_agent::host_env::HostEnv::capture()),
             drain: false,
         },
         rx,
@@ -238,6 +245,45 @@ async fn code_job_runs_in_its_source_on_a_local_process_queue() {
     assert_eq!(r.job.as_ref().unwrap().version.as_deref(), Some("v0"));
     // A noop builder refuses git/code jobs on container queues with what to configure;
     // on local-process queues it is not needed.
+    e.shutdown().await;
+}
+
+/// A code artifact unpacks into at most the run's disk budget
+/// (`local-process.max-run-dir-bytes`, 1 MiB here): 3 MiB of zeros (a few KiB packed)
+/// fail the run at stage `build`, naming the setting, and leave no directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_code_artifact_unpacks_within_the_run_budget() {
+    let e = start(false).await;
+    let zeros = "\0".repeat(3 << 20);
+    code_job(
+        &e.client,
+        e.dir.path(),
+        "bomb",
+        &[("zeros.bin", &zeros)],
+        &["true"],
+    )
+    .await;
+    let run = launch_job(&e.client, "lp", "bomb").await;
+    let r = ended(&e.client, &run.id).await;
+    assert_eq!(r.state, RunState::Failed);
+    let f = r.failure.expect("failure");
+    assert_eq!(f.stage, FailureStage::Build);
+    assert!(
+        f.message.contains("over the limit")
+            && f.message.contains("local-process.max-run-dir-bytes, 1 MiB"),
+        "{}",
+        f.message
+    );
+    let dir = e.dir.path().join("work").join(&run.id);
+    let t0 = Instant::now();
+    while dir.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{} is left",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     e.shutdown().await;
 }
 

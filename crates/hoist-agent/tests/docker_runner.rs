@@ -154,10 +154,12 @@ fn job(run_id: &str, args: &[&str], config: Value) -> JobSpec {
         image: Some(image()),
         entry_point: None,
         args: args.iter().map(|s| s.to_string()).collect(),
-        env: vec![
+        env: [
             ("HOIST_RUN_ID".to_string(), run_id.to_string()),
             ("SHARED".to_string(), "from-job".to_string()),
-        ],
+        ]
+        .into_iter()
+        .collect(),
         resource_config: config,
         labels,
         source: None,
@@ -814,9 +816,14 @@ async fn docker_missing_image_is_a_start_error() {
         Ok(_) => panic!("should fail"),
         Err(e) => e,
     };
-    let RunnerError::Start(msg) = &err else {
+    let RunnerError::Start { message: msg, .. } = &err else {
         panic!("expected a start error, got {err:?}");
     };
+    assert!(!err.is_transient(), "a missing image is not retried");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the daemon's error is kept as the cause"
+    );
     assert!(
         msg.starts_with(
             "image 127.0.0.1:9/hoist-test/missing:v1 is not available: not present in the local Docker daemon and pulling it failed: "
@@ -840,7 +847,7 @@ async fn docker_missing_image_is_a_start_error() {
     j.image = None;
     let err = start_err(&r, &j).await;
     assert!(
-        matches!(err, RunnerError::Start(ref m) if m.contains("no image")),
+        matches!(err, RunnerError::Start { ref message, .. } if message.contains("no image")),
         "{err:?}"
     );
 }
@@ -1044,8 +1051,12 @@ async fn docker_connect_reports_an_unreachable_daemon() {
         .await
         .expect_err("no daemon there");
     assert!(
-        matches!(&err, RunnerError::Backend(m) if m.contains("cannot reach the Docker daemon at unix:///nonexistent/hoist-docker.sock")),
+        matches!(&err, RunnerError::Docker { message, .. } if message.contains("cannot reach the Docker daemon at unix:///nonexistent/hoist-docker.sock")),
         "{err:?}"
+    );
+    assert!(
+        err.is_transient(),
+        "an unreachable daemon may come back: {err:?}"
     );
 }
 
@@ -1168,7 +1179,7 @@ async fn docker_missing_command_is_a_start_error_and_leaves_nothing() {
     let mut j = job(&id, &[], json!({"network": "none"}));
     j.entry_point = Some(vec!["/no/such/program".to_string()]);
     let err = start_err(&r, &j).await;
-    let RunnerError::Start(msg) = &err else {
+    let RunnerError::Start { message: msg, .. } = &err else {
         panic!("expected a start error, got {err:?}");
     };
     assert!(
@@ -1181,4 +1192,65 @@ async fn docker_missing_command_is_a_start_error_and_leaves_nothing() {
             .is_empty(),
         "the failed container is removed"
     );
+}
+
+/// `env: [NAME]` entries take the agent's variable, except those whose names look
+/// secret or whose values look like credentials (unless `env-allow-list` names them):
+/// the container gets the plain ones, and the run's log says which were not passed.
+#[tokio::test]
+async fn docker_env_passthrough_withholds_credentials() {
+    require_docker!();
+    let mut g = Guard::new();
+    let host = hoist_agent::host_env::HostEnv::from_vars([
+        ("PLAIN_VAR", "plain"),
+        ("DB_URL", "postgres://app:db-s3cret@db/app"),
+        ("GH", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+        ("MYSQL_PWD", "mysql-s3cret"),
+        ("ALLOWED_URL", "https://robot:allowed@example.com/x"),
+    ]);
+    let r = runner(&DockerSettings::default())
+        .await
+        .with_env_allow_list(vec!["ALLOWED_URL".into()])
+        .with_host_env(Arc::new(host));
+    let id = g.run("envpass");
+    let sink = LogSink::new();
+    let j = job(
+        &id,
+        &["env"],
+        json!({"network": "none", "env": ["PLAIN_VAR", "DB_URL", "GH", "MYSQL_PWD", "ALLOWED_URL"]}),
+    );
+    let exec = start(&r, &j, &sink).await;
+    assert_eq!(wait_exit(exec.as_ref()).await, Exit::Code(0));
+    let out = lines(&sink, LogStream::Stdout);
+    assert!(out.contains(&"PLAIN_VAR=plain".to_string()), "{out:?}");
+    assert!(
+        out.contains(&"ALLOWED_URL=https://robot:allowed@example.com/x".to_string()),
+        "{out:?}"
+    );
+    for name in ["DB_URL=", "GH=", "MYSQL_PWD="] {
+        assert!(
+            !out.iter().any(|l| l.starts_with(name)),
+            "{name} reached the container: {out:?}"
+        );
+    }
+    let system = lines(&sink, LogStream::System);
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("DB_URL") && l.contains("looks like a credential")),
+        "{system:?}"
+    );
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("GH ") && l.contains("looks like a credential")),
+        "{system:?}"
+    );
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("MYSQL_PWD") && l.contains("name looks secret")),
+        "{system:?}"
+    );
+    exec.cleanup().await;
 }

@@ -103,7 +103,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match &parts.docker {
         Ok(note) => tracing::info!(message = "Docker runner ready.", %note),
         Err(e) => {
-            tracing::warn!(message = "No Docker runner: runs from docker queues will fail with this reason.", reason = %e)
+            tracing::warn!(message = "No Docker runner: the agent skips docker queues.", reason = %e)
         }
     }
     if let Some(env) = &parts.environment {

@@ -9,6 +9,7 @@ use hoist_agent::agent::{self, AgentOptions};
 use hoist_agent::builders::{self, Builder};
 use hoist_agent::config::AgentConfig;
 use hoist_agent::environments;
+use hoist_agent::host_env::HostEnv;
 use hoist_agent::registries;
 use hoist_agent::runners::Runner;
 use hoist_agent::runners::docker::DockerRunner;
@@ -20,7 +21,11 @@ use tokio::sync::watch;
 /// What an agent works with: its runners, its builder, its cloud environment.
 pub struct Components {
     pub runners: HashMap<ResourceType, Arc<dyn Runner>>,
+    /// Why a resource has no runner (no Docker daemon answered…).
+    pub unavailable: HashMap<ResourceType, String>,
     pub builder: Arc<dyn Builder>,
+    /// The agent's environment, captured once.
+    pub host_env: Arc<HostEnv>,
     /// `Ok(note)` when a Docker daemon answers, `Err(why)` otherwise.
     pub docker: Result<String, String>,
     /// What the environment check found (`aws: credentials from …, arn:…`).
@@ -36,11 +41,15 @@ pub async fn components(
     client: &Client,
 ) -> anyhow::Result<Components> {
     let artifacts: Arc<dyn hoist_agent::builders::ArtifactSource> = Arc::new(client.clone());
+    let host_env = Arc::new(HostEnv::capture());
     let mut runners: HashMap<ResourceType, Arc<dyn Runner>> = HashMap::new();
+    let mut unavailable: HashMap<ResourceType, String> = HashMap::new();
     runners.insert(
         ResourceType::LocalProcess,
         Arc::new(
             LocalProcessRunner::new(work_root, cfg.env_allow_list.clone())
+                .with_settings(&cfg.local_process)
+                .with_host_env(host_env.clone())
                 .with_artifacts(artifacts),
         ),
     );
@@ -52,7 +61,10 @@ pub async fn components(
                 docker_client = Some(d.client().clone());
                 runners.insert(
                     ResourceType::Docker,
-                    Arc::new(d.with_env_allow_list(cfg.env_allow_list.clone())),
+                    Arc::new(
+                        d.with_env_allow_list(cfg.env_allow_list.clone())
+                            .with_host_env(host_env.clone()),
+                    ),
                 );
                 Ok(note)
             }
@@ -60,6 +72,12 @@ pub async fn components(
         },
         Err(e) => Err(e.to_string()),
     };
+    if let Err(why) = &docker {
+        unavailable.insert(
+            ResourceType::Docker,
+            format!("no Docker daemon answered when it started: {why}"),
+        );
+    }
     let (env, environment) = match &cfg.environment {
         None => (None, None),
         Some(e) => {
@@ -96,7 +114,9 @@ pub async fn components(
         };
     Ok(Components {
         runners,
+        unavailable,
         builder,
+        host_env,
         docker,
         environment,
     })
@@ -126,7 +146,9 @@ pub async fn run(
         host,
         base_url,
         runners: parts.runners,
+        unavailable: parts.unavailable,
         builder: parts.builder,
+        host_env: parts.host_env,
         drain,
     };
     agent::run(opts, stop).await?;

@@ -122,9 +122,12 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
                 .filter(|v| !v.trim().is_empty())
         })
         .unwrap_or_else(|| if long_running { "info" } else { "warn" }.to_string());
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(&filter_text)
         .map_err(|e| cli::invalid(format!("invalid log filter {filter_text:?}: {e}")))?;
+    for d in hoist_agent::logs::SECRET_SAFE_LOG_DIRECTIVES {
+        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -81,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("hoist up: the server could not start")?;
     let host = format!("http://{}", server.addr);
     let key_path = data_dir.join("admin.key");
-    let key = match std::fs::read_to_string(&key_path) {
+    let key = match tokio::fs::read_to_string(&key_path).await {
         Ok(k) => k.trim().to_string(),
         Err(_) => {
             // The key file was removed: make a new key for the admin.

@@ -12,7 +12,8 @@
 //! Every process a test starts is killed by its pid when the test ends, whatever its
 //! outcome; every container an agent of the test created is removed (found by its
 //! `hoist.agent` label, through the Engine API). Timeouts are generous (a loaded 2-core
-//! machine); the only tight timing bounds are those of the stop grace period.
+//! machine); no test asserts how long something took: they wait for events (a log
+//! line, a state, the order of the server's own transition times).
 
 mod cli_support;
 
@@ -575,12 +576,13 @@ fn e2e_docker_stop_within_grace() {
             "trap \"echo bye; exit 0\" TERM; echo ready; while true; do sleep 0.1; done",
         ],
     );
+    // Ignores TERM (says so, then keeps writing until the kill).
     let stubborn = e.launch(
         "dq",
         &[
             "sh",
             "-c",
-            "trap \"\" TERM; echo ready; while true; do sleep 0.1; done",
+            "trap \"echo term-ignored; T=1\" TERM; echo ready; while true; do [ -n \"$T\" ] && echo alive-after-term; sleep 0.1; done",
         ],
     );
     for id in [&polite, &stubborn] {
@@ -610,27 +612,21 @@ fn e2e_docker_stop_within_grace() {
         "polite: stopped {p_took:?} after the request ({polite_wall:?} wall); stubborn: {s_took:?} ({stubborn_wall:?} wall)"
     );
     assert!(
-        p_took < Duration::from_secs(2),
-        "the polite job took {p_took:?} to stop:\n{}",
-        pretty(&p)
-    );
-    assert!(
         e.job_lines(&polite).iter().any(|l| l == "bye"),
         "no `bye` in the polite job's logs: {:?}",
         e.logs(&polite)
     );
     assert_eq!(p["exit_code"], 0, "{}", pretty(&p));
+    // TERM first, then the job ran on until the kill after the grace period.
+    let lines = e.job_lines(&stubborn);
+    let term = lines
+        .iter()
+        .position(|l| l == "term-ignored")
+        .unwrap_or_else(|| panic!("no TERM reached the stubborn job: {lines:?}"));
     assert!(
-        s_took >= Duration::from_secs(3),
-        "the stubborn job was killed before the 3 s grace period: {s_took:?}\n{}",
-        pretty(&s)
+        lines[term..].iter().any(|l| l == "alive-after-term"),
+        "the stubborn job was killed at once, not after the grace period: {lines:?}"
     );
-    assert!(
-        s_took < Duration::from_secs(15),
-        "the stubborn job took {s_took:?} to stop:\n{}",
-        pretty(&s)
-    );
-    assert!(stubborn_wall >= Duration::from_secs(3), "{stubborn_wall:?}");
     assert_eq!(s["exit_code"], 137, "killed by SIGKILL:\n{}", pretty(&s));
     for id in [&polite, &stubborn] {
         e.docker().wait_no_container(id, Duration::from_secs(30));
@@ -638,7 +634,8 @@ fn e2e_docker_stop_within_grace() {
 }
 
 /// A queued run (its agent is busy at `-j 1`) can be cancelled: it ends `cancelled`,
-/// never runs, and the agent goes on with later launches.
+/// never runs, and the agent goes on with later launches, taking the next one only once
+/// the busy run has ended (the server's transition times say so).
 #[test]
 fn e2e_cancel_queued_run() {
     require_docker!();
@@ -648,13 +645,17 @@ fn e2e_cancel_queued_run() {
     e.agent(&agent, &["-q", "dq", "-j", "1"]);
     e.wait_agents(&[&agent]);
 
-    let busy = e.launch("dq", &["sh", "-c", "echo busy; sleep 6"]);
+    let busy = e.launch(
+        "dq",
+        &[
+            "sh",
+            "-c",
+            "trap \"echo bye; exit 0\" TERM; echo busy; while true; do sleep 0.1; done",
+        ],
+    );
     e.wait_state(&busy, "running");
+    e.wait_log_line(&busy, "busy");
     let victim = e.launch("dq", &["sh", "-c", "echo victim"]);
-    std::thread::sleep(Duration::from_millis(500));
-    let v = e.show(&victim);
-    assert_eq!(v["state"], "queued", "the agent is full:\n{}", pretty(&v));
-
     e.w.run(&["run", "cancel", &victim])
         .ok()
         .stdout_has("cancelled");
@@ -662,6 +663,9 @@ fn e2e_cancel_queued_run() {
     assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
 
     let later = e.launch("dq", &["sh", "-c", "echo later"]);
+    // The stop answers the agent's claim: an agent ignoring its capacity would take
+    // the later run in that same claim, before the busy one has stopped.
+    e.w.run(&["run", "stop", &busy]).ok();
     // Until the later run is done, the cancelled one never gets a container.
     let t0 = Instant::now();
     loop {
@@ -683,7 +687,14 @@ fn e2e_cancel_queued_run() {
     }
     assert_eq!(e.job_lines(&later), ["later"]);
     let b = e.wait_ended(&busy);
-    assert_eq!(b["state"], "finished", "{}", pretty(&b));
+    assert_eq!(b["state"], "stopped", "{}", pretty(&b));
+    let l = e.show(&later);
+    assert!(
+        entered(&l, "claimed") >= entered(&b, "stopped"),
+        "-j 1: the later run was claimed before the busy one ended:\n{}\n{}",
+        pretty(&b),
+        pretty(&l)
+    );
 
     let v = e.show(&victim);
     assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
@@ -846,15 +857,33 @@ fn e2e_server_restart_while_docker_job_runs() {
     e.wait_log_line(&id, "before");
 
     let t0 = Instant::now();
+    let seen_before = e.agents[0]
+        .log()
+        .lines()
+        .filter(|l| l.contains("unreachable"))
+        .count();
     let stopped_in = e.w.stop_server(Duration::from_secs(30));
-    // Down long enough for the agent to find nobody there (claims, heartbeats).
-    std::thread::sleep(Duration::from_millis(1500));
+    // Down until the agent has found nobody there (a claim or a heartbeat failed).
+    loop {
+        let seen = e.agents[0]
+            .log()
+            .lines()
+            .filter(|l| l.contains("unreachable"))
+            .count();
+        if seen > seen_before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < LONG,
+            "the agent never noticed the server was gone:\n{}",
+            e.agents[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     e.w.restart_server();
-    let down = t0.elapsed();
-    eprintln!("server: SIGTERM to exit {stopped_in:?}; down {down:?} in all");
-    assert!(
-        down < Duration::from_secs(10),
-        "the server took {down:?} to stop and start again (exit after {stopped_in:?})"
+    eprintln!(
+        "server: SIGTERM to exit {stopped_in:?}; down {:?} in all",
+        t0.elapsed()
     );
 
     let r = e.wait_ended(&id);
@@ -960,5 +989,96 @@ fn e2e_privileged_refused() {
             .containers(&format!("hoist.agent={agent}"))
             .is_empty(),
         "the agent created a container"
+    );
+}
+
+/// `hoist agent` skips the queues it has no runner for (saying so), and the agent's
+/// own environment never reaches a local job: not its credentials by name
+/// (`MYSQL_PWD`), not those by value (`DATABASE_URL` with a password, a GitHub token),
+/// not its own key, not even its plain variables (`allow-env-passthrough` is off by
+/// default), unless the queue config lists a plain one.
+#[test]
+fn e2e_agent_environment_never_reaches_local_jobs() {
+    let mut e = E2e::new(false);
+    let agent = unique("env");
+    let lq = e.w.file("lq.yaml", "env: [PLAIN_BY_QUEUE, DATABASE_URL]\n");
+    e.w.run(&[
+        "queue",
+        "create",
+        "lq",
+        "--resource",
+        "local-process",
+        "--config",
+        &lq.to_string_lossy(),
+    ])
+    .ok();
+    e.w.run(&["queue", "create", "kq", "--resource", "kubernetes"])
+        .ok();
+    let a = e.w.spawn_agent_env(
+        &agent,
+        &["-q", "lq", "-q", "kq"],
+        &[
+            ("DATABASE_URL", "postgres://app:db-s3cret@db.internal/app"),
+            ("GITHUB_PAT", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+            ("MYSQL_PWD", "mysql-s3cret"),
+            ("PLAIN_BY_QUEUE", "listed"),
+            ("AGENT_ONLY_PLAIN", "agent-only"),
+        ],
+    );
+    e.agent_names.push(agent.clone());
+    e.agents.push(a);
+    e.wait_agents(&[&agent]);
+    let log = e.agents[0].log();
+    assert!(
+        log.contains("queue admin/kq targets kubernetes; this agent has no kubernetes runner"),
+        "the agent says which queue it skips and why:\n{log}"
+    );
+    let list = e.w.run(&["agent", "list", "-o", "json"]).ok().json();
+    let me = list
+        .as_array()
+        .expect("agents")
+        .iter()
+        .find(|a| a["name"] == agent.as_str())
+        .expect("registered");
+    assert_eq!(
+        me["queues"],
+        serde_json::json!(["admin/lq"]),
+        "{}",
+        pretty(me)
+    );
+
+    let id =
+        e.w.run(&["launch", "--queue", "lq", "--", "sh", "-c", "env | sort"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "finished", "{}", pretty(&r));
+    let lines = e.job_lines(&id);
+    let admin_key = e.w.admin_key_text();
+    for secret in [
+        "db-s3cret",
+        "ghp_0123456789",
+        "mysql-s3cret",
+        "agent-only",
+        admin_key.trim(),
+    ] {
+        assert!(
+            !lines.iter().any(|l| l.contains(secret)),
+            "the job got {secret:?}: {lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l == "PLAIN_BY_QUEUE=listed"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{lines:?}");
+    assert!(
+        e.logs(&id).iter().any(|(s, t)| s == "system"
+            && t.contains("DATABASE_URL")
+            && t.contains("looks like a credential")),
+        "{:#?}",
+        e.logs(&id)
     );
 }

@@ -13,17 +13,17 @@ use crate::logs::LogSink;
 
 /// Longest a `git fetch` may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Largest unpacked code artifact.
-const MAX_UNPACKED: u64 = 8 << 30;
 
 /// Puts the source of a git or code job into `dest` (created, must not exist or be
 /// empty). Returns the directory the entry point runs in (the git build context, or
-/// `dest`). Image jobs have nothing to check out.
+/// `dest`). Image jobs have nothing to check out. A code artifact may unpack to at most
+/// `max_unpacked` bytes (the run's disk budget).
 pub async fn checkout(
     source: &JobSource,
     dest: &Path,
     artifacts: &dyn ArtifactSource,
     logs: &LogSink,
+    max_unpacked: u64,
 ) -> Result<PathBuf, BuildError> {
     tokio::fs::create_dir_all(dest)
         .await
@@ -76,7 +76,7 @@ pub async fn checkout(
             }
             let (to, digest) = (dest.to_path_buf(), artifact.clone());
             off_runtime("unpacking the code artifact", move || {
-                let unpacked = unpack_artifact(tmp.path(), &to, MAX_UNPACKED);
+                let unpacked = unpack_artifact(tmp.path(), &to, max_unpacked);
                 drop(tmp);
                 unpacked.map_err(|source| BuildError::Context {
                     message: format!("unpacking code artifact {digest} failed: {source}"),

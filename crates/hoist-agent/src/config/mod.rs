@@ -639,12 +639,49 @@ impl std::fmt::Display for DockerHost {
 /// local-process:
 ///   work-dir: ~/hoist-runs          # base of each run's working directory
 ///   allow-env-passthrough: false    # whether runs inherit the agent's environment
+///   keep-failed-run-dirs: false     # keep a failed run's directory for a look
+///   max-run-dir-bytes: 10g          # a run's directory may hold this much
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// - `allow-env-passthrough: false` (the default): a job gets only a minimal base of
+///   the agent's environment ([`BASE_ENV`] and `LC_*`), plus the queue config's `env`,
+///   the run's own env and hoist's `HOIST_*` variables. `true`: the agent's whole
+///   environment, minus the variables whose names look secret or whose values look like
+///   credentials, unless `env-allow-list` names them.
+/// - Each run's directory (`<work-dir>/<run id>`: its checked-out source, its default
+///   working directory) is deleted when the run ends; after a failure only when
+///   `keep-failed-run-dirs` is false.
+/// - `max-run-dir-bytes` (bytes, or a number with a unit: `512m`, `10g`) caps a code
+///   artifact's unpacked size, and a running job whose directory grows beyond it is
+///   stopped and failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalProcessSettings {
     /// `None`: a directory under the agent's data directory.
     pub work_dir: Option<PathBuf>,
     pub allow_env_passthrough: bool,
+    pub keep_failed_run_dirs: bool,
+    pub max_run_dir_bytes: u64,
+}
+
+/// What a local job gets of the agent's environment when `allow-env-passthrough` is
+/// false (besides every `LC_*` variable): enough for programs to find each other, to
+/// know who and where they are, and to speak the right language.
+pub const BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL",
+];
+
+/// Default of `local-process.max-run-dir-bytes`: 10 GiB.
+pub const DEFAULT_MAX_RUN_DIR_BYTES: u64 = 10 << 30;
+
+impl Default for LocalProcessSettings {
+    fn default() -> Self {
+        LocalProcessSettings {
+            work_dir: None,
+            allow_env_passthrough: false,
+            keep_failed_run_dirs: false,
+            max_run_dir_bytes: DEFAULT_MAX_RUN_DIR_BYTES,
+        }
+    }
 }
 
 /// What command-line flags give; `None` / empty = not given.

@@ -112,6 +112,8 @@ const DOCKER: &[Spec] = &[
 const LOCAL_PROCESS: &[Spec] = &[
     ("work-dir", &["work_dir"]),
     ("allow-env-passthrough", &["allow_env_passthrough"]),
+    ("keep-failed-run-dirs", &["keep_failed_run_dirs"]),
+    ("max-run-dir-bytes", &["max_run_dir_bytes"]),
 ];
 
 /// A key present in a mapping.
@@ -1337,6 +1339,25 @@ impl<'f> Reader<'f> {
         }
         if let Some(a) = f.get("allow-env-passthrough").and_then(|a| self.boolean(a)) {
             l.allow_env_passthrough = a.v;
+        }
+        if let Some(k) = f.get("keep-failed-run-dirs").and_then(|k| self.boolean(k)) {
+            l.keep_failed_run_dirs = k.v;
+        }
+        if let Some(m) = f.get("max-run-dir-bytes") {
+            let size = match &m.node.value {
+                Node::Int(i) => u64::try_from(*i).ok(),
+                Node::Str(s) => {
+                    hoist_core::resource::docker::parse_size(s).and_then(|b| u64::try_from(b).ok())
+                }
+                _ => None,
+            };
+            match size {
+                Some(b) if b > 0 => l.max_run_dir_bytes = b,
+                _ => self.type_error(
+                    m,
+                    "a positive size: bytes, or a number with a unit such as 512m or 10g",
+                ),
+            }
         }
         l
     }

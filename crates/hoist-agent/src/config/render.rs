@@ -168,6 +168,14 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
         "allow-env-passthrough".into(),
         json!(cfg.local_process.allow_env_passthrough),
     );
+    local.insert(
+        "keep-failed-run-dirs".into(),
+        json!(cfg.local_process.keep_failed_run_dirs),
+    );
+    local.insert(
+        "max-run-dir-bytes".into(),
+        json!(cfg.local_process.max_run_dir_bytes),
+    );
     top.insert("local-process".into(), Value::Object(local));
     top.insert("env-allow-list".into(), json!(cfg.env_allow_list));
     top.insert(

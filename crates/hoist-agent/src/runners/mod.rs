@@ -6,17 +6,29 @@
 //! - [`docker`]: a container through the Docker Engine API.
 //!
 //! Kubernetes, SageMaker and Vertex runners implement the same trait (later issues);
-//! the agent loop only ever sees `dyn Runner`.
+//! the agent loop only ever sees `dyn Runner`, and decides by a runner's
+//! [`Capabilities`], never by its resource type.
+//!
+//! How an execution ended is an [`Exit`]: an exit code, a signal, a failure the backend
+//! explains, or a preemption (the run goes back to its queue). The run task maps an
+//! [`Exit`] onto the run's final state in one place (`run.rs`, `outcome`).
+//!
+//! Errors are [`RunnerError`]s: each variant keeps its cause, says in which stage the
+//! run failed ([`RunnerError::stage`]) and whether trying again may help
+//! ([`RunnerError::is_transient`]: the run task retries those with backoff).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::FailureStage;
+use hoist_core::secret::EnvVars;
 use serde_json::Value;
 
+use crate::builders::BuildError;
 use crate::logs::LogSink;
 
 pub mod docker;
@@ -30,7 +42,11 @@ pub const LABEL_ENTITY: &str = "hoist.entity";
 pub const LABEL_PROJECT: &str = "hoist.project";
 
 /// A run, prepared by the agent for a runner: macros substituted, environment built.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows what identifies the run, never values: the environment holds the
+/// run token and whatever a person passed with `--env`, and the resource config and
+/// the arguments may hold credentials too.
+#[derive(Clone)]
 pub struct JobSpec {
     pub run_id: String,
     pub run_name: String,
@@ -43,9 +59,10 @@ pub struct JobSpec {
     pub image: Option<String>,
     pub entry_point: Option<Vec<String>>,
     pub args: Vec<String>,
-    /// hoist's `HOIST_*` variables and the run's own env. Runners add what the queue
-    /// config says (docker `env`, local-process `env`) on top.
-    pub env: Vec<(String, String)>,
+    /// hoist's `HOIST_*` variables (`HOIST_RUN_TOKEN` among them) over the run's own
+    /// env. Runners add what the queue config says (docker `env`, local-process `env`)
+    /// underneath; hoist's variables always win.
+    pub env: EnvVars,
     /// The queue's resource config for this run, macros applied.
     pub resource_config: Value,
     /// `hoist.*` labels naming the run and the agent.
@@ -54,6 +71,34 @@ pub struct JobSpec {
     /// local-process runner checks it out into the run's directory). Container runners
     /// get the built image in `image` instead.
     pub source: Option<hoist_core::api::JobSource>,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config_keys: Vec<&str> = match &self.resource_config {
+            Value::Object(o) => o.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        f.debug_struct("JobSpec")
+            .field("run_id", &self.run_id)
+            .field("run_name", &self.run_name)
+            .field("queue", &self.queue)
+            .field("agent_name", &self.agent_name)
+            .field("image", &self.image)
+            .field("command_words", &self.command().len())
+            .field("env", &self.env)
+            .field("resource_config_keys", &config_keys)
+            .field("source", &self.source.as_ref().map(source_kind))
+            .finish_non_exhaustive()
+    }
+}
+
+fn source_kind(s: &hoist_core::api::JobSource) -> &'static str {
+    match s {
+        hoist_core::api::JobSource::Image { .. } => "image",
+        hoist_core::api::JobSource::Git { .. } => "git",
+        hoist_core::api::JobSource::Code { .. } => "code",
+    }
 }
 
 impl JobSpec {
@@ -65,22 +110,55 @@ impl JobSpec {
     }
 }
 
+/// What a runner's target does, as far as the run task is concerned. The run task and
+/// the agent loop decide by these, never by the resource type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Runs need an image: a git or code job is built into one before it starts.
+    /// Without it, the runner gets the job's source ([`JobSpec::source`]) and checks
+    /// it out itself.
+    pub needs_image: bool,
+    /// An execution outlives the agent process (a container does, a local process does
+    /// not): an agent shutting down leaves it running, and the next process of the same
+    /// agent re-adopts it. Executions that do not survive are stopped on shutdown.
+    pub survives_restart: bool,
+    /// The target pulls the image from a registry itself (a cluster, a cloud service),
+    /// so an image only in the agent's local Docker daemon will not do: the agent must
+    /// have a `registry` configured to serve such queues.
+    pub needs_registry: bool,
+    /// A started execution may wait before it runs (scheduling, capacity, image
+    /// pulls): the run stays `starting` until [`Execution::running`] resolves.
+    pub reports_pending: bool,
+}
+
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
+    /// The job exited with this code.
     Code(i32),
+    /// The job was killed by this signal.
     Signal(i32),
+    /// The backend ended the job and says why (evicted, a deadline exceeded, the run's
+    /// disk budget outgrown), with the job's exit code when it has one.
+    Failed { reason: String, code: Option<i32> },
+    /// The backend took the job's resources back (a spot instance reclaimed, a node
+    /// drained): the run goes back to its queue (the server bounds how often).
+    Preempted { reason: String },
 }
 
 impl Exit {
     pub fn success(&self) -> bool {
         *self == Exit::Code(0)
     }
-    /// The exit code to record (128+N for a signal, as shells do).
-    pub fn code(&self) -> i32 {
+
+    /// The exit code to record (128+N for a signal, as shells do); none for a
+    /// preemption or a failure without one.
+    pub fn code(&self) -> Option<i32> {
         match self {
-            Exit::Code(c) => *c,
-            Exit::Signal(s) => 128 + s,
+            Exit::Code(c) => Some(*c),
+            Exit::Signal(s) => Some(128 + s),
+            Exit::Failed { code, .. } => *code,
+            Exit::Preempted { .. } => None,
         }
     }
 }
@@ -90,33 +168,133 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Failed {
+                reason,
+                code: Some(c),
+            } => write!(f, "{reason} (exit code {c})"),
+            Exit::Failed { reason, code: None } => f.write_str(reason),
+            Exit::Preempted { reason } => write!(f, "preempted: {reason}"),
         }
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// The cause of a start failure that is not a Docker or IO error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a runner could not do what it was asked. The message is what people see (in the
+/// run's failure and log); the cause, when there is one, is kept as the source.
+#[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    /// The agent's policy refuses the run's config (privileged options…).
+    /// The agent's policy refuses the run's config (privileged options, an invalid
+    /// queue config). Stage `agent`; never retried.
     #[error("{0}")]
     Refused(String),
-    /// The run could not be started (image missing, command not found…).
+    /// The job cannot start as given (no command, no image, an image that cannot be
+    /// pulled, a command not found, a container the daemon will not create). Stage
+    /// `run`; never retried.
+    #[error("{message}")]
+    Start {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The Docker daemon failed or did not answer. Stage `agent`; transient when the
+    /// daemon could not be reached, timed out or answered 502-504.
+    #[error("{message}")]
+    Docker {
+        message: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A local operation of the agent failed (a run directory, a process). Stage
+    /// `agent`.
+    #[error("{message}")]
+    Io {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The job's source could not be fetched or unpacked. Stage `build`.
+    #[error("{message}")]
+    Source {
+        message: String,
+        #[source]
+        source: BuildError,
+    },
+    /// The runner cannot work as configured (an unsupported `DOCKER_HOST`).
     #[error("{0}")]
-    Start(String),
-    /// The backend (Docker daemon, cluster) failed.
+    Setup(String),
+    /// The execution is gone: removed behind the agent's back, or no longer
+    /// supervised. Stage `agent`.
     #[error("{0}")]
-    Backend(String),
-    /// The job's source could not be fetched (stage `build`).
-    #[error("{0}")]
-    Source(String),
+    Gone(String),
+    /// One error seen by several waiters of the same execution.
+    #[error(transparent)]
+    Shared(Arc<RunnerError>),
 }
 
 impl RunnerError {
+    /// A start failure without a cause of its own.
+    pub fn start(message: impl Into<String>) -> RunnerError {
+        RunnerError::Start {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The stage a run failing with this error failed in.
     pub fn stage(&self) -> FailureStage {
         match self {
-            RunnerError::Refused(_) | RunnerError::Backend(_) => FailureStage::Agent,
-            RunnerError::Start(_) => FailureStage::Run,
-            RunnerError::Source(_) => FailureStage::Build,
+            RunnerError::Refused(_)
+            | RunnerError::Docker { .. }
+            | RunnerError::Io { .. }
+            | RunnerError::Setup(_)
+            | RunnerError::Gone(_) => FailureStage::Agent,
+            RunnerError::Start { .. } => FailureStage::Run,
+            RunnerError::Source { .. } => FailureStage::Build,
+            RunnerError::Shared(e) => e.stage(),
         }
+    }
+
+    /// True when the same call may succeed later (the backend was unreachable or
+    /// overloaded); refusals and the job's own faults are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunnerError::Docker { source, .. } => docker_transient(source),
+            RunnerError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            RunnerError::Shared(e) => e.is_transient(),
+            RunnerError::Refused(_)
+            | RunnerError::Start { .. }
+            | RunnerError::Source { .. }
+            | RunnerError::Setup(_)
+            | RunnerError::Gone(_) => false,
+        }
+    }
+
+    /// A copy for another waiter of the same execution (the cause is shared).
+    pub(crate) fn share(self: &Arc<RunnerError>) -> RunnerError {
+        RunnerError::Shared(Arc::clone(self))
+    }
+}
+
+/// Docker errors worth trying again: the daemon unreachable (restarting, socket gone),
+/// a timeout, or a gateway-style answer.
+fn docker_transient(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError { status_code, .. } => (502..=504).contains(status_code),
+        E::RequestTimeoutError
+        | E::IOError { .. }
+        | E::HyperResponseError { .. }
+        | E::HyperLegacyError { .. }
+        | E::HttpClientError { .. }
+        | E::SocketNotFoundError(_) => true,
+        _ => false,
     }
 }
 
@@ -198,7 +376,11 @@ pub enum Adopted {
 pub trait Runner: Send + Sync {
     fn resource(&self) -> ResourceType;
 
-    /// Starts the run. Output goes to `logs` as it comes.
+    /// What the target does (see [`Capabilities`]).
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts the run: returns once the target has accepted it (a process spawned, a
+    /// container started, a cluster object created). Output goes to `logs` as it comes.
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError>;
 
     /// Finds a run started by an earlier process of this agent (by its `hoist.run-id`
@@ -227,21 +409,83 @@ pub trait Execution: Send + Sync {
     /// `pid 1234`, `container 3f2a…`: for messages.
     fn describe(&self) -> String;
 
-    /// Waits for the end, and for its output to be read to the end.
+    /// Resolves once the job actually runs. Executions that run as soon as they are
+    /// started (local processes, containers) resolve at once, which is the default;
+    /// runners whose [`Capabilities::reports_pending`] is set resolve it when the
+    /// backend says the job runs. An execution that ends before it ran resolves
+    /// [`Execution::wait`] instead.
+    async fn running(&self) -> Result<(), RunnerError> {
+        Ok(())
+    }
+
+    /// Waits for the end, and for its output to be read to the end. May be called
+    /// again (and by several callers): every call gets the same outcome.
     async fn wait(&self) -> Result<Exit, RunnerError>;
 
     /// SIGTERM (container stop), then kill after `grace`. Returns once it was sent;
     /// [`Execution::wait`] tells when it ended.
     async fn stop(&self, grace: Duration) -> Result<(), RunnerError>;
 
-    /// Releases what the execution holds (removes the container) once its logs are
-    /// shipped.
+    /// Releases what the execution holds (removes the container, the run's directory)
+    /// once its logs are shipped, and ends the tasks it runs.
     async fn cleanup(&self);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_spec_debug_shows_no_values() {
+        let job = JobSpec {
+            run_id: "r1".into(),
+            run_name: "n".into(),
+            project: "p".into(),
+            entity: "e".into(),
+            queue: "e/q".into(),
+            agent_name: "a".into(),
+            image: Some("img".into()),
+            entry_point: Some(vec!["train".into()]),
+            args: vec!["--token=arg-s3cret".into()],
+            env: [
+                ("HOIST_RUN_TOKEN", "hrt_token-s3cret"),
+                ("DB", "postgres://a:env-s3cret@db/x"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            resource_config: serde_json::json!({"env": ["X=config-s3cret"]}),
+            labels: BTreeMap::new(),
+            source: None,
+        };
+        let d = format!("{job:?}");
+        assert!(d.contains("r1") && d.contains("HOIST_RUN_TOKEN"), "{d}");
+        assert!(!d.contains("s3cret"), "{d}");
+    }
+
+    #[test]
+    fn transient_errors_are_the_backends_not_the_jobs() {
+        let refused = RunnerError::Refused("privileged".into());
+        assert!(!refused.is_transient());
+        assert_eq!(refused.stage(), FailureStage::Agent);
+        let timeout = RunnerError::Docker {
+            message: "no answer".into(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        };
+        assert!(timeout.is_transient());
+        let shared = Arc::new(timeout);
+        assert!(shared.share().is_transient());
+        assert_eq!(shared.share().to_string(), "no answer");
+        let gone = RunnerError::Docker {
+            message: "no such container".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "no such container".into(),
+            },
+        };
+        assert!(!gone.is_transient());
+        assert_eq!(RunnerError::start("no command").stage(), FailureStage::Run);
+    }
 
     #[test]
     fn resume_skips_what_the_server_has() {

@@ -1,6 +1,7 @@
 //! A started (or adopted) container: wait, stop, clean up.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -20,16 +21,22 @@ use crate::runners::{Execution, Exit, LogResume, RunnerError};
 /// has exited (the daemon ends the stream as soon as it has sent the last line).
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Consecutive failed waits (daemon unreachable) before giving up.
-const MAX_WAIT_FAILURES: u32 = 60;
+/// How long the daemon may stay unreachable while a container is supervised before
+/// the agent gives up on it (a daemon restart takes seconds; `live-restore` keeps the
+/// container running meanwhile).
+const MAX_UNREACHABLE: Duration = Duration::from_secs(300);
+/// Longest pause between two attempts to reach the daemon again.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub(crate) struct DockerExecution {
     docker: Docker,
     id: String,
     /// The exit, once the container has ended and its output was read to the end.
-    exit: watch::Receiver<Option<Result<Exit, RunnerError>>>,
+    exit: watch::Receiver<Option<Result<Exit, Arc<RunnerError>>>>,
     follower: Option<AbortHandle>,
     waiter: AbortHandle,
+    /// Stop requests still waiting for the daemon's answer.
+    stops: Mutex<Vec<AbortHandle>>,
 }
 
 impl DockerExecution {
@@ -63,7 +70,7 @@ impl DockerExecution {
                 {
                     note_oom(&docker, &id, &sink).await;
                 }
-                let _ = exit_tx.send(Some(exit));
+                let _ = exit_tx.send(Some(exit.map_err(Arc::new)));
             })
             .abort_handle()
         };
@@ -73,6 +80,7 @@ impl DockerExecution {
             exit: exit_rx,
             follower,
             waiter,
+            stops: Mutex::default(),
         }
     }
 
@@ -81,52 +89,93 @@ impl DockerExecution {
             f.abort();
         }
         self.waiter.abort();
+        for s in self.stops.lock().expect("stops").drain(..) {
+            s.abort();
+        }
     }
 }
 
-/// The container's exit code, once it is not running.
+/// The container's exit code, once it is not running. A daemon that does not answer
+/// (restarting, overloaded) is asked again with backoff for up to [`MAX_UNREACHABLE`];
+/// a container removed behind the agent's back ends the wait at once.
 async fn wait_exit(docker: &Docker, id: &str) -> Result<Exit, RunnerError> {
-    let mut failures = 0u32;
+    let mut unreachable_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(250);
     loop {
         let opts = WaitContainerOptions {
             condition: "not-running".to_string(),
         };
         let mut s = docker.wait_container(id, Some(opts));
-        let err = match s.next().await {
+        let broke = match s.next().await {
             Some(Ok(r)) => return Ok(Exit::Code(exit_code(r.status_code))),
             // bollard turns a non-zero exit into an error that carries the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
                 return Ok(Exit::Code(exit_code(code)));
             }
-            Some(Err(e)) => e.to_string(),
-            None => "the wait request ended without an answer".to_string(),
+            Some(Err(e)) => Some(e),
+            None => None,
         };
         drop(s);
         // The wait broke (daemon restart, connection lost): ask the state.
-        match docker.inspect_container(id, None).await {
+        let failure = match docker.inspect_container(id, None).await {
             Ok(c) => {
                 let state = c.state.unwrap_or_default();
                 if !state.running.unwrap_or(false) && !state.restarting.unwrap_or(false) {
                     return Ok(Exit::Code(exit_code(state.exit_code.unwrap_or(-1))));
                 }
+                // Still running: the wait is asked again (bounded like an unreachable
+                // daemon, in case the wait keeps breaking).
+                broke.map(|e| {
+                    (
+                        true,
+                        RunnerError::Docker {
+                            message: format!(
+                                "waiting for container {} keeps failing: {}",
+                                short(id),
+                                daemon_message(&e)
+                            ),
+                            source: e,
+                        },
+                    )
+                })
             }
             Err(e) if is_not_found(&e) => {
-                return Err(RunnerError::Backend(format!(
+                return Err(RunnerError::Gone(format!(
                     "container {} was removed before its exit code could be read",
                     short(id)
                 )));
             }
-            Err(_) => {}
+            Err(e) => Some((
+                false,
+                RunnerError::Docker {
+                    message: format!(
+                        "lost track of container {}: {}",
+                        short(id),
+                        daemon_message(&e)
+                    ),
+                    source: e,
+                },
+            )),
+        };
+        match &failure {
+            None => {
+                unreachable_since = None;
+                backoff = Duration::from_millis(250);
+            }
+            Some((still_running, err)) if !still_running && !err.is_transient() => {
+                return Err(failure.expect("some").1);
+            }
+            Some(_) => {}
         }
-        failures += 1;
-        if failures >= MAX_WAIT_FAILURES {
-            return Err(RunnerError::Backend(format!(
-                "lost track of container {}: {err}",
-                short(id)
-            )));
+        if let Some((_, err)) = failure {
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= MAX_UNREACHABLE {
+                return Err(err);
+            }
+            tracing::debug!(message = "Waiting for the container failed; retrying.", container = %id, error = %err, retry_in_ms = backoff.as_millis() as u64);
         }
-        tracing::debug!(message = "Waiting for the container failed; retrying.", container = %id, error = %err);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -192,12 +241,14 @@ impl Execution for DockerExecution {
             Ok(v) => v.clone(),
             Err(_) => None,
         };
-        exit.unwrap_or_else(|| {
-            Err(RunnerError::Backend(format!(
+        match exit {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err(e.share()),
+            None => Err(RunnerError::Gone(format!(
                 "container {} is no longer supervised (cleaned up before it ended)",
                 short(&self.id)
-            )))
-        })
+            ))),
+        }
     }
 
     async fn stop(&self, grace: Duration) -> Result<(), RunnerError> {
@@ -210,7 +261,7 @@ impl Execution for DockerExecution {
             .clone()
             .with_timeout(grace.saturating_add(Duration::from_secs(60)));
         let id = self.id.clone();
-        let mut task = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let opts = StopContainerOptions {
                 signal: None,
                 t: Some(t),
@@ -224,20 +275,29 @@ impl Execution for DockerExecution {
             r
         });
         // The stop signal goes at once; errors (no such container…) come back at once.
-        // A stop that is merely waiting for the grace period runs on in the background.
-        match tokio::time::timeout(Duration::from_secs(2), &mut task).await {
+        // A stop that is merely waiting for the grace period runs on in the background
+        // (aborted by cleanup, or when the execution is dropped).
+        let mut task = task;
+        let answered = tokio::time::timeout(Duration::from_secs(2), &mut task).await;
+        if answered.is_err() {
+            self.stops.lock().expect("stops").push(task.abort_handle());
+        }
+        match answered {
             Ok(Ok(Ok(()))) | Err(_) => Ok(()),
-            Ok(Ok(Err(e))) if is_not_found(&e) => Err(RunnerError::Backend(format!(
+            Ok(Ok(Err(e))) if is_not_found(&e) => Err(RunnerError::Gone(format!(
                 "container {} no longer exists",
                 short(&self.id)
             ))),
-            Ok(Ok(Err(e))) => Err(RunnerError::Backend(format!(
-                "could not stop container {}: {}",
-                short(&self.id),
-                daemon_message(&e)
-            ))),
-            Ok(Err(e)) => Err(RunnerError::Backend(format!(
-                "could not stop container {}: {e}",
+            Ok(Ok(Err(e))) => Err(RunnerError::Docker {
+                message: format!(
+                    "could not stop container {}: {}",
+                    short(&self.id),
+                    daemon_message(&e)
+                ),
+                source: e,
+            }),
+            Ok(Err(e)) => Err(RunnerError::Gone(format!(
+                "could not stop container {}: the stop request ended: {e}",
                 short(&self.id)
             ))),
         }

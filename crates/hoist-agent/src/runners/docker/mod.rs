@@ -11,9 +11,14 @@
 //!   (`stream.rs`) from the beginning, so nothing is lost.
 //! - `adopt`: after an agent restart, the container is found by its `hoist.run-id`
 //!   label and its output resumed after the last line already shipped.
-//! - The [`Execution`] (`execution.rs`) waits for the exit
-//!   and the end of the output, stops with the stop signal then SIGKILL after the
-//!   grace period (`docker stop -t`), and removes the container.
+//! - The [`Execution`] (`execution.rs`) waits for the exit (asking again, with
+//!   backoff, while the daemon does not answer) and the end of the output, stops with
+//!   the stop signal then SIGKILL after the grace period (`docker stop -t`), and
+//!   removes the container.
+//! - Capabilities: runs need an image (git and code jobs are built first); containers
+//!   survive an agent restart (left running on shutdown, re-adopted); the image comes
+//!   from the local daemon (no registry needed); a started container runs at once.
+//! - `env: [NAME]` takes the agent's variable only under [`crate::host_env`]'s rule.
 
 mod execution;
 mod policy;
@@ -35,10 +40,14 @@ use hoist_core::resource::docker::{self as options, DockerOptions};
 
 use self::execution::{DockerExecution, short};
 pub use self::spec::container_name;
+use std::sync::Arc;
+
 use crate::config::{DockerHost, DockerSettings};
+use crate::host_env::HostEnv;
 use crate::logs::LogSink;
 use crate::runners::{
-    Adopted, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, LogResume, Runner, RunnerError,
+    Adopted, Capabilities, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, LogResume, Runner,
+    RunnerError,
 };
 
 /// Seconds bollard waits for the daemon to answer a request (streams excepted once
@@ -55,6 +64,7 @@ pub struct DockerRunner {
     /// Where the daemon is, for messages.
     endpoint: String,
     env_allow_list: Vec<String>,
+    host_env: Arc<HostEnv>,
 }
 
 impl std::fmt::Debug for DockerRunner {
@@ -90,37 +100,51 @@ impl DockerRunner {
                 API_DEFAULT_VERSION,
             ),
         }
-        .map_err(|e| unreachable(&endpoint, &e))?;
+        .map_err(|e| unreachable(&endpoint, e))?;
         let docker = client
             .negotiate_version()
             .await
-            .map_err(|e| unreachable(&endpoint, &e))?;
+            .map_err(|e| unreachable(&endpoint, e))?;
         tracing::debug!(message = "Connected to Docker.", endpoint = %endpoint, api_version = %docker.client_version());
         Ok(DockerRunner {
             docker,
             settings: settings.clone(),
             endpoint,
             env_allow_list: Vec::new(),
+            host_env: Arc::new(HostEnv::capture()),
         })
     }
 
-    /// Secret-looking agent environment variables that `env: [NAME]` entries (no
-    /// value: taken from the agent's environment) may still pass to containers (the
-    /// agent config's `env-allow-list`).
+    /// Agent environment variables that `env: [NAME]` entries (no value: taken from
+    /// the agent's environment) may pass to containers although their names look
+    /// secret or their values look like credentials (the agent config's
+    /// `env-allow-list`).
     pub fn with_env_allow_list(mut self, names: Vec<String>) -> DockerRunner {
         self.env_allow_list = names;
         self
     }
 
+    /// The agent's environment `env: [NAME]` entries take values from (instead of the
+    /// process's).
+    pub fn with_host_env(mut self, env: Arc<HostEnv>) -> DockerRunner {
+        self.host_env = env;
+        self
+    }
+
     /// Checks that the daemon answers.
     pub async fn ping(&self) -> Result<(), RunnerError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| {
-            RunnerError::Backend(format!(
-                "the Docker daemon at {} does not answer: {}",
-                self.endpoint,
-                daemon_message(&e)
-            ))
-        })
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| RunnerError::Docker {
+                message: format!(
+                    "the Docker daemon at {} does not answer: {}",
+                    self.endpoint,
+                    daemon_message(&e)
+                ),
+                source: e,
+            })
     }
 
     /// The API version in use (the lower of bollard's and the daemon's).
@@ -210,7 +234,7 @@ impl DockerRunner {
             return Err(RunnerError::Refused(refusals.join("; ")));
         }
         parsed.map_err(|problems| {
-            RunnerError::Start(format!(
+            RunnerError::start(format!(
                 "the queue's docker config is invalid for this run: {}",
                 problems
                     .iter()
@@ -232,10 +256,10 @@ impl DockerRunner {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
-                return Err(RunnerError::Backend(format!(
-                    "cannot inspect image {image}: {}",
-                    daemon_message(&e)
-                )));
+                return Err(RunnerError::Docker {
+                    message: format!("cannot inspect image {image}: {}", daemon_message(&e)),
+                    source: e,
+                });
             }
         }
         logs.system(&format!(
@@ -252,24 +276,29 @@ impl DockerRunner {
         let mut failure = None;
         while let Some(item) = pull.next().await {
             if let Err(e) = item {
-                failure = Some(daemon_message(&e));
+                failure = Some(e);
                 break;
             }
         }
+        drop(pull);
         // A pull that "succeeds" without the image (odd registries) still fails here.
         if failure.is_none()
             && let Err(e) = self.docker.inspect_image(image).await
         {
-            failure = Some(daemon_message(&e));
+            failure = Some(e);
         }
         match failure {
             None => {
                 logs.system(&format!("[hoist: pulled {image}]"));
                 Ok(())
             }
-            Some(msg) => Err(RunnerError::Start(format!(
-                "image {image} is not available: not present in the local Docker daemon and pulling it failed: {msg}; build or load it on the agent's host, or check the name"
-            ))),
+            Some(e) => Err(RunnerError::Start {
+                message: format!(
+                    "image {image} is not available: not present in the local Docker daemon and pulling it failed: {}; build or load it on the agent's host, or check the name",
+                    daemon_message(&e)
+                ),
+                source: Some(Box::new(e)),
+            }),
         }
     }
 
@@ -306,10 +335,13 @@ impl DockerRunner {
                     .and_then(|l| l.get(LABEL_RUN_ID))
                     .is_some_and(|r| *r == job.run_id);
                 if running || !same_run {
-                    return Err(RunnerError::Start(format!(
-                        "a container named {name} already exists{}; remove it or wait for it to end",
-                        if running { " and is running" } else { "" }
-                    )));
+                    return Err(RunnerError::Start {
+                        message: format!(
+                            "a container named {name} already exists{}; remove it or wait for it to end",
+                            if running { " and is running" } else { "" }
+                        ),
+                        source: Some(Box::new(e)),
+                    });
                 }
                 tracing::info!(message = "Removing a stopped container left by an earlier attempt of the run.", container = %name);
                 if let Err(e) = self
@@ -318,38 +350,47 @@ impl DockerRunner {
                     .await
                     && !is_not_found(&e)
                 {
-                    return Err(RunnerError::Backend(format!(
-                        "cannot remove the old container {name}: {}",
-                        daemon_message(&e)
-                    )));
+                    return Err(RunnerError::Docker {
+                        message: format!(
+                            "cannot remove the old container {name}: {}",
+                            daemon_message(&e)
+                        ),
+                        source: e,
+                    });
                 }
             }
-            Err(e) => return Err(create_error(&e, job)),
+            Err(e) => return Err(create_error(e, job)),
         }
         self.docker
             .create_container(Some(opts()), body)
             .await
             .map(|r| r.id)
-            .map_err(|e| create_error(&e, job))
+            .map_err(|e| create_error(e, job))
     }
 }
 
-fn unreachable(endpoint: &str, e: &DockerError) -> RunnerError {
-    RunnerError::Backend(format!(
-        "cannot reach the Docker daemon at {endpoint}: {}; is dockerd running, and may the agent use its socket?",
-        daemon_message(e)
-    ))
+fn unreachable(endpoint: &str, e: DockerError) -> RunnerError {
+    RunnerError::Docker {
+        message: format!(
+            "cannot reach the Docker daemon at {endpoint}: {}; is dockerd running, and may the agent use its socket?",
+            daemon_message(&e)
+        ),
+        source: e,
+    }
 }
 
-fn create_error(e: &DockerError, job: &JobSpec) -> RunnerError {
-    let msg = format!(
+fn create_error(e: DockerError, job: &JobSpec) -> RunnerError {
+    let message = format!(
         "cannot create the container for run {}: {}",
         job.run_id,
-        daemon_message(e)
+        daemon_message(&e)
     );
-    match status(e) {
-        Some(400 | 404 | 409) => RunnerError::Start(msg),
-        _ => RunnerError::Backend(msg),
+    match status(&e) {
+        Some(400 | 404 | 409) => RunnerError::Start {
+            message,
+            source: Some(Box::new(e)),
+        },
+        _ => RunnerError::Docker { message, source: e },
     }
 }
 
@@ -367,28 +408,31 @@ impl Runner for DockerRunner {
         ResourceType::Docker
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            needs_image: true,
+            survives_restart: true,
+            needs_registry: false,
+            reports_pending: false,
+        }
+    }
+
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
         let image = job
             .image
             .as_deref()
             .filter(|i| !i.trim().is_empty())
             .ok_or_else(|| {
-                RunnerError::Start(format!(
+                RunnerError::start(format!(
                     "run {} has no image to run: a docker queue needs the job's image (or a build)",
                     job.run_id
                 ))
             })?;
         let opts = self.options(job)?;
-        let prepared = spec::prepare(
-            job,
-            image,
-            &opts,
-            &|k| std::env::var(k).ok(),
-            &self.env_allow_list,
-        )
-        .map_err(|e| {
-            RunnerError::Start(format!("the queue's docker config cannot be applied: {e}"))
-        })?;
+        let prepared = spec::prepare(job, image, &opts, &self.host_env, &self.env_allow_list)
+            .map_err(|e| {
+                RunnerError::start(format!("the queue's docker config cannot be applied: {e}"))
+            })?;
         for note in &prepared.notes {
             logs.system(&format!("[hoist: {note}]"));
         }
@@ -402,10 +446,10 @@ impl Runner for DockerRunner {
             let msg = daemon_message(&e);
             // Keep nothing behind: the run failed to start.
             let _ = self.docker.remove_container(&id, Some(remove_opts())).await;
-            return Err(RunnerError::Start(format!(
-                "container {} did not start: {msg}",
-                short(&id)
-            )));
+            return Err(RunnerError::Start {
+                message: format!("container {} did not start: {msg}", short(&id)),
+                source: Some(Box::new(e)),
+            });
         }
         let read_logs = opts.log_driver.as_deref() != Some("none");
         if !read_logs {
@@ -450,8 +494,9 @@ impl Runner for DockerRunner {
                 filters: Some(filters),
             }))
             .await
-            .map_err(|e| {
-                RunnerError::Backend(format!("cannot list containers: {}", daemon_message(&e)))
+            .map_err(|e| RunnerError::Docker {
+                message: format!("cannot list containers: {}", daemon_message(&e)),
+                source: e,
             })?;
         let Some(found) = list.into_iter().max_by_key(|c| c.created.unwrap_or(0)) else {
             return Ok(Adopted::Gone(format!(
@@ -469,12 +514,13 @@ impl Runner for DockerRunner {
             .docker
             .inspect_container(&id, None)
             .await
-            .map_err(|e| {
-                RunnerError::Backend(format!(
+            .map_err(|e| RunnerError::Docker {
+                message: format!(
                     "cannot inspect container {}: {}",
                     short(&id),
                     daemon_message(&e)
-                ))
+                ),
+                source: e,
             })?;
         let st = state.state.unwrap_or_default();
         let never_started = st
@@ -529,7 +575,7 @@ fn parse_docker_host_env(v: &str) -> Result<DockerHost, RunnerError> {
             });
         }
     }
-    Err(RunnerError::Backend(format!(
+    Err(RunnerError::Setup(format!(
         "DOCKER_HOST={v:?} is not supported; expected unix:///path/to/docker.sock or tcp://127.0.0.1:PORT (or set docker.host in the agent config)"
     )))
 }

@@ -56,8 +56,9 @@ use bollard::models::{
     MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkingConfig, PortBinding,
     ResourcesUlimits,
 };
-use hoist_core::api::looks_secret;
 use hoist_core::resource::docker::{DockerOptions, parse_size};
+
+use crate::host_env::{HostEnv, Lookup};
 
 use crate::runners::{
     JobSpec, LABEL_AGENT, LABEL_ENTITY, LABEL_PROJECT, LABEL_QUEUE, LABEL_RUN_ID,
@@ -88,14 +89,15 @@ pub fn container_name(run_id: &str) -> String {
     format!("hoist-{clean}")
 }
 
-/// Builds the create request. `agent_env` reads the agent's environment (for `env`
-/// entries without a value); `env_allow_list` names secret-looking variables that may
-/// still be passed that way.
+/// Builds the create request. `agent_env` is the agent's environment (for `env`
+/// entries without a value: never a variable whose name looks secret or whose value
+/// looks like a credential, see [`crate::host_env`]); `env_allow_list` names those that
+/// may still be passed that way.
 pub(crate) fn prepare(
     job: &JobSpec,
     image: &str,
     o: &DockerOptions,
-    agent_env: &dyn Fn(&str) -> Option<String>,
+    agent_env: &HostEnv,
     env_allow_list: &[String],
 ) -> Result<Prepared, String> {
     let mut notes = Vec::new();
@@ -113,7 +115,7 @@ pub(crate) fn prepare(
         set(&mut env, k, v.clone());
     }
     for (k, v) in &o.env {
-        if k.starts_with("HOIST_") && job.env.iter().any(|(n, _)| n == k) {
+        if k.starts_with("HOIST_") && job.env.contains_key(k) {
             notes.push(format!(
                 "queue config env {k} ignored: hoist sets it for the run"
             ));
@@ -121,18 +123,17 @@ pub(crate) fn prepare(
         }
         let value = match v {
             Some(v) => v.clone(),
-            None => {
-                if looks_secret(k) && !env_allow_list.iter().any(|a| a == k) {
+            None => match agent_env.lookup(k, env_allow_list) {
+                Lookup::Value(v) => v.to_string(),
+                Lookup::Unset => continue,
+                Lookup::Withheld(w) => {
                     notes.push(format!(
-                        "queue config env {k} not passed from the agent's environment: its name looks secret (list it in env-allow-list in the agent config to pass it)"
+                        "queue config env {k} not passed from the agent's environment: {} (list it in env-allow-list in the agent config to pass it)",
+                        w.why()
                     ));
                     continue;
                 }
-                match agent_env(k) {
-                    Some(v) => v,
-                    None => continue,
-                }
-            }
+            },
         };
         set(&mut env, k, value);
     }
@@ -604,10 +605,10 @@ mod tests {
             image: Some("img".into()),
             entry_point: None,
             args: vec!["x".into()],
-            env: vec![
-                ("HOIST_RUN_ID".into(), "r1".into()),
-                ("EPOCHS".into(), "10".into()),
-            ],
+            env: [("HOIST_RUN_ID", "r1"), ("EPOCHS", "10")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             resource_config: json!({}),
             labels: BTreeMap::from([("hoist.run-id".to_string(), "r1".to_string())]),
             source: None,
@@ -616,27 +617,41 @@ mod tests {
 
     fn prep(config: serde_json::Value) -> Result<Prepared, String> {
         let o = hoist_core::resource::docker::parse(&config).expect("valid config");
-        let agent_env = |k: &str| match k {
-            "PASS_ME" => Some("passed".to_string()),
-            "HF_TOKEN" => Some("secret".to_string()),
-            _ => None,
-        };
+        let agent_env = HostEnv::from_vars([
+            ("PLAIN_ME", "passed"),
+            ("HF_TOKEN", "secret"),
+            ("DB_URL", "postgres://app:pw@db/app"),
+            ("ALLOWED_URL", "postgres://app:pw@db/app"),
+        ]);
         prepare(
             &job(),
             "img",
             &o,
             &agent_env,
-            &["ALLOWED_TOKEN".to_string()],
+            &["ALLOWED_TOKEN".to_string(), "ALLOWED_URL".to_string()],
         )
     }
 
     #[test]
     fn env_precedence_and_passthrough() {
-        let p = prep(json!({"env": ["HOIST_RUN_ID=x", "EPOCHS=5", "PASS_ME", "HF_TOKEN", "UNSET_VAR", "A=1"]})).unwrap();
+        let p = prep(json!({"env": ["HOIST_RUN_ID=x", "EPOCHS=5", "PLAIN_ME", "HF_TOKEN", "DB_URL", "ALLOWED_URL", "UNSET_VAR", "A=1"]})).unwrap();
         let env = p.body.env.unwrap();
         assert_eq!(
             env,
-            ["HOIST_RUN_ID=r1", "EPOCHS=5", "PASS_ME=passed", "A=1"]
+            [
+                "EPOCHS=5",
+                "HOIST_RUN_ID=r1",
+                "PLAIN_ME=passed",
+                "ALLOWED_URL=postgres://app:pw@db/app",
+                "A=1"
+            ]
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("DB_URL") && n.contains("looks like a credential")),
+            "{:?}",
+            p.notes
         );
         assert!(
             p.notes.iter().any(|n| n.contains("HOIST_RUN_ID ignored")),
