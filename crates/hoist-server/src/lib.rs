@@ -7,6 +7,9 @@
 //! - [`auth`]: API keys and run tokens → the caller ([`auth::Principal`]); access rules.
 //! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers.
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
+//! - [`logs`]: run logs: segments in the blob store indexed in the store, quota,
+//!   byte-capped pages, retention.
+//! - [`serve`]: HTTP/1.1 connections: header and idle timeouts, the connection limit.
 //! - [`server`]: configuration, start-up (admin bootstrap), graceful shutdown.
 //! - [`clock`], [`secrets`], [`error`]: time, credentials, the error boundary.
 
@@ -15,8 +18,10 @@ pub mod auth;
 pub mod clock;
 pub mod dispatch;
 pub mod error;
+pub mod logs;
 pub mod reaper;
 pub mod secrets;
+pub mod serve;
 pub mod server;
 pub mod store;
 
