@@ -66,7 +66,10 @@ async fn closed_by_server(mut s: TcpStream, within: Duration) {
         }
     })
     .await;
-    assert!(r.is_ok(), "the server did not close the connection within {within:?}");
+    assert!(
+        r.is_ok(),
+        "the server did not close the connection within {within:?}"
+    );
 }
 
 /// Sends one request on a raw keep-alive connection and reads its whole response.
@@ -105,7 +108,10 @@ async fn silent_and_half_header_connections_are_closed_while_requests_succeed() 
     let hard = raise_nofile_limit();
     // Both ends of every connection are in this process.
     let per_kind = ((hard.saturating_sub(512)) / 4).min(1500) as usize;
-    assert!(per_kind >= 500, "open-file limit {hard} too low for this test");
+    assert!(
+        per_kind >= 500,
+        "open-file limit {hard} too low for this test"
+    );
     let header_timeout = Duration::from_secs(4);
     let srv = TestServer::start_with(|c| {
         c.header_timeout = header_timeout;
@@ -119,7 +125,11 @@ async fn silent_and_half_header_connections_are_closed_while_requests_succeed() 
 
     // A keep-alive connection that has served a request: idle, not waiting for a head.
     let mut kept = connect(addr).await;
-    assert!(request_on(&mut kept, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request_on(&mut kept, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 
     let silent = open_many(addr, per_kind, b"").await;
     let half = open_many(
@@ -154,7 +164,11 @@ async fn silent_and_half_header_connections_are_closed_while_requests_succeed() 
         w.await.unwrap();
     }
     // The idle keep-alive connection has its own (longer) timeout: it still serves.
-    assert!(request_on(&mut kept, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request_on(&mut kept, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     srv.stop().await;
 }
 
@@ -179,7 +193,11 @@ async fn idle_keep_alive_connections_close_but_requests_in_flight_survive() {
 
     // An idle keep-alive connection is closed after the idle timeout.
     let mut idle = connect(addr).await;
-    assert!(request_on(&mut idle, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request_on(&mut idle, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     closed_by_server(idle, Duration::from_secs(30)).await;
 
     // A follow stream and a long poll, each in flight for longer than both timeouts.
@@ -291,7 +309,11 @@ async fn at_the_connection_limit_new_connections_wait_and_one_line_is_logged() {
         .filter(|l| l.contains("Connection limit reached"))
         .collect();
     assert!(!lines.is_empty(), "no limit line in:\n{text}");
-    assert!(lines[0].contains("limit=8") && lines[0].contains("--max-connections"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("limit=8") && lines[0].contains("--max-connections"),
+        "{}",
+        lines[0]
+    );
     // One line per burst, not one per waiting connection.
     assert!(lines.len() < LIMIT, "{lines:#?}");
     srv.stop().await;

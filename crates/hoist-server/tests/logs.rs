@@ -26,19 +26,20 @@ async fn new_run(s: &Store) -> String {
     if s.get_user("u").await.unwrap().is_none() {
         s.create_user("u", false, "k", T0).await.unwrap();
     }
-    let q = match s.create_queue(
-        NewQueue {
-            entity: "u".into(),
-            name: "q".into(),
-            resource: ResourceType::LocalProcess,
-            config: json!({}),
-            template_variables: vec![],
-            prioritize: false,
-            description: String::new(),
-        },
-        T0,
-    )
-    .await
+    let q = match s
+        .create_queue(
+            NewQueue {
+                entity: "u".into(),
+                name: "q".into(),
+                resource: ResourceType::LocalProcess,
+                config: json!({}),
+                template_variables: vec![],
+                prioritize: false,
+                description: String::new(),
+            },
+            T0,
+        )
+        .await
     {
         Ok(q) => q.id,
         Err(_) => s.list_queues(None).await.unwrap()[0].id.clone(),
@@ -115,13 +116,22 @@ async fn segments_append_read_and_resume_in_a_new_segment(s: Store) {
 
     let a = logs.append(&run, lines(250, "a", 10)).await.unwrap();
     assert_eq!((a.next_offset, a.quota_reached), (250, false));
-    assert_eq!(logs.append(&run, lines(3, "b", 0)).await.unwrap().next_offset, 253);
+    assert_eq!(
+        logs.append(&run, lines(3, "b", 0))
+            .await
+            .unwrap()
+            .next_offset,
+        253
+    );
     let got = logs.read_lines(&run, 249, 10).await.unwrap();
     assert_eq!(
         got.iter().map(|l| &l.text[..4]).collect::<Vec<_>>(),
         vec!["a000", "b000", "b000", "b000"]
     );
-    assert_eq!(got.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![249, 250, 251, 252]);
+    assert_eq!(
+        got.iter().map(|l| l.offset).collect::<Vec<_>>(),
+        vec![249, 250, 251, 252]
+    );
     assert_eq!(got[0].stream, LogStream::Stderr);
     // An empty append says the length.
     assert_eq!(logs.append(&run, vec![]).await.unwrap().next_offset, 253);
@@ -138,12 +148,18 @@ async fn segments_append_read_and_resume_in_a_new_segment(s: Store) {
 
     // About 3 MiB more in batches of various sizes: several chunks of one segment.
     for (i, n) in [700usize, 1, 3000, 50, 9000].into_iter().enumerate() {
-        logs.append(&run, lines(n, &format!("c{i}-"), 200)).await.unwrap();
+        logs.append(&run, lines(n, &format!("c{i}-"), 200))
+            .await
+            .unwrap();
     }
     let chunks = s.log_chunks_from(&run, 0, 1000).await.unwrap();
     assert!(chunks.len() > 4, "{} chunks", chunks.len());
     assert_eq!(
-        chunks.iter().map(|c| &c.seg_key).collect::<std::collections::HashSet<_>>().len(),
+        chunks
+            .iter()
+            .map(|c| &c.seg_key)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         1,
         "one process appends to one segment"
     );
@@ -192,7 +208,10 @@ async fn quota_stores_a_marker_then_drops_lines_and_answers_normally() {
     };
     let mut capped_at = None;
     for i in 0..10 {
-        let page = c.append_logs(&run.id, &batch(&format!("b{i}-"))).await.unwrap();
+        let page = c
+            .append_logs(&run.id, &batch(&format!("b{i}-")))
+            .await
+            .unwrap();
         if page.quota_reached {
             capped_at = Some((i, page.next_offset));
             break;
@@ -200,7 +219,10 @@ async fn quota_stores_a_marker_then_drops_lines_and_answers_normally() {
         assert_eq!(page.next_offset, 100 * (i + 1));
     }
     let (i, end) = capped_at.expect("the quota is reached within 10 batches");
-    assert!(i >= 2 && end > 100 * i && end <= 100 * (i + 1) + 1, "{i} {end}");
+    assert!(
+        i >= 2 && end > 100 * i && end <= 100 * (i + 1) + 1,
+        "{i} {end}"
+    );
     // Later appends are answered normally, store nothing, and say so.
     let page = c.append_logs(&run.id, &batch("late-")).await.unwrap();
     assert!(page.quota_reached);
@@ -298,9 +320,15 @@ async fn follow_reads_across_chunks_and_segments() {
         // More than a chunk each time.
         let a = lines(1500, &format!("s{round}-"), 300);
         expected.extend(a.iter().map(|l| l.text.clone()));
-        c.append_logs(&run.id, &LogBatch { session: None, lines: a })
-            .await
-            .unwrap();
+        c.append_logs(
+            &run.id,
+            &LogBatch {
+                session: None,
+                lines: a,
+            },
+        )
+        .await
+        .unwrap();
         let b = lines(700, &format!("o{round}-"), 300);
         expected.extend(b.iter().map(|l| l.text.clone()));
         other.append(&run.id, b).await.unwrap();
@@ -308,9 +336,15 @@ async fn follow_reads_across_chunks_and_segments() {
     // The API append wakes the follower; the other writer's lines come with it.
     let tail = lines(1, "last", 0);
     expected.extend(tail.iter().map(|l| l.text.clone()));
-    c.append_logs(&run.id, &LogBatch { session: None, lines: tail })
-        .await
-        .unwrap();
+    c.append_logs(
+        &run.id,
+        &LogBatch {
+            session: None,
+            lines: tail,
+        },
+    )
+    .await
+    .unwrap();
     let chunks = state.store.log_chunks_from(&run.id, 0, 1000).await.unwrap();
     let mut keys: Vec<_> = chunks.iter().map(|c| c.seg_key.clone()).collect();
     keys.dedup();
@@ -341,29 +375,58 @@ async fn retention_deletes_the_logs_of_runs_that_ended_long_ago() {
     let ended = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
     let live = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
     for r in [&ended, &live] {
-        c.append_logs(&r.id, &LogBatch { session: None, lines: lines(500, "r", 100) })
-            .await
-            .unwrap();
+        c.append_logs(
+            &r.id,
+            &LogBatch {
+                session: None,
+                lines: lines(500, "r", 100),
+            },
+        )
+        .await
+        .unwrap();
     }
     c.cancel_run(&ended.id).await.unwrap();
     let state = &srv.server.as_ref().unwrap().state;
     let dir = state.cfg.log_dir();
     assert!(dir.join(&ended.id).is_dir());
     // Not yet expired: kept.
-    assert_eq!(c.read_logs(&ended.id, 0, None).await.unwrap().lines.len(), 500);
+    assert_eq!(
+        c.read_logs(&ended.id, 0, None).await.unwrap().lines.len(),
+        500
+    );
     state.clock.advance(Duration::from_secs(7200));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while dir.join(&ended.id).exists() || !c.read_logs(&ended.id, 0, None).await.unwrap().lines.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "expired log not deleted within 30 s");
+    while dir.join(&ended.id).exists()
+        || !c
+            .read_logs(&ended.id, 0, None)
+            .await
+            .unwrap()
+            .lines
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired log not deleted within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(state.store.log_chunks_from(&ended.id, 0, 10).await.unwrap().is_empty());
+    assert!(
+        state
+            .store
+            .log_chunks_from(&ended.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let page = c.read_logs(&ended.id, 0, None).await.unwrap();
     assert_eq!(page.next_offset, 0);
     assert!(page.complete);
     // The run that has not ended keeps its log.
     assert!(dir.join(&live.id).is_dir());
-    assert_eq!(c.read_logs(&live.id, 0, None).await.unwrap().lines.len(), 500);
+    assert_eq!(
+        c.read_logs(&live.id, 0, None).await.unwrap().lines.len(),
+        500
+    );
     srv.stop().await;
 }
 
@@ -374,7 +437,9 @@ async fn lines_stored_before_segments_stay_readable() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let s = Store::open(&format!("sqlite://{}", db.display())).await.unwrap();
+    let s = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     let run = new_run(&s).await;
     {
         // As the previous version stored them.
@@ -402,7 +467,13 @@ async fn lines_stored_before_segments_stay_readable() {
         Arc::new(FsSegments::new(dir.path().join("logs"))),
         1 << 30,
     );
-    assert_eq!(logs.append(&run, lines(10, "new", 0)).await.unwrap().next_offset, 1210);
+    assert_eq!(
+        logs.append(&run, lines(10, "new", 0))
+            .await
+            .unwrap()
+            .next_offset,
+        1210
+    );
     let texts = read_all(&logs, &run, 4096).await;
     assert_eq!(texts.len(), 1210);
     assert_eq!(texts[0], "old0000");

@@ -11,10 +11,10 @@ use hoist_core::api::{
     ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, Run, RunList, RunUpdate,
     StopRequest,
 };
-use hoist_core::secret::masked_value;
 use hoist_core::merge::deep_merge;
 use hoist_core::resource::{self, ResourceType};
 use hoist_core::run::RunState;
+use hoist_core::secret::masked_value;
 use hoist_core::{names, template};
 use serde::Deserialize;
 use serde_json::Value;

@@ -92,7 +92,9 @@ impl From<LogError> for crate::error::ApiError {
         use axum::http::StatusCode;
         use hoist_core::api::ErrorCode;
         match e {
-            LogError::NoRun(id) => crate::error::ApiError::not_found(format!("no run with id {id:?}")),
+            LogError::NoRun(id) => {
+                crate::error::ApiError::not_found(format!("no run with id {id:?}"))
+            }
             LogError::Store(e) => e.into(),
             LogError::Contended(_) => crate::error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -146,7 +148,12 @@ impl Records {
     /// The records as the elements of a JSON array (`a,b,c`).
     pub fn json_array_items(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len());
-        for (i, r) in self.data.split(|b| *b == b'\n').filter(|r| !r.is_empty()).enumerate() {
+        for (i, r) in self
+            .data
+            .split(|b| *b == b'\n')
+            .filter(|r| !r.is_empty())
+            .enumerate()
+        {
             if i > 0 {
                 out.push(b',');
             }
@@ -605,7 +612,9 @@ pub async fn retention_task(
         match logs.sweep(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(message = "Deleted expired run logs.", runs = n),
-            Err(e) => tracing::warn!(message = "Deleting expired run logs failed; retrying later.", error = %e),
+            Err(e) => {
+                tracing::warn!(message = "Deleting expired run logs failed; retrying later.", error = %e)
+            }
         }
     }
 }

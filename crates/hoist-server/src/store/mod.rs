@@ -55,12 +55,18 @@ pub enum Dialect {
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_jobs.sql")),
-    (4, include_str!("../../migrations/sqlite/0004_log_segments.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_log_segments.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_jobs.sql")),
-    (4, include_str!("../../migrations/postgres/0004_log_segments.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_log_segments.sql"),
+    ),
 ];
 
 /// Longest group of writes committed together.

@@ -112,7 +112,10 @@ pub async fn run(b: LogsBench) -> anyhow::Result<()> {
     let srv = ServerProcess::start_with(
         &data,
         b.server_bin.as_deref(),
-        &[("HOIST_MAX_LOG_BYTES_PER_RUN", (size * 4 + (1 << 30)).to_string())],
+        &[(
+            "HOIST_MAX_LOG_BYTES_PER_RUN",
+            (size * 4 + (1 << 30)).to_string(),
+        )],
     )?;
     let c = srv.client()?;
     c.health().await?;
