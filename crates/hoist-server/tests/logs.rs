@@ -479,6 +479,17 @@ async fn lines_stored_before_segments_stay_readable() {
     assert_eq!(texts[0], "old0000");
     assert_eq!(texts[1199], "old1199");
     assert!(texts[1200].starts_with("new000000"));
+    // Pages over the old lines stop at the limit, then continue into the segments.
+    let first = logs.read(&run, 0, 1000, MAX_PAGE_BYTES).await.unwrap();
+    assert_eq!(
+        (first.count, first.next_offset, first.more),
+        (1000, 1000, true)
+    );
+    let second = logs.read(&run, 1000, 1000, MAX_PAGE_BYTES).await.unwrap();
+    assert_eq!(
+        (second.count, second.next_offset, second.more),
+        (210, 1210, false)
+    );
     let got = logs.read_lines(&run, 1195, 10).await.unwrap();
     assert_eq!(got[0].offset, 1195);
     assert_eq!(got[5].offset, 1200);

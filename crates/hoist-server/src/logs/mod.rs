@@ -480,6 +480,11 @@ impl LogStore {
                 }
                 out.push(&buf);
             }
+            if out.next_offset < end {
+                // The old table has more (or, with nothing read, lacks these lines).
+                out.more = out.count > 0;
+                return Ok(out);
+            }
         }
         loop {
             let mut consumed = false;
