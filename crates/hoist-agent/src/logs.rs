@@ -7,6 +7,10 @@
 //! many is inserted once room frees up. Lines longer than [`MAX_LINE_BYTES`] are split.
 //!
 //! The last [`TAIL_LINES`] lines are kept for failure reports.
+//!
+//! When the server answers that the run's log reached its quota, the shipper stops
+//! sending for that run: what is buffered and everything pushed later is dropped (the
+//! tail is still kept).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,6 +40,8 @@ struct Buf {
     bytes: usize,
     dropped: u64,
     closed: bool,
+    /// The server keeps no more lines of this run (its log quota is reached).
+    refused: bool,
     /// Lines taken by the shipper and not yet acknowledged by the server.
     in_flight: usize,
     tail: VecDeque<String>,
@@ -70,7 +76,9 @@ impl LogSink {
                 cut -= 1;
             }
             let (piece, more) = rest.split_at(cut);
-            if b.bytes + piece.len() > MAX_BUFFERED_BYTES {
+            if b.refused {
+                // Not shipped; only the tail below keeps it.
+            } else if b.bytes + piece.len() > MAX_BUFFERED_BYTES {
                 b.dropped += 1;
             } else {
                 if b.dropped > 0 {
@@ -196,6 +204,14 @@ pub async fn ship(sink: LogSink, client: Client, run_id: String, session: String
                 lines: std::mem::take(&mut pending),
             };
             match client.append_logs(&run_id, &batch).await {
+                Ok(page) if page.quota_reached => {
+                    tracing::info!(message = "The run's log reached the server's quota; no more lines are sent.", run = %run_id);
+                    let mut b = sink.buf.lock().expect("log buffer");
+                    b.refused = true;
+                    b.lines.clear();
+                    b.bytes = 0;
+                    b.dropped = 0;
+                }
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) if e.is_transient() => {
                     tracing::debug!(message = "Log shipping failed; retrying.", run = %run_id, error = %e);
@@ -206,7 +222,9 @@ pub async fn ship(sink: LogSink, client: Client, run_id: String, session: String
                 }
                 Err(e) => {
                     tracing::warn!(message = "Server refused the run's logs; dropping them.", run = %run_id, error = %e);
-                    sink.buf.lock().expect("log buffer").lines.clear();
+                    let mut b = sink.buf.lock().expect("log buffer");
+                    b.lines.clear();
+                    b.bytes = 0;
                 }
             }
             sink.buf.lock().expect("log buffer").in_flight = 0;

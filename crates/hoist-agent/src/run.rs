@@ -853,6 +853,27 @@ const RESUME_PAGE: u64 = 1000;
 /// Pages read back at most (a stream not seen in them is taken as shipped up to them).
 const RESUME_PAGES: u64 = 10;
 
+/// Lines `start..end` of a run's log, over as many pages as the server's byte cap per
+/// page takes; `None` when a read fails.
+async fn read_log_range(
+    client: &Client,
+    run_id: &str,
+    start: u64,
+    end: u64,
+) -> Option<Vec<hoist_core::api::StoredLogLine>> {
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let page = client.read_logs(run_id, at, Some(end - at)).await.ok()?;
+        if page.lines.is_empty() || page.next_offset <= at {
+            break;
+        }
+        at = page.next_offset;
+        out.extend(page.lines);
+    }
+    Some(out)
+}
+
 /// Which of a run's lines the server has (to resume after them), per stream: the time
 /// of the last stdout and stderr line, and how many lines of that stream it holds from
 /// that same millisecond. The server keeps timestamps to the millisecond, a runner's
@@ -883,13 +904,13 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
             break;
         }
         let start = end.saturating_sub(RESUME_PAGE);
-        let Ok(page) = client.read_logs(run_id, start, Some(end - start)).await else {
+        let Some(lines) = read_log_range(client, run_id, start, end).await else {
             break;
         };
-        if page.lines.is_empty() {
+        if lines.is_empty() {
             break;
         }
-        for l in page.lines.iter().rev() {
+        for l in lines.iter().rev() {
             let i = match l.stream {
                 LogStream::Stdout => 0,
                 LogStream::Stderr => 1,

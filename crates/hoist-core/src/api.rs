@@ -555,6 +555,8 @@ pub struct StoredLogLine {
     pub text: String,
 }
 
+/// A page of a run's log (at most `limit` lines and about 1 MiB), or the answer to an
+/// append.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogPage {
     pub lines: Vec<StoredLogLine>,
@@ -562,6 +564,11 @@ pub struct LogPage {
     pub next_offset: u64,
     /// The run has ended and every line has been read.
     pub complete: bool,
+    /// The run's log reached the server's per-run quota: its last line says so, and
+    /// later lines are dropped (an append is still answered normally). Absent (false)
+    /// from servers without a quota.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota_reached: bool,
 }
 
 // ---------------------------------------------------------------------------------

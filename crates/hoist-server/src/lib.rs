@@ -9,6 +9,9 @@
 //! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers;
 //!   the count of parked waiters (`/metrics`, tests).
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
+//! - [`logs`]: run logs: segments in the blob store indexed in the store, quota,
+//!   byte-capped pages, retention.
+//! - [`serve`]: HTTP/1.1 connections: header and idle timeouts, the connection limit.
 //! - [`server`]: configuration, start-up (admin bootstrap), graceful shutdown.
 //! - [`clock`], [`secrets`], [`error`]: time, credentials, the error boundary.
 
@@ -17,8 +20,10 @@ pub mod auth;
 pub mod clock;
 pub mod dispatch;
 pub mod error;
+pub mod logs;
 pub mod reaper;
 pub mod secrets;
+pub mod serve;
 pub mod server;
 pub mod store;
 

@@ -45,6 +45,22 @@ pub struct ServerConfig {
     /// Keep queues looked up by launches for a few seconds (`api::queues::QueueCache`).
     /// Off (`--no-queue-cache`) only to measure or debug the launch path.
     pub queue_cache: bool,
+    /// Longest time a connection may take to send a complete request head (counted
+    /// from its start, or from the first byte of a later request); then it is closed.
+    pub header_timeout: Duration,
+    /// Longest time a keep-alive connection may stay open with no request in flight
+    /// (long polls and log follow streams are in flight, not idle).
+    pub idle_timeout: Duration,
+    /// Most HTTP connections open at once; at the limit, new ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Most bytes stored for one run's log (each line as a JSON record: its text plus
+    /// about 70 bytes); then a marker line, and later lines are dropped.
+    pub max_log_bytes_per_run: u64,
+    /// How long a run's log is kept after the run ended.
+    pub log_retention: Duration,
+    /// How often expired logs are looked for.
+    pub log_sweep_interval: Duration,
 }
 
 /// Default [`ServerConfig::max_artifact_bytes`]: 512 MiB.
@@ -68,6 +84,12 @@ impl ServerConfig {
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             max_requeues: crate::store::DEFAULT_MAX_REQUEUES,
             queue_cache: true,
+            header_timeout: crate::serve::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::serve::DEFAULT_IDLE_TIMEOUT,
+            max_connections: crate::serve::DEFAULT_MAX_CONNECTIONS,
+            max_log_bytes_per_run: crate::logs::DEFAULT_MAX_LOG_BYTES_PER_RUN,
+            log_retention: crate::logs::DEFAULT_LOG_RETENTION,
+            log_sweep_interval: Duration::from_secs(600),
         }
     }
 
@@ -82,6 +104,20 @@ impl ServerConfig {
         match &self.database_url {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", self.data_dir.join("hoist.db").display()),
+        }
+    }
+
+    /// Where run log segments are stored: `logs/` in the blob directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.blob_dir().join("logs")
+    }
+
+    /// The connection limits of [`crate::serve`].
+    pub fn conn_limits(&self) -> crate::serve::ConnLimits {
+        crate::serve::ConnLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
         }
     }
 
@@ -155,6 +191,13 @@ impl Server {
             path: blob_dir.clone(),
             source,
         })?;
+        let log_dir = cfg.log_dir();
+        crate::logs::FsSegments::new(&log_dir)
+            .prepare()
+            .map_err(|source| ServerError::BlobDir {
+                path: log_dir,
+                source,
+            })?;
         let url = cfg.database_url();
         let opts = StoreOptions {
             max_requeues: cfg.max_requeues,
@@ -184,15 +227,19 @@ impl Server {
             state.cfg.reaper_interval,
             shutdown_rx.clone(),
         ));
-        let mut rx = shutdown_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(message = "HTTP server failed.", error = %e);
-            }
-        });
+        tokio::spawn(crate::logs::retention_task(
+            state.logs.clone(),
+            state.clock.clone(),
+            state.cfg.log_retention,
+            state.cfg.log_sweep_interval,
+            shutdown_rx.clone(),
+        ));
+        let task = tokio::spawn(crate::serve::serve(
+            listener,
+            app,
+            state.cfg.conn_limits(),
+            shutdown_rx,
+        ));
         tracing::info!(message = "hoist server listening.", %addr, store = %crate::store::redact_url(&state.cfg.database_url()));
         Ok(Server {
             addr,
@@ -203,8 +250,9 @@ impl Server {
         })
     }
 
-    /// Stops accepting, releases long polls, lets in-flight requests finish (up to the
-    /// grace period), then closes the store.
+    /// Stops accepting, releases long polls and log follow streams, closes idle
+    /// connections, lets in-flight requests finish (up to the grace period), then
+    /// closes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let grace = self.state.cfg.shutdown_grace;

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hoist_core::api::{LogLine, LogStream, RunUpdate};
+use hoist_core::api::RunUpdate;
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
 use hoist_server::error::Constraint;
@@ -357,44 +357,6 @@ async fn lost_agents_and_unknown_grace(s: Store) {
     assert!(r.failure.unwrap().message.contains("agent lost"));
     let tl = s.timeline(&r3.id).await.unwrap();
     assert_eq!(tl.last().unwrap().to, RunState::Failed);
-}
-
-both!(logs_append_and_read);
-async fn logs_append_and_read(s: Store) {
-    let q = setup_queue(&s, "q", false).await;
-    let run = s
-        .launch(new_run(&q, "q", Priority::Medium, false), T0)
-        .await
-        .unwrap();
-    let ts = chrono::Utc::now();
-    let lines = |n: usize, tag: &str| -> Vec<LogLine> {
-        (0..n)
-            .map(|i| LogLine {
-                ts,
-                stream: LogStream::Stderr,
-                text: format!("{tag}{i}"),
-            })
-            .collect()
-    };
-    assert_eq!(s.append_logs(&run.id, lines(250, "a")).await.unwrap(), 250);
-    assert_eq!(s.append_logs(&run.id, lines(3, "b")).await.unwrap(), 253);
-    let got = s.read_logs(&run.id, 249, 10).await.unwrap();
-    assert_eq!(
-        got.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
-        vec!["a249", "b0", "b1", "b2"]
-    );
-    assert_eq!(got[1].offset, 250);
-    assert_eq!(got[0].stream, LogStream::Stderr);
-    // Giant lines are cut, not refused.
-    let big = vec![LogLine {
-        ts,
-        stream: LogStream::Stdout,
-        text: "é".repeat(20_000),
-    }];
-    s.append_logs(&run.id, big).await.unwrap();
-    let got = s.read_logs(&run.id, 253, 1).await.unwrap();
-    assert!(got[0].text.len() < 17_000 && got[0].text.ends_with("bytes]"));
-    assert!(s.append_logs("nope", lines(1, "x")).await.is_err());
 }
 
 both!(exactly_once_under_concurrent_claims);

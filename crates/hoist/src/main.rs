@@ -86,7 +86,8 @@ enum Command {
     Key(cli::key::KeyCmd),
     /// Server, agent and a logged-in CLI on this machine, in one command.
     Up(up::UpArgs),
-    /// Benchmarks: `hoist bench queue`, `hoist bench dispatch`, `hoist bench build`.
+    /// Benchmarks: `hoist bench queue`, `hoist bench dispatch`, `hoist bench build`,
+    /// `hoist bench logs`.
     Bench(bench::BenchArgs),
 }
 

@@ -43,6 +43,26 @@ pub struct ServerArgs {
     /// seconds (to measure or debug the launch path).
     #[arg(long, env = "HOIST_NO_QCACHE")]
     pub no_queue_cache: bool,
+    /// Seconds a connection may take to send a complete request head (from its start,
+    /// or from the first byte of a later request); then it is closed.
+    #[arg(long, env = "HOIST_HEADER_TIMEOUT_SECS", default_value_t = hoist_server::serve::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay open with no request in flight (long
+    /// polls and log follow streams are in flight, not idle).
+    #[arg(long, env = "HOIST_IDLE_TIMEOUT_SECS", default_value_t = hoist_server::serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Most HTTP connections open at once; at the limit, new connections wait until one
+    /// closes. The server raises its open-file limit to the system's maximum at start;
+    /// keep this well below it.
+    #[arg(long, env = "HOIST_MAX_CONNECTIONS", default_value_t = hoist_server::serve::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most bytes stored for one run's log (each line counts its text plus about 70
+    /// bytes); then one marker line, and later lines are dropped.
+    #[arg(long, env = "HOIST_MAX_LOG_BYTES_PER_RUN", default_value_t = hoist_server::logs::DEFAULT_MAX_LOG_BYTES_PER_RUN)]
+    pub max_log_bytes_per_run: u64,
+    /// Days a run's log is kept after the run ended.
+    #[arg(long, env = "HOIST_LOG_RETENTION_DAYS", default_value_t = hoist_server::logs::DEFAULT_LOG_RETENTION.as_secs() / 86_400)]
+    pub log_retention_days: u64,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/hoist` or `~/.local/share/hoist`.
@@ -76,6 +96,11 @@ impl ServerArgs {
         if let Some(d) = &self.blob_dir {
             cfg.blob_dir = Some(d.clone());
         }
+        cfg.header_timeout = std::time::Duration::from_secs(self.header_timeout_secs.max(1));
+        cfg.idle_timeout = std::time::Duration::from_secs(self.idle_timeout_secs.max(1));
+        cfg.max_connections = self.max_connections.max(1);
+        cfg.max_log_bytes_per_run = self.max_log_bytes_per_run.max(1);
+        cfg.log_retention = std::time::Duration::from_secs(self.log_retention_days * 86_400);
         cfg
     }
 }
@@ -91,8 +116,29 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Raises the soft open-file limit to the hard one (as Go programs do at start): every
+/// connection is a file descriptor. Returns the limit in force.
+fn raise_nofile_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let cfg = args.config();
+    if let Some(limit) = raise_nofile_limit() {
+        // Connections, the database, blob and log files: leave room for the rest.
+        if cfg.max_connections as u64 + 256 > limit {
+            tracing::warn!(
+                message = "--max-connections is close to or above the process's open-file limit; connections beyond what the limit allows fail to be accepted. Lower --max-connections or raise the limit (ulimit -n).",
+                max_connections = cfg.max_connections,
+                open_file_limit = limit,
+            );
+        }
+    }
     let server = Server::start(cfg.clone())
         .await
         .context("the hoist server could not start")?;

@@ -28,6 +28,7 @@ use crate::auth::AuthCache;
 use crate::clock::Clock;
 use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
+use crate::logs::{FsSegments, LogStore, SegmentStore};
 use crate::server::ServerConfig;
 use crate::store::Store;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub claim_cursor: Arc<Mutex<HashMap<String, usize>>>,
     /// Queues by `(entity, name)`, for the launch path; see [`queues::QueueCache`].
     pub queues: Arc<queues::QueueCache>,
+    /// Run logs (segments under `<blob dir>/logs`).
+    pub logs: Arc<LogStore>,
 }
 
 impl AppState {
@@ -66,7 +69,15 @@ impl AppState {
         cfg: Arc<ServerConfig>,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
+        let segments: Arc<dyn SegmentStore> =
+            Arc::new(FsSegments::new(cfg.blob_dir().join("logs")));
+        let logs = Arc::new(LogStore::new(
+            store.clone(),
+            segments,
+            cfg.max_log_bytes_per_run,
+        ));
         AppState {
+            logs,
             store,
             clock,
             cfg,

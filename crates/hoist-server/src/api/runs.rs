@@ -28,6 +28,7 @@ use super::{AppState, Json, LOG_BODY_LIMIT, Query};
 use crate::auth::{Principal, User, UserPrincipal, entity_for};
 use crate::dispatch::Waiter;
 use crate::error::{ApiError, ApiResult};
+use crate::logs::MAX_PAGE_BYTES;
 use crate::store::rows::RunSpec;
 use crate::store::runs::{NewRun, RunFilter};
 
@@ -389,7 +390,9 @@ struct LogParams {
     /// First line to return (0-based).
     #[serde(default)]
     offset: u64,
-    /// Most lines to return (default 1000, max 10000); ignored with `follow`.
+    /// Most lines to return (default 1000, max 10000); a page also stops before 1 MiB
+    /// of lines, whatever the limit (continue from `next_offset`). Ignored with
+    /// `follow`.
     limit: Option<u64>,
     /// Stream lines as NDJSON as they arrive, until the run ends.
     #[serde(default)]
@@ -397,7 +400,9 @@ struct LogParams {
 }
 
 /// Read a run's log from an offset, or follow it live (`follow=true`: an NDJSON stream
-/// of lines that ends when the run has ended and every line was sent).
+/// of lines that ends when the run has ended and every line was sent). A page holds at
+/// most `limit` lines and at most 1 MiB of them (always at least one line when there is
+/// one); `next_offset` says where to continue.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), LogParams),
     responses((status = 200, body = LogPage, description = "a page, or with follow=true an NDJSON stream of StoredLogLine"),
               (status = 404, body = ErrorBody)))]
@@ -416,20 +421,38 @@ async fn read_logs(
     }
     if !p.follow {
         let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
-        let lines = s.store.read_logs(&id, p.offset, limit).await?;
-        let next_offset = lines.last().map(|l| l.offset + 1).unwrap_or(p.offset);
+        // The run's state first: a run that has ended has all its lines by then.
         let (run, _) = s
             .store
             .get_run(&id)
             .await?
             .ok_or_else(|| run_not_found(&id))?;
-        let total = s.store.log_len(&id).await?.unwrap_or(0);
-        return Ok(axum::Json(LogPage {
-            lines,
-            next_offset,
-            complete: run.state.is_terminal() && next_offset >= total,
-        })
-        .into_response());
+        let records = s.logs.read(&id, p.offset, limit, MAX_PAGE_BYTES).await?;
+        let (total, quota_reached) = s.logs.len(&id).await?.unwrap_or((0, false));
+        let complete = run.state.is_terminal() && records.next_offset >= total;
+        // The stored records are the lines' JSON already: the page is built around
+        // them (as `LogPage` serialises) instead of parsing and re-serialising them.
+        let items = records.json_array_items();
+        let mut body = Vec::with_capacity(items.len() + 96);
+        body.extend_from_slice(b"{\"lines\":[");
+        body.extend_from_slice(&items);
+        body.extend_from_slice(
+            format!(
+                "],\"next_offset\":{},\"complete\":{complete}{}}}",
+                records.next_offset,
+                if quota_reached {
+                    ",\"quota_reached\":true"
+                } else {
+                    ""
+                }
+            )
+            .as_bytes(),
+        );
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from(body),
+        )
+            .into_response());
     }
     let stream = follow_stream(s, id, p.offset);
     Ok((
@@ -442,6 +465,10 @@ async fn read_logs(
         .into_response())
 }
 
+/// The NDJSON stream of a followed log: stored records as they are, at most
+/// [`MAX_PAGE_BYTES`] read per step (the next step is read only once the client has
+/// taken the previous one), a blank line every 15 s of silence, ending when the run
+/// has ended and every line was sent, or at shutdown.
 fn follow_stream(
     s: AppState,
     id: String,
@@ -458,21 +485,19 @@ fn follow_stream(
                 Ok(Some((run, _))) => run.state.is_terminal(),
                 _ => true,
             };
-            let lines = match s.store.read_logs(&id, offset, 1000).await {
-                Ok(l) => l,
+            let records = match s.logs.read(&id, offset, 10_000, MAX_PAGE_BYTES).await {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(message = "Log follow read failed.", run = %id, error = %e);
                     break;
                 }
             };
-            let full = lines.len() == 1000;
-            for l in lines {
-                offset = l.offset + 1;
-                let mut line = serde_json::to_string(&l).expect("serialisable");
-                line.push('\n');
-                yield Ok(Bytes::from(line));
+            offset = records.next_offset;
+            let more = records.more;
+            if !records.data.is_empty() {
+                yield Ok(Bytes::from(records.data));
             }
-            if full {
+            if more {
                 continue;
             }
             if ended {
@@ -490,9 +515,11 @@ fn follow_stream(
 }
 
 /// Append a batch of log lines: the agent holding the run, or the job with its run token.
+/// Once the run's log has reached the server's per-run quota, the lines that do not
+/// fit are dropped (after one marker line) and the answer says `quota_reached`.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/logs", tag = "agents", params(("id" = String, Path)),
     request_body = LogBatch,
-    responses((status = 200, body = LogPage, description = "next_offset is the log length after the batch; lines is empty"),
+    responses((status = 200, body = LogPage, description = "next_offset is the log length after the batch; lines is empty; quota_reached says later lines are dropped"),
               (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn append_logs(
     State(s): State<AppState>,
@@ -500,8 +527,10 @@ async fn append_logs(
     Path(id): Path<String>,
     Json(batch): Json<LogBatch>,
 ) -> ApiResult<axum::Json<LogPage>> {
-    let (run, _) = match &who {
-        Principal::User(u) => visible_run(&s, u, &id).await?,
+    match &who {
+        Principal::User(u) => {
+            visible_run(&s, u, &id).await?;
+        }
         Principal::RunToken { run_id } if *run_id == id => {
             let r = s
                 .store
@@ -511,10 +540,9 @@ async fn append_logs(
             if r.0.state.is_terminal() {
                 return Err(ApiError::conflict("the run has ended; its log is closed"));
             }
-            r
         }
         Principal::RunToken { .. } => return Err(run_not_found(&id)),
-    };
+    }
     if batch.lines.len() > MAX_LOG_BATCH {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -522,16 +550,15 @@ async fn append_logs(
             format!("a log batch holds at most {MAX_LOG_BATCH} lines; send smaller batches"),
         ));
     }
-    let _ = run;
-    let end = if batch.lines.is_empty() {
-        s.store.log_len(&id).await?.unwrap_or(0)
-    } else {
-        s.store.append_logs(&id, batch.lines).await?
-    };
-    s.dispatch.wake_run(&id);
+    let stored = !batch.lines.is_empty();
+    let r = s.logs.append(&id, batch.lines).await?;
+    if stored {
+        s.dispatch.wake_run(&id);
+    }
     Ok(axum::Json(LogPage {
         lines: vec![],
-        next_offset: end,
+        next_offset: r.next_offset,
         complete: false,
+        quota_reached: r.quota_reached,
     }))
 }

@@ -72,6 +72,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_integrity.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_log_segments.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -79,6 +83,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_integrity.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_log_segments.sql"),
     ),
 ];
 

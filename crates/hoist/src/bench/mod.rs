@@ -7,6 +7,8 @@
 //! - [`dispatch`]: server + agent (launch-to-process latency for local processes and
 //!   containers against their floors, short-job throughput, idle agent), `hoist bench
 //!   dispatch`.
+//! - [`logs`]: run logs (append and concurrent paging throughput, server peak memory
+//!   against raw file IO), `hoist bench logs`.
 //! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
 //!   against `docker build`), `hoist bench build`.
 
@@ -19,6 +21,7 @@ use hoist_client::{Client, Secret};
 
 pub mod build;
 pub mod dispatch;
+pub mod logs;
 pub mod queue;
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +38,9 @@ pub enum BenchWhich {
     Dispatch(dispatch::DispatchBench),
     /// Image builds: the cache-hit path and cold builds against `docker build`.
     Build(build::BuildBench),
+    /// Run logs: a large log appended through the API, then paged by 12 clients at once
+    /// (throughput and server peak memory against raw file IO).
+    Logs(logs::LogsBench),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -42,6 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhich::Queue(q) => queue::run(q).await,
         BenchWhich::Dispatch(d) => dispatch::run(d).await,
         BenchWhich::Build(b) => build::run(b).await,
+        BenchWhich::Logs(l) => logs::run(l).await,
     }
 }
 
@@ -54,9 +61,24 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path) -> anyhow::Result<ServerProcess> {
+        Self::start_with(data_dir, None, &[])
+    }
+
+    /// A server from `exe` (default: this binary), with extra environment variables
+    /// (settings an older binary does not know are ignored by it).
+    pub fn start_with(
+        data_dir: &Path,
+        exe: Option<&Path>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ServerProcess> {
         let port = free_port()?;
-        let exe = std::env::current_exe().context("cannot find the hoist binary")?;
-        let child = Command::new(exe)
+        let exe = match exe {
+            Some(p) => p.to_path_buf(),
+            None => std::env::current_exe().context("cannot find the hoist binary")?,
+        };
+        let mut cmd = Command::new(&exe);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let child = cmd
             .args([
                 "server",
                 "--bind",
@@ -69,7 +91,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("cannot start `hoist server`")?;
+            .with_context(|| format!("cannot start `{} server`", exe.display()))?;
         let url = format!("http://127.0.0.1:{port}");
         let mut p = ServerProcess {
             child,
@@ -170,6 +192,19 @@ pub fn memory(pid: u32) -> Option<Memory> {
         anon: kb("RssAnon:").unwrap_or(0),
         file: kb("RssFile:").unwrap_or(0),
     })
+}
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Resets a process's peak resident memory to its current one (`clear_refs` 5);
+/// false when the kernel refuses.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// CPU time (user + system) of a process so far.

@@ -1,0 +1,18 @@
+-- Run logs move out of the database: lines are appended to segment files in the blob
+-- store (`<blob dir>/logs/<run id>/…`), and this table indexes them in chunks of
+-- consecutive lines: which lines, which segment, where in it. Lines already in
+-- `run_logs` stay there and stay readable; no new lines are written to it.
+CREATE TABLE log_chunks (
+    run_id     TEXT NOT NULL,
+    first_line INTEGER NOT NULL,
+    lines      INTEGER NOT NULL,
+    seg_key    TEXT NOT NULL,
+    seg_offset INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    PRIMARY KEY (run_id, first_line)
+);
+-- Bytes stored for the run's log (for its quota), and whether the quota was reached.
+ALTER TABLE runs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN log_capped INTEGER NOT NULL DEFAULT 0;
+-- Retention: ended runs that still have a log, oldest first.
+CREATE INDEX runs_log_retention ON runs(ended_at) WHERE log_lines > 0;
