@@ -222,13 +222,17 @@ fn has_token_prefix(v: &str) -> bool {
     if t.contains(char::is_whitespace) {
         return false;
     }
-    if PREFIXES.iter().any(|p| t.starts_with(p) && t.len() >= p.len() + 16) {
+    if PREFIXES
+        .iter()
+        .any(|p| t.starts_with(p) && t.len() >= p.len() + 16)
+    {
         return true;
     }
     // AWS access key ids.
     if (t.starts_with("AKIA") || t.starts_with("ASIA"))
         && t.len() == 20
-        && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && t.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     {
         return true;
     }
@@ -289,7 +293,14 @@ mod tests {
         ] {
             assert!(looks_secret(s), "{s}");
         }
-        for s in ["PATH", "HOME", "EPOCHS", "CUDA_VISIBLE_DEVICES", "PWD", "OLDPWD"] {
+        for s in [
+            "PATH",
+            "HOME",
+            "EPOCHS",
+            "CUDA_VISIBLE_DEVICES",
+            "PWD",
+            "OLDPWD",
+        ] {
             assert!(!looks_secret(s), "{s}");
         }
     }

@@ -92,6 +92,9 @@ mod tests {
         assert!(parse_credential("hk_short_x").is_none());
         assert!(parse_credential("bearer").is_none());
         let (_, t, _) = new_credential(CredentialKind::RunToken);
-        assert_eq!(parse_credential(t.expose()).unwrap().0, CredentialKind::RunToken);
+        assert_eq!(
+            parse_credential(t.expose()).unwrap().0,
+            CredentialKind::RunToken
+        );
     }
 }
