@@ -1441,11 +1441,9 @@ fn security_context_privileges(v: &Value, path: &str, out: &mut Vec<PrivilegedFi
                     found(out, at, "cap-add", "capabilities.add", name);
                 }
             }
-            "procMount" => {
-                if x.as_str() == Some("Unmasked") || x.as_str().is_some_and(has_macro) {
-                    let v = x.as_str().unwrap_or_default().to_string();
-                    found(out, p, "proc-mount", "procMount", v);
-                }
+            "procMount" if x.as_str() == Some("Unmasked") || x.as_str().is_some_and(has_macro) => {
+                let v = x.as_str().unwrap_or_default().to_string();
+                found(out, p, "proc-mount", "procMount", v);
             }
             "seccompProfile" | "appArmorProfile" => {
                 if let Some(t) = x.get("type").and_then(Value::as_str)
