@@ -64,6 +64,9 @@ pub enum ErrorCode {
     Superseded,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// An uploaded code artifact is not a safe `.tar.gz` (entries outside the archive,
+    /// links out, devices, a decompression bomb…).
+    InvalidArtifact,
     /// The server is shutting down or its store is unavailable.
     Unavailable,
     /// A bug or an unexpected failure on the server; details are in its log.
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::IllegalTransition => "illegal_transition",
             ErrorCode::Superseded => "superseded",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidArtifact => "invalid_artifact",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -365,8 +369,6 @@ pub struct Blob {
     /// `sha256:<hex>`.
     pub digest: String,
     pub size: u64,
-    /// False when the same content was stored before (nothing new was written).
-    pub created: bool,
 }
 
 /// Enqueue a run.
