@@ -11,10 +11,10 @@ use hoist_core::api::{
     ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, Run, RunList, RunUpdate,
     StopRequest,
 };
-use hoist_core::secret::masked_value;
 use hoist_core::merge::deep_merge;
 use hoist_core::resource::{self, ResourceType};
 use hoist_core::run::RunState;
+use hoist_core::secret::masked_value;
 use hoist_core::{names, template};
 use serde::Deserialize;
 use serde_json::Value;
@@ -71,12 +71,6 @@ async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Ru
     }
 }
 
-fn valid_env_name(k: &str) -> bool {
-    let mut b = k.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
 /// Enqueue a run. Answered once the run is durable.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = LaunchRequest,
     responses((status = 201, body = Run), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -115,13 +109,16 @@ async fn launch(
         }
         _ => {}
     }
-    if let Some(img) = &req.image
-        && (img.trim().is_empty() || img.chars().any(char::is_whitespace))
-    {
-        return Err(ApiError::bad_request(format!(
-            "image reference {img:?} is not valid"
-        )));
+    // The same checks as `POST /jobs` (hoist-core's `names`).
+    let bad_input = |e: names::InputError| ApiError::bad_request(e.to_string());
+    if let Some(img) = &req.image {
+        names::validate_image_ref(img).map_err(bad_input)?;
     }
+    if let Some(ep) = &req.entry_point {
+        names::validate_command("the entry point", ep).map_err(bad_input)?;
+    }
+    names::validate_command("the arguments", &req.args).map_err(bad_input)?;
+    names::validate_env(&req.env).map_err(bad_input)?;
     // A job is looked up in the queue's entity, then in the caller's own; the run
     // records the resolved version (never `latest`) and a copy of its source.
     let mut image = req.image.clone();
@@ -149,23 +146,6 @@ async fn launch(
         });
         job_source = Some(version.source);
     }
-    if let Some(ep) = &req.entry_point
-        && ep.iter().any(|a| a.contains('\0'))
-    {
-        return Err(ApiError::bad_request("the entry point contains a NUL byte"));
-    }
-    for k in req.env.keys() {
-        if !valid_env_name(k) {
-            return Err(ApiError::bad_request(format!(
-                "environment variable name {k:?} is not valid; use letters, digits and '_', not starting with a digit"
-            )));
-        }
-        if k.starts_with("HOIST_") {
-            return Err(ApiError::bad_request(format!(
-                "environment variable {k} is reserved: hoist sets HOIST_* variables itself"
-            )));
-        }
-    }
     let config = match req.config.clone() {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v,
@@ -176,6 +156,9 @@ async fn launch(
         }
     };
     // Template variables, then resource args, then the schema check of the result.
+    // Launch-time text is escaped for the agent's macro expansion (macros come only
+    // from the queue owner's config), and may not add privileged settings or pass the
+    // agent's environment variables through.
     let values = template::resolve_values(&queue.template_variables, &req.template_values)
         .map_err(|p| {
             template_problems(
@@ -186,14 +169,27 @@ async fn launch(
                 p,
             )
         })?;
-    let mut resource_config = template::substitute(&queue.config, &values);
+    let templated = template::substitute(&queue.config, &values);
     let resource_args = match req.resource_args.clone() {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v) => config_from_input(Some(v))?,
     };
-    deep_merge(&mut resource_config, &resource_args);
+    let mut resource_config = templated.clone();
+    deep_merge(
+        &mut resource_config,
+        &template::escape_macros_in(&resource_args),
+    );
     resource::validate_config(queue.resource, &resource_config)
         .map_err(|p| config_problems(queue.resource, p))?;
+    let refused = resource::policy::launch_problems(
+        queue.resource,
+        &queue.config,
+        &templated,
+        &resource_config,
+    );
+    if !refused.is_empty() {
+        return Err(config_problems(queue.resource, refused));
+    }
     if let Some(artifact) = &hand_over {
         // The queue's agents fetch the artifact with their own keys.
         s.store
