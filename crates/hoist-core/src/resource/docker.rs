@@ -2236,5 +2236,71 @@ mod tests {
             privileged_options(&json!({"gpus": "all", "volume": "cache:/cache", "userns": ""}))
                 .is_empty()
         );
+        let uses: Vec<(String, &str, String)> = privileged_options(&json!({
+            "cgroup-parent": "/system.slice",
+            "runtime": "nvidia",
+            "sysctls": {"net.core.somaxconn": 1024, "kernel.shmmax": "1"},
+            "mount": "type=volume,source=v,target=/x,volume-opt=device=/dev/sda",
+        }))
+        .into_iter()
+        .map(|u| (u.path, u.kind.as_str(), u.value))
+        .collect();
+        assert_eq!(
+            uses,
+            [
+                (
+                    "cgroup-parent".to_string(),
+                    "cgroup-parent",
+                    "/system.slice".to_string()
+                ),
+                ("runtime".to_string(), "runtime", "nvidia".to_string()),
+                (
+                    "sysctls[\"net.core.somaxconn\"]".to_string(),
+                    "sysctl",
+                    "net.core.somaxconn=1024".to_string()
+                ),
+                (
+                    "mount".to_string(),
+                    "volume-options",
+                    "volume-opt=device=/dev/sda".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_namespaced_sysctls() {
+        let uses =
+            privileged_options(&json!({"sysctl": ["net.ipv4.ip_forward=1", "kernel.sem=1"]}));
+        assert_eq!(uses.len(), 1);
+        assert_eq!(
+            (uses[0].path.as_str(), uses[0].value.as_str()),
+            ("sysctl[0]", "net.ipv4.ip_forward=1")
+        );
+        let problems = validate(&json!({
+            "sysctl": {"kernel.shmmax": "1", "fs.mqueue.msg_max": "10", "net.ipv4.tcp_syncookies": "1", "vm.swappiness": "10", "kernel.panic": "1"}
+        }));
+        let msgs: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(msgs[0].starts_with("sysctl[\"vm.swappiness\"]: `vm.swappiness` is not a sysctl docker sets in a container"), "{msgs:#?}");
+        assert!(
+            msgs[1].starts_with("sysctl[\"kernel.panic\"]: "),
+            "{msgs:#?}"
+        );
+    }
+
+    #[test]
+    fn env_passthrough_entries() {
+        assert_eq!(
+            env_passthrough(
+                &json!({"env": ["A=1", "HOME"], "e": {"B": null, "C": "x"}, "memory": "1g"})
+            ),
+            [
+                ("env[1]".to_string(), "HOME".to_string()),
+                ("e.B".to_string(), "B".to_string())
+            ]
+        );
+        assert!(env_passthrough(&json!({"env": "A=1"})).is_empty());
+        assert_eq!(env_passthrough(&json!({"env": "TOKEN"})).len(), 1);
     }
 }

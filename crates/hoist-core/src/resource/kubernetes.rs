@@ -1481,6 +1481,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn privileged_fields_anywhere_in_the_document() {
+        let job = serde_json::json!({
+            "spec": {"template": {"spec": {
+                "hostNetwork": true,
+                "hostPID": false,
+                "hostIPC": "${SHARE_IPC}",
+                "securityContext": {"seccompProfile": {"type": "Unconfined"}},
+                "containers": [{
+                    "name": "main",
+                    "securityContext": {
+                        "privileged": false,
+                        "allowPrivilegeEscalation": true,
+                        "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]},
+                        "procMount": "Unmasked",
+                    },
+                }],
+                "initContainers": [{"securityContext": {"privileged": true, "windowsOptions": {"hostProcess": true}}}],
+                "volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "hostPath": {"path": "/var/run"}}],
+            }}},
+        });
+        let found: Vec<String> = privileged_settings(&job)
+            .into_iter()
+            .map(|f| format!("{} {} = {}", f.kind, f.path, f.shown))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "host-namespace spec.template.spec.hostNetwork = hostNetwork: true",
+                "host-namespace spec.template.spec.hostIPC = hostIPC: ${SHARE_IPC}",
+                "unconfined spec.template.spec.securityContext.seccompProfile.type = seccompProfile.type: Unconfined",
+                "privilege-escalation spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation = allowPrivilegeEscalation: true",
+                "cap-add spec.template.spec.containers[0].securityContext.capabilities.add[0] = capabilities.add: SYS_ADMIN",
+                "proc-mount spec.template.spec.containers[0].securityContext.procMount = procMount: Unmasked",
+                "privileged spec.template.spec.initContainers[0].securityContext.privileged = privileged: true",
+                "host-process spec.template.spec.initContainers[0].securityContext.windowsOptions.hostProcess = windowsOptions.hostProcess: true",
+                "host-path spec.template.spec.volumes[1].hostPath = hostPath: /var/run",
+            ]
+        );
+        // A custom object embedding pod templates counts too.
+        let custom = serde_json::json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {"hostNetwork": true}}}}},
+        });
+        assert_eq!(
+            privileged_settings(&custom)[0].path,
+            "spec.pytorchReplicaSpecs.Master.template.spec.hostNetwork"
+        );
+        assert!(privileged_settings(&serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}})).is_empty());
+    }
+
+    #[test]
     fn quantities() {
         for (s, v) in [
             ("500m", 0.5),
