@@ -31,7 +31,7 @@ use hoist_agent::builders::docker::{
 use hoist_agent::builders::kaniko::KanikoBuilder;
 use hoist_agent::builders::noop::NoopBuilder;
 use hoist_agent::builders::{
-    ArtifactSource, BuildError, Builder, Built, DirArtifacts, builder_from_config,
+    ArtifactSource, BuildError, Builder, Built, DirArtifacts, GitError, builder_from_config,
 };
 use hoist_agent::config::{AgentConfig, BuilderKind, DockerSettings};
 use hoist_agent::logs::LogSink;
@@ -522,8 +522,21 @@ async fn docker_git_job_from_a_git_daemon() {
         .build(&run_for(git_source(&url, bad, None, None)), &LogSink::new())
         .await
         .unwrap_err();
-    assert!(e.message.contains(bad) && e.message.contains(&url), "{e:?}");
-    assert!(!e.output_tail.is_empty());
+    assert!(
+        e.to_string().contains(bad) && e.to_string().contains(&url),
+        "{e:?}"
+    );
+    assert!(!e.output_tail().is_empty());
+    // The cause is kept: git's exit status and what it said.
+    assert!(
+        matches!(&e, BuildError::Git { source: GitError::Exited { status, stderr }, .. }
+            if !status.success() && stderr.last() == e.output_tail().last()),
+        "{e:?}"
+    );
+    assert!(
+        !e.is_transient(),
+        "a commit the server does not have is not retried"
+    );
     let e = fresh
         .build(
             &run_for(git_source(&url, &c1, Some("../.."), None)),
@@ -531,7 +544,7 @@ async fn docker_git_job_from_a_git_daemon() {
         )
         .await
         .unwrap_err();
-    assert!(e.message.contains("outside the build context"), "{e:?}");
+    assert!(e.to_string().contains("outside the build context"), "{e:?}");
     let e = fresh
         .build(
             &run_for(git_source(&url, &c1, Some("sub"), Some("../README.md"))),
@@ -540,7 +553,7 @@ async fn docker_git_job_from_a_git_daemon() {
         .await
         .unwrap_err();
     assert!(
-        e.message
+        e.to_string()
             .contains("\"../README.md\" points outside the build context"),
         "{e:?}"
     );
@@ -704,7 +717,7 @@ async fn docker_code_job_through_the_server_and_the_cache() {
         .await
         .unwrap_err();
     assert!(
-        e.message
+        e.to_string()
             .starts_with(&format!("cannot download the code artifact {missing}")),
         "{e:?}"
     );
@@ -793,7 +806,7 @@ async fn docker_generated_dockerfile_for_a_python_job() {
     let e = b2.build(&run, &LogSink::new()).await.unwrap_err();
     // (busybox has no pip: the generated step fails, naming it.)
     assert_eq!(
-        e.step.as_deref(),
+        e.step(),
         Some("RUN pip install -r requirements.txt"),
         "{e:?}"
     );
@@ -810,7 +823,7 @@ async fn docker_generated_dockerfile_for_a_python_job() {
         .await
         .unwrap_err();
     assert_eq!(
-        e.message,
+        e.to_string(),
         format!(
             "no Dockerfile and no requirements.txt/pyproject.toml in code artifact {digest}; add a Dockerfile (or name one with --dockerfile), or a requirements.txt or pyproject.toml for hoist to build a Python image on {}",
             python_image()
@@ -878,16 +891,19 @@ async fn docker_failing_step_is_named_and_nothing_is_left() {
         .await
         .unwrap_err();
     eprintln!("failing build: {:?}", started.elapsed());
-    assert_eq!(e.step.as_deref(), Some("RUN echo about to fail && exit 3"));
+    assert_eq!(e.step(), Some("RUN echo about to fail && exit 3"));
     assert!(
-        e.message
+        e.to_string()
             .starts_with("the image build failed at step `RUN echo about to fail && exit 3`: ")
-            && e.message.contains("returned a non-zero code: 3"),
+            && e.to_string().contains("returned a non-zero code: 3"),
         "{e:?}"
     );
-    assert!(e.output_tail.iter().any(|l| l == "about to fail"), "{e:?}");
     assert!(
-        e.output_tail.last().unwrap().contains("non-zero code: 3"),
+        e.output_tail().iter().any(|l| l == "about to fail"),
+        "{e:?}"
+    );
+    assert!(
+        e.output_tail().last().unwrap().contains("non-zero code: 3"),
         "{e:?}"
     );
     let f = e.failure();
@@ -939,13 +955,9 @@ async fn docker_missing_requirements_file_names_the_copy_step() {
         )
         .await
         .unwrap_err();
-    assert_eq!(
-        e.step.as_deref(),
-        Some("COPY requirements.txt /app/"),
-        "{e:?}"
-    );
-    assert!(e.message.contains("requirements.txt"), "{e:?}");
-    assert!(!e.output_tail.is_empty());
+    assert_eq!(e.step(), Some("COPY requirements.txt /app/"), "{e:?}");
+    assert!(e.to_string().contains("requirements.txt"), "{e:?}");
+    assert!(!e.output_tail().is_empty());
     assert_nothing_left(&d, &python_image(), &lines(&logs)).await;
     assert_empty_dir(&work);
 }
@@ -1107,11 +1119,19 @@ async fn docker_build_is_pushed_and_found_in_the_registry() {
         .await
         .unwrap_err();
     assert!(
-        e.message
+        e.to_string()
             .contains(&format!("registry {host} refused the credentials")),
         "{e:?}"
     );
-    for l in lines(&logs3).iter().chain([&e.message]) {
+    assert!(e.step().is_none() && e.output_tail().is_empty());
+    assert!(
+        matches!(&e, BuildError::Registry { source, .. } if source.is_refusal()),
+        "{e:?}"
+    );
+    for l in lines(&logs3)
+        .iter()
+        .chain([&e.to_string(), &format!("{e:?}")])
+    {
         assert!(
             !l.contains(wrong) && !l.contains(&password),
             "secret in {l:?}"
@@ -1138,10 +1158,10 @@ async fn noop_builder_refuses_git_and_code_jobs() {
     let logs = LogSink::new();
     let e = NoopBuilder.build(&git_run(), &logs).await.unwrap_err();
     assert_eq!(
-        e.message,
+        e.to_string(),
         "this agent's builder is `noop` (prebuilt images only): job alice/train:v0 needs an image built from its git source; configure `builder: {type: docker}` (or kaniko) on an agent that serves this queue"
     );
-    assert_eq!(lines(&logs), [format!("[hoist: {}]", e.message)]);
+    assert_eq!(lines(&logs), [format!("[hoist: {e}]")]);
     let e = NoopBuilder
         .build(
             &run_for(code("sha256:00", 1, &["x"], None)),
@@ -1149,7 +1169,7 @@ async fn noop_builder_refuses_git_and_code_jobs() {
         )
         .await
         .unwrap_err();
-    assert!(e.message.contains("from its code source"), "{e:?}");
+    assert!(e.to_string().contains("from its code source"), "{e:?}");
     let e = NoopBuilder
         .build(
             &run_for(JobSource::Image {
@@ -1159,7 +1179,7 @@ async fn noop_builder_refuses_git_and_code_jobs() {
         )
         .await
         .unwrap_err();
-    assert!(e.message.contains("nothing to build"), "{e:?}");
+    assert!(e.to_string().contains("nothing to build"), "{e:?}");
 }
 
 #[tokio::test]
@@ -1169,7 +1189,7 @@ async fn kaniko_builder_says_it_is_not_available_yet() {
         .await
         .unwrap_err();
     assert!(
-        e.message.contains("the kaniko builder runs builds as Kubernetes Jobs, which arrive with the Kubernetes runner (not available yet)"),
+        e.to_string().contains("the kaniko builder runs builds as Kubernetes Jobs, which arrive with the Kubernetes runner (not available yet)"),
         "{e:?}"
     );
     assert_eq!(e.failure().stage, hoist_core::run::FailureStage::Build);
@@ -1209,5 +1229,5 @@ async fn builder_from_config_picks_the_configured_one() {
     let b = builder_from_config(&cfg, None, Arc::new(NoRegistry), client);
     assert_eq!(b.kind(), "docker");
     let e = b.build(&git_run(), &LogSink::new()).await.unwrap_err();
-    assert!(e.message.contains("needs a Docker daemon"), "{e:?}");
+    assert!(e.to_string().contains("needs a Docker daemon"), "{e:?}");
 }

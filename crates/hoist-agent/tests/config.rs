@@ -1019,3 +1019,49 @@ builder:
         "{text}"
     );
 }
+
+#[test]
+fn bad_values_never_echo_a_credential() {
+    // Every value here is refused, and every one carries the password `hunter2` (in URL
+    // user-info, a query string, a DSN or as a token). The errors still name the file,
+    // line, key and what is expected; the password is in none of them, nor in Debug.
+    let yaml = "\
+base_url: ftp://admin:hunter2@hoist.example.com
+entity: postgres://app:hunter2@db.internal/x
+max_jobs: 'host=db password=hunter2'
+registry:
+  uri: https://robot:hunter2@registry.example.com
+builder:
+  type: kaniko
+  build-context-store: https://acct.blob.core.windows.net/c/ctx?sv=2024&sig=hunter2
+  base-image: https://robot:hunter2@registry.example.com/base
+docker:
+  host: tcp://robot:hunter2@127.0.0.1:2375
+";
+    let env = env_of(&[
+        ("HOIST_BASE_URL", "hoist.example.com?token=hunter2"),
+        ("HOIST_BUILDER", "robot:hunter2@podman"),
+    ]);
+    let flags = ConfigOverrides {
+        base_url: Some("https://admin:hunter2@hoist example.com".into()),
+        ..Default::default()
+    };
+    let err = load_str(yaml, FILE, &env, &flags).unwrap_err();
+    let debug = format!("{err:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert_eq!(
+        err.messages(),
+        [
+            r#"launch-config.yaml:1:1: base_url: invalid URL "ftp://admin:********@hoist.example.com"; expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
+            r#"launch-config.yaml:2:1: entity: invalid entity name "postgres://app:********@db.internal/x": may contain only ASCII letters, digits, '-', '_' and '.'"#,
+            r#"launch-config.yaml:3:1: max_jobs: found the string "********"; expected a positive integer, or -1 for no limit"#,
+            r#"launch-config.yaml:5:3: registry.uri: invalid registry URI "https://robot:********@registry.example.com" (no repository); expected HOST[:PORT]/REPOSITORY"#,
+            r#"launch-config.yaml:8:3: builder.build-context-store: "https://acct.blob.core.windows.net/c/ctx?sv=********&sig=********" has a query string (a SAS token?); credentials come from the environment, not the URI; expected s3://BUCKET/PREFIX (aws), gs://BUCKET/PREFIX (gcp) or https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX (azure)"#,
+            r#"launch-config.yaml:9:3: builder.base-image: invalid image reference "https://robot:********@registry.example.com/base"; expected an image reference such as python:3.12-slim"#,
+            r#"launch-config.yaml:11:3: docker.host: invalid Docker host "tcp://robot:********@127.0.0.1:2375" (invalid host name "robot:********@127.0.0.1"); expected a unix socket (/var/run/docker.sock or unix:///var/run/docker.sock) or tcp://127.0.0.1:PORT"#,
+            r#"environment variable HOIST_BASE_URL: base_url: invalid URL "hoist.example.com?token=********"; expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
+            r#"environment variable HOIST_BUILDER: builder.type: unknown builder "robot:********@podman"; expected one of docker, kaniko, noop"#,
+            r#"flag --base-url: base_url: invalid URL "https://admin:********@hoist example.com" (contains spaces); expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
+        ]
+    );
+}

@@ -1,7 +1,8 @@
-//! The config loader never panics, whatever the text, and what it accepts it renders
-//! into YAML that it reads back to the same configuration.
+//! The config loader never panics, whatever the text; what it refuses it refuses with
+//! errors that say where (file and line, or the variable); and what it accepts it
+//! renders into YAML that it reads back to the same configuration.
 
-use hoist_agent::config::{ConfigOverrides, load_str};
+use hoist_agent::config::{ConfigErrors, ConfigOverrides, Origin, load_str};
 use proptest::prelude::*;
 
 fn no_env(_: &str) -> Option<String> {
@@ -75,9 +76,28 @@ fn roundtrip(text: &str) {
         .unwrap_or_else(|e| panic!("rendering refused:\n{e}\n{rendered}\n--- from:\n{text}"));
         assert_eq!(back.config, loaded.config, "{rendered}\n--- from:\n{text}");
     } else if let Err(e) = load_str(text, "fuzz.yaml", &no_env, &ConfigOverrides::default()) {
-        assert!(!e.is_empty());
-        for err in &e {
-            assert!(!err.to_string().is_empty());
+        assert_located(&e, text);
+    }
+}
+
+/// A refusal says something, and every error in it says where: the file (with a line,
+/// unless it is about the whole file) or the variable, and a non-empty message.
+fn assert_located(e: &ConfigErrors, text: &str) {
+    assert!(!e.is_empty(), "an empty refusal of:\n{text}");
+    for err in e {
+        assert!(!err.message.trim().is_empty(), "{err:?}\n--- from:\n{text}");
+        match &err.origin {
+            Origin::File { path, line, .. } => {
+                assert!(path.ends_with(".yaml"), "{err:?}");
+                assert!(
+                    *line > 0 || err.key.is_empty(),
+                    "an error about key {} without a line: {err}\n--- from:\n{text}",
+                    err.key
+                );
+                assert!(err.to_string().starts_with(path.as_str()), "{err}");
+            }
+            Origin::Env(var) => assert!(var.starts_with("HOIST_"), "{err:?}"),
+            other => panic!("an error from {other:?} names no place: {err}\n--- from:\n{text}"),
         }
     }
 }
@@ -168,28 +188,109 @@ proptest! {
     ) {
         let vars = hoist_agent::config::ENV_VARS;
         let env = move |k: &str| vars.iter().position(|v| *v == k).map(|i| values[i].clone());
-        let _ = load_str(&text, "fuzz.yaml", &env, &ConfigOverrides::default());
+        match load_str(&text, "fuzz.yaml", &env, &ConfigOverrides::default()) {
+            // What the variables set is rendered and read back like any file.
+            Ok(loaded) => {
+                let rendered = loaded.config.render_resolved();
+                let back = load_str(&rendered, "rendered.yaml", &no_env, &ConfigOverrides::default())
+                    .unwrap_or_else(|e| panic!("rendering refused:\n{e}\n{rendered}"));
+                prop_assert_eq!(back.config, loaded.config);
+            }
+            Err(e) => assert_located(&e, &text),
+        }
     }
+}
+
+/// Deepest nesting the loader reads (`config::tree::MAX_DEPTH`).
+const MAX_DEPTH: usize = 32;
+
+/// The one error of a refused text.
+fn only_error(text: &str) -> String {
+    let e =
+        load_str(text, "deep.yaml", &no_env, &ConfigOverrides::default()).expect_err("accepted");
+    assert_eq!(e.len(), 1, "{e}");
+    e.messages().remove(0)
+}
+
+/// `(line, column)` of a `deep.yaml:LINE:COLUMN: …` message.
+fn position(message: &str) -> (u32, u32) {
+    let mut parts = message
+        .strip_prefix("deep.yaml:")
+        .unwrap_or_else(|| panic!("no file in {message:?}"))
+        .splitn(3, ':');
+    let mut number = || -> u32 {
+        parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no line and column in {message:?}"))
+    };
+    (number(), number())
 }
 
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
-    for depth in [10usize, 63, 64, 65, 200, 5000] {
-        let flow = format!("entity: {}{}\n", "[".repeat(depth), "]".repeat(depth));
-        let _ = load_str(&flow, "deep.yaml", &no_env, &ConfigOverrides::default());
-        let flow = format!(
-            "builder: {{kaniko-config: {}{}}}\n",
-            "{a: ".repeat(depth),
-            "}".repeat(depth)
-        );
-        let _ = load_str(&flow, "deep.yaml", &no_env, &ConfigOverrides::default());
-        let mut block = String::from("builder:\n  kaniko-config:\n");
-        for i in 0..depth.min(300) {
-            block.push_str(&" ".repeat(4 + 2 * i));
-            block.push_str("a:\n");
-        }
-        let _ = load_str(&block, "deep.yaml", &no_env, &ConfigOverrides::default());
-    }
+    // On a thread with a 2 MiB stack (a tokio worker's): the limit must keep the
+    // recursive reading far from its end, in a debug build too.
+    let checks = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let too_deep = format!("the document nests deeper than {MAX_DEPTH} levels");
+            // A flow sequence as a value: up to the limit it is read, and refused for
+            // what it is, at its key; beyond it, refused as too deep, at the place
+            // where the nesting passes the limit (not at the start of the line).
+            for depth in [1usize, 10, MAX_DEPTH - 1] {
+                let flow = format!("entity: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+                assert_eq!(
+                    only_error(&flow),
+                    "deep.yaml:1:1: entity: found a list; expected an entity name",
+                    "depth {depth}"
+                );
+            }
+            for depth in [MAX_DEPTH + 1, 64, 65, 200, 5000, 100_000] {
+                let flow = format!("entity: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+                let msg = only_error(&flow);
+                assert!(msg.ends_with(&too_deep), "depth {depth}: {msg}");
+                let (line, column) = position(&msg);
+                assert_eq!(line, 1, "{msg}");
+                // `entity: ` takes 8 columns; the top-level mapping is the first level,
+                // so the bracket at column 8 + MAX_DEPTH is the first one too many.
+                assert!(
+                    column >= 8 + MAX_DEPTH as u32 && column <= 8 + depth as u32,
+                    "depth {depth}: the column is not inside the nesting, past the limit: {msg}"
+                );
+            }
+            // Flow mappings inside `builder.kaniko-config` (a free-form section).
+            for depth in [MAX_DEPTH + 1, 200, 5000] {
+                let flow = format!(
+                    "builder: {{type: kaniko, kaniko-config: {}{}}}\n",
+                    "{a: ".repeat(depth),
+                    "}".repeat(depth)
+                );
+                let msg = only_error(&flow);
+                assert!(msg.ends_with(&too_deep), "depth {depth}: {msg}");
+                assert_eq!(position(&msg).0, 1, "{msg}");
+            }
+            // Block mappings, one level per line: the error names the line where the
+            // limit is passed.
+            for depth in [MAX_DEPTH + 5, 300] {
+                let mut block = String::from("builder:\n  kaniko-config:\n");
+                for i in 0..depth {
+                    block.push_str(&" ".repeat(4 + 2 * i));
+                    block.push_str("a:\n");
+                }
+                let msg = only_error(&block);
+                assert!(msg.ends_with(&too_deep), "depth {depth}: {msg}");
+                let (line, _) = position(&msg);
+                assert!(
+                    (MAX_DEPTH as u32 - 2..=MAX_DEPTH as u32 + 3).contains(&line),
+                    "depth {depth}: the line is not where the limit is passed: {msg}"
+                );
+            }
+        })
+        .expect("spawn");
+    checks
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
 }
 
 #[test]
@@ -202,7 +303,18 @@ fn alias_bombs_are_refused() {
         ));
     }
     let err = load_str(&text, "bomb.yaml", &no_env, &ConfigOverrides::default()).unwrap_err();
-    assert!(!err.is_empty());
+    assert_eq!(err.len(), 1, "{err}");
+    let msg = err.messages().remove(0);
+    assert!(msg.starts_with("bomb.yaml:"), "{msg}");
+    assert!(
+        msg.ends_with(
+            ": the document expands to more than 250000 values; aliases (`*name`) that repeat aliases multiply what is read: write the values out"
+        ),
+        "the refusal does not say why: {msg}"
+    );
+    // It names the line where the expansion passes the limit.
+    let line: u32 = msg.split(':').nth(1).and_then(|l| l.parse().ok()).unwrap();
+    assert!((2..=12).contains(&line), "{msg}");
 }
 
 #[test]

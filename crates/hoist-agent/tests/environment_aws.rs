@@ -116,7 +116,7 @@ async fn aws_without_credentials_names_every_source_tried() {
         .to_string();
     let env = AwsEnvironment::new("us-east-1", &ambient).await.unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::NoCredentials(msg) = &e else {
+    let EnvError::NoCredentials { message: msg } = &e else {
         panic!("expected NoCredentials, got {e:?}")
     };
     eprintln!("{msg}");
@@ -167,7 +167,7 @@ async fn aws_refused_credentials_name_their_source() {
         .with_var("AWS_ENDPOINT_URL_STS", &fake.base);
     let env = AwsEnvironment::new("us-east-1", &ambient).await.unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::Refused(msg) = &e else {
+    let EnvError::Refused { message: msg, .. } = &e else {
         panic!("expected Refused, got {e:?}")
     };
     assert_eq!(
@@ -190,7 +190,7 @@ async fn aws_half_configured_environment_credentials_are_a_config_error() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, EnvError::Config(m) if m.contains("AWS_SECRET_ACCESS_KEY is not")),
+        matches!(&e, EnvError::Config { message: m, .. } if m.contains("AWS_SECRET_ACCESS_KEY is not")),
         "{e:?}"
     );
     // A plain-HTTP endpoint to a remote host is refused.
@@ -201,7 +201,7 @@ async fn aws_half_configured_environment_credentials_are_a_config_error() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, EnvError::Config(m) if m.contains("AWS_ENDPOINT_URL") && m.contains("plain HTTP")),
+        matches!(&e, EnvError::Config { message: m, .. } if m.contains("AWS_ENDPOINT_URL") && m.contains("plain HTTP")),
         "{e:?}"
     );
 }
@@ -238,7 +238,7 @@ async fn aws_web_identity_assumes_the_role_on_the_configured_sts() {
     .unwrap();
     let e = env.verify().await.unwrap_err();
     assert!(
-        matches!(&e, EnvError::Refused(m) if m.contains("AWS_WEB_IDENTITY_TOKEN_FILE") && m.contains("cannot be read")),
+        matches!(&e, EnvError::Refused { message: m, .. } if m.contains("AWS_WEB_IDENTITY_TOKEN_FILE") && m.contains("cannot be read")),
         "{e:?}"
     );
 }

@@ -73,7 +73,7 @@ async fn azure_wrong_client_secret_is_refused_without_trying_further() {
     let env =
         AzureEnvironment::new(&client_secret_env(&fake, "wrong-secret-value", &nothing)).unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::Refused(msg) = &e else {
+    let EnvError::Refused { message: msg, .. } = &e else {
         panic!("expected Refused, got {e:?}")
     };
     assert!(
@@ -125,7 +125,7 @@ async fn azure_without_credentials_names_every_source_tried() {
     ))
     .unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::NoCredentials(msg) = &e else {
+    let EnvError::NoCredentials { message: msg } = &e else {
         panic!("expected NoCredentials, got {e:?}")
     };
     eprintln!("{msg}");
@@ -144,7 +144,7 @@ async fn azure_without_credentials_names_every_source_tried() {
     .unwrap();
     let e = env.verify().await.unwrap_err();
     assert!(
-        matches!(&e, EnvError::NoCredentials(m) if m.contains("Identity not found")),
+        matches!(&e, EnvError::NoCredentials { message: m } if m.contains("Identity not found")),
         "{e:?}"
     );
 }
@@ -170,7 +170,7 @@ async fn azure_workload_identity_sends_the_federated_token_as_client_assertion()
     .unwrap();
     let e = env.verify().await.unwrap_err();
     assert!(
-        matches!(&e, EnvError::Refused(m) if m.starts_with("azure: the credentials from workload identity (AZURE_FEDERATED_TOKEN_FILE) were refused")),
+        matches!(&e, EnvError::Refused { message: m, .. } if m.starts_with("azure: the credentials from workload identity (AZURE_FEDERATED_TOKEN_FILE) were refused")),
         "{e:?}"
     );
 }

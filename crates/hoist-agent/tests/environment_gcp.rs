@@ -100,7 +100,7 @@ async fn gcp_key_the_token_endpoint_does_not_know_is_refused_naming_the_account(
     )
     .unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::Refused(msg) = &e else {
+    let EnvError::Refused { message: msg, .. } = &e else {
         panic!("expected Refused, got {e:?}")
     };
     assert!(
@@ -201,7 +201,7 @@ async fn gcp_without_credentials_names_every_source_tried() {
     )
     .unwrap();
     let e = env.verify().await.unwrap_err();
-    let EnvError::NoCredentials(msg) = &e else {
+    let EnvError::NoCredentials { message: msg } = &e else {
         panic!("expected NoCredentials, got {e:?}")
     };
     eprintln!("{msg}");
@@ -240,7 +240,7 @@ async fn gcp_unsupported_or_broken_credential_files_are_config_errors() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, EnvError::Config(m) if m.contains("external_account") && m.contains(&fed)),
+        matches!(&e, EnvError::Config { message: m, .. } if m.contains("external_account") && m.contains(&fed)),
         "{e:?}"
     );
 
@@ -252,7 +252,7 @@ async fn gcp_unsupported_or_broken_credential_files_are_config_errors() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, EnvError::Config(m) if m.contains("cannot be read") && m.contains(&missing)),
+        matches!(&e, EnvError::File { message: m, source } if m.contains("cannot be read") && m.contains(&missing) && source.kind() == std::io::ErrorKind::NotFound),
         "{e:?}"
     );
 
@@ -272,7 +272,7 @@ async fn gcp_unsupported_or_broken_credential_files_are_config_errors() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, EnvError::Config(m) if m.contains("plain HTTP to a remote host")),
+        matches!(&e, EnvError::Config { message: m, .. } if m.contains("plain HTTP to a remote host")),
         "{e:?}"
     );
 }

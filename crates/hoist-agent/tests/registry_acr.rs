@@ -7,8 +7,8 @@ mod registry_fakes;
 use hoist_agent::config::AcrRegistry as AcrConfig;
 use hoist_agent::environments::Ambient;
 use hoist_agent::environments::azure::AzureEnvironment;
+use hoist_agent::registries::Registry;
 use hoist_agent::registries::acr::{ACR_USER, AcrRegistry};
-use hoist_agent::registries::{Registry, RegistryError};
 use registry_fakes::{RegistryFlavor, Server, closed_port};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -74,7 +74,9 @@ async fn acr_exchanges_the_aad_token_and_checks_manifests_with_an_acr_access_tok
     let auth = reg.auth().await.unwrap().unwrap();
     assert_eq!(auth.server, f.host);
     assert_eq!(auth.username, ACR_USER);
-    assert!(auth.password.starts_with("acr-refresh-"));
+    assert!(auth.password.expose().starts_with("acr-refresh-"));
+    assert!(!format!("{auth:?}").contains(auth.password.expose()));
+    assert!(!format!("{reg:?}").contains(auth.password.expose()));
 
     assert!(reg.has_image(&format!("{repo}:abc123")).await.unwrap());
     assert!(!reg.has_image(&format!("{repo}:nope")).await.unwrap());
@@ -104,9 +106,13 @@ async fn acr_refuses_an_aad_token_it_does_not_know() {
     let registry = fake().await;
     let reg = AcrRegistry::connect(&cfg(), &env(&ad.base, SECRET), Some(&registry.host)).unwrap();
     let e = reg.auth().await.unwrap_err();
-    let RegistryError::Auth(msg) = &e else {
-        panic!("expected Auth, got {e:?}")
-    };
+    assert!(e.is_refusal(), "expected a refusal, got {e:?}");
+    assert_eq!(
+        registry.count("POST /oauth2/exchange"),
+        1,
+        "a refusal is not retried"
+    );
+    let msg = &e.to_string();
     assert!(
         msg.starts_with(&format!(
             "registry {} refused the Azure AD token of environment variables",
@@ -129,9 +135,8 @@ async fn acr_with_a_wrong_client_secret_is_an_auth_error() {
         .has_image(&format!("{}/hoist/jobs:abc123", f.host))
         .await
         .unwrap_err();
-    let RegistryError::Auth(msg) = &e else {
-        panic!("expected Auth, got {e:?}")
-    };
+    assert!(e.is_refusal(), "expected a refusal, got {e:?}");
+    let msg = &e.to_string();
     assert!(msg.contains("invalid_client"), "{msg}");
     assert!(!msg.contains("not-the-secret"), "{msg}");
 }

@@ -146,6 +146,7 @@ async fn ecr_repository_and_token_from_moto() {
     let auth = reg.auth().await.unwrap().unwrap();
     assert_eq!(auth.username, "AWS");
     assert!(!auth.password.is_empty());
+    assert!(!format!("{auth:?}").contains(auth.password.expose()));
     assert_eq!(
         auth.server,
         format!("123456789012.dkr.ecr.{REGION}.amazonaws.com")

@@ -11,7 +11,7 @@ use hoist_agent::config::{GcrRegistry as GcrConfig, RegistryConfig};
 use hoist_agent::environments::gcp::GcpEnvironment;
 use hoist_agent::environments::{Ambient, Environment};
 use hoist_agent::registries::gcr::{GcrRegistry, OAUTH2_USER};
-use hoist_agent::registries::{Registry, RegistryError, from_config};
+use hoist_agent::registries::{RETRY_ATTEMPTS, Registry, RegistryError, from_config};
 use registry_fakes::{RegistryFlavor, Server, rsa_key};
 use serde_json::json;
 
@@ -78,8 +78,11 @@ async fn gcr_uri_and_docker_credentials() {
     let auth = reg.auth().await.unwrap().unwrap();
     assert_eq!(auth.server, "us-central1-docker.pkg.dev");
     assert_eq!(auth.username, OAUTH2_USER);
-    assert!(auth.password.starts_with("ya29.sa-"));
-    assert!(!format!("{auth:?}").contains(&auth.password));
+    assert!(auth.password.expose().starts_with("ya29.sa-"));
+    assert!(!format!("{auth:?}").contains(auth.password.expose()));
+    // Neither the registry nor its token source (the environment caches the token)
+    // shows it in Debug.
+    assert!(!format!("{reg:?}").contains(auth.password.expose()));
 
     // The configured project wins; through registries::from_config too.
     let env: Arc<dyn Environment> = Arc::new(env);
@@ -143,13 +146,16 @@ async fn gcr_token_the_registry_refuses_is_an_auth_error_naming_the_registry() {
     // The registry stops accepting the access tokens issued so far (revoked).
     reg.auth().await.unwrap();
     fake.access_tokens.lock().unwrap().clear();
+    let before = fake.count("GET /v2/token");
     let e = reg
         .has_image(&format!("{}:abc123", reg.repository().unwrap()))
         .await
         .unwrap_err();
-    let RegistryError::Auth(msg) = &e else {
-        panic!("expected Auth, got {e:?}")
-    };
+    // A refusal is not retried: the token endpoint was asked once.
+    assert_eq!(fake.count("GET /v2/token"), before + 1);
+    assert!(!e.is_transient(), "{e:?}");
+    assert!(e.is_refusal(), "expected a refusal, got {e:?}");
+    let msg = &e.to_string();
     assert!(
         msg.starts_with(&format!(
             "registry {} refused the credentials of user oauth2accesstoken",
@@ -159,4 +165,55 @@ async fn gcr_token_the_registry_refuses_is_an_auth_error_naming_the_registry() {
     );
     assert!(msg.contains("unauthorized: failed authentication"), "{msg}");
     assert!(!msg.contains("ya29"), "{msg}");
+}
+
+#[tokio::test]
+async fn gcr_transient_failures_are_retried_until_the_registry_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, env) = setup(dir.path()).await;
+    let reg = GcrRegistry::connect(&cfg(None), &env, Some(&fake.host))
+        .await
+        .unwrap();
+    let image = format!("{}:abc123", reg.repository().unwrap());
+
+    // Google's token endpoint is down for one request: the credentials come anyway.
+    fake.fail("POST /token", 503, 1);
+    reg.auth().await.unwrap().unwrap();
+    assert_eq!(fake.count("POST /token"), 2, "asked again after the 503");
+
+    // The registry's token endpoint answers 503 twice, then a token.
+    fake.fail("GET /v2/token", 503, 2);
+    assert!(reg.has_image(&image).await.unwrap());
+    assert_eq!(fake.count("GET /v2/token"), 3);
+
+    // The manifest HEAD answers 502 once.
+    let head = "HEAD /v2/sa-project/ml/train/manifests/abc123";
+    let heads = fake.count(head);
+    fake.fail(head, 502, 1);
+    assert!(reg.has_image(&image).await.unwrap());
+    // 502, then the challenge, then the answer with the token.
+    assert_eq!(fake.count(head), heads + 3);
+
+    // Down for good: the check gives up after RETRY_ATTEMPTS tries, with the last
+    // status, and says it is transient (the builder then builds anyway).
+    let tokens = fake.count("GET /v2/token");
+    fake.fail("GET /v2/token", 503, 1000);
+    let e = reg.has_image(&image).await.unwrap_err();
+    assert!(e.is_transient() && !e.is_refusal(), "{e:?}");
+    assert!(
+        matches!(&e, RegistryError::Status { status: 503, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(&format!(
+            "the token endpoint http://{}/v2/token of registry {} answered HTTP 503",
+            fake.host, fake.host
+        )),
+        "{e}"
+    );
+    assert_eq!(
+        fake.count("GET /v2/token"),
+        tokens + RETRY_ATTEMPTS as usize
+    );
+    assert_eq!(fake.problems(), Vec::<String>::new());
 }

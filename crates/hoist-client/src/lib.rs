@@ -233,6 +233,11 @@ impl Client {
         self.json(self.req(Method::GET, &format!("/api/v1/users/{}", seg(name))))
             .await
     }
+    /// Deletes a user (admins): keys revoked, agents' sessions ended, name reserved.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        self.empty(self.req(Method::DELETE, &format!("/api/v1/users/{}", seg(name))))
+            .await
+    }
     pub async fn create_team(&self, req: &CreateTeam) -> Result<Team> {
         self.json(self.req(Method::POST, "/api/v1/teams").json(req))
             .await

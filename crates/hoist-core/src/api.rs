@@ -62,6 +62,12 @@ pub enum ErrorCode {
     IllegalTransition,
     /// The agent session was replaced by a newer registration under the same name.
     Superseded,
+    /// The server ended the agent session: the agent's owner lost access to one of its
+    /// queues (removed from the team), its API key was revoked, or the user was deleted.
+    /// The process must stop; it may register again once access is restored.
+    SessionEnded,
+    /// The agent has no such session (made up, or from another server): register again.
+    UnknownSession,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
     /// An uploaded code artifact is not a safe `.tar.gz` (entries outside the archive,
@@ -85,6 +91,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::IllegalTransition => "illegal_transition",
             ErrorCode::Superseded => "superseded",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::UnknownSession => "unknown_session",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InvalidArtifact => "invalid_artifact",
             ErrorCode::Unavailable => "unavailable",

@@ -7,7 +7,8 @@
 //! - [`secret`]: the [`secret::Secret`] type every credential travels in, job
 //!   environments ([`secret::EnvVars`]), and what looks like a secret.
 //! - [`merge`]: deep merge of JSON documents (resource args over queue configs).
-//! - [`names`]: validation of user-chosen names (entities, queues, projects, agents).
+//! - [`names`]: validation of user-chosen names (entities, queues, projects, agents),
+//!   and the edit distance behind every "did you mean" suggestion.
 //! - [`resource`]: resource types (`local-process`, `docker`, …) and the schema checks
 //!   of each resource's queue configuration, with path-bearing problems.
 //! - [`template`]: typed queue template variables (`{{name}}`): parsing, checking and

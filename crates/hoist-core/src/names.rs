@@ -2,7 +2,8 @@
 //! projects, agents ([`validate`]); container image references
 //! ([`validate_image_ref`]); a run's environment ([`validate_env`]) and command
 //! ([`validate_command`]). The server checks jobs and launches with the same functions,
-//! and the CLI checks with them before it sends anything.
+//! and the CLI checks with them before it sends anything. And how far apart two names
+//! are ([`edit_distance`], for "did you mean" suggestions).
 
 use std::collections::BTreeMap;
 
@@ -389,6 +390,35 @@ pub fn validate_command(what: &str, words: &[String]) -> Result<(), InputError> 
     Ok(())
 }
 
+/// Edit distance between `a` and `b` in characters, counting a swap of two
+/// neighbouring characters as one edit (optimal string alignment). For "did you mean"
+/// suggestions: the agent's config keys and the queue-config schemas both use it.
+/// Memory is three rows of the shorter word, so a long input costs time, not space.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let (a, b) = if a.len() < b.len() { (b, a) } else { (a, b) };
+    let m = b.len();
+    // Rows i-2, i-1 and i of the (n+1) x (m+1) table.
+    let mut before: Vec<usize> = vec![0; m + 1];
+    let mut prev: Vec<usize> = (0..=m).collect();
+    let mut cur: Vec<usize> = vec![0; m + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        std::mem::swap(&mut before, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[m]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +510,28 @@ mod tests {
         assert!(validate_command("the arguments", &["a".into(), "b\nc".into()]).is_ok());
         let e = validate_command("the arguments", &["a".into(), "b\0".into()]).unwrap_err();
         assert_eq!(e.to_string(), "word 2 of the arguments contains a NUL byte");
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("image", "image"), 0);
+        assert_eq!(edit_distance("imagee", "image"), 1);
+        assert_eq!(edit_distance("nmae", "name"), 1, "a swap is one edit");
+        assert_eq!(edit_distance("enviroment", "environment"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(
+            edit_distance("ca", "abc"),
+            3,
+            "optimal string alignment, not Damerau"
+        );
+        assert_eq!(edit_distance("é", "e"), 1, "characters, not bytes");
+        assert_eq!(
+            edit_distance("max_jobs", "max-job"),
+            edit_distance("max-job", "max_jobs")
+        );
     }
 
     #[test]

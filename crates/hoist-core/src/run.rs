@@ -1,16 +1,22 @@
 //! The run lifecycle.
 //!
 //! ```text
-//! queued → claimed → building → starting → running → finished | failed | stopped
-//!    ↓        ↓ (lease lapses / released / agent lost: back to queued)
+//! queued ──► claimed ──► building ──► starting ──► running ──► finished | failed
+//!   │           │            │            │           │
+//!   │           │            └────────────┴───────────┴──► stopping ──► stopped
+//!   ▼           ▼                                                    (or finished | failed)
 //! cancelled  cancelled
-//! running/starting/building → stopping → stopped
-//! starting/running/stopping → unknown (agent lost) → running (re-adopted) | terminal
-//! running → queued (preempted, bounded re-queues)
+//!
+//! claimed, building ──► queued        (lease lapsed, released, agent shut down)
+//! starting, running ──► queued        (preempted: bounded re-queues)
+//! claimed, building, starting, running ──► failed;  claimed ... stopping ──► stopped
+//! starting, running, stopping ──► unknown (agent lost) ──► running | stopping (re-adopted)
+//!                                                     └──► finished | failed | stopped
 //! ```
 //!
 //! [`check_transition`] is the single authority on which moves are legal and who may
-//! make them; the server calls it for every state change, whoever asks.
+//! make them; the server calls it for every state change, whoever asks. The tests below
+//! state the same graph a second time, as a table, and check the two agree.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -313,6 +319,100 @@ mod tests {
         proptest::sample::select(vec![Actor::User, Actor::Agent, Actor::Server])
     }
 
+    use Actor::{Agent, Server, User};
+    use RunState::*;
+
+    /// The lifecycle as documented (module docs, ARCHITECTURE.md): every legal move and
+    /// who may make it. `check_transition` must accept exactly these.
+    const GRAPH: &[(RunState, RunState, &[Actor])] = &[
+        (Queued, Claimed, &[Server]),
+        (Queued, Cancelled, &[User]),
+        (Claimed, Queued, &[Server, Agent]),
+        (Claimed, Cancelled, &[User]),
+        (Claimed, Building, &[Agent]),
+        (Claimed, Starting, &[Agent]),
+        (Claimed, Failed, &[Agent, Server]),
+        (Claimed, Stopped, &[Agent]),
+        (Building, Queued, &[Server, Agent]),
+        (Building, Starting, &[Agent]),
+        (Building, Failed, &[Agent, Server]),
+        (Building, Stopping, &[User, Agent]),
+        (Building, Stopped, &[Agent]),
+        (Starting, Running, &[Agent]),
+        (Starting, Finished, &[Agent]),
+        (Starting, Failed, &[Agent, Server]),
+        (Starting, Queued, &[Agent]),
+        (Starting, Stopping, &[User, Agent]),
+        (Starting, Stopped, &[Agent]),
+        (Starting, Unknown, &[Server]),
+        (Running, Finished, &[Agent]),
+        (Running, Failed, &[Agent, Server]),
+        (Running, Queued, &[Agent]),
+        (Running, Stopping, &[User, Agent]),
+        (Running, Stopped, &[Agent]),
+        (Running, Unknown, &[Server]),
+        (Stopping, Stopped, &[Agent]),
+        (Stopping, Finished, &[Agent]),
+        (Stopping, Failed, &[Agent]),
+        (Stopping, Unknown, &[Server]),
+        (Unknown, Running, &[Agent]),
+        (Unknown, Stopping, &[Agent]),
+        (Unknown, Finished, &[Agent]),
+        (Unknown, Stopped, &[Agent]),
+        (Unknown, Failed, &[Agent, Server]),
+    ];
+
+    fn documented(from: RunState, to: RunState, who: Actor) -> bool {
+        GRAPH
+            .iter()
+            .any(|(f, t, actors)| *f == from && *t == to && actors.contains(&who))
+    }
+
+    fn reachable_from(start: RunState) -> std::collections::HashSet<RunState> {
+        let mut seen = std::collections::HashSet::from([start]);
+        let mut todo = vec![start];
+        while let Some(s) = todo.pop() {
+            for (f, t, _) in GRAPH {
+                if *f == s && seen.insert(*t) {
+                    todo.push(*t);
+                }
+            }
+        }
+        seen
+    }
+
+    /// The table and `check_transition` agree on every (from, to, actor).
+    #[test]
+    fn check_transition_is_the_documented_graph() {
+        for from in RunState::ALL {
+            for to in RunState::ALL {
+                for who in [User, Agent, Server] {
+                    assert_eq!(
+                        check_transition(from, to, who).is_ok(),
+                        documented(from, to, who),
+                        "{from} -> {to} by {who}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every state can be reached from `queued`, and from every state that is not
+    /// terminal some terminal state can be reached: no run can get stuck.
+    #[test]
+    fn no_unreachable_states_and_no_dead_ends() {
+        let from_queued = reachable_from(Queued);
+        for s in RunState::ALL {
+            assert!(from_queued.contains(&s), "{s} unreachable from queued");
+            if !s.is_terminal() {
+                assert!(
+                    reachable_from(s).iter().any(|t| t.is_terminal()),
+                    "{s} cannot end"
+                );
+            }
+        }
+    }
+
     #[test]
     fn happy_path() {
         let path = [
@@ -369,15 +469,35 @@ mod tests {
             prop_assert!(check_transition(s, s, who).is_err());
         }
 
-        /// Any sequence of legal moves from `queued` visits only states reachable in the
-        /// documented graph and, once terminal, stays there.
+        /// Any sequence of moves from `queued` is accepted exactly when the documented
+        /// graph has that edge for that actor, visits only states reachable from `queued`,
+        /// and never leaves a terminal state.
         #[test]
-        fn random_walks(steps in proptest::collection::vec((state(), actor()), 0..40)) {
+        fn random_walks(
+            steps in proptest::collection::vec((state(), actor(), any::<bool>(), any::<u8>()), 0..60)
+        ) {
+            let reachable = reachable_from(RunState::Queued);
             let mut cur = RunState::Queued;
             let mut ended = false;
-            for (to, who) in steps {
-                if check_transition(cur, to, who).is_ok() {
-                    prop_assert!(!ended);
+            for (to, who, follow, pick) in steps {
+                // Half the steps follow a documented edge (so walks get deep), the others
+                // try anything.
+                let legal: Vec<(RunState, Actor)> = GRAPH
+                    .iter()
+                    .filter(|(f, _, _)| *f == cur)
+                    .flat_map(|(_, t, actors)| actors.iter().map(move |a| (*t, *a)))
+                    .collect();
+                let (to, who) = if follow && !legal.is_empty() {
+                    legal[pick as usize % legal.len()]
+                } else {
+                    (to, who)
+                };
+                let accepted = check_transition(cur, to, who).is_ok();
+                prop_assert_eq!(accepted, documented(cur, to, who),
+                    "{} -> {} by {}", cur, to, who);
+                if accepted {
+                    prop_assert!(!ended, "left terminal state {}", cur);
+                    prop_assert!(reachable.contains(&to), "{} is not reachable", to);
                     cur = to;
                     ended = cur.is_terminal();
                 }

@@ -7,7 +7,12 @@
 //!
 //! Access rule: a user may use their own entity and the teams they belong to; admins
 //! may use every entity. Objects of other entities answer 404, exactly like objects
-//! that do not exist.
+//! that do not exist. [`entity_for`] is the one check of an entity a request names.
+//! (Agents are checked again, fresh from the store, on every claim and heartbeat:
+//! see `store::agents`.)
+//!
+//! A run token works while its run is neither ended nor handed back to its queue: the
+//! store revokes it with the transition.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -80,6 +85,37 @@ impl AuthCache {
     pub fn forget_all_entities(&self) {
         self.entities.lock().expect("auth cache").clear();
     }
+    /// Forgets every cached key of a user, and their entities (a deleted user).
+    pub fn forget_user(&self, user: &str) {
+        self.keys
+            .lock()
+            .expect("auth cache")
+            .retain(|_, (rec, _)| rec.user != user);
+        self.forget_user_entities(user);
+    }
+}
+
+/// The entity a request names (or the caller's own when it names none), if the caller
+/// may use it; otherwise "not found", like an entity that does not exist. With
+/// `must_exist`, an entity the caller could use but which does not exist (an admin
+/// naming anything) is "not found" too.
+pub async fn entity_for(
+    s: &AppState,
+    u: &UserPrincipal,
+    named: Option<&str>,
+    must_exist: bool,
+) -> Result<String, ApiError> {
+    let entity = named.unwrap_or(&u.name);
+    if !u.can_use(entity) {
+        return Err(ApiError::not_found(format!(
+            "no entity {entity:?} that you can use; yours are {}",
+            u.entities.join(", ")
+        )));
+    }
+    if must_exist && s.store.entity_kind(entity).await?.is_none() {
+        return Err(ApiError::not_found(format!("no entity {entity:?}")));
+    }
+    Ok(entity.to_string())
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -127,13 +163,18 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
             }))
         }
         CredentialKind::RunToken => {
-            let (run_id, hash, expires) = state.store.run_token(id).await?.ok_or_else(invalid)?;
-            if !verify(secret, &hash) || expires < state.clock.now_ms() {
+            let rec = state.store.run_token(id).await?.ok_or_else(invalid)?;
+            if !verify(secret, &rec.secret_hash) || rec.expires_at < state.clock.now_ms() {
                 return Err(ApiError::unauthenticated(
                     "the run token is not valid or has expired",
                 ));
             }
-            Ok(Principal::RunToken { run_id })
+            if rec.revoked {
+                return Err(ApiError::unauthenticated(
+                    "the run token no longer works: its run has ended, or went back to its queue (a new attempt gets a new token)",
+                ));
+            }
+            Ok(Principal::RunToken { run_id: rec.run_id })
         }
     }
 }

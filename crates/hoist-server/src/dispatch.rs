@@ -4,8 +4,14 @@
 //!
 //! Architecture Invariant: losing a wake-up only delays, never loses, work: every
 //! waiter re-reads the store after waking and waits with a deadline.
+//!
+//! Waiters say when they are parked (they have read the store and wait for a
+//! wake-up) with [`Dispatch::park`]; the counts are the `hoist_claim_waiters` and
+//! `hoist_log_followers` gauges of `/metrics`, so that a test can act only once the
+//! waiter can be reached by nothing but the wake-up.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -15,6 +21,8 @@ pub struct Dispatch {
     queues: Registry,
     agents: Registry,
     runs: Registry,
+    claim_waiters: AtomicUsize,
+    log_followers: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -38,6 +46,25 @@ impl Registry {
     }
 }
 
+/// Who is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// An agent's claim long poll.
+    Claim,
+    /// A `logs?follow=true` stream.
+    LogFollower,
+}
+
+/// Counts a parked waiter while it lives; see [`Dispatch::park`].
+#[must_use = "the waiter counts as parked only while the guard lives"]
+pub struct Parked<'a>(&'a AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Dispatch {
     /// Wakes claims waiting on this queue.
     pub fn queue(&self, queue_id: &str) -> Arc<Notify> {
@@ -46,7 +73,7 @@ impl Dispatch {
     pub fn wake_queue(&self, queue_id: &str) {
         self.queues.wake(queue_id)
     }
-    /// Wakes the agent's waiting claim (stop requests).
+    /// Wakes the agent's waiting claim (stop requests, an ended session).
     pub fn agent(&self, agent_id: &str) -> Arc<Notify> {
         self.agents.get(agent_id)
     }
@@ -59,5 +86,47 @@ impl Dispatch {
     }
     pub fn wake_run(&self, run_id: &str) {
         self.runs.wake(run_id)
+    }
+
+    /// Marks a waiter parked until the guard drops. Take it after the waiter's
+    /// notifications are enabled and it has read the store, right before it awaits
+    /// them: while it is counted, only a wake-up (or its deadline) moves it.
+    pub fn park(&self, who: Waiter) -> Parked<'_> {
+        let n = self.counter(who);
+        n.fetch_add(1, Ordering::Relaxed);
+        Parked(n)
+    }
+
+    /// How many waiters of a kind are parked now.
+    pub fn parked(&self, who: Waiter) -> usize {
+        self.counter(who).load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, who: Waiter) -> &AtomicUsize {
+        match who {
+            Waiter::Claim => &self.claim_waiters,
+            Waiter::LogFollower => &self.log_followers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parked_counts_while_the_guard_lives() {
+        let d = Dispatch::default();
+        let a = d.park(Waiter::Claim);
+        let b = d.park(Waiter::Claim);
+        let f = d.park(Waiter::LogFollower);
+        assert_eq!(d.parked(Waiter::Claim), 2);
+        assert_eq!(d.parked(Waiter::LogFollower), 1);
+        drop(a);
+        drop(f);
+        assert_eq!(d.parked(Waiter::Claim), 1);
+        assert_eq!(d.parked(Waiter::LogFollower), 0);
+        drop(b);
+        assert_eq!(d.parked(Waiter::Claim), 0);
     }
 }

@@ -1,56 +1,15 @@
-//! Errors of the server's two boundaries: the store ([`StoreError`]) and the HTTP API
+//! Errors of the server's two boundaries: the store ([`StoreError`], defined in
+//! `store/error.rs` with the classification of database failures) and the HTTP API
 //! ([`ApiError`], the one place where errors become status codes and JSON bodies).
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hoist_core::api::{ErrorBody, ErrorCode, ErrorDetail};
-use hoist_core::run::IllegalTransition;
-use thiserror::Error;
 
-#[derive(Debug, Clone, Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(std::sync::Arc<sqlx::Error>),
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    IllegalTransition(#[from] IllegalTransition),
-    #[error("{0}")]
-    Superseded(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the store is closed (the server is shutting down)")]
-    Closed,
-    #[error("corrupt row in the store: {0}")]
-    Corrupt(String),
-}
+pub use crate::store::error::{Constraint, StoreError};
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(std::sync::Arc::new(e))
-    }
-}
-
-impl StoreError {
-    /// A unique-constraint violation (the object exists already).
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            StoreError::Db(e) => match e.as_ref() {
-                sqlx::Error::Database(d) => {
-                    d.is_unique_violation()
-                        || d.message().contains("UNIQUE constraint failed")
-                        || d.code().as_deref() == Some("23505")
-                }
-                _ => false,
-            },
-            _ => false,
-        }
-    }
-}
+/// Seconds a client is asked to wait before retrying a transient failure.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -59,6 +18,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Sent as `Retry-After` (seconds): the failure is transient.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -68,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -111,6 +73,33 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            let message = match &e {
+                StoreError::Closed => {
+                    "the server is shutting down; retry against another replica or after restart"
+                }
+                _ => "the server's store is busy or unreachable; retry in a moment",
+            };
+            tracing::warn!(message = "Transient store failure.", error = %e);
+            let mut a = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                message,
+            );
+            a.retry_after = Some(RETRY_AFTER_SECS);
+            return a;
+        }
+        match e.constraint() {
+            Some(Constraint::Unique | Constraint::PrimaryKey) => {
+                return ApiError::conflict("the object exists already");
+            }
+            Some(Constraint::ForeignKey) => {
+                return ApiError::conflict(
+                    "the change refers to an object that no longer exists (it was deleted meanwhile); look it up again and retry",
+                );
+            }
+            _ => {}
+        }
         match e {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Conflict(m) => ApiError::conflict(m),
@@ -118,22 +107,24 @@ impl From<StoreError> for ApiError {
             StoreError::Superseded(m) => {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::Superseded, m)
             }
+            StoreError::SessionEnded(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::SessionEnded, m)
+            }
+            StoreError::UnknownSession(m) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::UnknownSession, m)
+            }
             StoreError::IllegalTransition(t) => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::IllegalTransition,
                 t.to_string(),
             )
             .with_details(serde_json::json!({"from": t.from, "to": t.to})),
-            StoreError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "the server is shutting down; retry against another replica or after restart",
-            ),
-            e @ (StoreError::Db(_) | StoreError::Config(_) | StoreError::Corrupt(_)) => {
-                if e.is_unique_violation() {
-                    return ApiError::conflict("the object exists already");
-                }
-                tracing::error!(message = "Store failure.", error = %e);
+            e @ (StoreError::Db { .. }
+            | StoreError::Bug(_)
+            | StoreError::Config(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Closed) => {
+                tracing::error!(message = "Store failure.", error = %e, cause = ?std::error::Error::source(&e).map(|c| c.to_string()));
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ErrorCode::Internal,
@@ -153,7 +144,12 @@ impl IntoResponse for ApiError {
                 details: self.details,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

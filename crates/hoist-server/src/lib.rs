@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`store`]: the durable store (SQLite or PostgreSQL) and every query; group commit
-//!   for SQLite writes.
+//!   for SQLite writes; the one state-changing function of runs; agent sessions; the
+//!   store's error with its database-code classification.
 //! - [`api`]: the `/api/v1` HTTP API (axum), its OpenAPI document, health and metrics.
 //! - [`auth`]: API keys and run tokens → the caller ([`auth::Principal`]); access rules.
-//! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers.
+//! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers;
+//!   the count of parked waiters (`/metrics`, tests).
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
 //! - [`server`]: configuration, start-up (admin bootstrap), graceful shutdown.
 //! - [`clock`], [`secrets`], [`error`]: time, credentials, the error boundary.

@@ -1,16 +1,20 @@
 //! Time-driven state changes: lapsed claim leases, lost agents, `unknown` runs whose
-//! grace period ran out. One pass per tick; every pass is safe to repeat.
+//! grace period ran out. One pass per tick; every pass is safe to repeat. A transient
+//! store failure (busy, locked, a lost serialization race) is retried within the
+//! tick; another failure is logged and the next tick tries again.
 
 use std::time::Duration;
 
 use crate::api::AppState;
+use crate::store::retry_transient;
 
 /// One pass. Returns how many things changed (for tests and logs).
 pub async fn reap_once(state: &AppState) -> usize {
     let now = state.clock.now_ms();
     let cfg = &state.cfg;
+    let until = tokio::time::Instant::now() + cfg.reaper_interval.max(Duration::from_millis(200));
     let mut changed = 0;
-    match state.store.expire_leases(now).await {
+    match retry_transient(until, "expire leases", || state.store.expire_leases(now)).await {
         Ok(queues) => {
             changed += queues.len();
             for q in queues {
@@ -19,10 +23,11 @@ pub async fn reap_once(state: &AppState) -> usize {
         }
         Err(e) => tracing::warn!(message = "Lease reaper failed.", error = %e),
     }
-    match state
-        .store
-        .mark_lost_agents(now, cfg.agent_lost_after.as_millis() as i64)
-        .await
+    let lost_after = cfg.agent_lost_after.as_millis() as i64;
+    match retry_transient(until, "mark lost agents", || {
+        state.store.mark_lost_agents(now, lost_after)
+    })
+    .await
     {
         Ok(lost) => {
             for a in &lost.agents {
@@ -35,10 +40,11 @@ pub async fn reap_once(state: &AppState) -> usize {
         }
         Err(e) => tracing::warn!(message = "Lost-agent reaper failed.", error = %e),
     }
-    match state
-        .store
-        .fail_unknown(now, cfg.unknown_grace.as_millis() as i64)
-        .await
+    let grace = cfg.unknown_grace.as_millis() as i64;
+    match retry_transient(until, "fail unknown runs", || {
+        state.store.fail_unknown(now, grace)
+    })
+    .await
     {
         Ok(n) => changed += n,
         Err(e) => tracing::warn!(message = "Unknown-run reaper failed.", error = %e),

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::clock::Clock;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -39,6 +39,12 @@ pub struct ServerConfig {
     pub blob_dir: Option<PathBuf>,
     /// Largest code artifact (upload body) accepted, in bytes.
     pub max_artifact_bytes: u64,
+    /// How many times a run may go back to its queue (lease lapses, releases, lost
+    /// agents, preemptions) before it is failed instead.
+    pub max_requeues: u32,
+    /// Keep queues looked up by launches for a few seconds (`api::queues::QueueCache`).
+    /// Off (`--no-queue-cache`) only to measure or debug the launch path.
+    pub queue_cache: bool,
 }
 
 /// Default [`ServerConfig::max_artifact_bytes`]: 512 MiB.
@@ -60,6 +66,8 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             blob_dir: None,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            max_requeues: crate::store::DEFAULT_MAX_REQUEUES,
+            queue_cache: true,
         }
     }
 
@@ -148,7 +156,10 @@ impl Server {
             source,
         })?;
         let url = cfg.database_url();
-        let store = Store::open(&url)
+        let opts = StoreOptions {
+            max_requeues: cfg.max_requeues,
+        };
+        let store = Store::open_with(&url, opts)
             .await
             .map_err(|source| ServerError::Store {
                 url: crate::store::redact_url(&url),
@@ -225,14 +236,14 @@ async fn bootstrap_admin(
     if store.count_users().await.map_err(ServerError::Bootstrap)? > 0 {
         return Ok(None);
     }
-    let (_, key) = match store
-        .create_user("admin", true, "bootstrap", clock.now_ms())
+    // Replicas starting at once serialise in the store: one creates the admin, the
+    // others find it.
+    let Some(key) = store
+        .bootstrap_admin(clock.now_ms())
         .await
-    {
-        Ok(v) => v,
-        // Another replica bootstrapped at the same moment.
-        Err(StoreError::Conflict(_)) => return Ok(None),
-        Err(e) => return Err(ServerError::Bootstrap(e)),
+        .map_err(ServerError::Bootstrap)?
+    else {
+        return Ok(None);
     };
     let path = cfg.admin_key_path();
     write_secret_file(&path, key.secret.expose()).map_err(|source| ServerError::AdminKey {

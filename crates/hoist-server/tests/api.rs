@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
 use hoist_core::api::*;
 use hoist_core::run::{Priority, RunState};
 use hoist_core::template::{TemplateVariable, VarType};
+use hoist_server::dispatch::Waiter;
 use serde_json::json;
 
 #[tokio::test]
@@ -59,18 +60,45 @@ async fn health_openapi_metrics() {
     assert!(doc["components"]["schemas"]["LaunchRequest"].is_object());
     local_queue(&t.admin(), "q").await;
     t.admin().launch(&launch_cmd("q", &["true"])).await.unwrap();
-    let m = http
-        .get(format!("{}/metrics", t.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
+    // An admin key sees each queue's depth.
+    let m = t.metrics(Some(&t.admin_key)).await;
+    assert!(m.contains("hoist_queue_depth{queue=\"admin/q\"} 1"), "{m}");
+    // Without a key, or with a key that is not an admin's: aggregates only, no names.
+    let alice = t
+        .admin()
+        .create_user(&CreateUser {
+            name: "alice".into(),
+            admin: false,
+        })
         .await
         .unwrap();
-    assert!(m.contains("hoist_queue_depth{queue=\"admin/q\"} 1"), "{m}");
-    assert!(m.contains("hoist_runs{state=\"queued\"}"), "{m}");
-    assert!(m.contains("hoist_http_requests_total"), "{m}");
-    assert!(m.contains("hoist_agents{status=\"polling\"} 0"), "{m}");
+    for m in [
+        t.metrics(None).await,
+        t.metrics(Some(alice.api_key.secret.expose())).await,
+    ] {
+        assert!(
+            !m.contains("admin/q") && !m.contains("hoist_queue_depth{"),
+            "queue names leak: {m}"
+        );
+        for line in [
+            "hoist_queue_depth_total 1",
+            "hoist_runs{state=\"queued\"} 1",
+            "hoist_agents{status=\"polling\"} 0",
+            "hoist_claim_waiters 0",
+            "hoist_log_followers 0",
+            "hoist_http_requests_total",
+        ] {
+            assert!(m.contains(line), "missing {line}: {m}");
+        }
+    }
+    // A credential that is not valid is refused, not treated as anonymous.
+    let r = http
+        .get(format!("{}/metrics", t.url))
+        .bearer_auth("hk_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     t.stop().await;
 }
 
@@ -606,8 +634,8 @@ async fn lifecycle_claim_to_finish_with_timeline() {
     let page = c.read_logs(&run.id, 0, None).await.unwrap();
     assert_eq!(page.lines[0].text, "hi");
     assert!(page.complete);
-    // Logs of an ended run are closed to the job.
-    api_err(
+    // Logs of an ended run are closed to the job: its token ended with the run.
+    let msg = api_err(
         job.append_logs(
             &run.id,
             &LogBatch {
@@ -616,9 +644,10 @@ async fn lifecycle_claim_to_finish_with_timeline() {
             },
         )
         .await,
-        409,
-        ErrorCode::Conflict,
+        401,
+        ErrorCode::Unauthenticated,
     );
+    assert!(msg.contains("run has ended"), "{msg}");
     t.stop().await;
 }
 
@@ -628,31 +657,26 @@ async fn claim_waits_and_wakes_on_launch() {
     let c = t.admin();
     local_queue(&c, "lp").await;
     let s = register(&c, "waiter", &["lp"], 1).await;
-    // Empty queue: the claim waits its full time.
-    let t0 = Instant::now();
+    // Empty queue: the claim answers empty when its wait is over.
     assert!(
-        claim(&c, &s, 1, Duration::from_millis(300))
+        claim(&c, &s, 1, Duration::from_millis(50))
             .await
             .runs
             .is_empty()
     );
-    assert!(t0.elapsed() >= Duration::from_millis(290));
-    // A launch during the wait answers it at once.
-    let c2 = c.clone();
-    let s2 = s.clone();
-    let waiter = tokio::spawn(async move {
-        let t0 = Instant::now();
-        let got = claim(&c2, &s2, 1, Duration::from_secs(20)).await;
-        (got, t0.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A launch while the claim is parked answers it: it waits up to a minute, so an
+    // answer with the run can only come from the launch's wake-up.
+    let (c2, s2) = (c.clone(), s.clone());
+    let waiter = tokio::spawn(async move { claim(&c2, &s2, 1, Duration::from_secs(60)).await });
+    t.wait_parked(Waiter::Claim, 1).await;
     let run = c.launch(&launch_cmd("lp", &["true"])).await.unwrap();
-    let (got, waited) = waiter.await.unwrap();
-    assert_eq!(got.runs[0].run.id, run.id);
-    assert!(
-        waited < Duration::from_secs(10),
-        "claim was not woken: {waited:?}"
+    let got = waiter.await.unwrap();
+    assert_eq!(
+        got.runs.len(),
+        1,
+        "the parked claim was not woken by the launch"
     );
+    assert_eq!(got.runs[0].run.id, run.id);
     t.stop().await;
 }
 
@@ -669,21 +693,20 @@ async fn stop_request_reaches_waiting_claim() {
     claim(&c, &s, 1, Duration::from_secs(1)).await;
     report(&c, &s, &run.id, RunState::Starting).await.unwrap();
     report(&c, &s, &run.id, RunState::Running).await.unwrap();
+    // A parked claim (waiting up to a minute) answers with the stop request: only the
+    // stop's wake-up can make it answer before its wait is over.
     let (c2, s2) = (c.clone(), s.clone());
-    let waiter = tokio::spawn(async move {
-        let t0 = Instant::now();
-        (
-            claim(&c2, &s2, 1, Duration::from_secs(20)).await,
-            t0.elapsed(),
-        )
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = tokio::spawn(async move { claim(&c2, &s2, 1, Duration::from_secs(60)).await });
+    t.wait_parked(Waiter::Claim, 1).await;
     let stopped = c.stop_run(&run.id, Some("enough".into())).await.unwrap();
     assert_eq!(stopped.state, RunState::Stopping);
     assert!(stopped.state_reason.contains("enough"));
-    let (got, waited) = waiter.await.unwrap();
-    assert_eq!(got.stop, vec![run.id.clone()]);
-    assert!(waited < Duration::from_secs(1), "stop took {waited:?}");
+    let got = waiter.await.unwrap();
+    assert_eq!(
+        got.stop,
+        vec![run.id.clone()],
+        "the parked claim missed the stop"
+    );
     // Delivered once on the claim channel; the heartbeat repeats it until the run ends.
     assert!(
         claim(&c, &s, 0, Duration::from_millis(50))
@@ -816,6 +839,9 @@ async fn logs_follow_streams_until_run_ends() {
             texts
         })
     };
+    // The follower has read the (empty) log and waits: what follows reaches it only
+    // through wake-ups (its own re-check comes after 15 s, past the deadline below).
+    t.wait_parked(Waiter::LogFollower, 1).await;
     for i in 0..3 {
         c.append_logs(
             &run.id,
@@ -832,7 +858,6 @@ async fn logs_follow_streams_until_run_ends() {
         )
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     report(&c, &s, &run.id, RunState::Finished).await.unwrap();
     let texts = tokio::time::timeout(Duration::from_secs(10), follower)
@@ -935,18 +960,386 @@ async fn graceful_shutdown_releases_long_polls() {
             &ClaimRequest {
                 session: s.session.clone(),
                 max: 1,
-                wait_ms: 30_000,
+                wait_ms: 60_000,
             },
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let t0 = Instant::now();
+    t.wait_parked(Waiter::Claim, 1).await;
+    // The claim would wait a minute, longer than the shutdown grace (10 s): only the
+    // shutdown's release can answer it.
     t.stop().await;
     let r = waiter.await.unwrap();
-    assert!(
-        r.is_ok(),
-        "the waiting claim is answered (empty), not cut: {r:?}"
+    let r = r.expect("the waiting claim is answered (empty), not cut");
+    assert!(r.runs.is_empty() && r.stop.is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// Agents lose their sessions with their owner's access; sessions; run tokens.
+
+/// A team `ml` with a queue `ml/gpu`, a member `bob` (their key returned) and bob's
+/// agent serving the team's queue.
+async fn team_agent(t: &TestServer) -> (String, hoist_client::Client, AgentSession) {
+    let admin = t.admin();
+    let bob = admin
+        .create_user(&CreateUser {
+            name: "bob".into(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    let key = bob.api_key.secret.expose().to_string();
+    admin
+        .create_team(&CreateTeam {
+            name: "ml".into(),
+            members: vec!["bob".into()],
+        })
+        .await
+        .unwrap();
+    admin
+        .create_queue(&CreateQueue {
+            name: "gpu".into(),
+            entity: Some("ml".into()),
+            resource: "local-process".into(),
+            config: None,
+            template_variables: vec![],
+            prioritize: false,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let bob = t.client(&key);
+    let s = register(&bob, "bob-agent", &["ml/gpu"], 2).await;
+    (key, bob, s)
+}
+
+fn team_launch() -> LaunchRequest {
+    let mut r = launch_cmd("gpu", &["true"]);
+    r.entity = Some("ml".into());
+    r
+}
+
+/// The agent's waiting claim ends with `session_ended` as soon as the revocation is
+/// made; afterwards a run launched on the team queue is not handed to it, and its
+/// claims and heartbeats keep answering `session_ended`.
+async fn session_ends_at_once(
+    t: &TestServer,
+    bob: &hoist_client::Client,
+    s: &AgentSession,
+    revoke: impl std::future::Future<Output = ()>,
+    why: &str,
+) {
+    let (b2, s2) = (bob.clone(), s.clone());
+    let waiter =
+        tokio::spawn(async move { try_claim(&b2, &s2.agent.id, &s2.session, 60_000).await });
+    t.wait_parked(Waiter::Claim, 1).await;
+    revoke.await;
+    let msg = api_err(waiter.await.unwrap(), 403, ErrorCode::SessionEnded);
+    assert!(msg.contains(why), "{msg}");
+    let run = t.admin().launch(&team_launch()).await.unwrap();
+    // Another valid key of the owner (if any) cannot revive the session either.
+    let r = try_claim(&t.admin(), &s.agent.id, &s.session, 0).await;
+    api_err(r, 403, ErrorCode::SessionEnded);
+    let hb = try_heartbeat(&t.admin(), &s.agent.id, &s.session).await;
+    api_err(hb, 403, ErrorCode::SessionEnded);
+    assert_eq!(
+        t.admin().get_run(&run.id).await.unwrap().state,
+        RunState::Queued,
+        "the agent whose owner lost access got the run"
     );
-    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn removed_team_member_agent_gets_no_team_runs() {
+    let t = TestServer::start().await;
+    let (_key, bob, s) = team_agent(&t).await;
+    // While bob is a member, his agent gets the team's runs.
+    let first = t.admin().launch(&team_launch()).await.unwrap();
+    let got = claim(&bob, &s, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.runs[0].run.id, first.id);
+    let admin = t.admin();
+    session_ends_at_once(
+        &t,
+        &bob,
+        &s,
+        async {
+            admin.remove_member("ml", "bob").await.unwrap();
+        },
+        "removed from team ml",
+    )
+    .await;
+    // The run it had claimed but not started went back to the queue.
+    let first = admin.get_run(&first.id).await.unwrap();
+    assert_eq!(first.state, RunState::Queued, "{}", first.state_reason);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn membership_is_checked_fresh_on_every_claim_and_heartbeat() {
+    // Membership removed behind this server's back (another replica, an operator):
+    // the next claim reads it fresh, ends the session and hands nothing out.
+    let t = TestServer::start().await;
+    let (_key, bob, s) = team_agent(&t).await;
+    let url = format!("sqlite://{}", t.dir.path().join("data/hoist.db").display());
+    let mut raw = common::db::raw(&url).await;
+    sqlx::query("DELETE FROM team_members WHERE team = 'ml' AND user_name = 'bob'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let run = t.admin().launch(&team_launch()).await.unwrap();
+    let msg = api_err(
+        try_claim(&bob, &s.agent.id, &s.session, 0).await,
+        403,
+        ErrorCode::SessionEnded,
+    );
+    assert!(msg.contains("ml/gpu") && msg.contains("must stop"), "{msg}");
+    assert_eq!(
+        t.admin().get_run(&run.id).await.unwrap().state,
+        RunState::Queued
+    );
+    // A heartbeat checks the same way (here: a second agent of bob's).
+    sqlx::query("INSERT INTO team_members (team, user_name, added_at) VALUES ('ml', 'bob', 0)")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let s2 = register(&bob, "bob-agent-2", &["ml/gpu"], 1).await;
+    sqlx::query("DELETE FROM team_members WHERE team = 'ml' AND user_name = 'bob'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let hb = try_heartbeat(&bob, &s2.agent.id, &s2.session).await;
+    api_err(hb, 403, ErrorCode::SessionEnded);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_key_ends_the_agent_session() {
+    let t = TestServer::start().await;
+    let (key, bob, s) = team_agent(&t).await;
+    let key_id = hoist_server::secrets::parse_credential(&key)
+        .unwrap()
+        .1
+        .to_string();
+    let admin = t.admin();
+    session_ends_at_once(
+        &t,
+        &bob,
+        &s,
+        async {
+            admin.revoke_key(&key_id).await.unwrap();
+        },
+        "API key it registered with",
+    )
+    .await;
+    // The revoked key itself is refused before any session is looked at.
+    api_err(bob.me().await, 401, ErrorCode::Unauthenticated);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_user_agent_session_ends() {
+    let t = TestServer::start().await;
+    let (_key, bob, s) = team_agent(&t).await;
+    let admin = t.admin();
+    session_ends_at_once(
+        &t,
+        &bob,
+        &s,
+        async {
+            admin.delete_user("bob").await.unwrap();
+        },
+        "user bob, was deleted",
+    )
+    .await;
+    api_err(bob.me().await, 401, ErrorCode::Unauthenticated);
+    api_err(admin.get_user("bob").await, 404, ErrorCode::NotFound);
+    // The name stays reserved.
+    let msg = api_err(
+        admin
+            .create_user(&CreateUser {
+                name: "bob".into(),
+                admin: false,
+            })
+            .await,
+        409,
+        ErrorCode::Conflict,
+    );
+    assert!(msg.contains("deleted user"), "{msg}");
+    // An admin cannot delete themselves.
+    api_err(admin.delete_user("admin").await, 400, ErrorCode::BadRequest);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn superseded_and_unknown_sessions_are_told_apart() {
+    let t = TestServer::start().await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    let s1 = register(&c, "same", &["lp"], 1).await;
+    let s2 = register(&c, "same", &["lp"], 1).await;
+    let id = &s1.agent.id;
+    // The first session was replaced by a newer registration.
+    let msg = api_err(
+        try_claim(&c, id, &s1.session, 0).await,
+        409,
+        ErrorCode::Superseded,
+    );
+    assert!(msg.contains("newer registration"), "{msg}");
+    // A session this agent never had is not "superseded".
+    let msg = api_err(
+        try_claim(&c, id, "made-up-session", 0).await,
+        409,
+        ErrorCode::UnknownSession,
+    );
+    assert!(
+        msg.contains("never issued") && !msg.contains("newer registration"),
+        "{msg}"
+    );
+    // Another agent's live session is not this agent's either.
+    let other = register(&c, "other", &["lp"], 1).await;
+    api_err(
+        try_claim(&c, id, &other.session, 0).await,
+        409,
+        ErrorCode::UnknownSession,
+    );
+    let hb = try_heartbeat(&c, id, "made-up-session").await;
+    api_err(hb, 409, ErrorCode::UnknownSession);
+    // The current session works.
+    claim(&c, &s2, 1, Duration::from_millis(10)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn run_tokens_stop_working_when_the_run_ends_or_goes_back() {
+    let t = TestServer::start().await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    let run = c.launch(&launch_cmd("lp", &["x"])).await.unwrap();
+    let s = register(&c, "tok", &["lp"], 1).await;
+    let first = claim(&c, &s, 1, Duration::from_secs(5))
+        .await
+        .runs
+        .remove(0);
+    let job = t.client(first.token.expose());
+    job.get_run(&run.id).await.unwrap();
+    // Released before it started: back in the queue; the first token is dead.
+    report(&c, &s, &run.id, RunState::Queued).await.unwrap();
+    let msg = api_err(job.get_run(&run.id).await, 401, ErrorCode::Unauthenticated);
+    assert!(msg.contains("no longer works"), "{msg}");
+    // The next attempt has its own token, which works until the run ends.
+    let second = claim(&c, &s, 1, Duration::from_secs(5))
+        .await
+        .runs
+        .remove(0);
+    assert_eq!(second.run.id, run.id);
+    let job2 = t.client(second.token.expose());
+    api_err(job.get_run(&run.id).await, 401, ErrorCode::Unauthenticated);
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    report(&c, &s, &run.id, RunState::Running).await.unwrap();
+    job2.get_run(&run.id).await.unwrap();
+    report(&c, &s, &run.id, RunState::Finished).await.unwrap();
+    api_err(job2.get_run(&run.id).await, 401, ErrorCode::Unauthenticated);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_store_answers_503_with_a_retry_hint() {
+    let t = TestServer::start().await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    // Another process holds the SQLite write lock longer than the server waits for it
+    // (busy_timeout, 10 s): the launch meets SQLITE_BUSY.
+    let url = format!("sqlite://{}", t.dir.path().join("data/hoist.db").display());
+    let mut raw = common::db::raw(&url).await;
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/runs", t.url))
+        .bearer_auth(&t.admin_key)
+        .json(&launch_cmd("lp", &["true"]))
+        .send()
+        .await
+        .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut raw).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("retry"),
+        "{body}"
+    );
+    // Once the lock is gone, the same launch goes through.
+    c.launch(&launch_cmd("lp", &["true"])).await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_on_postgres_share_one_admin() {
+    let Some(pg) = common::db::PgDb::create().await else {
+        return;
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let starts = dirs.iter().map(|d| {
+        let mut cfg =
+            hoist_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), d.path().join("data"));
+        cfg.database_url = Some(pg.url.clone());
+        hoist_server::Server::start(cfg)
+    });
+    let servers: Vec<_> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every replica starts"))
+        .collect();
+    let created: Vec<_> = servers
+        .iter()
+        .filter_map(|s| s.admin_key_created.clone())
+        .collect();
+    assert_eq!(created.len(), 1, "exactly one replica creates the admin");
+    let key = std::fs::read_to_string(&created[0]).unwrap();
+    // The admin key works on every replica.
+    for s in &servers {
+        let c = hoist_client::Client::new(
+            &format!("http://{}", s.addr),
+            Some(hoist_client::Secret::new(key.trim().to_string())),
+        )
+        .unwrap();
+        assert_eq!(c.list_users().await.unwrap().len(), 1);
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+    pg.drop_db().await;
+}
+
+#[tokio::test]
+async fn requeues_are_bounded_by_the_server_setting() {
+    let t = TestServer::start_with(|c| c.max_requeues = 1).await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    let run = c.launch(&launch_cmd("lp", &["x"])).await.unwrap();
+    let s = register(&c, "pre", &["lp"], 1).await;
+    // Preempted once: back in the queue.
+    claim(&c, &s, 1, Duration::from_secs(5)).await;
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    report(&c, &s, &run.id, RunState::Running).await.unwrap();
+    let r = report(&c, &s, &run.id, RunState::Queued).await.unwrap();
+    assert_eq!(r.state, RunState::Queued);
+    // Preempted again: one re-queue is all this server allows, so it fails.
+    claim(&c, &s, 1, Duration::from_secs(5)).await;
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    let r = report(&c, &s, &run.id, RunState::Queued).await.unwrap();
+    assert_eq!(r.state, RunState::Failed, "{}", r.state_reason);
+    let f = r.failure.expect("a failure");
+    assert!(
+        f.message.contains("handed to agents 2 times") && f.message.contains("at most 1 times"),
+        "{}",
+        f.message
+    );
+    t.stop().await;
 }

@@ -6,8 +6,12 @@ mod common;
 
 use common::*;
 use hoist_core::api::*;
+use hoist_core::resource::ResourceType;
 use hoist_server::store::Store;
 use hoist_server::store::jobs::{NewJobVersion, VersionSel};
+use hoist_server::store::queues::NewQueue;
+use hoist_server::store::rows::RunSpec;
+use hoist_server::store::runs::NewRun;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -139,14 +143,46 @@ async fn store_blob_refs(s: Store) {
     assert_eq!(s.blob_entities(&d).await.unwrap(), ["u"]);
     assert!(s.record_blob(&d, 10, "w", "w", T0).await.unwrap());
     assert_eq!(s.blob_entities(&d).await.unwrap(), ["u", "w"]);
-    // add_blob_ref only refers to known blobs.
-    let other = format!("sha256:{}", "cd".repeat(32));
-    s.add_blob_ref(&other, "u", T0).await.unwrap();
-    assert!(s.blob_entities(&other).await.unwrap().is_empty());
+    // A launch that hands an artifact over references it for the queue's entity, in
+    // the launch's transaction; an unknown artifact is not referenced.
     s.create_team("t", vec![], T0).await.unwrap();
-    s.add_blob_ref(&d, "t", T0).await.unwrap();
-    s.add_blob_ref(&d, "t", T0).await.unwrap();
+    let q = s
+        .create_queue(
+            NewQueue {
+                entity: "t".into(),
+                name: "q".into(),
+                resource: ResourceType::LocalProcess,
+                config: serde_json::json!({}),
+                template_variables: vec![],
+                prioritize: false,
+                description: String::new(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let other = format!("sha256:{}", "cd".repeat(32));
+    s.launch(handing_over(&q.id, "x1", &other), T0)
+        .await
+        .unwrap();
+    assert!(s.blob_entities(&other).await.unwrap().is_empty());
+    s.launch(handing_over(&q.id, "x2", &d), T0).await.unwrap();
+    s.launch(handing_over(&q.id, "x3", &d), T0).await.unwrap();
     assert_eq!(s.blob_entities(&d).await.unwrap(), ["t", "u", "w"]);
+    // A launch that fails after its reference was written leaves no reference: here
+    // its run id is taken, so the run's INSERT fails after the blob_refs one.
+    let e = format!("sha256:{}", "ef".repeat(32));
+    assert!(s.record_blob(&e, 10, "u", "u", T0).await.unwrap());
+    let err = s
+        .launch(handing_over(&q.id, "x3", &e), T0)
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err:?}");
+    assert_eq!(s.blob_entities(&e).await.unwrap(), ["u"]);
+    // Onto a queue deleted meanwhile: refused, no reference either.
+    assert_eq!(s.delete_queue(&q.id, true, "u", T0).await.unwrap(), 3);
+    assert!(s.launch(handing_over(&q.id, "x4", &e), T0).await.is_err());
+    assert_eq!(s.blob_entities(&e).await.unwrap(), ["u"]);
     // A deleted team takes its references (and jobs) with it.
     s.create_job_version(new_version("t", "j", image("x")), T0)
         .await
@@ -154,6 +190,25 @@ async fn store_blob_refs(s: Store) {
     s.delete_team("t").await.unwrap();
     assert_eq!(s.blob_entities(&d).await.unwrap(), ["u", "w"]);
     assert!(s.get_job("t", "j").await.unwrap().is_none());
+}
+
+/// A launch onto team `t`'s queue of a code job of user `u`, handing its artifact over.
+fn handing_over(queue_id: &str, id: &str, artifact: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        queue_id: queue_id.into(),
+        entity: "t".into(),
+        queue_name: "q".into(),
+        project: "p".into(),
+        name: id.into(),
+        spec: RunSpec::default(),
+        resource: ResourceType::LocalProcess,
+        resource_config: serde_json::json!({}),
+        priority: Default::default(),
+        prioritize: false,
+        created_by: "u".into(),
+        hand_over: Some(artifact.into()),
+    }
 }
 
 // ---------------------------------------------------------------------------------

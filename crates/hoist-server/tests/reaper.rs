@@ -65,6 +65,7 @@ async fn leases_and_lost_agents_follow_the_clock() {
         priority: Priority::Medium,
         prioritize: false,
         created_by: "u".into(),
+        hand_over: None,
     };
     let r1 = s.launch(mk(), now).await.unwrap();
     let r2 = s.launch(mk(), now).await.unwrap();
@@ -72,6 +73,7 @@ async fn leases_and_lost_agents_follow_the_clock() {
         .register_agent(
             NewAgent {
                 owner: "u".into(),
+                key_id: s.list_keys(Some("u")).await.unwrap().remove(0).id,
                 name: "a".into(),
                 host: "h".into(),
                 version: "v".into(),

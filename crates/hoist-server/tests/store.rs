@@ -11,11 +11,12 @@ use std::time::Duration;
 use hoist_core::api::{LogLine, LogStream, RunUpdate};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
-use hoist_server::store::Store;
+use hoist_server::error::Constraint;
 use hoist_server::store::agents::{AgentQueue, NewAgent};
 use hoist_server::store::queues::{NewQueue, QueueChanges};
 use hoist_server::store::rows::RunSpec;
 use hoist_server::store::runs::{ClaimParams, Claimer, NewRun, RunFilter};
+use hoist_server::store::{Store, StoreError};
 use serde_json::json;
 
 const T0: i64 = 1_700_000_000_000;
@@ -59,14 +60,17 @@ fn new_run(queue_id: &str, queue: &str, prio: Priority, prioritize: bool) -> New
         priority: prio,
         prioritize,
         created_by: "u".into(),
+        hand_over: None,
     }
 }
 
 async fn agent(s: &Store, name: &str, queues: &[(&str, &str)]) -> Claimer {
+    let key = s.list_keys(Some("u")).await.unwrap().remove(0).id;
     let (rec, _, _) = s
         .register_agent(
             NewAgent {
                 owner: "u".into(),
+                key_id: key,
                 name: name.into(),
                 host: "h".into(),
                 version: "v".into(),
@@ -130,7 +134,7 @@ async fn identity(s: Store) {
     s.revoke_key(&k.key.id, T0 + 1).await.unwrap();
     assert!(s.key_record(&k.key.id).await.unwrap().unwrap().revoked);
     assert!(s.revoke_key(&k.key.id, T0 + 2).await.is_err());
-    s.remove_member("ml", "alice").await.unwrap();
+    s.remove_member("ml", "alice", T0).await.unwrap();
     s.delete_team("ml").await.unwrap();
     assert!(s.get_team("ml").await.unwrap().is_none());
 }
@@ -472,4 +476,324 @@ async fn reopening_keeps_everything() {
         .unwrap_err();
     assert!(e.to_string().contains("shutting down"), "{e}");
     let _ = Duration::ZERO;
+}
+
+// ---------------------------------------------------------------------------------
+// The state machine as the database holds it.
+
+both_db!(state_check_is_run_state_all);
+async fn state_check_is_run_state_all(db: &common::db::Db) {
+    let s = &db.store;
+    let declared = s.state_constraint().await.unwrap();
+    let all: Vec<String> = RunState::ALL
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    assert_eq!(
+        declared, all,
+        "the CHECK on runs.state must list RunState::ALL"
+    );
+    // And it is enforced, and classified from the database's error code.
+    let q = setup_queue(s, "q", false).await;
+    let run = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let mut raw = common::db::raw(&db.url).await;
+    let e = sqlx::query("UPDATE runs SET state = 'bogus' WHERE id = $1")
+        .bind(&run.id)
+        .execute(&mut raw)
+        .await
+        .unwrap_err();
+    let e = StoreError::from(e);
+    assert_eq!(e.constraint(), Some(Constraint::Check), "{e:?}");
+    assert!(!e.is_transient());
+    // A foreign key: a queue of an entity that does not exist.
+    let e = s
+        .create_queue(
+            NewQueue {
+                entity: "nobody".into(),
+                name: "q".into(),
+                resource: ResourceType::LocalProcess,
+                config: json!({}),
+                template_variables: vec![],
+                prioritize: false,
+                description: String::new(),
+            },
+            T0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.constraint(), Some(Constraint::ForeignKey), "{e:?}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the database error is kept as the cause"
+    );
+}
+
+both_db!(migration_0003_keeps_existing_runs);
+async fn migration_0003_keeps_existing_runs(db: &common::db::Db) {
+    // A database as hoist left it before migration 0003: build it next to the test's.
+    let (url, fresh) = if db.url.starts_with("sqlite:") {
+        let dir = db.url.strip_suffix("t.db").unwrap();
+        (format!("{dir}old.db?mode=rwc"), None)
+    } else {
+        let pg = common::db::PgDb::create().await.unwrap();
+        (pg.url.clone(), Some(pg))
+    };
+    let sqlite = url.starts_with("sqlite:");
+    let (m1, m2) = if sqlite {
+        (
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_jobs.sql"),
+        )
+    } else {
+        (
+            include_str!("../migrations/postgres/0001_init.sql"),
+            include_str!("../migrations/postgres/0002_jobs.sql"),
+        )
+    };
+    let mut raw = common::db::raw(&url).await;
+    for sql in [
+        m1,
+        m2,
+        "CREATE TABLE hoist_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        "INSERT INTO hoist_migrations (version, applied_at) VALUES (1, 0), (2, 0)",
+        "INSERT INTO entities (name, kind, created_at) VALUES ('u', 'user', 0)",
+        "INSERT INTO users (name, admin, created_at) VALUES ('u', 0, 0)",
+        "INSERT INTO queues (id, entity, name, resource, config, template_vars, prioritize, description, created_at, updated_at) \
+         VALUES ('q1', 'u', 'q', 'local-process', '{}', '[]', 0, '', 0, 0)",
+        "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
+         priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at, lapses) \
+         VALUES ('old1', 'q1', 'u', 'q', 'p', 'n', '{}', 'local-process', '{}', 2, 0, 'queued', 'launched', 'user', 'u', 0, 0, 1), \
+                ('old2', 'q1', 'u', 'q', 'p', 'n', '{}', 'local-process', '{}', 2, 0, 'finished', 'done', 'agent', 'u', 0, 0, 0)",
+        "INSERT INTO agents (id, owner, name, host, version, queues, max_jobs, status, session, started_at, last_heartbeat_at) \
+         VALUES ('ag-1', 'u', 'a', 'h', 'v', '[]', 1, 'polling', 'sess-1', 0, 0)",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    drop(raw);
+    let s = Store::open(&url).await.unwrap();
+    let (r1, qid) = s.get_run("old1").await.unwrap().unwrap();
+    assert_eq!((r1.state, qid.as_str()), (RunState::Queued, "q1"));
+    assert_eq!(
+        s.get_run("old2").await.unwrap().unwrap().0.state,
+        RunState::Finished
+    );
+    let all: Vec<String> = RunState::ALL
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    assert_eq!(s.state_constraint().await.unwrap(), all);
+    // The claim index, the sequence and the transition triggers work after the rebuild.
+    let newer = s
+        .launch(new_run("q1", "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    let (runs, _) = s
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs[0].id, newer.id, "new runs come after the kept ones");
+    assert_eq!(runs.len(), 3);
+    let tl = s.timeline(&newer.id).await.unwrap();
+    assert_eq!(tl.len(), 1);
+    assert_eq!(s.queue_depth("q1").await.unwrap(), 2);
+    // The agent's session was carried over into agent_sessions.
+    let a = Claimer {
+        agent_id: "ag-1".into(),
+        agent_name: "a".into(),
+        session: "sess-1".into(),
+    };
+    let got = s.claim(a, params(&["q1"], 5), T0).await.unwrap();
+    assert_eq!(got.len(), 2, "the kept queued run and the new one");
+    s.close().await;
+    if let Some(pg) = fresh {
+        pg.drop_db().await;
+    }
+}
+
+both!(every_recorded_transition_is_legal);
+/// A busy scenario through every path that changes a run's state, then a walk over
+/// `run_transitions`: every recorded row is a move `check_transition` allows (or a
+/// launch), and the scenario made many different ones.
+async fn every_recorded_transition_is_legal(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    let mut now = T0;
+    let launch = |n: usize| {
+        let s = s.clone();
+        let q = q.clone();
+        async move {
+            let mut ids = vec![];
+            for _ in 0..n {
+                ids.push(
+                    s.launch(new_run(&q, "q", Priority::Medium, false), T0)
+                        .await
+                        .unwrap()
+                        .id,
+                );
+            }
+            ids
+        }
+    };
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    let up = |a: &Claimer, id: &str, st: RunState, at: i64| {
+        let (s, a, id) = (s.clone(), a.clone(), id.to_string());
+        async move {
+            s.agent_update(&id, &a.agent_id, update(&a.session, st), at)
+                .await
+                .unwrap();
+        }
+    };
+    let r = launch(7).await;
+    assert_eq!(
+        s.claim(a.clone(), params(&[&q], 7), now)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    // finished
+    up(&a, &r[0], RunState::Starting, now).await;
+    up(&a, &r[0], RunState::Running, now).await;
+    up(&a, &r[0], RunState::Finished, now).await;
+    // built, stopped by the agent
+    up(&a, &r[1], RunState::Building, now).await;
+    up(&a, &r[1], RunState::Starting, now).await;
+    up(&a, &r[1], RunState::Running, now).await;
+    up(&a, &r[1], RunState::Stopping, now).await;
+    up(&a, &r[1], RunState::Stopped, now).await;
+    // cancelled while claimed
+    s.cancel_run(&r[2], "u", now).await.unwrap();
+    // preempted: back in the queue
+    up(&a, &r[3], RunState::Starting, now).await;
+    up(&a, &r[3], RunState::Running, now).await;
+    up(&a, &r[3], RunState::Queued, now).await;
+    // failed at start
+    up(&a, &r[4], RunState::Starting, now).await;
+    up(&a, &r[4], RunState::Failed, now).await;
+    // stopped on request
+    up(&a, &r[5], RunState::Starting, now).await;
+    up(&a, &r[5], RunState::Running, now).await;
+    s.request_stop(&r[5], "u", None, now).await.unwrap();
+    up(&a, &r[5], RunState::Stopped, now).await;
+    // r[6]: the lease lapses
+    now += 60_000;
+    assert_eq!(s.expire_leases(now).await.unwrap().len(), 1);
+    // A queued run cancelled.
+    let c1 = launch(1).await;
+    s.cancel_run(&c1[0], "u", now).await.unwrap();
+    // Lost agent: executing runs become unknown (a stop request on one records no
+    // transition), unstarted ones go back; unknown ones fail after the grace period.
+    launch(1).await;
+    let b = agent(&s, "b", &[(&q, "q")]).await;
+    let got = s.claim(b.clone(), params(&[&q], 3), now).await.unwrap();
+    assert_eq!(got.len(), 3);
+    up(&b, &got[0].run.id, RunState::Starting, now).await;
+    up(&b, &got[1].run.id, RunState::Starting, now).await;
+    up(&b, &got[1].run.id, RunState::Running, now).await;
+    now += 60_000;
+    s.mark_lost_agents(now, 30_000).await.unwrap();
+    let unknown = got[1].run.id.clone();
+    assert_eq!(
+        s.get_run(&unknown).await.unwrap().unwrap().0.state,
+        RunState::Unknown
+    );
+    let before = s.timeline(&unknown).await.unwrap().len();
+    let stopped = s
+        .request_stop(&unknown, "u", Some("why".into()), now)
+        .await
+        .unwrap();
+    assert!(stopped.run.stop_requested && stopped.run.state_reason.contains("why"));
+    assert_eq!(s.timeline(&unknown).await.unwrap().len(), before);
+    now += 700_000;
+    assert!(s.fail_unknown(now, 600_000).await.unwrap() >= 2);
+    // A restart re-queues what was claimed; a clean shutdown too.
+    let c = agent(&s, "c", &[(&q, "q")]).await;
+    assert!(
+        !s.claim(c.clone(), params(&[&q], 2), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    agent(&s, "c", &[(&q, "q")]).await;
+    let c = agent(&s, "c", &[(&q, "q")]).await;
+    assert!(
+        !s.claim(c.clone(), params(&[&q], 2), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.deregister_agent(&c.agent_id, &c.session, now)
+        .await
+        .unwrap();
+    // Handed out too often: failed instead of re-queued.
+    let d = agent(&s, "d", &[(&q, "q")]).await;
+    for _ in 0..8 {
+        s.claim(d.clone(), params(&[&q], 10), now).await.unwrap();
+        now += 60_000;
+        s.expire_leases(now).await.unwrap();
+    }
+    // A queue deleted with its queued runs.
+    let q2 = setup_queue(&s, "q2", false).await;
+    for _ in 0..3 {
+        s.launch(new_run(&q2, "q2", Priority::Medium, false), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.delete_queue(&q2, true, "u", now).await.unwrap(), 3);
+
+    // The walk.
+    let (runs, _) = s
+        .list_runs(&RunFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(runs.len() >= 11);
+    let mut kinds = HashSet::new();
+    let mut rows = 0;
+    for run in &runs {
+        let tl = s.timeline(&run.id).await.unwrap();
+        assert_eq!(tl[0].from, None, "run {} starts with its launch", run.id);
+        assert_eq!(tl[0].to, RunState::Queued);
+        for t in &tl[1..] {
+            let from = t.from.expect("only the launch has no from-state");
+            hoist_core::run::check_transition(from, t.to, t.actor)
+                .unwrap_or_else(|e| panic!("run {}: recorded transition is illegal: {e}", run.id));
+            kinds.insert((from, t.to));
+            rows += 1;
+        }
+        assert_eq!(
+            tl.last().unwrap().to,
+            run.state,
+            "the timeline ends in the state"
+        );
+    }
+    assert!(rows > 40, "only {rows} transitions");
+    assert!(
+        kinds.len() >= 15,
+        "only {} kinds of transition: {kinds:?}",
+        kinds.len()
+    );
+    for k in [
+        (RunState::Queued, RunState::Claimed),
+        (RunState::Claimed, RunState::Queued),
+        (RunState::Claimed, RunState::Cancelled),
+        (RunState::Queued, RunState::Cancelled),
+        (RunState::Running, RunState::Queued),
+        (RunState::Running, RunState::Unknown),
+        (RunState::Unknown, RunState::Failed),
+        (RunState::Claimed, RunState::Failed),
+        (RunState::Running, RunState::Stopping),
+    ] {
+        assert!(kinds.contains(&k), "the scenario made no {k:?}");
+    }
 }

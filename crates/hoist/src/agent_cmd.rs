@@ -42,8 +42,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         ..Default::default()
     };
-    let loaded = config::load(args.config.as_deref(), &env, &overrides)
-        .map_err(|e| crate::cli::invalid(format!("the agent configuration is not valid:\n{e}")))?;
+    // Loading reads the file: off the runtime's (single) thread.
+    let path = args.config.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || config::load(path.as_deref(), &env, &overrides))
+            .await?
+            .map_err(|e| {
+                crate::cli::invalid(format!("the agent configuration is not valid:\n{e}"))
+            })?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }

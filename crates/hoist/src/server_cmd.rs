@@ -35,6 +35,14 @@ pub struct ServerArgs {
     /// sharing a PostgreSQL database must share this directory too.
     #[arg(long, env = "HOIST_BLOB_DIR")]
     pub blob_dir: Option<PathBuf>,
+    /// How many times a run may go back to its queue (lease lapses, lost agents,
+    /// preemptions) before it is failed instead.
+    #[arg(long, env = "HOIST_MAX_REQUEUES", default_value_t = hoist_server::store::DEFAULT_MAX_REQUEUES)]
+    pub max_requeues: u32,
+    /// Look queues up in the store on every launch instead of keeping them for a few
+    /// seconds (to measure or debug the launch path).
+    #[arg(long, env = "HOIST_NO_QCACHE")]
+    pub no_queue_cache: bool,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/hoist` or `~/.local/share/hoist`.
@@ -63,6 +71,8 @@ impl ServerArgs {
         cfg.agent_lost_after = std::time::Duration::from_secs(self.agent_lost_after_secs.max(1));
         cfg.unknown_grace = std::time::Duration::from_secs(self.unknown_grace_secs);
         cfg.max_artifact_bytes = self.max_artifact_bytes;
+        cfg.max_requeues = self.max_requeues;
+        cfg.queue_cache = !self.no_queue_cache;
         if let Some(d) = &self.blob_dir {
             cfg.blob_dir = Some(d.clone());
         }

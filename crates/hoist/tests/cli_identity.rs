@@ -134,4 +134,21 @@ fn users_teams_keys_and_visibility() {
     w.run(&["team", "delete", "tmp"])
         .ok()
         .stdout_has("Deleted team tmp");
+
+    // Deleting a user: admins only; their keys stop working; the name stays taken.
+    w.run(&["user", "create", "carol"]).ok();
+    let carol_key = w.run(&["key", "create", "--user", "carol"]).ok().stdout;
+    w.run_home(&alice_home, &["user", "delete", "carol"])
+        .code(1)
+        .stderr_has("only admins");
+    w.run(&["user", "delete", "carol"])
+        .ok()
+        .stdout_has("Deleted user carol");
+    w.run_env(&["whoami"], &[("HOIST_API_KEY", carol_key.trim())])
+        .code(1)
+        .stderr_has("not valid");
+    w.run(&["user", "show", "carol"]).code(1);
+    w.run(&["user", "create", "carol"])
+        .code(1)
+        .stderr_has("deleted user");
 }

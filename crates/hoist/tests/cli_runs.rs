@@ -216,10 +216,12 @@ fn launch_wait_reports_a_cancelled_run() {
         assert!(Instant::now() < deadline, "the run never appeared");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Give the waiting CLI a moment to attach to the log stream.
-    std::thread::sleep(Duration::from_millis(300));
+    // The waiting CLI has read the (empty) log and waits for more: from now on only
+    // the cancel's wake-up tells it (its own re-check comes after 15 s, after the
+    // deadline below).
+    w.wait_gauge("hoist_log_followers", 1.0);
     w.run(&["run", "cancel", &id]).ok();
-    let out = child.wait_with_output().unwrap();
+    let out = cli_support::exit_within(child, Duration::from_secs(10));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("launched run {id}")), "{stderr}");

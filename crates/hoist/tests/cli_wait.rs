@@ -117,7 +117,12 @@ fn spawn_wait(w: &World) -> std::process::Child {
 }
 
 async fn finish(child: std::process::Child) -> (i32, String, String) {
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    finish_within(child, Duration::from_secs(60)).await
+}
+
+/// [`finish`], failing when the CLI is still running after `within`.
+async fn finish_within(child: std::process::Child, within: Duration) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || cli_support::exit_within(child, within))
         .await
         .unwrap();
     (
@@ -167,6 +172,9 @@ async fn wait_streams_logs_and_reports_the_outcome() {
     );
     agent.set(&id, RunState::Starting, None, None).await;
     agent.set(&id, RunState::Running, None, None).await;
+    // The waiting CLI has read the (empty) log and waits: the lines and the end reach
+    // it only through wake-ups (its own re-check comes after 15 s, past the deadline).
+    tokio::task::block_in_place(|| w.wait_gauge("hoist_log_followers", 1.0));
     agent
         .log(
             &id,
@@ -176,10 +184,9 @@ async fn wait_streams_logs_and_reports_the_outcome() {
             ],
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     agent.log(&id, &[(LogStream::Stdout, "epoch 2")]).await;
     agent.set(&id, RunState::Finished, Some(0), None).await;
-    let (code, stdout, stderr) = finish(child).await;
+    let (code, stdout, stderr) = finish_within(child, Duration::from_secs(10)).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "epoch 1\nepoch 2\n");
     assert!(stderr.contains("a warning"), "{stderr}");

@@ -1,12 +1,14 @@
 //! A job's source checked out into a directory (for local-process runs, which run the
-//! entry point in the source tree instead of an image).
+//! entry point in the source tree instead of an image). The filesystem work (creating
+//! the directory, resolving the build context, unpacking) runs on tokio's blocking
+//! pool; `git` runs through tokio::process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hoist_core::api::JobSource;
 
-use super::{ArtifactSource, BuildError};
+use super::{ArtifactSource, BuildError, off_runtime, unpack_artifact};
 use crate::logs::LogSink;
 
 /// Longest a `git fetch` may take.
@@ -22,9 +24,13 @@ pub async fn checkout(
     dest: &Path,
     artifacts: &dyn ArtifactSource,
     logs: &LogSink,
-) -> Result<std::path::PathBuf, BuildError> {
-    std::fs::create_dir_all(dest)
-        .map_err(|e| BuildError::new(format!("cannot create {}: {e}", dest.display())))?;
+) -> Result<PathBuf, BuildError> {
+    tokio::fs::create_dir_all(dest)
+        .await
+        .map_err(|source| BuildError::Io {
+            message: format!("cannot create {}: {source}", dest.display()),
+            source,
+        })?;
     match source {
         JobSource::Image { .. } => Ok(dest.to_path_buf()),
         JobSource::Git {
@@ -36,29 +42,48 @@ pub async fn checkout(
             super::source::fetch_git(repo, commit, dest, GIT_TIMEOUT, logs).await?;
             match build_context {
                 Some(sub) => {
-                    super::source::resolve_inside(dest, sub, "build context", repo).map(|(p, _)| p)
+                    let (dest, sub, repo) = (dest.to_path_buf(), sub.clone(), repo.clone());
+                    off_runtime("resolving the build context", move || {
+                        super::source::resolve_inside(&dest, &sub, "build context", &repo)
+                            .map(|(p, _)| p)
+                    })
+                    .await
                 }
                 None => Ok(dest.to_path_buf()),
             }
         }
         JobSource::Code { artifact, .. } => {
-            let tmp = tempfile::NamedTempFile::new_in(dest.parent().unwrap_or(dest))
-                .map_err(|e| BuildError::new(format!("cannot create a temporary file: {e}")))?;
-            logs.system(&format!("[hoist: fetching code artifact {artifact}]"));
-            artifacts.fetch(artifact, tmp.path()).await.map_err(|e| {
-                BuildError::new(format!("fetching code artifact {artifact} failed: {e}"))
-            })?;
-            let (file, to) = (tmp.path().to_path_buf(), dest.to_path_buf());
-            tokio::task::spawn_blocking(move || {
-                let f = std::fs::File::open(&file)?;
-                hoist_context::unpack(f, &to, Some(MAX_UNPACKED))
-                    .map_err(|e| std::io::Error::other(e.to_string()))
+            let parent = dest.parent().unwrap_or(dest).to_path_buf();
+            let tmp = off_runtime("creating a temporary file", move || {
+                tempfile::NamedTempFile::new_in(&parent).map_err(|source| BuildError::Io {
+                    message: format!("cannot create a temporary file: {source}"),
+                    source,
+                })
             })
-            .await
-            .map_err(|e| BuildError::new(format!("unpacking the code artifact failed: {e}")))?
-            .map_err(|e| {
-                BuildError::new(format!("unpacking code artifact {artifact} failed: {e}"))
-            })?;
+            .await?;
+            logs.system(&format!("[hoist: fetching code artifact {artifact}]"));
+            if let Err(source) = artifacts.fetch(artifact, tmp.path()).await {
+                // (Deleting the file is a blocking call too.)
+                let _ = off_runtime("removing the download", move || {
+                    drop(tmp);
+                    Ok(())
+                })
+                .await;
+                return Err(BuildError::Artifact {
+                    message: format!("fetching code artifact {artifact} failed: {source}"),
+                    source,
+                });
+            }
+            let (to, digest) = (dest.to_path_buf(), artifact.clone());
+            off_runtime("unpacking the code artifact", move || {
+                let unpacked = unpack_artifact(tmp.path(), &to, MAX_UNPACKED);
+                drop(tmp);
+                unpacked.map_err(|source| BuildError::Context {
+                    message: format!("unpacking code artifact {digest} failed: {source}"),
+                    source,
+                })
+            })
+            .await?;
             Ok(dest.to_path_buf())
         }
     }

@@ -58,12 +58,12 @@ use tokio::io::AsyncReadExt;
 use super::dockerfile::{self, GENERATED_DOCKERFILE};
 use super::source::{self, redact_url, resolve_inside};
 use super::{
-    ArtifactSource, BUILDER_VERSION, BuildError, BuildInputs, Builder, Built, buildable_source,
-    image_reference, image_tag, job_label,
+    ArtifactSource, BUILDER_VERSION, BuildError, BuildInputs, Builder, Built, Workspace,
+    buildable_source, image_reference, image_tag, job_label, off_runtime, unpack_artifact,
 };
 use crate::config::BuilderConfig;
 use crate::logs::{LogSink, TAIL_LINES};
-use crate::registries::{Registry, RegistryError};
+use crate::registries::Registry;
 
 /// Default cap on an unpacked code artifact and on a build context.
 pub const DEFAULT_MAX_CONTEXT_BYTES: u64 = 4 << 30;
@@ -175,18 +175,21 @@ impl DockerBuilder {
         b.entry(tag.to_string()).or_default().clone()
     }
 
-    /// Whether the destination has `image`; a registry that cannot be asked is logged
-    /// and answered "no" (the push will tell), refused credentials fail the build.
+    /// Whether the destination has `image`. Refused credentials and a registry
+    /// configuration that cannot work fail the build; a registry that cannot be asked
+    /// (after the registry's own retries of transient failures) is logged and
+    /// answered "no": the push will tell.
     async fn exists(&self, image: &str, logs: &LogSink) -> Result<bool, BuildError> {
         match self.registry.has_image(image).await {
             Ok(b) => Ok(b),
-            Err(RegistryError::Unavailable(m)) => {
-                logs.system(&format!("[hoist: {m}; building]"));
+            Err(e) if e.is_refusal() || e.is_config() => Err(BuildError::Registry {
+                message: format!("cannot check whether {image} exists: {e}"),
+                source: e,
+            }),
+            Err(e) => {
+                logs.system(&format!("[hoist: {e}; building]"));
                 Ok(false)
             }
-            Err(e @ (RegistryError::Auth(_) | RegistryError::Config(_))) => Err(BuildError::new(
-                format!("cannot check whether {image} exists: {e}"),
-            )),
         }
     }
 
@@ -197,16 +200,6 @@ impl DockerBuilder {
             cache_hit: true,
             tag,
         }
-    }
-
-    fn temp_dir(&self) -> Result<tempfile::TempDir, BuildError> {
-        let mut b = tempfile::Builder::new();
-        b.prefix("hoist-build-");
-        match &self.settings.work_dir {
-            Some(d) => b.tempdir_in(d),
-            None => b.tempdir(),
-        }
-        .map_err(|e| BuildError::new(format!("cannot create a temporary directory: {e}")))
     }
 
     /// Puts the source in `ws/src`; returns the build context directory, its
@@ -229,24 +222,35 @@ impl DockerBuilder {
             } => {
                 tokio::fs::create_dir(&src)
                     .await
-                    .map_err(|e| BuildError::new(format!("{}: {e}", src.display())))?;
+                    .map_err(|source| BuildError::Io {
+                        message: format!("{}: {source}", src.display()),
+                        source,
+                    })?;
                 source::fetch_git(repo, commit, &src, self.settings.git_timeout, logs).await?;
-                let mut describe = format!("{} at {commit}", redact_url(repo));
-                let context = match build_context.as_deref().filter(|c| !c.trim().is_empty()) {
-                    Some(bc) => {
-                        let (abs, rel) = resolve_inside(&src, bc, "build context", &describe)?;
-                        if !abs.is_dir() {
-                            return Err(BuildError::new(format!(
-                                "the build context {bc:?} is not a directory in {describe}"
-                            )));
+                let describe = format!("{} at {commit}", redact_url(repo));
+                let (context, describe) =
+                    match build_context.as_deref().filter(|c| !c.trim().is_empty()) {
+                        Some(bc) => {
+                            let bc = bc.to_string();
+                            off_runtime("resolving the build context", move || {
+                                let (abs, rel) =
+                                    resolve_inside(&src, &bc, "build context", &describe)?;
+                                if !abs.is_dir() {
+                                    return Err(BuildError::Source(format!(
+                                        "the build context {bc:?} is not a directory in {describe}"
+                                    )));
+                                }
+                                let describe = if rel.is_empty() {
+                                    describe
+                                } else {
+                                    format!("{describe} (directory {rel})")
+                                };
+                                Ok((abs, describe))
+                            })
+                            .await?
                         }
-                        if !rel.is_empty() {
-                            describe = format!("{describe} (directory {rel})");
-                        }
-                        abs
-                    }
-                    None => src,
-                };
+                        None => (src, describe),
+                    };
                 Ok((context, describe, entry_point, dockerfile.as_deref()))
             }
             JobSource::Code {
@@ -260,27 +264,22 @@ impl DockerBuilder {
                     human_bytes(*size)
                 ));
                 let file = ws.join("artifact.tar.gz");
-                self.artifacts.fetch(artifact, &file).await.map_err(|e| {
-                    BuildError::new(format!("cannot download the code artifact {artifact}: {e}"))
-                })?;
-                let max = self.settings.max_context_bytes;
-                let (file2, src2) = (file.clone(), src.clone());
-                let unpacked = tokio::task::spawn_blocking(move || {
-                    let f = std::fs::File::open(&file2).map_err(|e| {
-                        hoist_context::ContextError::Io {
-                            path: file2.clone(),
-                            source: e,
-                        }
+                self.artifacts
+                    .fetch(artifact, &file)
+                    .await
+                    .map_err(|source| BuildError::Artifact {
+                        message: format!("cannot download the code artifact {artifact}: {source}"),
+                        source,
                     })?;
-                    let r = hoist_context::unpack(std::io::BufReader::new(f), &src2, Some(max));
-                    let _ = std::fs::remove_file(&file2);
-                    r
+                let max = self.settings.max_context_bytes;
+                let (file2, src2, digest) = (file.clone(), src.clone(), artifact.clone());
+                let unpacked = off_runtime("unpacking the code artifact", move || {
+                    unpack_artifact(&file2, &src2, max).map_err(|source| BuildError::Context {
+                        message: format!("cannot unpack the code artifact {digest}: {source}"),
+                        source,
+                    })
                 })
-                .await
-                .map_err(|e| BuildError::new(format!("unpacking the code artifact: {e}")))?
-                .map_err(|e| {
-                    BuildError::new(format!("cannot unpack the code artifact {artifact}: {e}"))
-                })?;
+                .await?;
                 logs.system(&format!(
                     "[hoist: unpacked {} files ({})]",
                     unpacked.files,
@@ -305,12 +304,18 @@ impl DockerBuilder {
             .registry
             .auth()
             .await
-            .map_err(|e| BuildError::new(format!("push to {host} failed: {e}")))?;
+            .map_err(|source| BuildError::Registry {
+                message: format!("push to {host} failed: {source}"),
+                source,
+            })?;
         // Its errors name the image and the registry ("push of … (registry …) failed:
         // …").
         crate::registries::push::push(&self.docker, image, auth.as_ref(), logs)
             .await
-            .map_err(|e| BuildError::new(e.to_string()))
+            .map_err(|source| BuildError::Registry {
+                message: source.to_string(),
+                source,
+            })
     }
 }
 
@@ -338,16 +343,48 @@ impl Builder for DockerBuilder {
             }
         }
 
-        let ws = self.temp_dir()?;
+        let ws = Workspace::new(self.settings.work_dir.clone()).await?;
+        let result = self
+            .build_in(&ws, run, source, key, repository, started, logs)
+            .await;
+        ws.remove().await;
+        result
+    }
+}
+
+impl DockerBuilder {
+    /// Steps 1 to 6 (see the module documentation) in the workspace `ws`.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_in(
+        &self,
+        ws: &Workspace,
+        run: &Run,
+        source: &JobSource,
+        key: String,
+        repository: Option<String>,
+        started: Instant,
+        logs: &LogSink,
+    ) -> Result<Built, BuildError> {
         let (context, describe, entry_point, requested) =
             self.fetch(source, ws.path(), logs).await?;
-        let chosen = dockerfile::choose(
-            &context,
-            requested,
-            entry_point,
-            &self.settings.base_image,
-            &describe,
-        )?;
+        let chosen = {
+            let (context, requested, entry_point) = (
+                context.clone(),
+                requested.map(str::to_string),
+                entry_point.to_vec(),
+            );
+            let (base, describe) = (self.settings.base_image.clone(), describe.clone());
+            off_runtime("choosing the Dockerfile", move || {
+                dockerfile::choose(
+                    &context,
+                    requested.as_deref(),
+                    &entry_point,
+                    &base,
+                    &describe,
+                )
+            })
+            .await?
+        };
         let extra: Vec<ExtraFile> = chosen
             .generated_base
             .as_ref()
@@ -374,6 +411,12 @@ impl Builder for DockerBuilder {
             ws.path().to_path_buf(),
         )
         .await?;
+        // The tar is in the workspace, which the caller removes off the runtime (a
+        // `TempPath` would delete it on the runtime's thread).
+        let tar = packed.path.keep().map_err(|e| BuildError::Io {
+            message: format!("cannot keep the packed build context: {}", e.error),
+            source: e.error,
+        })?;
         let tag = image_tag(&BuildInputs {
             context_digest: &packed.tar_digest,
             dockerfile_path: &chosen.path,
@@ -402,8 +445,7 @@ impl Builder for DockerBuilder {
             nocache: !self.settings.cache,
             labels: HashMap::new(),
         };
-        engine_build(&self.docker, &packed.path, &params, logs).await?;
-        drop(packed);
+        engine_build(&self.docker, &tar, &params, logs).await?;
         if repository.is_some() {
             self.push(&image, logs).await?;
         }
@@ -426,17 +468,18 @@ async fn pack_context(
     temp_dir: PathBuf,
 ) -> Result<hoist_context::Packed, BuildError> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    off_runtime("packing the build context", move || {
         let opts = PackOptions {
             max_bytes: Some(max_bytes),
             temp_dir: Some(temp_dir),
             ..Default::default()
         };
-        hoist_context::pack_for_build(&dir, &extra, &opts)
+        hoist_context::pack_for_build(&dir, &extra, &opts).map_err(|source| BuildError::Context {
+            message: format!("cannot pack the build context: {source}"),
+            source,
+        })
     })
     .await
-    .map_err(|e| BuildError::new(format!("packing the build context: {e}")))?
-    .map_err(|e| BuildError::new(format!("cannot pack the build context: {e}")))
 }
 
 /// The last lines of some output.
@@ -519,7 +562,10 @@ pub(crate) async fn engine_build(
 ) -> Result<String, BuildError> {
     let file = tokio::fs::File::open(tar)
         .await
-        .map_err(|e| BuildError::new(format!("{}: {e}", tar.display())))?;
+        .map_err(|source| BuildError::Io {
+            message: format!("{}: {source}", tar.display()),
+            source,
+        })?;
     let body = futures::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
         let mut buf = vec![0u8; 256 << 10];
@@ -545,7 +591,7 @@ pub(crate) async fn engine_build(
     let mut stream = docker.build_image(opts, None, Some(bollard::body_try_stream(body)));
     let mut progress = Progress::default();
     let mut image_id = None;
-    let mut failure: Option<String> = None;
+    let mut failure: Option<(String, DockerError)> = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -569,18 +615,14 @@ pub(crate) async fn engine_build(
                     image_id = Some(id);
                 }
             }
-            Err(DockerError::DockerStreamError { error }) => {
-                failure = Some(error);
-                break;
-            }
             Err(e) => {
-                failure = Some(daemon_message(&e));
+                failure = Some((daemon_message(&e), e));
                 break;
             }
         }
     }
     progress.finish(logs);
-    if let Some(error) = failure {
+    if let Some((error, source)) = failure {
         // The run's log gets the whole message once, from the run's build stage.
         let error = error.trim().to_string();
         progress.tail.push(error.clone());
@@ -589,10 +631,11 @@ pub(crate) async fn engine_build(
             Some(step) => format!("the image build failed at step `{step}`: {error}"),
             None => format!("the image build failed: {error}"),
         };
-        return Err(BuildError {
+        return Err(BuildError::Build {
             message,
             step: progress.step,
             output_tail: progress.tail.into_vec(),
+            source: Some(Box::new(source)),
         });
     }
     match image_id {
@@ -603,13 +646,15 @@ pub(crate) async fn engine_build(
             .await
             .ok()
             .and_then(|i| i.id)
-            .ok_or_else(|| {
-                BuildError::new(format!(
+            .ok_or_else(|| BuildError::Build {
+                message: format!(
                     "the build ended without an image {}: {}",
                     p.image,
                     progress.tail.0.back().cloned().unwrap_or_default()
-                ))
-                .with_tail(progress.tail.into_vec())
+                ),
+                step: None,
+                output_tail: progress.tail.into_vec(),
+                source: None,
             }),
     }
 }
@@ -642,6 +687,7 @@ async fn remove_failed_layers(docker: &Docker, layers: &[String], logs: &LogSink
 
 fn daemon_message(e: &DockerError) -> String {
     match e {
+        DockerError::DockerStreamError { error } => error.clone(),
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         other => format!("the Docker daemon: {other}"),
     }
@@ -680,7 +726,14 @@ pub async fn build_dockerfile_dir(
     logs: &LogSink,
 ) -> Result<DirBuilt, BuildError> {
     let started = Instant::now();
-    let (_, rel) = resolve_inside(dir, dockerfile, "Dockerfile", &dir.display().to_string())?;
+    let rel = {
+        let (dir, dockerfile) = (dir.to_path_buf(), dockerfile.to_string());
+        off_runtime("resolving the Dockerfile", move || {
+            resolve_inside(&dir, &dockerfile, "Dockerfile", &dir.display().to_string())
+                .map(|(_, rel)| rel)
+        })
+        .await?
+    };
     let packed = pack_context(dir, Vec::new(), u64::MAX, std::env::temp_dir()).await?;
     let params = EngineBuild {
         image,
@@ -689,10 +742,17 @@ pub async fn build_dockerfile_dir(
         nocache: opts.nocache,
         labels: opts.labels.clone(),
     };
-    let image_id = engine_build(docker, &packed.path, &params, logs).await?;
+    let image_id = engine_build(docker, &packed.path, &params, logs).await;
+    let context_bytes = packed.bytes;
+    // Deleting the tar is a blocking call too.
+    off_runtime("removing the packed build context", move || {
+        drop(packed);
+        Ok(())
+    })
+    .await?;
     Ok(DirBuilt {
-        image_id,
-        context_bytes: packed.bytes,
+        image_id: image_id?,
+        context_bytes,
         duration: started.elapsed(),
     })
 }

@@ -74,7 +74,8 @@ pub(crate) struct Chosen {
 }
 
 /// Picks (or writes) the Dockerfile for the build context `context`; `describe` names
-/// the context in messages (`git://…@<commit>`, `code artifact sha256:…`).
+/// the context in messages (`git://…@<commit>`, `code artifact sha256:…`). Blocking
+/// (it reads the context): call it from [`super::off_runtime`].
 pub(crate) fn choose(
     context: &Path,
     requested: Option<&str>,
@@ -82,32 +83,35 @@ pub(crate) fn choose(
     base_image: &str,
     describe: &str,
 ) -> Result<Chosen, BuildError> {
-    if let Some(req) = requested.filter(|r| !r.trim().is_empty()) {
-        let (abs, rel) = resolve_inside(context, req, "Dockerfile", describe)?;
-        if !abs.is_file() {
-            return Err(BuildError::new(format!(
-                "the job's Dockerfile {req:?} is not a file in {describe}"
-            )));
-        }
-        let bytes = std::fs::read(&abs)
-            .map_err(|e| BuildError::new(format!("cannot read the Dockerfile {req:?}: {e}")))?;
-        return Ok(Chosen {
-            path: rel,
-            bytes,
-            generated_base: None,
-        });
-    }
-    let root_file = context.join("Dockerfile");
-    if std::fs::symlink_metadata(&root_file).is_ok() {
-        let (abs, rel) = resolve_inside(context, "Dockerfile", "Dockerfile", describe)?;
+    // The job's own, else `Dockerfile` at the root (a root `Dockerfile` that is not a
+    // file, a directory say, is no Dockerfile; one that leads out is refused).
+    let (requested, shown) = match requested.filter(|r| !r.trim().is_empty()) {
+        Some(req) => (Some(req), format!("the Dockerfile {req:?}")),
+        None => (None, "the Dockerfile".to_string()),
+    };
+    let own = match requested {
+        Some(req) => Some(req),
+        None => std::fs::symlink_metadata(context.join("Dockerfile"))
+            .is_ok()
+            .then_some("Dockerfile"),
+    };
+    if let Some(rel) = own {
+        let (abs, rel) = resolve_inside(context, rel, "Dockerfile", describe)?;
         if abs.is_file() {
-            let bytes = std::fs::read(&abs)
-                .map_err(|e| BuildError::new(format!("cannot read the Dockerfile: {e}")))?;
+            let bytes = std::fs::read(&abs).map_err(|source| BuildError::Io {
+                message: format!("cannot read {shown}: {source}"),
+                source,
+            })?;
             return Ok(Chosen {
                 path: rel,
                 bytes,
                 generated_base: None,
             });
+        }
+        if let Some(req) = requested {
+            return Err(BuildError::Source(format!(
+                "the job's Dockerfile {req:?} is not a file in {describe}"
+            )));
         }
     }
     let project = if context.join("requirements.txt").is_file() {
@@ -115,12 +119,12 @@ pub(crate) fn choose(
     } else if context.join("pyproject.toml").is_file() {
         PythonProject::Pyproject
     } else {
-        return Err(BuildError::new(format!(
+        return Err(BuildError::Source(format!(
             "no Dockerfile and no requirements.txt/pyproject.toml in {describe}; add a Dockerfile (or name one with --dockerfile), or a requirements.txt or pyproject.toml for hoist to build a Python image on {base_image}"
         )));
     };
     if base_image.is_empty() || base_image.chars().any(char::is_whitespace) {
-        return Err(BuildError::new(format!(
+        return Err(BuildError::Source(format!(
             "builder.base-image {base_image:?} is not an image reference"
         )));
     }
@@ -167,11 +171,10 @@ mod tests {
         let c = t.path();
         let e = choose(c, None, &ep(), "base", "ctx").unwrap_err();
         assert!(
-            e.message.starts_with(
+            e.to_string().starts_with(
                 "no Dockerfile and no requirements.txt/pyproject.toml in ctx; add a Dockerfile"
             ),
-            "{}",
-            e.message
+            "{e}"
         );
         std::fs::write(c.join("pyproject.toml"), "[project]\n").unwrap();
         let g = choose(c, None, &ep(), "base", "ctx").unwrap();
@@ -202,7 +205,7 @@ mod tests {
         assert_eq!(g.path, "docker/train.Dockerfile");
         assert_eq!(g.bytes, b"FROM own\n");
         let e = choose(c, Some("docker/missing"), &ep(), "base", "ctx").unwrap_err();
-        assert!(e.message.contains("docker/missing"), "{}", e.message);
+        assert!(e.to_string().contains("docker/missing"), "{e}");
     }
 
     #[test]
@@ -213,14 +216,14 @@ mod tests {
         std::fs::write(t.path().join("Dockerfile"), "FROM outside\n").unwrap();
         for p in ["../Dockerfile", "/etc/passwd", "a/../../Dockerfile"] {
             let e = choose(&c, Some(p), &[], "base", "ctx").unwrap_err();
-            assert!(e.message.contains("outside"), "{p}: {}", e.message);
+            assert!(e.to_string().contains("outside"), "{p}: {e}");
         }
         std::os::unix::fs::symlink("../Dockerfile", c.join("link")).unwrap();
         let e = choose(&c, Some("link"), &[], "base", "ctx").unwrap_err();
-        assert!(e.message.contains("outside"), "{}", e.message);
+        assert!(e.to_string().contains("outside"), "{e}");
         // A root Dockerfile that is a link out is refused too, not silently skipped.
         std::os::unix::fs::symlink("../Dockerfile", c.join("Dockerfile")).unwrap();
         let e = choose(&c, None, &[], "base", "ctx").unwrap_err();
-        assert!(e.message.contains("outside"), "{}", e.message);
+        assert!(e.to_string().contains("outside"), "{e}");
     }
 }

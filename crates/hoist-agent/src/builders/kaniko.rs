@@ -28,6 +28,6 @@ impl Builder for KanikoBuilder {
             job_label(run)
         );
         logs.system(&format!("[hoist: {msg}]"));
-        Err(BuildError::new(msg))
+        Err(BuildError::Unsupported(msg))
     }
 }

@@ -38,6 +38,7 @@
 //! [`BuildError::output_tail`], whatever the run's log tail holds.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use hoist_client::Client;
@@ -47,7 +48,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AgentConfig, BuilderKind};
 use crate::logs::LogSink;
-use crate::registries::Registry;
+use crate::registries::{Registry, RegistryError};
 
 pub mod checkout;
 pub mod docker;
@@ -78,40 +79,318 @@ pub struct Built {
     pub tag: String,
 }
 
-/// A failed build (stage `build`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct BuildError {
-    /// What went wrong, naming the step, the registry or the path concerned.
-    pub message: String,
-    /// The Dockerfile step that failed, as written (`RUN pip install -r requirements.txt`).
-    pub step: Option<String>,
-    /// The last lines of the build's output (or of `git`'s).
-    pub output_tail: Vec<String>,
+/// A failed build (stage `build`). Every variant keeps its cause as
+/// [`std::error::Error::source`]; the message (`Display`), which becomes the run's
+/// failure message, names the step, the registry or the path concerned and quotes the
+/// cause, as a person needs it.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// This builder cannot build this run: `noop`, `kaniko` (until it lands), no Docker
+    /// daemon, an image job (nothing to build), no job source.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The job's source cannot be built as it is: a commit id that is not one, a path
+    /// outside the build context, no Dockerfile, a base image that is not one.
+    #[error("{0}")]
+    Source(String),
+    /// `git` failed (fetch, checkout); `output_tail` is the end of its output.
+    #[error("{message}")]
+    Git {
+        message: String,
+        output_tail: Vec<String>,
+        #[source]
+        source: GitError,
+    },
+    /// The code artifact could not be fetched.
+    #[error("{message}")]
+    Artifact {
+        message: String,
+        #[source]
+        source: ArtifactError,
+    },
+    /// The build context could not be unpacked or packed (an unsafe or oversized
+    /// archive, an unreadable file).
+    #[error("{message}")]
+    Context {
+        message: String,
+        #[source]
+        source: hoist_context::ContextError,
+    },
+    /// A file operation of the builder itself (its temporary directories, the
+    /// Dockerfile).
+    #[error("{message}")]
+    Io {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon's build failed: a Dockerfile step (`step`), or the daemon itself.
+    /// `output_tail` is the end of the build's output.
+    #[error("{message}")]
+    Build {
+        message: String,
+        step: Option<String>,
+        output_tail: Vec<String>,
+        #[source]
+        source: Option<Box<bollard::errors::Error>>,
+    },
+    /// The registry: the existence check (refused or misconfigured), its credentials,
+    /// the push.
+    #[error("{message}")]
+    Registry {
+        message: String,
+        #[source]
+        source: RegistryError,
+    },
+    /// Blocking work of the build (unpacking, packing, reading the source tree) was
+    /// cancelled or panicked.
+    #[error("{message}")]
+    Task {
+        message: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl BuildError {
-    pub fn new(message: impl Into<String>) -> BuildError {
-        BuildError {
-            message: message.into(),
-            step: None,
-            output_tail: Vec::new(),
+    /// The Dockerfile step that failed, as written (`RUN pip install -r
+    /// requirements.txt`).
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            BuildError::Build { step, .. } => step.as_deref(),
+            _ => None,
         }
     }
 
-    pub fn with_tail(mut self, tail: Vec<String>) -> BuildError {
-        self.output_tail = tail;
-        self
+    /// The last lines of the build's output (or of `git`'s); empty when the failure
+    /// came before any.
+    pub fn output_tail(&self) -> &[String] {
+        match self {
+            BuildError::Build { output_tail, .. } | BuildError::Git { output_tail, .. } => {
+                output_tail
+            }
+            _ => &[],
+        }
+    }
+
+    /// Whether building again shortly may succeed: the registry, the artifact's server
+    /// or the git server did not answer, the daemon's connection broke. A failed step,
+    /// a refusal or a bad source is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BuildError::Git { source, .. } => source.is_transient(),
+            BuildError::Artifact { source, .. } => source.is_transient(),
+            BuildError::Registry { source, .. } => source.is_transient(),
+            BuildError::Build {
+                step: None,
+                source: Some(e),
+                ..
+            } => matches!(
+                **e,
+                bollard::errors::Error::RequestTimeoutError
+                    | bollard::errors::Error::IOError { .. }
+                    | bollard::errors::Error::HyperResponseError { .. }
+            ),
+            _ => false,
+        }
     }
 
     /// The run's failure record.
     pub fn failure(&self) -> Failure {
         Failure {
             stage: FailureStage::Build,
-            message: self.message.clone(),
-            log_tail: self.output_tail.clone(),
+            message: self.to_string(),
+            log_tail: self.output_tail().to_vec(),
         }
     }
+}
+
+/// Why `git` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0} (is git installed on the agent?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("git failed: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("git {command} did not finish within {}s", timeout.as_secs())]
+    Timeout { command: String, timeout: Duration },
+    /// git exited unsuccessfully; `stderr` is the end of what it said (the last line
+    /// is the message).
+    #[error("{}", GitError::last_line(stderr, *status))]
+    Exited {
+        status: std::process::ExitStatus,
+        stderr: Vec<String>,
+    },
+}
+
+impl GitError {
+    fn last_line(stderr: &[String], status: std::process::ExitStatus) -> String {
+        stderr
+            .last()
+            .cloned()
+            .unwrap_or_else(|| format!("git exited with {status}"))
+    }
+
+    /// What git said, line by line (its message when it said nothing).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            GitError::Exited { stderr, .. } if !stderr.is_empty() => stderr.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// A timeout, or a server or network that did not answer (as git words it).
+    pub fn is_transient(&self) -> bool {
+        const NETWORK: &[&str] = &[
+            "Could not resolve host",
+            "Connection refused",
+            "Connection timed out",
+            "Connection reset",
+            "Operation timed out",
+            "early EOF",
+            "The requested URL returned error: 50",
+            "The requested URL returned error: 429",
+        ];
+        match self {
+            GitError::Timeout { .. } => true,
+            GitError::Exited { stderr, .. } => {
+                stderr.iter().any(|l| NETWORK.iter().any(|n| l.contains(n)))
+            }
+            GitError::Spawn(_) | GitError::Wait(_) => false,
+        }
+    }
+}
+
+/// Why a code artifact could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("invalid artifact digest {0:?}")]
+    BadDigest(String),
+    #[error("artifact {digest} not found in {}", dir.display())]
+    NotFound { digest: String, dir: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has digest sha256:{actual}, not {expected}", path.display())]
+    DigestMismatch {
+        path: PathBuf,
+        actual: String,
+        expected: String,
+    },
+    /// The hoist server's blob store.
+    #[error("{0}")]
+    Server(#[source] Box<hoist_client::ClientError>),
+    #[error("copying the artifact failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl ArtifactError {
+    /// The server did not answer, or answered "later".
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ArtifactError::Server(e) if e.is_transient())
+    }
+}
+
+/// Runs blocking filesystem work (reads, walks, deletes) on tokio's blocking pool:
+/// the agent's runtime has a single thread, which must never wait on the disk.
+/// `what` names the work in the error when the task is cancelled or panics.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
+) -> Result<T, BuildError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| BuildError::Task {
+            message: format!("{what} failed: {source}"),
+            source,
+        })?
+}
+
+/// A temporary directory of a build (a source tree, a packed context), removed on
+/// tokio's blocking pool when dropped: deleting a large tree would stall the runtime.
+#[derive(Debug)]
+pub(crate) struct Workspace(Option<tempfile::TempDir>);
+
+impl Workspace {
+    /// A new `hoist-build-*` directory in `parent` (the system's temp dir if `None`).
+    pub(crate) async fn new(parent: Option<PathBuf>) -> Result<Workspace, BuildError> {
+        off_runtime("creating a temporary directory", move || {
+            let mut b = tempfile::Builder::new();
+            b.prefix("hoist-build-");
+            match &parent {
+                Some(d) => b.tempdir_in(d),
+                None => b.tempdir(),
+            }
+            .map(|d| Workspace(Some(d)))
+            .map_err(|source| BuildError::Io {
+                message: format!("cannot create a temporary directory: {source}"),
+                source,
+            })
+        })
+        .await
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.0.as_ref().map(|d| d.path()).unwrap_or(Path::new(""))
+    }
+
+    /// Removes the directory now, on the blocking pool, and waits for it (dropping a
+    /// workspace removes it too, but without waiting: for a cancelled build).
+    pub(crate) async fn remove(mut self) {
+        if let Some(dir) = self.0.take() {
+            let path = dir.path().to_path_buf();
+            match tokio::task::spawn_blocking(move || dir.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    message = "A build's temporary directory could not be removed.",
+                    path = %path.display(),
+                    error = %e
+                ),
+                Err(e) => tracing::warn!(
+                    message = "Removing a build's temporary directory failed.",
+                    path = %path.display(),
+                    error = %e
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            drop_off_runtime(dir);
+        }
+    }
+}
+
+/// Drops `value` on tokio's blocking pool (a temporary file or tree, whose drop
+/// deletes it); at once when there is no runtime.
+fn drop_off_runtime<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
+}
+
+/// Unpacks the code artifact `file` (a `.tar.gz`) into `dest`, at most `max_bytes`
+/// unpacked, then deletes `file`. Blocking: call it from [`off_runtime`].
+pub(crate) fn unpack_artifact(
+    file: &Path,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<hoist_context::Unpacked, hoist_context::ContextError> {
+    let unpacked = std::fs::File::open(file)
+        .map_err(|source| hoist_context::ContextError::Io {
+            path: file.to_path_buf(),
+            source,
+        })
+        .and_then(|f| hoist_context::unpack(std::io::BufReader::new(f), dest, Some(max_bytes)));
+    let _ = std::fs::remove_file(file);
+    unpacked
 }
 
 #[async_trait]
@@ -129,16 +408,16 @@ pub trait Builder: Send + Sync {
 pub trait ArtifactSource: Send + Sync {
     /// Writes the artifact `digest` (`sha256:<hex>`) into `dest` and checks that its
     /// content has that digest. Returns its size.
-    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, String>;
+    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, ArtifactError>;
 }
 
 /// The hoist server's blob store (`GET /api/v1/blobs/{digest}`), with the agent's key.
 #[async_trait]
 impl ArtifactSource for Client {
-    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, String> {
+    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, ArtifactError> {
         self.download_blob_to(digest, dest)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ArtifactError::Server(Box::new(e)))
     }
 }
 
@@ -151,36 +430,47 @@ pub struct DirArtifacts {
 
 #[async_trait]
 impl ArtifactSource for DirArtifacts {
-    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, String> {
+    async fn fetch(&self, digest: &str, dest: &Path) -> Result<u64, ArtifactError> {
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("invalid artifact digest {digest:?}"))?;
-        let src = [hex.to_string(), format!("{hex}.tar.gz")]
-            .into_iter()
-            .map(|n| self.dir.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("artifact {digest} not found in {}", self.dir.display()))?;
-        let (src2, dest2) = (src.clone(), dest.to_path_buf());
-        let got = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-            std::fs::copy(&src2, &dest2)?;
-            let mut h = Sha256::new();
-            let mut f = std::fs::File::open(&dest2)?;
-            let n = std::io::copy(&mut f, &mut h)?;
-            Ok((hex_string(&h.finalize()), n))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-        if got.0 != hex {
-            let _ = std::fs::remove_file(dest);
-            return Err(format!(
-                "{} has digest sha256:{}, not {digest}",
-                src.display(),
-                got.0
-            ));
+            .ok_or_else(|| ArtifactError::BadDigest(digest.to_string()))?;
+        let mut src = None;
+        for name in [hex.to_string(), format!("{hex}.tar.gz")] {
+            let p = self.dir.join(name);
+            if tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file()) {
+                src = Some(p);
+                break;
+            }
         }
-        Ok(got.1)
+        let src = src.ok_or_else(|| ArtifactError::NotFound {
+            digest: digest.to_string(),
+            dir: self.dir.clone(),
+        })?;
+        let (src2, dest2) = (src.clone(), dest.to_path_buf());
+        let (actual, size) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                std::fs::copy(&src2, &dest2)?;
+                let mut h = Sha256::new();
+                let mut f = std::fs::File::open(&dest2)?;
+                let n = std::io::copy(&mut f, &mut h)?;
+                Ok((hex_string(&h.finalize()), n))
+            })
+            .await
+            .map_err(ArtifactError::Task)?
+            .map_err(|source| ArtifactError::Io {
+                path: src.clone(),
+                source,
+            })?;
+        if actual != hex {
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(ArtifactError::DigestMismatch {
+                path: src,
+                actual,
+                expected: digest.to_string(),
+            });
+        }
+        Ok(size)
     }
 }
 
@@ -242,11 +532,11 @@ pub(crate) fn job_label(run: &Run) -> String {
 pub(crate) fn buildable_source(run: &Run) -> Result<&JobSource, BuildError> {
     match &run.job_source {
         Some(s @ (JobSource::Git { .. } | JobSource::Code { .. })) => Ok(s),
-        Some(JobSource::Image { image }) => Err(BuildError::new(format!(
+        Some(JobSource::Image { image }) => Err(BuildError::Unsupported(format!(
             "job {} runs the prebuilt image {image}: there is nothing to build",
             job_label(run)
         ))),
-        None => Err(BuildError::new(format!(
+        None => Err(BuildError::Unsupported(format!(
             "run {} has no job source to build an image from",
             run.id
         ))),
@@ -270,7 +560,7 @@ impl Builder for UnavailableBuilder {
         buildable_source(run)?;
         let msg = format!("job {}: {}", job_label(run), self.message);
         logs.system(&format!("[hoist: {msg}]"));
-        Err(BuildError::new(msg))
+        Err(BuildError::Unsupported(msg))
     }
 }
 
@@ -348,13 +638,41 @@ mod tests {
 
     #[test]
     fn failure_has_stage_build() {
-        let e = BuildError {
+        let e = BuildError::Build {
             message: "m".into(),
             step: Some("RUN exit 3".into()),
             output_tail: vec!["x".into()],
+            source: None,
         };
         let f = e.failure();
         assert_eq!(f.stage, FailureStage::Build);
+        assert_eq!(f.message, "m");
         assert_eq!(f.log_tail, ["x"]);
+        assert_eq!(e.step(), Some("RUN exit 3"));
+        assert!(!e.is_transient(), "a failed step is not retried");
+    }
+
+    #[tokio::test]
+    async fn dir_artifacts_keep_their_causes() {
+        let t = tempfile::tempdir().unwrap();
+        let a = DirArtifacts {
+            dir: t.path().to_path_buf(),
+        };
+        let dest = t.path().join("out");
+        let e = a.fetch("sha256:nothex", &dest).await.unwrap_err();
+        assert!(matches!(e, ArtifactError::BadDigest(_)), "{e}");
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let e = a.fetch(&digest, &dest).await.unwrap_err();
+        assert!(matches!(e, ArtifactError::NotFound { .. }), "{e}");
+        tokio::fs::write(t.path().join("0".repeat(64)), b"not those bytes")
+            .await
+            .unwrap();
+        let e = a.fetch(&digest, &dest).await.unwrap_err();
+        assert!(matches!(e, ArtifactError::DigestMismatch { .. }), "{e}");
+        assert!(
+            !tokio::fs::try_exists(&dest).await.unwrap(),
+            "a copy with the wrong digest is removed"
+        );
+        assert!(!e.is_transient());
     }
 }

@@ -27,6 +27,6 @@ impl Builder for NoopBuilder {
             job_label(run)
         );
         logs.system(&format!("[hoist: {msg}]"));
-        Err(BuildError::new(msg))
+        Err(BuildError::Unsupported(msg))
     }
 }

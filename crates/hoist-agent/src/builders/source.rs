@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::BuildError;
+use super::{BuildError, GitError};
 use crate::logs::{LogSink, TAIL_LINES};
 
 /// `repo` with any `user:password@` removed, for messages.
@@ -36,7 +36,8 @@ pub(crate) fn redact_url(repo: &str) -> String {
 
 /// Resolves `rel` (relative to `root`) to an existing path inside `root`: absolute
 /// paths, `..` that climbs out, and links that lead out are refused. Returns the
-/// absolute path and the normalised relative one (`/`-separated).
+/// absolute path and the normalised relative one (`/`-separated). Blocking (it asks
+/// the filesystem): call it from [`super::off_runtime`].
 pub(crate) fn resolve_inside(
     root: &Path,
     rel: &str,
@@ -44,7 +45,7 @@ pub(crate) fn resolve_inside(
     describe: &str,
 ) -> Result<(PathBuf, String), BuildError> {
     let outside = || {
-        BuildError::new(format!(
+        BuildError::Source(format!(
             "the {what} path {rel:?} points outside the build context ({describe}); give a path relative to the build context"
         ))
     };
@@ -64,8 +65,10 @@ pub(crate) fn resolve_inside(
     let normalised: PathBuf = parts.iter().collect();
     let shown = normalised.to_string_lossy().into_owned();
     let abs = root.join(&normalised);
-    let real_root = std::fs::canonicalize(root)
-        .map_err(|e| BuildError::new(format!("{}: {e}", root.display())))?;
+    let real_root = std::fs::canonicalize(root).map_err(|source| BuildError::Io {
+        message: format!("{}: {source}", root.display()),
+        source,
+    })?;
     match std::fs::canonicalize(&abs) {
         Ok(real) if real.starts_with(&real_root) => Ok((real, shown)),
         Ok(_) => Err(outside()),
@@ -76,11 +79,14 @@ pub(crate) fn resolve_inside(
             {
                 return Err(outside());
             }
-            Err(BuildError::new(format!(
+            Err(BuildError::Source(format!(
                 "the {what} {rel:?} does not exist in {describe}"
             )))
         }
-        Err(e) => Err(BuildError::new(format!("{what} {rel:?}: {e}"))),
+        Err(source) => Err(BuildError::Io {
+            message: format!("{what} {rel:?}: {source}"),
+            source,
+        }),
     }
 }
 
@@ -105,8 +111,8 @@ fn is_commit_id(commit: &str) -> bool {
     (4..=64).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Runs `git` with hoist's environment in `dir`; returns its stderr lines on failure.
-async fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Vec<String>> {
+/// Runs `git` with hoist's environment in `dir`; returns its standard output.
+async fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, GitError> {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(dir)
@@ -128,38 +134,47 @@ async fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Vec
     if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
         cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     }
-    let child = cmd.spawn().map_err(|e| {
-        vec![format!(
-            "cannot run git: {e} (is git installed on the agent?)"
-        )]
-    })?;
+    let child = cmd.spawn().map_err(GitError::Spawn)?;
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Err(vec![format!("git failed: {e}")]),
+        Ok(Err(e)) => return Err(GitError::Wait(e)),
         Err(_) => {
-            return Err(vec![format!(
-                "git {} did not finish within {}s",
-                args.first().unwrap_or(&""),
-                timeout.as_secs()
-            )]);
+            return Err(GitError::Timeout {
+                command: args.first().unwrap_or(&"").to_string(),
+                timeout,
+            });
         }
     };
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(str::to_string)
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        if lines.len() > TAIL_LINES {
-            lines.drain(..lines.len() - TAIL_LINES);
-        }
-        if lines.is_empty() {
-            lines.push(format!("git exited with {}", out.status));
-        }
-        Err(lines)
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
+    let mut stderr: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(redact_urls_in)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if stderr.len() > TAIL_LINES {
+        stderr.drain(..stderr.len() - TAIL_LINES);
+    }
+    Err(GitError::Exited {
+        status: out.status,
+        stderr,
+    })
+}
+
+/// A line of git's output with the user-info of any URL in it masked (git quotes the
+/// URL it was given, password included, in some of its errors).
+fn redact_urls_in(line: &str) -> String {
+    line.split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                redact_url(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Fetches `commit` of `repo` into `dir` (a new, empty directory) and checks it out.
@@ -172,21 +187,25 @@ pub(crate) async fn fetch_git(
 ) -> Result<(), BuildError> {
     let shown = redact_url(repo);
     if !is_commit_id(commit) {
-        return Err(BuildError::new(format!(
+        return Err(BuildError::Source(format!(
             "the job's git commit {commit:?} is not a commit id"
         )));
     }
-    let fail = |what: &str, lines: Vec<String>| {
-        let last = lines.last().cloned().unwrap_or_default();
+    let fail = |what: &str, source: GitError| {
+        let lines = source.lines();
         for l in &lines {
             logs.system(l);
         }
-        BuildError::new(format!("{what} {shown} at {commit} failed: {last}")).with_tail(lines)
+        BuildError::Git {
+            message: format!("{what} {shown} at {commit} failed: {source}"),
+            output_tail: lines,
+            source,
+        }
     };
     logs.system(&format!("[hoist: fetching {shown} at {commit}]"));
     git(dir, &["init", "-q"], timeout)
         .await
-        .map_err(|l| fail("git init for", l))?;
+        .map_err(|e| fail("git init for", e))?;
     let direct = git(
         dir,
         &[
@@ -204,10 +223,9 @@ pub(crate) async fn fetch_git(
     .await;
     let checkout_target = match direct {
         Ok(_) => "FETCH_HEAD".to_string(),
-        Err(lines) => {
+        Err(e) => {
             logs.system(&format!(
-                "[hoist: the server did not give commit {commit} alone ({}); fetching its branches and tags]",
-                lines.last().map(String::as_str).unwrap_or("")
+                "[hoist: the server did not give commit {commit} alone ({e}); fetching its branches and tags]"
             ));
             git(
                 dir,
@@ -223,7 +241,7 @@ pub(crate) async fn fetch_git(
                 timeout,
             )
             .await
-            .map_err(|l| fail("git fetch of", l))?;
+            .map_err(|e| fail("git fetch of", e))?;
             commit.to_string()
         }
     };
@@ -233,12 +251,12 @@ pub(crate) async fn fetch_git(
         timeout,
     )
     .await
-    .map_err(|l| fail("git checkout of", l))?;
+    .map_err(|e| fail("git checkout of", e))?;
     let head = git(dir, &["rev-parse", "HEAD"], timeout)
         .await
-        .map_err(|l| fail("git rev-parse of", l))?;
+        .map_err(|e| fail("git rev-parse of", e))?;
     if !head.starts_with(&commit.to_ascii_lowercase()) {
-        return Err(BuildError::new(format!(
+        return Err(BuildError::Source(format!(
             "fetching {shown} at {commit} gave commit {head}"
         )));
     }
@@ -265,6 +283,10 @@ mod tests {
             "git@github.com:a/b.git"
         );
         assert_eq!(redact_url("ssh://git@h:22/x"), "ssh://***@h:22/x");
+        assert_eq!(
+            redact_urls_in("fatal: unable to access 'https://u:tok@h/x.git/': refused"),
+            "fatal: unable to access 'https://***@h/x.git/': refused"
+        );
     }
 
     #[test]
@@ -287,11 +309,11 @@ mod tests {
         assert!(resolve_inside(t.path(), "../x", "c", "x").is_err());
         let e = resolve_inside(t.path(), "nope", "build context", "repo@1").unwrap_err();
         assert_eq!(
-            e.message,
+            e.to_string(),
             "the build context \"nope\" does not exist in repo@1"
         );
         std::os::unix::fs::symlink("../../outside", t.path().join("a/dangling")).unwrap();
         let e = resolve_inside(t.path(), "a/dangling", "Dockerfile", "x").unwrap_err();
-        assert!(e.message.contains("outside"), "{}", e.message);
+        assert!(e.to_string().contains("outside"), "{e}");
     }
 }

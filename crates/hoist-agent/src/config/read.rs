@@ -122,6 +122,16 @@ struct Entry<'t> {
     node: &'t Spanned<Node>,
 }
 
+impl Entry<'_> {
+    /// `v`, read from this entry.
+    fn val<T>(&self, v: T) -> Val<T> {
+        Val {
+            v,
+            at: self.at.clone(),
+        }
+    }
+}
+
 struct Fields<'t> {
     entries: Vec<Entry<'t>>,
 }
@@ -230,7 +240,9 @@ pub(crate) const QUEUE_FORM: &str = "QUEUE or ENTITY/QUEUE";
 /// Checks a queue reference: `QUEUE` or `ENTITY/QUEUE`.
 pub(crate) fn check_queue(q: &str) -> Result<(), String> {
     let check = |kind, name: &str| {
-        hoist_core::names::validate(kind, name).map_err(|e| format!("{e}; expected {QUEUE_FORM}"))
+        check_name(kind, name)
+            .map(drop)
+            .map_err(|e| format!("{e}; expected {QUEUE_FORM}"))
     };
     match q.split_once('/') {
         Some((entity, queue)) => {
@@ -238,6 +250,40 @@ pub(crate) fn check_queue(q: &str) -> Result<(), String> {
             check("queue", queue)
         }
         None => check("queue", q),
+    }
+}
+
+/// A name (`entity`, `agent`, `queue`) checked by [`hoist_core::names::validate`]; the
+/// error quotes it masked ([`values::shown`]).
+pub(crate) fn check_name(kind: &'static str, name: &str) -> Result<String, String> {
+    match hoist_core::names::validate(kind, name) {
+        Ok(()) => Ok(name.to_string()),
+        Err(e) => Err(format!(
+            "invalid {} name {:?}: {}",
+            e.kind,
+            values::shown(name),
+            e.why
+        )),
+    }
+}
+
+/// The check of a value that is valid as written or not at all: the value when
+/// `valid`, else `invalid WHAT "value"; expected EXPECTED` (the value masked by
+/// [`values::shown`]). For [`Reader::parsed`] and [`Reader::string_list`].
+pub(crate) fn valid_if<'a>(
+    valid: impl Fn(&str) -> bool + 'a,
+    what: &'a str,
+    expected: &'a str,
+) -> impl Fn(&str) -> Result<String, String> + 'a {
+    move |s| {
+        if valid(s) {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "invalid {what} {:?}; expected {expected}",
+                values::shown(s)
+            ))
+        }
     }
 }
 
@@ -363,10 +409,14 @@ impl<'f> Reader<'f> {
             .flat_map(|(c, a)| std::iter::once(*c).chain(a.iter().copied()))
             .collect();
         let message = match values::closest(name, &all) {
-            Some(s) => format!("unknown key {name:?}; did you mean {s:?}?"),
+            Some(s) => format!("unknown key {:?}; did you mean {s:?}?", values::shown(name)),
             None => {
                 let known: Vec<&str> = specs.iter().map(|(c, _)| *c).collect();
-                format!("unknown key {name:?}; expected one of {}", known.join(", "))
+                format!(
+                    "unknown key {:?}; expected one of {}",
+                    values::shown(name),
+                    known.join(", ")
+                )
             }
         };
         self.err(self.at(pos, path).error(message));
@@ -391,10 +441,7 @@ impl<'f> Reader<'f> {
             )));
             return None;
         }
-        Some(Val {
-            v,
-            at: e.at.clone(),
-        })
+        Some(e.val(v))
     }
 
     /// A string checked by `parse`, whose error is reported as is.
@@ -423,18 +470,12 @@ impl<'f> Reader<'f> {
                 return None;
             }
         };
-        Some(Val {
-            v,
-            at: e.at.clone(),
-        })
+        Some(e.val(v))
     }
 
     fn boolean(&mut self, e: &Entry<'_>) -> Option<Val<bool>> {
         match &e.node.value {
-            Node::Bool(b) => Some(Val {
-                v: *b,
-                at: e.at.clone(),
-            }),
+            Node::Bool(b) => Some(e.val(*b)),
             _ => {
                 self.type_error(e, "true or false");
                 None
@@ -471,10 +512,7 @@ impl<'f> Reader<'f> {
                 return None;
             }
         };
-        Some(Val {
-            v,
-            at: e.at.clone(),
-        })
+        Some(e.val(v))
     }
 
     /// A list of strings (`single_ok`: a lone string is a list of one), each item
@@ -529,6 +567,19 @@ impl<'f> Reader<'f> {
         ok.then_some(out)
     }
 
+    /// The values of [`Reader::string_list`] (no lone string), without their places;
+    /// empty when the list is refused (the errors are recorded).
+    fn list_values<T>(
+        &mut self,
+        e: &Entry<'_>,
+        form: &str,
+        check: impl FnMut(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        self.string_list(e, form, false, check)
+            .map(|v| v.into_iter().map(|v| v.v).collect())
+            .unwrap_or_default()
+    }
+
     fn path(&mut self, e: &Entry<'_>) -> Option<Val<PathBuf>> {
         let home = self.home.clone();
         self.parsed(e, "an absolute path", |s| {
@@ -555,35 +606,19 @@ impl<'f> Reader<'f> {
             return raw;
         };
 
-        if let Some(e) = f.get("entity") {
-            raw.entity = self.parsed(e, "an entity name", |s| {
-                hoist_core::names::validate("entity", s)
-                    .map(|()| s.to_string())
-                    .map_err(|e| e.to_string())
-            });
-        }
-        if let Some(e) = f.get("max_jobs") {
-            raw.max_jobs = self.max_jobs(e);
-        }
-        if let Some(e) = f.get("max_schedulers") {
-            raw.max_schedulers = self.max_jobs(e);
-        }
-        if let Some(e) = f.get("queues") {
-            raw.queues = self.queues(e);
-        }
-        if let Some(e) = f.get("base_url") {
-            raw.base_url = self.parsed(e, "the hoist server's URL", values::parse_base_url);
-        }
-        if let Some(e) = f.get("name") {
-            raw.name = self.parsed(e, "an agent name", |s| {
-                hoist_core::names::validate("agent", s)
-                    .map(|()| s.to_string())
-                    .map_err(|e| e.to_string())
-            });
-        }
-        if let Some(e) = f.get("verbosity") {
-            raw.verbosity = self.verbosity(e);
-        }
+        raw.entity = f
+            .get("entity")
+            .and_then(|e| self.parsed(e, "an entity name", |s| check_name("entity", s)));
+        raw.max_jobs = f.get("max_jobs").and_then(|e| self.max_jobs(e));
+        raw.max_schedulers = f.get("max_schedulers").and_then(|e| self.max_jobs(e));
+        raw.queues = f.get("queues").and_then(|e| self.queues(e));
+        raw.base_url = f
+            .get("base_url")
+            .and_then(|e| self.parsed(e, "the hoist server's URL", values::parse_base_url));
+        raw.name = f
+            .get("name")
+            .and_then(|e| self.parsed(e, "an agent name", |s| check_name("agent", s)));
+        raw.verbosity = f.get("verbosity").and_then(|e| self.verbosity(e));
         if let Some(e) = f.get("environment") {
             raw.environment = self.environment(e);
         }
@@ -600,28 +635,19 @@ impl<'f> Reader<'f> {
             raw.local_process = self.local_process(e);
         }
         if let Some(e) = f.get("env-allow-list") {
-            raw.env_allow_list = self
-                .string_list(e, "environment variable names", false, |s| {
-                    if values::is_env_name(s) {
-                        Ok(s.to_string())
-                    } else {
-                        Err(format!(
-                            "invalid environment variable name {s:?}; expected letters, digits and '_', not starting with a digit"
-                        ))
-                    }
-                })
-                .map(|v| v.into_iter().map(|v| v.v).collect())
-                .unwrap_or_default();
+            raw.env_allow_list = self.list_values(
+                e,
+                "environment variable names",
+                valid_if(
+                    values::is_env_name,
+                    "environment variable name",
+                    "letters, digits and '_', not starting with a digit",
+                ),
+            );
         }
-        if let Some(e) = f.get("stopped_run_timeout") {
-            raw.stopped_run_timeout = self.duration(e);
-        }
-        if let Some(e) = f.get("start_timeout") {
-            raw.start_timeout = self.duration(e);
-        }
-        if let Some(e) = f.get("heartbeat_interval") {
-            raw.heartbeat_interval = self.duration(e);
-        }
+        raw.stopped_run_timeout = f.get("stopped_run_timeout").and_then(|e| self.duration(e));
+        raw.start_timeout = f.get("start_timeout").and_then(|e| self.duration(e));
+        raw.heartbeat_interval = f.get("heartbeat_interval").and_then(|e| self.duration(e));
         raw
     }
 
@@ -694,18 +720,16 @@ impl<'f> Reader<'f> {
             Some(t) => {
                 let s = self.string(t, types);
                 match s {
-                    Some(s) => {
-                        match EnvironmentType::parse(&s.v) {
-                            Some(ty) => Some(Val { v: ty, at: s.at }),
-                            None => {
-                                self.err(s.at.error(format!(
-                                    "unknown environment {:?}; expected {types}",
-                                    s.v
-                                )));
-                                None
-                            }
+                    Some(s) => match EnvironmentType::parse(&s.v) {
+                        Some(ty) => Some(Val { v: ty, at: s.at }),
+                        None => {
+                            self.err(s.at.error(format!(
+                                "unknown environment {:?}; expected {types}",
+                                values::shown(&s.v)
+                            )));
+                            None
                         }
-                    }
+                    },
                     None => None,
                 }
             }
@@ -747,15 +771,15 @@ impl<'f> Reader<'f> {
                     values::is_gcp_region,
                 );
                 let project = project.and_then(|p| {
-                    self.parsed(p, "a GCP project id", |s| {
-                        if values::is_gcp_project(s) {
-                            Ok(s.to_string())
-                        } else {
-                            Err(format!(
-                                "invalid GCP project id {s:?}; expected 6 to 30 lowercase letters, digits and '-', starting with a letter"
-                            ))
-                        }
-                    })
+                    self.parsed(
+                        p,
+                        "a GCP project id",
+                        valid_if(
+                            values::is_gcp_project,
+                            "GCP project id",
+                            "6 to 30 lowercase letters, digits and '-', starting with a letter",
+                        ),
+                    )
                 });
                 region.map(|region| EnvironmentConfig::Gcp {
                     region,
@@ -792,14 +816,8 @@ impl<'f> Reader<'f> {
             ));
             return None;
         };
-        self.parsed(entry, form, |s| {
-            if valid(s) {
-                Ok(s.to_string())
-            } else {
-                Err(format!("invalid region {s:?}; expected {form}"))
-            }
-        })
-        .map(|v| v.v)
+        self.parsed(entry, form, valid_if(valid, "region", form))
+            .map(|v| v.v)
     }
 
     fn registry(&mut self, e: &Entry<'_>, env: &EnvState) -> RegistryConfig {
@@ -813,23 +831,22 @@ impl<'f> Reader<'f> {
             return RegistryConfig::Local;
         };
         let types = "one of ecr, gcr, acr, oci";
-        let explicit =
-            match f.get("type") {
-                Some(t) => match self.string(t, types) {
-                    Some(s) => match RegistryType::parse(&s.v) {
-                        Some(ty) => Some(Val { v: ty, at: s.at }),
-                        None => {
-                            self.err(s.at.error(format!(
-                                "unknown registry type {:?}; expected {types}",
-                                s.v
-                            )));
-                            return RegistryConfig::Local;
-                        }
-                    },
-                    None => return RegistryConfig::Local,
+        let explicit = match f.get("type") {
+            Some(t) => match self.string(t, types) {
+                Some(s) => match RegistryType::parse(&s.v) {
+                    Some(ty) => Some(Val { v: ty, at: s.at }),
+                    None => {
+                        self.err(s.at.error(format!(
+                            "unknown registry type {:?}; expected {types}",
+                            values::shown(&s.v)
+                        )));
+                        return RegistryConfig::Local;
+                    }
                 },
-                None => None,
-            };
+                None => return RegistryConfig::Local,
+            },
+            None => None,
+        };
         let uri = f.get("uri").and_then(|u| self.string(u, "a registry URI"));
         let repository = f
             .get("repository")
@@ -1048,7 +1065,7 @@ impl<'f> Reader<'f> {
                         Some(r) if r.v.contains('/') => {
                             self.err(r.at.error(format!(
                                 "invalid Artifact Registry repository {:?}; expected a name without '/' (the image goes in registry.image-name)",
-                                r.v
+                                values::shown(&r.v)
                             )));
                             None
                         }
@@ -1150,7 +1167,7 @@ impl<'f> Reader<'f> {
         } else {
             self.err(r.at.error(format!(
                 "invalid repository name {:?}; expected {REPOSITORY_FORM}",
-                r.v
+                values::shown(&r.v)
             )));
             None
         }
@@ -1162,7 +1179,7 @@ impl<'f> Reader<'f> {
         } else {
             self.err(i.at.error(format!(
                 "invalid image name {:?}; expected {REPOSITORY_FORM}",
-                i.v
+                values::shown(&i.v)
             )));
             None
         }
@@ -1186,9 +1203,10 @@ impl<'f> Reader<'f> {
                 Some(s) => match BuilderType::parse(&s.v) {
                     Some(ty) => b.ty = Some(Val { v: ty, at: s.at }),
                     None => {
-                        self.err(
-                            s.at.error(format!("unknown builder {:?}; expected {types}", s.v)),
-                        );
+                        self.err(s.at.error(format!(
+                            "unknown builder {:?}; expected {types}",
+                            values::shown(&s.v)
+                        )));
                         b.ty_invalid = true;
                     }
                 },
@@ -1199,39 +1217,37 @@ impl<'f> Reader<'f> {
             b.store = self.parsed(s, values::STORE_FORM, values::parse_build_context_store);
             b.store_invalid = b.store.is_none();
         }
-        if let Some(n) = f.get("build-job-name") {
-            b.build_job_name = self.parsed(n, "a Kubernetes Job name prefix", |s| {
-                if values::is_k8s_label(s, 40) {
-                    Ok(s.to_string())
-                } else {
-                    Err(format!(
-                        "invalid Job name prefix {s:?}; expected lowercase letters, digits and '-', at most 40 characters, starting and ending with a letter or digit"
-                    ))
-                }
-            });
-        }
-        if let Some(n) = f.get("secret-name") {
-            b.secret_name = self.parsed(n, "a Kubernetes secret name", |s| {
-                if values::is_k8s_name(s) {
-                    Ok(s.to_string())
-                } else {
-                    Err(format!(
-                        "invalid Kubernetes secret name {s:?}; expected lowercase letters, digits, '-' and '.'"
-                    ))
-                }
-            });
-        }
-        if let Some(n) = f.get("secret-key") {
-            b.secret_key = self.parsed(n, "a key of the Kubernetes secret", |s| {
-                if values::is_k8s_secret_key(s) {
-                    Ok(s.to_string())
-                } else {
-                    Err(format!(
-                        "invalid secret key {s:?}; expected letters, digits, '-', '_' and '.'"
-                    ))
-                }
-            });
-        }
+        b.build_job_name = f.get("build-job-name").and_then(|n| self.parsed(
+                n,
+                "a Kubernetes Job name prefix",
+                valid_if(
+                    |s| values::is_k8s_label(s, 40),
+                    "Job name prefix",
+                    "lowercase letters, digits and '-', at most 40 characters, starting and ending with a letter or digit",
+                ),
+            ));
+        b.secret_name = f.get("secret-name").and_then(|n| {
+            self.parsed(
+                n,
+                "a Kubernetes secret name",
+                valid_if(
+                    values::is_k8s_name,
+                    "Kubernetes secret name",
+                    "lowercase letters, digits, '-' and '.'",
+                ),
+            )
+        });
+        b.secret_key = f.get("secret-key").and_then(|n| {
+            self.parsed(
+                n,
+                "a key of the Kubernetes secret",
+                valid_if(
+                    values::is_k8s_secret_key,
+                    "secret key",
+                    "letters, digits, '-', '_' and '.'",
+                ),
+            )
+        });
         if let Some(c) = f.get("kaniko-config") {
             if matches!(c.node.value, Node::Map(_)) {
                 b.kaniko_config = Some(Val {
@@ -1242,18 +1258,16 @@ impl<'f> Reader<'f> {
                 self.type_error(c, "a mapping (a partial Kubernetes Job spec)");
             }
         }
-        if let Some(i) = f.get("kaniko-image") {
-            b.kaniko_image = self.parsed(i, "an image reference", values::parse_image_ref);
-        }
-        if let Some(d) = f.get("destination") {
-            b.destination = self.parsed(d, "an image repository URI", values::parse_image_ref);
-        }
-        if let Some(i) = f.get("base-image") {
-            b.base_image = self.parsed(i, "an image reference", values::parse_image_ref);
-        }
-        if let Some(c) = f.get("cache") {
-            b.cache = self.boolean(c);
-        }
+        b.kaniko_image = f
+            .get("kaniko-image")
+            .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
+        b.destination = f
+            .get("destination")
+            .and_then(|d| self.parsed(d, "an image repository URI", values::parse_image_ref));
+        b.base_image = f
+            .get("base-image")
+            .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
+        b.cache = f.get("cache").and_then(|c| self.boolean(c));
         b
     }
 
@@ -1283,34 +1297,26 @@ impl<'f> Reader<'f> {
         flag(self, "allow-host-pid", &mut d.allow_host_pid);
         flag(self, "allow-host-ipc", &mut d.allow_host_ipc);
         if let Some(c) = f.get("allow-cap-add") {
-            d.allow_cap_add = self
-                .string_list(c, "capability names", false, values::parse_capability)
-                .map(|v| v.into_iter().map(|v| v.v).collect())
-                .unwrap_or_default();
+            d.allow_cap_add = self.list_values(c, "capability names", values::parse_capability);
         }
         let home = self.home.clone();
         if let Some(c) = f.get("allow-devices") {
-            d.allow_devices = self
-                .string_list(c, "device paths", false, |s| {
-                    let p = values::parse_abs_path(s, home.as_deref())?;
-                    if p.starts_with("/dev") && p != std::path::Path::new("/dev") {
-                        Ok(p)
-                    } else {
-                        Err(format!(
-                            "{s:?} is not a device; expected a path under /dev, such as /dev/nvidia0"
-                        ))
-                    }
-                })
-                .map(|v| v.into_iter().map(|v| v.v).collect())
-                .unwrap_or_default();
+            d.allow_devices = self.list_values(c, "device paths", |s| {
+                let p = values::parse_abs_path(s, home.as_deref())?;
+                if p.starts_with("/dev") && p != std::path::Path::new("/dev") {
+                    Ok(p)
+                } else {
+                    Err(format!(
+                        "{:?} is not a device; expected a path under /dev, such as /dev/nvidia0",
+                        values::shown(s)
+                    ))
+                }
+            });
         }
         if let Some(c) = f.get("volume-allow-list") {
-            d.volume_allow_list = self
-                .string_list(c, "absolute host paths", false, |s| {
-                    values::parse_abs_path(s, home.as_deref())
-                })
-                .map(|v| v.into_iter().map(|v| v.v).collect())
-                .unwrap_or_default();
+            d.volume_allow_list = self.list_values(c, "absolute host paths", |s| {
+                values::parse_abs_path(s, home.as_deref())
+            });
         }
         d
     }

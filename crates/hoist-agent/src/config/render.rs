@@ -7,22 +7,7 @@ use super::values::format_duration;
 use super::{AgentConfig, BuilderKind, EnvironmentConfig, RegistryConfig};
 
 /// `scheme://user:password@host…` with the password (or a lone token) masked.
-pub(crate) fn mask_url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return s.to_string();
-    };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:{MASKED}"),
-        None => MASKED.to_string(),
-    };
-    format!("{}{masked}{}", &s[..scheme_end + 3], &rest[at..])
-}
+pub(crate) use crate::environments::http::masked_url as mask_url;
 
 /// Masks, in a free-form tree, values under keys that look secret, `value`s of
 /// `{name: SECRET_LOOKING, value: …}` pairs, and passwords in URLs.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors, Origin};
-use super::read::{At, EnvState, MAX_JOBS_FORM, RawConfig, Reader, Val, check_queue};
+use super::read::{At, EnvState, MAX_JOBS_FORM, RawConfig, Reader, Val, check_name, check_queue};
 use super::tree;
 use super::values::{self, STORE_FORM};
 use super::{
@@ -136,19 +136,16 @@ impl Resolver<'_> {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let entity = |s: &str| {
-            hoist_core::names::validate("entity", s)
-                .map(|()| s.to_string())
-                .map_err(|e| e.to_string())
-        };
-        let agent = |s: &str| {
-            hoist_core::names::validate("agent", s)
-                .map(|()| s.to_string())
-                .map_err(|e| e.to_string())
-        };
+        let entity = |s: &str| check_name("entity", s);
+        let agent = |s: &str| check_name("agent", s);
         let max_jobs = |s: &str| {
             s.parse::<i64>()
-                .map_err(|_| format!("invalid value {s:?}; expected {MAX_JOBS_FORM}"))
+                .map_err(|_| {
+                    format!(
+                        "invalid value {:?}; expected {MAX_JOBS_FORM}",
+                        values::shown(s)
+                    )
+                })
                 .and_then(MaxJobs::from_i64)
         };
         let queues = |s: &str| -> Result<Vec<String>, String> {
@@ -169,7 +166,10 @@ impl Resolver<'_> {
         };
         let builder_type = |s: &str| {
             BuilderType::parse(s).ok_or_else(|| {
-                format!("unknown builder {s:?}; expected one of docker, kaniko, noop")
+                format!(
+                    "unknown builder {:?}; expected one of docker, kaniko, noop",
+                    values::shown(s)
+                )
             })
         };
         let positive = |d: Duration| {

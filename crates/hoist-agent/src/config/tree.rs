@@ -37,7 +37,7 @@ impl Node {
             Node::Bool(b) => format!("the boolean {b}"),
             Node::Int(i) => format!("the integer {i}"),
             Node::Float(f) => format!("the number {f}"),
-            Node::Str(s) => format!("the string {s:?}"),
+            Node::Str(s) => format!("the string {:?}", super::values::shown(s)),
             Node::Seq(_) => "a list".to_string(),
             Node::Map(_) => "a mapping".to_string(),
         }
@@ -198,6 +198,7 @@ pub(crate) fn parse(text: &str) -> Result<Spanned<Node>, Vec<SyntaxError>> {
     let mut options = hoist_core::yaml::yaml_options();
     let mut budget = options.budget.take().unwrap_or_default();
     budget.max_depth = MAX_DEPTH;
+    let max_nodes = budget.max_nodes;
     options.budget = Some(budget);
     match serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options) {
         Ok(tree) => Ok(tree),
@@ -214,8 +215,27 @@ pub(crate) fn parse(text: &str) -> Result<Spanned<Node>, Vec<SyntaxError>> {
                 })
                 .unwrap_or_default();
             let raw = e.to_string();
-            let message = if raw.contains("budget breached: Depth") {
+            // The budget's own words are Rust debug output (`Nodes { nodes: 250001 }`):
+            // say what it means. Very deep flow collections trip the parser's own
+            // recursion limit before the depth budget.
+            let message = if raw.contains("budget breached: Depth")
+                || raw.contains("recursion limit exceeded")
+            {
                 format!("the document nests deeper than {MAX_DEPTH} levels")
+            } else if [
+                "budget breached: Nodes",
+                "budget breached: Aliases",
+                "budget breached: Events",
+            ]
+            .iter()
+            .any(|b| raw.contains(b))
+            {
+                format!(
+                    "the document expands to more than {max_nodes} values; aliases (`*name`) that repeat aliases multiply what is read: write the values out"
+                )
+            } else if raw.contains("budget breached:") {
+                "the document is too large to read (too many anchors, documents, merge keys or bytes)"
+                    .to_string()
             } else {
                 format!("invalid YAML: {}", clean_parser_message(&raw))
             };

@@ -6,6 +6,9 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use hoist_core::names::edit_distance;
+use hoist_core::secret::MASKED;
+
 use super::{BuildContextStore, DockerHost};
 
 /// Form of a duration, for messages.
@@ -15,7 +18,8 @@ pub(crate) const DURATION_FORM: &str = "seconds as an integer, or a number with 
 /// number-unit pairs with units `ms`, `s`, `m`, `h`, `d` (`90s`, `5m`, `1h30m`).
 /// Zero is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}; expected {DURATION_FORM}");
+    let quoted = shown(text);
+    let bad = || format!("invalid duration {quoted:?}; expected {DURATION_FORM}");
     let t = text.trim();
     if t.is_empty() {
         return Err(bad());
@@ -51,7 +55,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     if total.is_zero() {
         return Err(format!(
-            "invalid duration {text:?}: must be more than zero; expected {DURATION_FORM}"
+            "invalid duration {quoted:?}: must be more than zero; expected {DURATION_FORM}"
         ));
     }
     Ok(total)
@@ -93,6 +97,64 @@ pub(crate) fn placeholder(text: &str) -> Option<&str> {
     }
 }
 
+/// A value as a message may quote it. Every message here (and in `read.rs` and
+/// `resolve.rs`) that quotes a configured value quotes this, never the value itself:
+/// a mistyped URL is exactly where a password sits.
+///
+/// - URL user-info: `scheme://user:password@host` → `scheme://user:********@host` and
+///   `scheme://token@host` → `scheme://********@host`; without a scheme,
+///   `user:password@host/…` → `user:********@host/…`;
+/// - query values (`?sv=…&sig=…`, a SAS token): `?sv=********&sig=********`;
+/// - anything else that looks like a credential as a whole
+///   ([`hoist_core::secret::looks_like_credential`]: a DSN with a password, a `ghp_…`
+///   token): `********`.
+pub(crate) fn shown(text: &str) -> String {
+    let masked = mask_query(&mask_userinfo(text));
+    if masked != text {
+        return masked;
+    }
+    if hoist_core::secret::looks_like_credential(text) {
+        return MASKED.to_string();
+    }
+    masked
+}
+
+fn mask_userinfo(text: &str) -> String {
+    if text.contains("://") {
+        return super::render::mask_url(text);
+    }
+    // `user:password@host…`: only a password is masked (`git@host:a/b` is no secret).
+    let end = text
+        .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+        .unwrap_or(text.len());
+    match text[..end].rfind('@') {
+        Some(at) => match text[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:{MASKED}{}", &text[at..]),
+            None => text.to_string(),
+        },
+        None => text.to_string(),
+    }
+}
+
+fn mask_query(text: &str) -> String {
+    let Some(q) = text.find('?') else {
+        return text.to_string();
+    };
+    let (head, query) = text.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !v.is_empty() => format!("{k}={MASKED}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", pairs.join("&"))
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -108,13 +170,13 @@ fn parse_host_port(s: &str) -> Result<(String, Option<u16>), String> {
         let end = rest.find(']').ok_or("unclosed '[' in the host")?;
         let host = &rest[..end];
         if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("invalid IPv6 address {host:?}"));
+            return Err(format!("invalid IPv6 address {:?}", shown(host)));
         }
         let after = &rest[end + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
-            None => return Err(format!("unexpected {after:?} after the host")),
+            None => return Err(format!("unexpected {:?} after the host", shown(after))),
         };
         (format!("[{host}]"), port)
     } else {
@@ -126,12 +188,12 @@ fn parse_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     let port = match port {
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("invalid port {p:?}")),
+            _ => return Err(format!("invalid port {:?}", shown(p))),
         },
         None => None,
     };
     if !host.starts_with('[') && (host.is_empty() || !host.split('.').all(is_dns_label)) {
-        return Err(format!("invalid host name {host:?}"));
+        return Err(format!("invalid host name {:?}", shown(&host)));
     }
     Ok((host, port))
 }
@@ -148,14 +210,15 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 /// The hoist server URL: `http(s)://HOST[:PORT][/PATH]`, returned without a trailing
 /// slash.
 pub(crate) fn parse_base_url(text: &str) -> Result<String, String> {
+    let quoted = shown(text);
     const FORM: &str = "expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path";
     let t = text.trim();
     let rest = t
         .strip_prefix("https://")
         .or_else(|| t.strip_prefix("http://"))
-        .ok_or_else(|| format!("invalid URL {text:?}; {FORM}"))?;
+        .ok_or_else(|| format!("invalid URL {quoted:?}; {FORM}"))?;
     if rest.contains(char::is_whitespace) {
-        return Err(format!("invalid URL {text:?} (contains spaces); {FORM}"));
+        return Err(format!("invalid URL {quoted:?} (contains spaces); {FORM}"));
     }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -164,15 +227,15 @@ pub(crate) fn parse_base_url(text: &str) -> Result<String, String> {
     if authority.contains('@') {
         return Err(format!(
             "credentials do not belong in the URL {:?}; use `hoist login` or HOIST_API_KEY",
-            super::render::mask_url(t)
+            shown(t)
         ));
     }
     if path.contains('?') || path.contains('#') || authority.contains('?') {
         return Err(format!(
-            "invalid URL {text:?} (has a query or fragment); {FORM}"
+            "invalid URL {quoted:?} (has a query or fragment); {FORM}"
         ));
     }
-    parse_host_port(authority).map_err(|why| format!("invalid URL {text:?}: {why}; {FORM}"))?;
+    parse_host_port(authority).map_err(|why| format!("invalid URL {quoted:?}: {why}; {FORM}"))?;
     Ok(t.trim_end_matches('/').to_string())
 }
 
@@ -199,9 +262,10 @@ fn strip_https(s: &str) -> &str {
 }
 
 fn reject_tag(repo: &str, uri: &str) -> Result<(), String> {
+    let quoted = shown(uri);
     if repo.contains(':') || repo.contains('@') {
         return Err(format!(
-            "{uri:?} names a tag or digest; give the repository only (hoist tags images by content hash)"
+            "{quoted:?} names a tag or digest; give the repository only (hoist tags images by content hash)"
         ));
     }
     Ok(())
@@ -267,8 +331,9 @@ pub(crate) fn looks_ecr(uri: &str) -> bool {
 /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO`, or the documentation's
 /// `ACCOUNT.ecr.REGION.amazonaws.com/REPO`, optionally with `https://`.
 pub(crate) fn parse_ecr_uri(uri: &str) -> Result<EcrUri, String> {
+    let quoted = shown(uri);
     let bad =
-        |why: &str| format!("invalid ECR repository URI {uri:?}{why}; expected {ECR_URI_FORM}");
+        |why: &str| format!("invalid ECR repository URI {quoted:?}{why}; expected {ECR_URI_FORM}");
     let s = strip_https(uri.trim());
     let (host, repo) = s.split_once('/').ok_or_else(|| bad(" (no repository)"))?;
     let labels: Vec<&str> = host.split('.').collect();
@@ -277,16 +342,23 @@ pub(crate) fn parse_ecr_uri(uri: &str) -> Result<EcrUri, String> {
         _ => return Err(bad("")),
     };
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(&format!(" (account id {account:?} is not 12 digits)")));
+        return Err(bad(&format!(
+            " (account id {:?} is not 12 digits)",
+            shown(account)
+        )));
     }
     if !is_aws_region(region) {
-        return Err(bad(&format!(" (region {region:?} is not an AWS region)")));
+        return Err(bad(&format!(
+            " (region {:?} is not an AWS region)",
+            shown(region)
+        )));
     }
     let repo = repo.trim_end_matches('/');
     reject_tag(repo, uri)?;
     if !is_repository_path(repo) {
         return Err(bad(&format!(
-            " (repository {repo:?} must be {REPOSITORY_FORM})"
+            " (repository {:?} must be {REPOSITORY_FORM})",
+            shown(repo)
         )));
     }
     Ok(EcrUri {
@@ -314,8 +386,10 @@ pub(crate) fn looks_gcr(uri: &str) -> bool {
 
 /// `REGION-docker.pkg.dev/PROJECT/REPOSITORY[/IMAGE]`.
 pub(crate) fn parse_gcr_uri(uri: &str) -> Result<GcrUri, String> {
-    let bad =
-        |why: &str| format!("invalid Artifact Registry URI {uri:?}{why}; expected {GCR_URI_FORM}");
+    let quoted = shown(uri);
+    let bad = |why: &str| {
+        format!("invalid Artifact Registry URI {quoted:?}{why}; expected {GCR_URI_FORM}")
+    };
     let s = strip_https(uri.trim()).trim_end_matches('/');
     let mut parts = s.splitn(4, '/');
     let host = parts.next().unwrap_or("");
@@ -323,12 +397,16 @@ pub(crate) fn parse_gcr_uri(uri: &str) -> Result<GcrUri, String> {
         .strip_suffix("-docker.pkg.dev")
         .ok_or_else(|| bad(""))?;
     if !is_gcp_region(region) {
-        return Err(bad(&format!(" (region {region:?} is not a GCP region)")));
+        return Err(bad(&format!(
+            " (region {:?} is not a GCP region)",
+            shown(region)
+        )));
     }
     let project = parts.next().ok_or_else(|| bad(" (no project)"))?;
     if !is_gcp_project(project) {
         return Err(bad(&format!(
-            " (project {project:?} is not a GCP project id)"
+            " (project {:?} is not a GCP project id)",
+            shown(project)
         )));
     }
     let repository = parts.next().ok_or_else(|| bad(" (no repository)"))?;
@@ -336,14 +414,16 @@ pub(crate) fn parse_gcr_uri(uri: &str) -> Result<GcrUri, String> {
     reject_tag(s, uri)?;
     if !is_repository_path(repository) || repository.contains('/') {
         return Err(bad(&format!(
-            " (repository {repository:?} is not a valid name)"
+            " (repository {:?} is not a valid name)",
+            shown(repository)
         )));
     }
     if let Some(image) = image
         && !is_repository_path(image)
     {
         return Err(bad(&format!(
-            " (image {image:?} must be {REPOSITORY_FORM})"
+            " (image {:?} must be {REPOSITORY_FORM})",
+            shown(image)
         )));
     }
     Ok(GcrUri {
@@ -364,19 +444,24 @@ pub(crate) fn looks_acr(uri: &str) -> bool {
 /// `https://NAME.azurecr.io/REPOSITORY` (the scheme may be left out). Returns the
 /// registry name and the repository.
 pub(crate) fn parse_acr_uri(uri: &str) -> Result<(String, String), String> {
+    let quoted = shown(uri);
     let bad = |why: &str| {
-        format!("invalid Azure Container Registry URI {uri:?}{why}; expected {ACR_URI_FORM}")
+        format!("invalid Azure Container Registry URI {quoted:?}{why}; expected {ACR_URI_FORM}")
     };
     let s = strip_https(uri.trim()).trim_end_matches('/');
     let (host, repo) = s.split_once('/').ok_or_else(|| bad(" (no repository)"))?;
     let name = host.strip_suffix(".azurecr.io").ok_or_else(|| bad(""))?;
     if !is_dns_label(name) || name.contains('_') {
-        return Err(bad(&format!(" (registry name {name:?} is not valid)")));
+        return Err(bad(&format!(
+            " (registry name {:?} is not valid)",
+            shown(name)
+        )));
     }
     reject_tag(repo, uri)?;
     if !is_repository_path(repo) {
         return Err(bad(&format!(
-            " (repository {repo:?} must be {REPOSITORY_FORM})"
+            " (repository {:?} must be {REPOSITORY_FORM})",
+            shown(repo)
         )));
     }
     Ok((name.to_string(), repo.to_string()))
@@ -394,7 +479,8 @@ pub(crate) const OCI_URI_FORM: &str = "HOST[:PORT]/REPOSITORY";
 
 /// `[http://|https://]HOST[:PORT]/REPOSITORY`.
 pub(crate) fn parse_oci_uri(uri: &str) -> Result<OciUri, String> {
-    let bad = |why: &str| format!("invalid registry URI {uri:?}{why}; expected {OCI_URI_FORM}");
+    let quoted = shown(uri);
+    let bad = |why: &str| format!("invalid registry URI {quoted:?}{why}; expected {OCI_URI_FORM}");
     let t = uri.trim();
     let (plain_http, s) = if let Some(rest) = t.strip_prefix("http://") {
         (true, rest)
@@ -410,14 +496,15 @@ pub(crate) fn parse_oci_uri(uri: &str) -> Result<OciUri, String> {
     if authority.contains('@') {
         return Err(format!(
             "credentials do not belong in the registry URI {:?}; use registry.credentials-file",
-            super::render::mask_url(t)
+            shown(t)
         ));
     }
     let (host, port) = parse_host_port(authority).map_err(|why| bad(&format!(" ({why})")))?;
     reject_tag(repo, uri)?;
     if !is_repository_path(repo) {
         return Err(bad(&format!(
-            " (repository {repo:?} must be {REPOSITORY_FORM})"
+            " (repository {:?} must be {REPOSITORY_FORM})",
+            shown(repo)
         )));
     }
     let host = match port {
@@ -447,19 +534,23 @@ fn is_bucket(s: &str, allow_underscore: bool) -> bool {
 }
 
 fn clean_prefix(prefix: &str, uri: &str) -> Result<String, String> {
+    let quoted = shown(uri);
     if prefix.contains('?') || prefix.contains('#') {
         return Err(format!(
-            "{uri:?} has a query string (a SAS token?); credentials come from the environment, not the URI; expected {STORE_FORM}"
+            "{quoted:?} has a query string (a SAS token?); credentials come from the environment, not the URI; expected {STORE_FORM}"
         ));
     }
     if prefix.contains(char::is_whitespace) || prefix.split('/').any(|c| c == "..") {
-        return Err(format!("invalid prefix in {uri:?}; expected {STORE_FORM}"));
+        return Err(format!(
+            "invalid prefix in {quoted:?}; expected {STORE_FORM}"
+        ));
     }
     Ok(prefix.trim_matches('/').to_string())
 }
 
 /// Where the kaniko builder uploads build contexts.
 pub(crate) fn parse_build_context_store(uri: &str) -> Result<BuildContextStore, String> {
+    let quoted = shown(uri);
     let t = uri.trim();
     let split = |rest: &str| -> (String, String) {
         match rest.split_once('/') {
@@ -471,7 +562,8 @@ pub(crate) fn parse_build_context_store(uri: &str) -> Result<BuildContextStore, 
         let (bucket, prefix) = split(rest);
         if !is_bucket(&bucket, false) {
             return Err(format!(
-                "invalid S3 bucket name {bucket:?} in {uri:?}; expected {STORE_FORM}"
+                "invalid S3 bucket name {:?} in {quoted:?}; expected {STORE_FORM}",
+                shown(&bucket)
             ));
         }
         Ok(BuildContextStore::S3 {
@@ -482,7 +574,8 @@ pub(crate) fn parse_build_context_store(uri: &str) -> Result<BuildContextStore, 
         let (bucket, prefix) = split(rest);
         if !is_bucket(&bucket, true) {
             return Err(format!(
-                "invalid GCS bucket name {bucket:?} in {uri:?}; expected {STORE_FORM}"
+                "invalid GCS bucket name {:?} in {quoted:?}; expected {STORE_FORM}",
+                shown(&bucket)
             ));
         }
         Ok(BuildContextStore::Gcs {
@@ -495,13 +588,14 @@ pub(crate) fn parse_build_context_store(uri: &str) -> Result<BuildContextStore, 
     {
         if !is_dns_label(account) || account.contains('_') {
             return Err(format!(
-                "invalid storage account {account:?} in {uri:?}; expected {STORE_FORM}"
+                "invalid storage account {:?} in {quoted:?}; expected {STORE_FORM}",
+                shown(account)
             ));
         }
         let (container, prefix) = split(path);
         if container.is_empty() || !is_dns_label(&container) || container.contains('_') {
             return Err(format!(
-                "{uri:?} names no valid blob container; expected {STORE_FORM}"
+                "{quoted:?} names no valid blob container; expected {STORE_FORM}"
             ));
         }
         Ok(BuildContextStore::AzureBlob {
@@ -511,7 +605,7 @@ pub(crate) fn parse_build_context_store(uri: &str) -> Result<BuildContextStore, 
         })
     } else {
         Err(format!(
-            "unsupported build context store {uri:?}; expected {STORE_FORM}"
+            "unsupported build context store {quoted:?}; expected {STORE_FORM}"
         ))
     }
 }
@@ -521,11 +615,12 @@ pub(crate) const DOCKER_HOST_FORM: &str =
 
 /// The Docker Engine endpoint: a unix socket path, or a loopback TCP address.
 pub(crate) fn parse_docker_host(text: &str) -> Result<DockerHost, String> {
+    let quoted = shown(text);
     let t = text.trim();
     if let Some(path) = t.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(format!(
-                "invalid Docker host {text:?}; expected {DOCKER_HOST_FORM}"
+                "invalid Docker host {quoted:?}; expected {DOCKER_HOST_FORM}"
             ));
         }
         return Ok(DockerHost::Unix(PathBuf::from(path)));
@@ -536,11 +631,11 @@ pub(crate) fn parse_docker_host(text: &str) -> Result<DockerHost, String> {
     if let Some(rest) = t.strip_prefix("tcp://") {
         let rest = rest.trim_end_matches('/');
         let (host, port) = parse_host_port(rest).map_err(|why| {
-            format!("invalid Docker host {text:?} ({why}); expected {DOCKER_HOST_FORM}")
+            format!("invalid Docker host {quoted:?} ({why}); expected {DOCKER_HOST_FORM}")
         })?;
         if !is_loopback_host(&host) {
             return Err(format!(
-                "Docker host {text:?} is not a loopback address (a plain-TCP Docker API gives root on its machine to anyone who reaches it); expected {DOCKER_HOST_FORM}"
+                "Docker host {quoted:?} is not a loopback address (a plain-TCP Docker API gives root on its machine to anyone who reaches it); expected {DOCKER_HOST_FORM}"
             ));
         }
         return Ok(DockerHost::Tcp {
@@ -549,7 +644,7 @@ pub(crate) fn parse_docker_host(text: &str) -> Result<DockerHost, String> {
         });
     }
     Err(format!(
-        "invalid Docker host {text:?}; expected {DOCKER_HOST_FORM}"
+        "invalid Docker host {quoted:?}; expected {DOCKER_HOST_FORM}"
     ))
 }
 
@@ -586,6 +681,7 @@ pub(crate) fn is_env_name(s: &str) -> bool {
 /// A Linux capability (`SYS_PTRACE`, `CAP_SYS_PTRACE`, `sys_ptrace`, `ALL`),
 /// normalised to upper case without the `CAP_` prefix.
 pub(crate) fn parse_capability(s: &str) -> Result<String, String> {
+    let quoted = shown(s);
     let up = s.trim().to_ascii_uppercase();
     let name = up.strip_prefix("CAP_").unwrap_or(&up);
     if name.is_empty()
@@ -594,7 +690,7 @@ pub(crate) fn parse_capability(s: &str) -> Result<String, String> {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
     {
         return Err(format!(
-            "invalid capability {s:?}; expected a Linux capability name such as SYS_PTRACE or NET_ADMIN"
+            "invalid capability {quoted:?}; expected a Linux capability name such as SYS_PTRACE or NET_ADMIN"
         ));
     }
     Ok(name.to_string())
@@ -602,13 +698,14 @@ pub(crate) fn parse_capability(s: &str) -> Result<String, String> {
 
 /// An absolute path (`~/` is expanded with `home`); `..` components are refused.
 pub(crate) fn parse_abs_path(text: &str, home: Option<&str>) -> Result<PathBuf, String> {
+    let quoted = shown(text);
     let t = text.trim();
     let path = if let Some(rest) = t.strip_prefix("~/") {
         match home {
             Some(h) if h.starts_with('/') => Path::new(h).join(rest),
             _ => {
                 return Err(format!(
-                    "cannot expand {text:?}: HOME is not set; expected an absolute path"
+                    "cannot expand {quoted:?}: HOME is not set; expected an absolute path"
                 ));
             }
         }
@@ -617,7 +714,7 @@ pub(crate) fn parse_abs_path(text: &str, home: Option<&str>) -> Result<PathBuf, 
             Some(h) if h.starts_with('/') => PathBuf::from(h),
             _ => {
                 return Err(format!(
-                    "cannot expand {text:?}: HOME is not set; expected an absolute path"
+                    "cannot expand {quoted:?}: HOME is not set; expected an absolute path"
                 ));
             }
         }
@@ -626,12 +723,12 @@ pub(crate) fn parse_abs_path(text: &str, home: Option<&str>) -> Result<PathBuf, 
     };
     if !path.is_absolute() {
         return Err(format!(
-            "relative path {text:?}; expected an absolute path (or one starting with ~/)"
+            "relative path {quoted:?}; expected an absolute path (or one starting with ~/)"
         ));
     }
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(format!(
-            "path {text:?} contains '..'; expected an absolute path without '..'"
+            "path {quoted:?} contains '..'; expected an absolute path without '..'"
         ));
     }
     // Drop trailing slashes and `.` components.
@@ -641,39 +738,13 @@ pub(crate) fn parse_abs_path(text: &str, home: Option<&str>) -> Result<PathBuf, 
 /// An image reference (`python:3.12-slim`, `registry:5000/x/y@sha256:…`): no spaces,
 /// no upper case in the repository part.
 pub(crate) fn parse_image_ref(text: &str) -> Result<String, String> {
+    let quoted = shown(text);
     let t = text.trim();
     const FORM: &str = "expected an image reference such as python:3.12-slim";
     if t.is_empty() || t.len() > 512 || t.contains(char::is_whitespace) || t.contains("://") {
-        return Err(format!("invalid image reference {text:?}; {FORM}"));
+        return Err(format!("invalid image reference {quoted:?}; {FORM}"));
     }
     Ok(t.to_string())
-}
-
-/// Damerau (optimal string alignment) edit distance.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let (n, m) = (a.len(), b.len());
-    let mut d = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[n][m]
 }
 
 /// The candidate closest to `word` (case and `-`/`_` ignored), if close enough to be
@@ -769,6 +840,27 @@ mod tests {
         assert_eq!(closest("max-job", &keys), Some("max-jobs"));
         assert_eq!(closest("enviroment", &keys), Some("environment"));
         assert_eq!(closest("zzzzzz", &keys), None);
+    }
+
+    #[test]
+    fn shown_values_hide_credentials() {
+        let cases = [
+            ("https://u:pw@h/x", "https://u:********@h/x"),
+            ("https://tok@h/x", "https://********@h/x"),
+            ("u:pw@h:5000/x", "u:********@h:5000/x"),
+            ("git@github.com:a/b.git", "git@github.com:a/b.git"),
+            (
+                "https://a.blob.core.windows.net/c?sv=1&sig=pw&x",
+                "https://a.blob.core.windows.net/c?sv=********&sig=********&x",
+            ),
+            ("host=db password=pw", "********"),
+            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "********"),
+            ("python:3.12-slim", "python:3.12-slim"),
+            ("", ""),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(shown(value), expected, "{value}");
+        }
     }
 
     #[test]

@@ -106,18 +106,20 @@ impl AwsEnvironment {
             };
             endpoint_url(value, var)
                 .map(|u| Some(u.as_str().trim_end_matches('/').to_string()))
-                .map_err(|e| EnvError::Config(format!("aws: {e}")))
+                .map_err(|e| EnvError::config_because(format!("aws: {e}"), e))
         };
         let sts_endpoint = endpoint("AWS_ENDPOINT_URL_STS")?;
         let ecr_endpoint = endpoint("AWS_ENDPOINT_URL_ECR")?;
 
         let region_v = Region::new(region.to_string());
         let provider_config = ProviderConfig::without_region().with_region(Some(region_v.clone()));
+        let profile_files = ProfileInputs::find(ambient).await;
         let chain = Arc::new(Chain::new(
             ambient,
             &provider_config,
             region,
             sts_endpoint.as_deref(),
+            profile_files,
         )?);
         let sdk = SdkConfig::builder()
             .region(region_v)
@@ -188,7 +190,7 @@ impl AwsEnvironment {
                 arn: out.arn().unwrap_or_default().to_string(),
             }),
             Err(e) => Err(sdk_error(
-                &e,
+                e,
                 &format!("STS GetCallerIdentity ({where_})"),
                 from,
             )),
@@ -196,31 +198,40 @@ impl AwsEnvironment {
     }
 }
 
-/// Maps an SDK error: the service's refusals (bad keys, expired tokens, denied) to
-/// [`EnvError::Refused`] naming the credentials' source; everything else (unreachable
-/// endpoint, timeouts) to [`EnvError::Unavailable`].
+/// Maps an SDK error, keeping it as the source: the service's refusals (bad keys,
+/// expired tokens, denied) to [`EnvError::Refused`] naming the credentials' source;
+/// everything else to [`EnvError::Sdk`], transient when no answer came (a timeout, a
+/// failed dispatch: the SDK has already retried those itself).
 pub(crate) fn sdk_error<E, R>(
-    e: &aws_sdk_sts::error::SdkError<E, R>,
+    e: aws_sdk_sts::error::SdkError<E, R>,
     call: &str,
     from: &str,
 ) -> EnvError
 where
-    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_sts::error::SdkError;
-    match e {
+    match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("error");
             let msg = se.err().message().unwrap_or_default();
-            EnvError::Refused(format!(
-                "aws: {call} refused the credentials from {from}: {code}: {msg}"
-            ))
+            EnvError::Refused {
+                message: format!("aws: {call} refused the credentials from {from}: {code}: {msg}"),
+                source: Some(Box::new(e)),
+            }
         }
-        other => EnvError::Unavailable(format!(
-            "aws: {call} failed: {}",
-            error_chain(other as &(dyn std::error::Error + 'static))
-        )),
+        other => EnvError::Sdk {
+            message: format!(
+                "aws: {call} failed: {}",
+                error_chain(other as &(dyn std::error::Error + 'static))
+            ),
+            transient: matches!(
+                other,
+                SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+            ),
+            source: Box::new(e),
+        },
     }
 }
 
@@ -257,6 +268,39 @@ struct Chain {
     links: Vec<Link>,
 }
 
+/// The profile link's inputs: the profile, and the credentials and config files with
+/// whether each exists (looked up with `tokio::fs`, off the runtime's thread).
+struct ProfileInputs {
+    profile: String,
+    credentials: Option<(std::path::PathBuf, bool)>,
+    config: Option<(std::path::PathBuf, bool)>,
+}
+
+impl ProfileInputs {
+    async fn find(ambient: &Ambient) -> ProfileInputs {
+        async fn with_presence(
+            p: Option<std::path::PathBuf>,
+        ) -> Option<(std::path::PathBuf, bool)> {
+            let p = p?;
+            let is_file = tokio::fs::metadata(&p).await.is_ok_and(|m| m.is_file());
+            Some((p, is_file))
+        }
+        let creds_file = ambient
+            .var("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| ambient.in_home(".aws/credentials"));
+        let config_file = ambient
+            .var("AWS_CONFIG_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| ambient.in_home(".aws/config"));
+        ProfileInputs {
+            profile: ambient.var("AWS_PROFILE").unwrap_or("default").to_string(),
+            credentials: with_presence(creds_file).await,
+            config: with_presence(config_file).await,
+        }
+    }
+}
+
 impl Chain {
     #[allow(deprecated)]
     fn new(
@@ -264,6 +308,7 @@ impl Chain {
         pc: &ProviderConfig,
         region: &str,
         sts_endpoint: Option<&str>,
+        profile_files: ProfileInputs,
     ) -> Result<Chain, EnvError> {
         let mut links = Vec::new();
 
@@ -281,15 +326,13 @@ impl Chain {
                 "environment",
             ))),
             (Some(_), None) => {
-                return Err(EnvError::Config(
-                    "aws: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both or neither"
-                        .to_string(),
+                return Err(EnvError::config(
+                    "aws: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not; set both or neither",
                 ));
             }
             (None, Some(_)) => {
-                return Err(EnvError::Config(
-                    "aws: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both or neither"
-                        .to_string(),
+                return Err(EnvError::config(
+                    "aws: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not; set both or neither",
                 ));
             }
             (None, None) => Err("not set".to_string()),
@@ -300,18 +343,14 @@ impl Chain {
         });
 
         // 2. Profile files.
-        let profile = ambient.var("AWS_PROFILE").unwrap_or("default").to_string();
-        let creds_file = ambient
-            .var("AWS_SHARED_CREDENTIALS_FILE")
-            .map(std::path::PathBuf::from)
-            .or_else(|| ambient.in_home(".aws/credentials"));
-        let config_file = ambient
-            .var("AWS_CONFIG_FILE")
-            .map(std::path::PathBuf::from)
-            .or_else(|| ambient.in_home(".aws/config"));
-        let shown = |p: &Option<std::path::PathBuf>| {
+        let ProfileInputs {
+            profile,
+            credentials: creds_file,
+            config: config_file,
+        } = profile_files;
+        let shown = |p: &Option<(std::path::PathBuf, bool)>| {
             p.as_ref()
-                .map(|p| p.display().to_string())
+                .map(|(p, _)| p.display().to_string())
                 .unwrap_or_else(|| "(no home directory)".to_string())
         };
         let name = format!(
@@ -324,7 +363,7 @@ impl Chain {
             (ProfileFileKind::Config, config_file.as_ref()),
         ]
         .into_iter()
-        .filter_map(|(k, p)| p.filter(|p| p.is_file()).map(|p| (k, p)))
+        .filter_map(|(k, p)| p.filter(|(_, is_file)| *is_file).map(|(p, _)| (k, p)))
         .collect();
         let provider = if existing.is_empty() {
             Err("neither file exists".to_string())
@@ -412,9 +451,12 @@ impl Chain {
                 .configure(pc)
                 .endpoint(&imds)
                 .map_err(|e| {
-                    EnvError::Config(format!(
-                        "aws: AWS_EC2_METADATA_SERVICE_ENDPOINT `{imds}` is not usable: {e}"
-                    ))
+                    EnvError::config_because(
+                        format!(
+                            "aws: AWS_EC2_METADATA_SERVICE_ENDPOINT `{imds}` is not usable: {e}"
+                        ),
+                        e,
+                    )
                 })?
                 .max_attempts(2)
                 .connect_timeout(Duration::from_secs(1))
@@ -455,15 +497,18 @@ impl Chain {
                     tried.push(format!("{}: {}", link.name, short(why)));
                 }
                 Err(e) => {
-                    return Err(EnvError::Refused(format!(
-                        "aws: the credentials from {} could not be loaded: {}",
-                        link.name,
-                        short(&error_chain(&e as &(dyn std::error::Error + 'static)))
-                    )));
+                    return Err(EnvError::Refused {
+                        message: format!(
+                            "aws: the credentials from {} could not be loaded: {}",
+                            link.name,
+                            short(&error_chain(&e as &(dyn std::error::Error + 'static)))
+                        ),
+                        source: Some(Box::new(e)),
+                    });
                 }
             }
         }
-        Err(EnvError::NoCredentials(format!(
+        Err(EnvError::no_credentials(format!(
             "aws: no credentials: tried {}; set one of them",
             tried.join("; ")
         )))
@@ -491,7 +536,9 @@ impl ProvideCredentials for ChainProvider {
         future::ProvideCredentials::new(async move {
             match self.0.resolve().await {
                 Ok((c, _)) => Ok(c),
-                Err(EnvError::NoCredentials(m)) => Err(CredentialsError::not_loaded(m)),
+                Err(EnvError::NoCredentials { message }) => {
+                    Err(CredentialsError::not_loaded(message))
+                }
                 Err(e) => Err(CredentialsError::provider_error(e.to_string())),
             }
         })
@@ -527,14 +574,11 @@ impl WebIdentity {
             .send()
             .await
             .map_err(|e| {
-                CredentialsError::provider_error(
-                    sdk_error(
-                        &e,
-                        "STS AssumeRoleWithWebIdentity",
-                        "AWS_WEB_IDENTITY_TOKEN_FILE",
-                    )
-                    .to_string(),
-                )
+                CredentialsError::provider_error(sdk_error(
+                    e,
+                    "STS AssumeRoleWithWebIdentity",
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                ))
             })?;
         let c = out.credentials().ok_or_else(|| {
             CredentialsError::provider_error(

@@ -35,10 +35,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::http::{
-    self, CachedToken, TokenResponse, cause, endpoint_url, error_chain, oauth_error,
-};
-use super::{Ambient, EnvError, Environment, Secret, Verified, jwt};
+use super::http::{self, CachedToken, TokenFailure, cause, endpoint_url, error_chain};
+use super::{Ambient, BoxError, EnvError, Environment, Secret, Verified, jwt};
 use crate::config::EnvironmentType;
 
 /// Azure Resource Manager: the scope [`Environment::verify`] asks a token for, and the
@@ -96,12 +94,58 @@ enum Source {
     },
 }
 
-/// Why a source gave no token: `Unavailable` passes to the next source; the others
-/// stop the chain.
+/// Why a source gave no token: `Absent` passes to the next source; the others stop
+/// the chain (as `DefaultAzureCredential` does), keeping their cause.
 enum Failure {
-    Unavailable(String),
-    Refused(String),
-    Unreachable(String),
+    /// The source has no credentials here (not configured, no identity assigned).
+    Absent(String),
+    /// The credentials were refused, or cannot be presented.
+    Refused {
+        why: String,
+        source: Option<BoxError>,
+    },
+    /// Azure AD gave no answer.
+    Unreachable { why: String, source: reqwest::Error },
+    /// Azure AD answered "later" (5xx, 429).
+    Status { why: String, status: u16 },
+}
+
+impl Failure {
+    fn refused(why: impl Into<String>) -> Failure {
+        Failure::Refused {
+            why: why.into(),
+            source: None,
+        }
+    }
+
+    /// Why the source `link` had nothing (`Ok`: try the next), or the error that
+    /// stops the chain there.
+    fn stop(self, link: &str) -> Result<String, EnvError> {
+        let unusable =
+            |why: &str| format!("azure: the credentials from {link} could not be used: {why}");
+        Err(match self {
+            Failure::Absent(why) => return Ok(why),
+            Failure::Refused { why, source } => EnvError::Refused {
+                message: format!("azure: the credentials from {link} were refused: {why}"),
+                source,
+            },
+            Failure::Unreachable { why, source } => EnvError::Unreachable {
+                message: unusable(&why),
+                source,
+            },
+            Failure::Status { why, status } => EnvError::Status {
+                message: unusable(&why),
+                status,
+            },
+        })
+    }
+}
+
+/// How a client proves who it is in Azure AD's client-credentials grant.
+enum Proof<'a> {
+    Secret(&'a Secret),
+    /// A signed JWT (a certificate's) or a federated token (workload identity).
+    Assertion(&'a str),
 }
 
 impl std::fmt::Debug for AzureEnvironment {
@@ -143,28 +187,34 @@ fn env_source(ambient: &Ambient) -> Result<Result<Source, String>, EnvError> {
         }));
     }
     let path = cert.unwrap_or_default();
-    let bytes = std::fs::read(path).map_err(|e| {
-        EnvError::Config(format!(
-            "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}) cannot be read: {e}"
-        ))
+    // (Runs on the blocking pool: see `environments::from_config_with`.)
+    let bytes = std::fs::read(path).map_err(|e| EnvError::File {
+        message: format!("azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}) cannot be read: {e}"),
+        source: e,
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        EnvError::Config(format!(
-            "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}) is not a PEM file (PKCS#12 is not supported; convert it with `openssl pkcs12 -nodes`)"
-        ))
-    })?;
-    let cert = CertificateDer::pem_slice_iter(text.as_bytes())
+    let text = Secret::new(String::from_utf8(bytes).map_err(|e| {
+        EnvError::config_because(
+            format!(
+                "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}) is not a PEM file (PKCS#12 is not supported; convert it with `openssl pkcs12 -nodes`)"
+            ),
+            e.utf8_error(),
+        )
+    })?);
+    let cert = CertificateDer::pem_slice_iter(text.expose().as_bytes())
         .next()
         .and_then(Result::ok)
         .ok_or_else(|| {
-            EnvError::Config(format!(
+            EnvError::config(format!(
                 "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}) has no PEM certificate"
             ))
         })?;
-    let key = jwt::rsa_key_from_pem(&text).map_err(|e| {
-        EnvError::Config(format!(
-            "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}): {e} (an encrypted key is not supported)"
-        ))
+    let key = jwt::rsa_key_from_pem(text.expose()).map_err(|e| {
+        EnvError::config_because(
+            format!(
+                "azure: AZURE_CLIENT_CERTIFICATE_PATH ({path}): {e} (an encrypted key is not supported)"
+            ),
+            e,
+        )
     })?;
     let thumb = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
     Ok(Ok(Source::ClientCertificate {
@@ -177,7 +227,8 @@ fn env_source(ambient: &Ambient) -> Result<Result<Source, String>, EnvError> {
 
 impl AzureEnvironment {
     /// Finds the configured sources in `ambient` (reading a certificate file, if
-    /// any; no network).
+    /// any; no network). Blocking: from async code, call
+    /// [`crate::environments::from_config_with`], which runs it on the blocking pool.
     pub fn new(ambient: &Ambient) -> Result<AzureEnvironment, EnvError> {
         let authority = endpoint_url(
             ambient
@@ -185,7 +236,7 @@ impl AzureEnvironment {
                 .unwrap_or(DEFAULT_AUTHORITY),
             "AZURE_AUTHORITY_HOST",
         )
-        .map_err(|e| EnvError::Config(format!("azure: {e}")))?;
+        .map_err(|e| EnvError::config_because(format!("azure: {e}"), e))?;
         let mut links = vec![Link {
             name: "environment variables (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH)".to_string(),
             source: env_source(ambient)?,
@@ -215,7 +266,7 @@ impl AzureEnvironment {
             (Some(endpoint), Some(header)) => {
                 // App Service's and Arc's endpoints are plain HTTP on loopback.
                 let endpoint = endpoint_url(endpoint, "IDENTITY_ENDPOINT")
-                    .map_err(|e| EnvError::Config(format!("azure: {e}")))?;
+                    .map_err(|e| EnvError::config_because(format!("azure: {e}"), e))?;
                 links.push(Link {
                     name: "managed identity (IDENTITY_ENDPOINT)".to_string(),
                     source: Ok(Source::AppService {
@@ -276,22 +327,13 @@ impl AzureEnvironment {
                     cache.insert(scope.to_string(), (t, i));
                     return Ok((token, link.name.clone()));
                 }
-                Err(Failure::Unavailable(why)) => tried.push(format!("{}: {why}", link.name)),
-                Err(Failure::Refused(why)) => {
-                    return Err(EnvError::Refused(format!(
-                        "azure: the credentials from {} were refused: {why}",
-                        link.name
-                    )));
-                }
-                Err(Failure::Unreachable(why)) => {
-                    return Err(EnvError::Unavailable(format!(
-                        "azure: the credentials from {} could not be used: {why}",
-                        link.name
-                    )));
-                }
+                Err(failure) => match failure.stop(&link.name) {
+                    Ok(why) => tried.push(format!("{}: {why}", link.name)),
+                    Err(e) => return Err(e),
+                },
             }
         }
-        Err(EnvError::NoCredentials(format!(
+        Err(EnvError::no_credentials(format!(
             "azure: no credentials: tried {}; set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH), use workload identity, or run with a managed identity",
             tried.join("; ")
         )))
@@ -304,13 +346,8 @@ impl AzureEnvironment {
                 client_id,
                 secret,
             } => {
-                let body = http::form(&[
-                    ("client_id", client_id),
-                    ("client_secret", secret.expose()),
-                    ("scope", scope),
-                    ("grant_type", "client_credentials"),
-                ]);
-                self.aad_request(tenant, body).await
+                self.client_credentials(tenant, client_id, Proof::Secret(secret), scope)
+                    .await
             }
             Source::ClientCertificate {
                 tenant,
@@ -334,35 +371,28 @@ impl AzureEnvironment {
                         "exp": now + 600,
                     }),
                 )
-                .map_err(Failure::Refused)?;
-                let body = http::form(&[
-                    ("client_id", client_id),
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", &assertion),
-                    ("scope", scope),
-                    ("grant_type", "client_credentials"),
-                ]);
-                self.aad_request(tenant, body).await
+                .map_err(|e| Failure::Refused {
+                    why: e.to_string(),
+                    source: Some(Box::new(e)),
+                })?;
+                self.client_credentials(tenant, client_id, Proof::Assertion(&assertion), scope)
+                    .await
             }
             Source::WorkloadIdentity {
                 tenant,
                 client_id,
                 token_file,
             } => {
-                let assertion = std::fs::read_to_string(token_file).map_err(|e| {
-                    Failure::Unavailable(format!(
-                        "AZURE_FEDERATED_TOKEN_FILE ({}) cannot be read: {e}",
-                        token_file.display()
-                    ))
-                })?;
-                let body = http::form(&[
-                    ("client_id", client_id),
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", assertion.trim()),
-                    ("scope", scope),
-                    ("grant_type", "client_credentials"),
-                ]);
-                self.aad_request(tenant, body).await
+                let token =
+                    Secret::new(tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                        Failure::Absent(format!(
+                            "AZURE_FEDERATED_TOKEN_FILE ({}) cannot be read: {e}",
+                            token_file.display()
+                        ))
+                    })?);
+                let assertion = Proof::Assertion(token.expose().trim());
+                self.client_credentials(tenant, client_id, assertion, scope)
+                    .await
             }
             Source::AppService {
                 endpoint,
@@ -387,7 +417,7 @@ impl AzureEnvironment {
             }
             Source::Imds { base, client_id } => {
                 let mut url = url::Url::parse(&format!("{base}/metadata/identity/oauth2/token"))
-                    .map_err(|e| Failure::Unavailable(format!("bad IMDS address: {e}")))?;
+                    .map_err(|e| Failure::Absent(format!("bad IMDS address: {e}")))?;
                 {
                     let mut q = url.query_pairs_mut();
                     q.append_pair("api-version", "2018-02-01");
@@ -405,72 +435,81 @@ impl AzureEnvironment {
     fn token_url(&self, tenant: &str) -> Result<url::Url, Failure> {
         let base = self.inner.authority.as_str().trim_end_matches('/');
         url::Url::parse(&format!("{base}/{tenant}/oauth2/v2.0/token")).map_err(|e| {
-            Failure::Refused(format!(
-                "AZURE_TENANT_ID `{tenant}` makes no valid URL: {e}"
-            ))
+            Failure::Refused {
+                why: format!("AZURE_TENANT_ID `{tenant}` makes no valid URL: {e}"),
+                source: Some(Box::new(e)),
+            }
         })
     }
 
-    async fn aad_request(&self, tenant: &str, body: String) -> Result<CachedToken, Failure> {
-        let url = self.token_url(tenant)?;
-        let resp = self
-            .inner
-            .http
-            .post(url.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                Failure::Unreachable(format!("{url} could not be reached: {}", error_chain(&e)))
-            })?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(Failure::Refused(format!(
-                "Azure AD ({url}) answered {}",
-                oauth_error(status, &text)
-            )));
+    /// A token for `scope` from Azure AD's v2.0 endpoint of `tenant`: the
+    /// client-credentials grant of `client_id`, which proves itself with `proof`.
+    async fn client_credentials(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        proof: Proof<'_>,
+        scope: &str,
+    ) -> Result<CachedToken, Failure> {
+        let mut pairs = vec![
+            ("client_id", client_id),
+            ("scope", scope),
+            ("grant_type", "client_credentials"),
+        ];
+        match proof {
+            Proof::Secret(secret) => pairs.push(("client_secret", secret.expose())),
+            Proof::Assertion(assertion) => {
+                pairs.push(("client_assertion_type", ASSERTION_TYPE));
+                pairs.push(("client_assertion", assertion));
+            }
         }
-        serde_json::from_str::<TokenResponse>(&text)
-            .map(TokenResponse::into_cached)
-            .map_err(|e| {
-                Failure::Refused(format!(
-                    "Azure AD ({url}) answered an unreadable token ({e})"
-                ))
-            })
+        let url = self.token_url(tenant)?;
+        let req = http::post_form(&self.inner.http, url.clone(), &pairs);
+        http::request_token(req).await.map_err(|f| match f {
+            TokenFailure::Unreachable(source) => Failure::Unreachable {
+                why: format!("{url} could not be reached: {}", error_chain(&source)),
+                source,
+            },
+            TokenFailure::Status { status, reason } if http::transient_status(status.as_u16()) => {
+                Failure::Status {
+                    why: format!("Azure AD ({url}) answered {reason}"),
+                    status: status.as_u16(),
+                }
+            }
+            TokenFailure::Status { reason, .. } => {
+                Failure::refused(format!("Azure AD ({url}) answered {reason}"))
+            }
+            TokenFailure::Unreadable(e) => Failure::Refused {
+                why: format!("Azure AD ({url}) answered an unreadable token ({e})"),
+                source: Some(Box::new(e)),
+            },
+        })
     }
 
     async fn managed_identity(&self, req: reqwest::RequestBuilder) -> Result<CachedToken, Failure> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Failure::Unavailable(format!("unreachable ({})", cause(&e))))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::NOT_FOUND {
+        http::request_token(req).await.map_err(|f| match f {
+            TokenFailure::Unreachable(e) => Failure::Absent(format!("unreachable ({})", cause(&e))),
             // IMDS: "Identity not found" — no identity is assigned to this machine.
-            return Err(Failure::Unavailable(format!(
-                "no managed identity: {}",
-                oauth_error(status, &text)
-            )));
-        }
-        if !status.is_success() {
-            return Err(Failure::Refused(format!(
-                "the managed identity endpoint answered {}",
-                oauth_error(status, &text)
-            )));
-        }
-        serde_json::from_str::<TokenResponse>(&text)
-            .map(TokenResponse::into_cached)
-            .map_err(|e| {
-                Failure::Refused(format!(
-                    "the managed identity endpoint answered an unreadable token ({e})"
-                ))
-            })
+            TokenFailure::Status { status, reason }
+                if status == reqwest::StatusCode::BAD_REQUEST
+                    || status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                Failure::Absent(format!("no managed identity: {reason}"))
+            }
+            TokenFailure::Status { status, reason } if http::transient_status(status.as_u16()) => {
+                Failure::Status {
+                    why: format!("the managed identity endpoint answered {reason}"),
+                    status: status.as_u16(),
+                }
+            }
+            TokenFailure::Status { reason, .. } => {
+                Failure::refused(format!("the managed identity endpoint answered {reason}"))
+            }
+            TokenFailure::Unreadable(e) => Failure::Refused {
+                why: format!("the managed identity endpoint answered an unreadable token ({e})"),
+                source: Some(Box::new(e)),
+            },
+        })
     }
 }
 

@@ -31,9 +31,7 @@ use async_trait::async_trait;
 use aws_lc_rs::signature::RsaKeyPair;
 use serde::Deserialize;
 
-use super::http::{
-    self, CachedToken, TokenResponse, cause, endpoint_url, error_chain, oauth_error,
-};
+use super::http::{self, CachedToken, TokenFailure, cause, endpoint_url, error_chain};
 use super::{Ambient, EnvError, Environment, Secret, Verified, jwt};
 use crate::config::EnvironmentType;
 
@@ -110,41 +108,48 @@ struct CredentialsFile {
     kind: Option<String>,
     // service_account
     client_email: Option<String>,
-    private_key: Option<String>,
+    private_key: Option<Secret>,
     private_key_id: Option<String>,
     project_id: Option<String>,
     token_uri: Option<String>,
     // authorized_user
     client_id: Option<String>,
-    client_secret: Option<String>,
-    refresh_token: Option<String>,
+    client_secret: Option<Secret>,
+    refresh_token: Option<Secret>,
     quota_project_id: Option<String>,
 }
 
 /// Loads a credentials file; `origin` describes where its path came from.
 fn load_file(path: &Path, origin: &str) -> Result<(Source, Option<String>), EnvError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EnvError::Config(format!("gcp: {origin} cannot be read: {e}")))?;
-    let f: CredentialsFile = serde_json::from_str(&text).map_err(|e| {
-        EnvError::Config(format!(
-            "gcp: {origin} is not a Google credentials JSON file ({e})"
-        ))
+    // (Runs on the blocking pool: see `environments::from_config_with`.)
+    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| EnvError::File {
+        message: format!("gcp: {origin} cannot be read: {e}"),
+        source: e,
+    })?);
+    let f: CredentialsFile = serde_json::from_str(text.expose()).map_err(|e| {
+        EnvError::config_because(
+            format!("gcp: {origin} is not a Google credentials JSON file ({e})"),
+            e,
+        )
     })?;
     let missing = |key: &str| {
-        EnvError::Config(format!(
+        EnvError::config(format!(
             "gcp: {origin} has no `{key}`; expected a service-account key or user credentials file"
         ))
     };
     let token_uri = |uri: Option<String>| -> Result<url::Url, EnvError> {
         endpoint_url(uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI), "token_uri")
-            .map_err(|e| EnvError::Config(format!("gcp: {origin}: {e}")))
+            .map_err(|e| EnvError::config_because(format!("gcp: {origin}: {e}"), e))
     };
     match f.kind.as_deref() {
         Some("service_account") => {
             let email = f.client_email.ok_or_else(|| missing("client_email"))?;
             let pem = f.private_key.ok_or_else(|| missing("private_key"))?;
-            let key = jwt::rsa_key_from_pem(&pem).map_err(|e| {
-                EnvError::Config(format!("gcp: {origin}: `private_key` is unusable: {e}"))
+            let key = jwt::rsa_key_from_pem(pem.expose()).map_err(|e| {
+                EnvError::config_because(
+                    format!("gcp: {origin}: `private_key` is unusable: {e}"),
+                    e,
+                )
             })?;
             Ok((
                 Source::ServiceAccount {
@@ -161,12 +166,8 @@ fn load_file(path: &Path, origin: &str) -> Result<(Source, Option<String>), EnvE
             Source::AuthorizedUser {
                 origin: origin.to_string(),
                 client_id: f.client_id.ok_or_else(|| missing("client_id"))?,
-                client_secret: Secret::new(
-                    f.client_secret.ok_or_else(|| missing("client_secret"))?,
-                ),
-                refresh_token: Secret::new(
-                    f.refresh_token.ok_or_else(|| missing("refresh_token"))?,
-                ),
+                client_secret: f.client_secret.ok_or_else(|| missing("client_secret"))?,
+                refresh_token: f.refresh_token.ok_or_else(|| missing("refresh_token"))?,
                 token_uri: token_uri(f.token_uri)?,
             },
             f.quota_project_id,
@@ -175,10 +176,10 @@ fn load_file(path: &Path, origin: &str) -> Result<(Source, Option<String>), EnvE
             other @ ("external_account"
             | "impersonated_service_account"
             | "external_account_authorized_user"),
-        ) => Err(EnvError::Config(format!(
+        ) => Err(EnvError::config(format!(
             "gcp: {origin} has credentials of type `{other}`, which hoist does not support; use a service-account key file, `gcloud auth application-default login`, or the metadata server (workload identity on GKE)"
         ))),
-        Some(other) => Err(EnvError::Config(format!(
+        Some(other) => Err(EnvError::config(format!(
             "gcp: {origin} has credentials of unknown type `{other}`; expected `service_account` or `authorized_user`"
         ))),
         None => Err(missing("type")),
@@ -187,7 +188,8 @@ fn load_file(path: &Path, origin: &str) -> Result<(Source, Option<String>), EnvE
 
 impl GcpEnvironment {
     /// Finds the application default credentials in `ambient` (reading the
-    /// credentials file, if any; no network).
+    /// credentials file, if any; no network). Blocking: from async code, call
+    /// [`crate::environments::from_config_with`], which runs it on the blocking pool.
     pub fn new(
         region: &str,
         project: Option<&str>,
@@ -263,7 +265,7 @@ impl GcpEnvironment {
         if let Source::Metadata { host } = &self.inner.source {
             return self.metadata_get(host, "project/project-id").await;
         }
-        Err(EnvError::Config(format!(
+        Err(EnvError::config(format!(
             "gcp: no project: environment.project is not set and {} names none; set environment.project",
             self.inner.source.origin()
         )))
@@ -305,11 +307,10 @@ impl GcpEnvironment {
                     "exp": now + 3600,
                 });
                 let assertion = jwt::sign_rs256(key, &header, &claims)
-                    .map_err(|e| EnvError::Config(format!("gcp: {origin}: {e}")))?;
-                let body = http::form(&[("grant_type", JWT_BEARER), ("assertion", &assertion)]);
+                    .map_err(|e| EnvError::config_because(format!("gcp: {origin}: {e}"), e))?;
                 self.token_request(
                     token_uri,
-                    body,
+                    &[("grant_type", JWT_BEARER), ("assertion", &assertion)],
                     &format!("the service account {email} (from {origin})"),
                 )
                 .await
@@ -321,15 +322,14 @@ impl GcpEnvironment {
                 refresh_token,
                 token_uri,
             } => {
-                let body = http::form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", client_id),
-                    ("client_secret", client_secret.expose()),
-                    ("refresh_token", refresh_token.expose()),
-                ]);
                 self.token_request(
                     token_uri,
-                    body,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("client_id", client_id),
+                        ("client_secret", client_secret.expose()),
+                        ("refresh_token", refresh_token.expose()),
+                    ],
                     &format!("the user credentials from {origin}"),
                 )
                 .await
@@ -338,31 +338,29 @@ impl GcpEnvironment {
                 let url = format!(
                     "http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
                 );
-                let resp = inner
-                    .http
-                    .get(&url)
-                    .header("Metadata-Flavor", "Google")
-                    .send()
-                    .await
-                    .map_err(|e| self.none_found(&format!("unreachable ({})", cause(&e))))?;
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                if status == reqwest::StatusCode::NOT_FOUND {
-                    return Err(self.none_found("no service account is attached to this machine"));
-                }
-                if !status.is_success() {
-                    return Err(EnvError::Unavailable(format!(
-                        "gcp: the metadata server at {host} refused a token: {}",
-                        oauth_error(status, &body)
-                    )));
-                }
-                serde_json::from_str::<TokenResponse>(&body)
-                    .map(TokenResponse::into_cached)
-                    .map_err(|e| {
-                        EnvError::Unavailable(format!(
+                let req = inner.http.get(&url).header("Metadata-Flavor", "Google");
+                http::request_token(req).await.map_err(|f| match f {
+                    TokenFailure::Unreachable(e) => {
+                        self.none_found(&format!("unreachable ({})", cause(&e)))
+                    }
+                    TokenFailure::Status { status, .. }
+                        if status == reqwest::StatusCode::NOT_FOUND =>
+                    {
+                        self.none_found("no service account is attached to this machine")
+                    }
+                    TokenFailure::Status { status, reason } => EnvError::Status {
+                        message: format!(
+                            "gcp: the metadata server at {host} refused a token: {reason}"
+                        ),
+                        status: status.as_u16(),
+                    },
+                    TokenFailure::Unreadable(e) => EnvError::Unreadable {
+                        message: format!(
                             "gcp: the metadata server at {host} answered an unreadable token ({e})"
-                        ))
-                    })
+                        ),
+                        source: Some(Box::new(e)),
+                    },
+                })
             }
         }
     }
@@ -371,56 +369,45 @@ impl GcpEnvironment {
     fn none_found(&self, why: &str) -> EnvError {
         let mut tried = self.inner.tried.clone();
         tried.push(format!("{}: {why}", self.inner.source.origin()));
-        EnvError::NoCredentials(format!(
+        EnvError::no_credentials(format!(
             "gcp: no credentials: tried {}; set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run `gcloud auth application-default login`, or run on GCP with a service account",
             tried.join("; ")
         ))
     }
 
+    /// A token from Google's OAuth2 endpoint for the form `pairs`; `who` names the
+    /// credentials in messages.
     async fn token_request(
         &self,
         token_uri: &url::Url,
-        body: String,
+        pairs: &[(&str, &str)],
         who: &str,
     ) -> Result<CachedToken, EnvError> {
-        let resp = self
-            .inner
-            .http
-            .post(token_uri.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                EnvError::Unavailable(format!(
+        let req = http::post_form(&self.inner.http, token_uri.clone(), pairs);
+        http::request_token(req).await.map_err(|f| match f {
+            TokenFailure::Unreachable(source) => EnvError::Unreachable {
+                message: format!(
                     "gcp: the token endpoint {token_uri} could not be reached for {who}: {}",
-                    error_chain(&e)
+                    error_chain(&source)
+                ),
+                source,
+            },
+            TokenFailure::Status { status, reason } if status.is_client_error() => {
+                EnvError::refused(format!(
+                    "gcp: the token endpoint {token_uri} refused {who}: {reason}"
                 ))
-            })?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status.is_client_error() {
-            return Err(EnvError::Refused(format!(
-                "gcp: the token endpoint {token_uri} refused {who}: {}",
-                oauth_error(status, &text)
-            )));
-        }
-        if !status.is_success() {
-            return Err(EnvError::Unavailable(format!(
-                "gcp: the token endpoint {token_uri} failed for {who}: {}",
-                oauth_error(status, &text)
-            )));
-        }
-        serde_json::from_str::<TokenResponse>(&text)
-            .map(TokenResponse::into_cached)
-            .map_err(|e| {
-                EnvError::Unavailable(format!(
+            }
+            TokenFailure::Status { status, reason } => EnvError::Status {
+                message: format!("gcp: the token endpoint {token_uri} failed for {who}: {reason}"),
+                status: status.as_u16(),
+            },
+            TokenFailure::Unreadable(e) => EnvError::Unreadable {
+                message: format!(
                     "gcp: the token endpoint {token_uri} answered an unreadable token for {who} ({e})"
-                ))
-            })
+                ),
+                source: Some(Box::new(e)),
+            },
+        })
     }
 
     async fn metadata_get(&self, host: &str, path: &str) -> Result<String, EnvError> {
@@ -432,19 +419,29 @@ impl GcpEnvironment {
             .header("Metadata-Flavor", "Google")
             .send()
             .await
-            .map_err(|e| {
-                EnvError::Unavailable(format!(
+            .map_err(|source| EnvError::Unreachable {
+                message: format!(
                     "gcp: the metadata server at {host} could not be reached for {path}: {}",
-                    error_chain(&e)
-                ))
+                    error_chain(&source)
+                ),
+                source,
             })?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(EnvError::Unavailable(format!(
-                "gcp: the metadata server at {host} answered HTTP {status} for {path}"
-            )));
+            return Err(EnvError::Status {
+                message: format!(
+                    "gcp: the metadata server at {host} answered HTTP {status} for {path}"
+                ),
+                status: status.as_u16(),
+            });
         }
+        let body = resp.text().await.map_err(|source| EnvError::Unreachable {
+            message: format!(
+                "gcp: the metadata server at {host} broke off its answer for {path}: {}",
+                error_chain(&source)
+            ),
+            source,
+        })?;
         Ok(body.trim().to_string())
     }
 }

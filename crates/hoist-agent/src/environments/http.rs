@@ -45,20 +45,68 @@ pub fn is_loopback_host(authority: &str) -> bool {
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Why a URL taken from a credential file or variable cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EndpointError {
+    #[error("{what} `{url}` is not a URL: {source}")]
+    NotAUrl {
+        what: String,
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error(
+        "{what} `{url}` uses plain HTTP to a remote host; only https:// is allowed (http:// for loopback addresses only)"
+    )]
+    PlainHttp { what: String, url: String },
+    #[error("{what} `{url}` has scheme `{scheme}`; expected https://")]
+    Scheme {
+        what: String,
+        url: String,
+        scheme: String,
+    },
+}
+
 /// An endpoint URL taken from a credential file or variable (`token_uri`,
-/// `AZURE_AUTHORITY_HOST`…): `https://`, or `http://` to a loopback host.
-pub(crate) fn endpoint_url(s: &str, what: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(s).map_err(|e| format!("{what} `{s}` is not a URL: {e}"))?;
+/// `AZURE_AUTHORITY_HOST`…): `https://`, or `http://` to a loopback host. Errors quote
+/// the URL with any user-info password masked.
+pub(crate) fn endpoint_url(s: &str, what: &str) -> Result<url::Url, EndpointError> {
+    let shown = masked_url(s);
+    let url = url::Url::parse(s).map_err(|source| EndpointError::NotAUrl {
+        what: what.to_string(),
+        url: shown.clone(),
+        source,
+    })?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if url.host_str().is_some_and(is_loopback_host) => Ok(url),
-        "http" => Err(format!(
-            "{what} `{s}` uses plain HTTP to a remote host; only https:// is allowed (http:// for loopback addresses only)"
-        )),
-        other => Err(format!(
-            "{what} `{s}` has scheme `{other}`; expected https://"
-        )),
+        "http" => Err(EndpointError::PlainHttp {
+            what: what.to_string(),
+            url: shown,
+        }),
+        other => Err(EndpointError::Scheme {
+            what: what.to_string(),
+            url: shown,
+            scheme: other.to_string(),
+        }),
     }
+}
+
+/// `scheme://user:password@host…` with the password (or a lone token) masked.
+pub(crate) fn masked_url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return s.to_string();
+    };
+    let masked = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:{}", hoist_core::secret::MASKED),
+        None => hoist_core::secret::MASKED.to_string(),
+    };
+    format!("{}{masked}{}", &s[..scheme_end + 3], &rest[at..])
 }
 
 /// `a=1&b=2`, URL-encoded (`application/x-www-form-urlencoded`).
@@ -66,6 +114,21 @@ pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
+}
+
+/// A `POST` of `pairs` as `application/x-www-form-urlencoded` (OAuth2 token requests:
+/// the secrets go in the body, never in the URL).
+pub(crate) fn post_form(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    pairs: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form(pairs))
 }
 
 /// An error with its causes, `a: b: c` (reqwest's errors hide the interesting part,
@@ -175,6 +238,16 @@ pub(crate) fn oauth_error(status: reqwest::StatusCode, body: &str) -> String {
     }
 }
 
+/// When to stop using a credential that lives `lifetime_secs` from now: five minutes
+/// (or half the lifetime, if shorter) before it expires; `None` (fetch each time) when
+/// the lifetime is unknown or zero.
+pub(crate) fn refresh_at(lifetime_secs: Option<u64>) -> Option<Instant> {
+    lifetime_secs.filter(|s| *s > 0).map(|s| {
+        let margin = (s / 2).min(300);
+        Instant::now() + Duration::from_secs(s - margin)
+    })
+}
+
 /// An access token and when to stop using it.
 #[derive(Clone, Debug)]
 pub(crate) struct CachedToken {
@@ -186,15 +259,98 @@ pub(crate) struct CachedToken {
 
 impl CachedToken {
     pub(crate) fn new(token: Secret, lifetime_secs: Option<u64>) -> CachedToken {
-        let refresh_at = lifetime_secs.filter(|s| *s > 0).map(|s| {
-            let margin = (s / 2).min(300);
-            Instant::now() + Duration::from_secs(s - margin)
-        });
-        CachedToken { token, refresh_at }
+        CachedToken {
+            token,
+            refresh_at: refresh_at(lifetime_secs),
+        }
     }
 
     pub(crate) fn is_fresh(&self) -> bool {
         self.refresh_at.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// Why a token request gave no token.
+#[derive(Debug)]
+pub(crate) enum TokenFailure {
+    /// No answer: connect, TLS, timeout, a broken connection.
+    Unreachable(reqwest::Error),
+    /// An answer other than 2xx; `reason` is [`oauth_error`] of the body.
+    Status {
+        status: reqwest::StatusCode,
+        reason: String,
+    },
+    /// A 2xx whose body is not a token response.
+    Unreadable(serde_json::Error),
+}
+
+/// Sends a token request and reads an OAuth2 token response (RFC 6749 §5.1).
+pub(crate) async fn request_token(
+    req: reqwest::RequestBuilder,
+) -> Result<CachedToken, TokenFailure> {
+    let resp = req.send().await.map_err(TokenFailure::Unreachable)?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(TokenFailure::Unreachable)?;
+    if !status.is_success() {
+        return Err(TokenFailure::Status {
+            status,
+            reason: oauth_error(status, &body),
+        });
+    }
+    serde_json::from_str::<TokenResponse>(&body)
+        .map(TokenResponse::into_cached)
+        .map_err(TokenFailure::Unreadable)
+}
+
+/// Whether an HTTP status says "try again later": 408, 429, 500, 502, 503, 504.
+pub(crate) fn transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Whether a request error is worth retrying: no answer came (connect, timeout, a
+/// connection closed mid-way); not a request that could not be built.
+pub(crate) fn transient_request(e: &reqwest::Error) -> bool {
+    !e.is_builder() && !e.is_redirect() && !e.is_decode()
+}
+
+/// Attempts of [`retry_transient`], and its first and longest pause.
+pub(crate) const RETRY_ATTEMPTS: u32 = 4;
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(200);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Runs `op` until it succeeds, fails for good, or [`RETRY_ATTEMPTS`] attempts failed
+/// transiently (`transient(&error)`): pauses of 200 ms, doubling, capped at 2 s, each
+/// with up to a quarter of random jitter. A refusal is never transient, so it is
+/// never asked twice. `what` names the operation in the debug log.
+pub(crate) async fn retry_transient<T, E, F, Fut>(
+    what: &str,
+    transient: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = RETRY_FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < RETRY_ATTEMPTS && transient(&e) => {
+                let jitter = pause.mul_f64(rand::random::<f64>() / 4.0);
+                tracing::debug!(
+                    message = "Transient failure; retrying.",
+                    what,
+                    attempt,
+                    error = %e,
+                    pause_ms = (pause + jitter).as_millis() as u64,
+                );
+                tokio::time::sleep(pause + jitter).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -233,8 +389,15 @@ mod tests {
         assert!(endpoint_url("https://oauth2.googleapis.com/token", "token_uri").is_ok());
         assert!(endpoint_url("http://127.0.0.1:8080/token", "token_uri").is_ok());
         let e = endpoint_url("http://evil.example.com/token", "token_uri").unwrap_err();
-        assert!(e.contains("plain HTTP to a remote host"), "{e}");
+        assert!(e.to_string().contains("plain HTTP to a remote host"), "{e}");
         assert!(endpoint_url("ftp://x/y", "token_uri").is_err());
+        // A password in the URL is never quoted.
+        let e = endpoint_url("http://user:hunter2@evil.example.com/t", "token_uri").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(
+            e.to_string().contains("user:********@evil.example.com"),
+            "{e}"
+        );
     }
 
     #[test]

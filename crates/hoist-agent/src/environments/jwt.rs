@@ -9,17 +9,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
+/// Why a key cannot sign. Never quotes the key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JwtError {
+    #[error("no PEM private key found ({0})")]
+    NoPem(#[source] rustls_pki_types::pem::Error),
+    #[error("the private key is not a usable RSA key ({0})")]
+    Unusable(#[source] aws_lc_rs::error::KeyRejected),
+    #[error("the private key is not an RSA key; expected RSA")]
+    NotRsa,
+    #[error("signing the JWT with the private key failed")]
+    Sign(#[source] aws_lc_rs::error::Unspecified),
+}
+
 /// The RSA private key of a PEM text (PKCS#8 `PRIVATE KEY` or PKCS#1
-/// `RSA PRIVATE KEY`). Errors never quote the key.
-pub(crate) fn rsa_key_from_pem(pem: &str) -> Result<RsaKeyPair, String> {
-    let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| format!("no PEM private key found ({e})"))?;
+/// `RSA PRIVATE KEY`).
+pub(crate) fn rsa_key_from_pem(pem: &str) -> Result<RsaKeyPair, JwtError> {
+    let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(JwtError::NoPem)?;
     match der {
-        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
-            .map_err(|e| format!("the private key is not a usable RSA key ({e})")),
-        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der())
-            .map_err(|e| format!("the private key is not a usable RSA key ({e})")),
-        _ => Err("the private key is not an RSA key; expected RSA".to_string()),
+        PrivateKeyDer::Pkcs8(k) => {
+            RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()).map_err(JwtError::Unusable)
+        }
+        PrivateKeyDer::Pkcs1(k) => {
+            RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(JwtError::Unusable)
+        }
+        _ => Err(JwtError::NotRsa),
     }
 }
 
@@ -28,7 +42,7 @@ pub(crate) fn sign_rs256(
     key: &RsaKeyPair,
     header: &serde_json::Value,
     claims: &serde_json::Value,
-) -> Result<String, String> {
+) -> Result<String, JwtError> {
     let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
     out.push('.');
     out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
@@ -39,7 +53,7 @@ pub(crate) fn sign_rs256(
         out.as_bytes(),
         &mut sig,
     )
-    .map_err(|_| "signing the JWT with the private key failed".to_string())?;
+    .map_err(JwtError::Sign)?;
     out.push('.');
     out.push_str(&URL_SAFE_NO_PAD.encode(sig));
     Ok(out)

@@ -16,9 +16,13 @@
 //! ([`Ambient::process`]) and an explicit map in tests: nothing here calls
 //! `std::env::var` behind the caller's back.
 //!
-//! [`from_config`] builds the environment (reading credential files, never the
-//! network); [`Environment::verify`] is the start-up check: it proves the credentials
+//! [`from_config`] builds the environment (reading credential files on the blocking
+//! pool, never the network); [`Environment::verify`] is the start-up check: it proves the credentials
 //! work, and when none are found its error names every source that was tried.
+//!
+//! Errors are [`EnvError`]s that keep their cause (the request error, the SDK error,
+//! the unreadable answer) and say whether asking again may help
+//! ([`EnvError::is_transient`]); the registries retry token fetches on that.
 //!
 //! Architecture Invariant: secrets (keys, tokens, passwords) are held in [`Secret`],
 //! whose `Debug` hides them; they are sent only in request bodies or `Authorization`
@@ -118,23 +122,127 @@ impl Ambient {
 /// A credential (token, key, password): the one `Secret` of hoist-core.
 pub use hoist_core::secret::Secret;
 
+/// A cause whose type depends on the call: the AWS SDK's `SdkError<OperationError, _>`,
+/// aws-config's `CredentialsError`, a key parser's error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why an environment cannot be used. Messages start with the environment's type and
-/// name what was tried; they never contain a secret.
-#[derive(Debug, Clone, thiserror::Error)]
+/// name what was tried; they never contain a secret. Each variant keeps its cause as
+/// [`std::error::Error::source`] (the message already quotes it).
+#[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     /// No credential source had credentials. The message lists every source tried.
-    #[error("{0}")]
-    NoCredentials(String),
-    /// Credentials were found but are invalid, expired or refused.
-    #[error("{0}")]
-    Refused(String),
-    /// A credential or cloud endpoint could not be reached or answered nonsense.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The configuration cannot work (a credential file of an unsupported type, a
-    /// feature this build lacks…).
-    #[error("{0}")]
-    Config(String),
+    #[error("{message}")]
+    NoCredentials { message: String },
+    /// Credentials were found but are invalid, expired or refused (an OAuth 4xx, an AWS
+    /// service error).
+    #[error("{message}")]
+    Refused {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A credential or cloud endpoint gave no answer (connect, TLS, timeout).
+    #[error("{message}")]
+    Unreachable {
+        message: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An endpoint answered an HTTP status other than a refusal (5xx, 429, …).
+    #[error("{message}")]
+    Status { message: String, status: u16 },
+    /// An endpoint answered something that is not what it documents (not a token).
+    #[error("{message}")]
+    Unreadable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An AWS SDK call failed without a refusal (no connection, a timeout, an
+    /// unreadable response); `transient` is the SDK's verdict.
+    #[error("{message}")]
+    Sdk {
+        message: String,
+        transient: bool,
+        #[source]
+        source: BoxError,
+    },
+    /// A credential file (key, certificate, token file) cannot be read.
+    #[error("{message}")]
+    File {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration cannot work (a credential file of an unsupported type, an
+    /// endpoint that is not an allowed URL, a feature this build lacks…).
+    #[error("{message}")]
+    Config {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl EnvError {
+    pub(crate) fn no_credentials(message: impl Into<String>) -> EnvError {
+        EnvError::NoCredentials {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn refused(message: impl Into<String>) -> EnvError {
+        EnvError::Refused {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> EnvError {
+        EnvError::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn config_because(
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> EnvError {
+        EnvError::Config {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Worth asking again shortly: no answer, a 5xx/429 status, a transient SDK
+    /// failure. Never a refusal, missing credentials or a configuration problem.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EnvError::Unreachable { source, .. } => http::transient_request(source),
+            EnvError::Status { status, .. } => http::transient_status(*status),
+            EnvError::Sdk { transient, .. } => *transient,
+            EnvError::NoCredentials { .. }
+            | EnvError::Refused { .. }
+            | EnvError::Unreadable { .. }
+            | EnvError::File { .. }
+            | EnvError::Config { .. } => false,
+        }
+    }
+
+    /// Missing or refused credentials: what a person must fix, never retried.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            EnvError::NoCredentials { .. } | EnvError::Refused { .. }
+        )
+    }
+
+    /// The configuration (or a credential file) cannot work as it is.
+    pub fn is_config(&self) -> bool {
+        matches!(self, EnvError::Config { .. } | EnvError::File { .. })
+    }
 }
 
 /// What [`Environment::verify`] established.
@@ -188,13 +296,20 @@ pub async fn from_config_with(
             Ok(Arc::new(aws::AwsEnvironment::new(region, ambient).await?))
         }
         #[cfg(feature = "gcp")]
-        EnvironmentConfig::Gcp { region, project } => Ok(Arc::new(gcp::GcpEnvironment::new(
-            region,
-            project.as_deref(),
-            ambient,
-        )?)),
+        EnvironmentConfig::Gcp { region, project } => {
+            let (region, project, ambient) = (region.clone(), project.clone(), ambient.clone());
+            let env = off_runtime(move || {
+                gcp::GcpEnvironment::new(&region, project.as_deref(), &ambient)
+            })
+            .await?;
+            Ok(Arc::new(env))
+        }
         #[cfg(feature = "azure")]
-        EnvironmentConfig::Azure => Ok(Arc::new(azure::AzureEnvironment::new(ambient)?)),
+        EnvironmentConfig::Azure => {
+            let ambient = ambient.clone();
+            let env = off_runtime(move || azure::AzureEnvironment::new(&ambient)).await?;
+            Ok(Arc::new(env))
+        }
         #[allow(unreachable_patterns)]
         other => {
             let _ = ambient;
@@ -203,11 +318,27 @@ pub async fn from_config_with(
     }
 }
 
+/// Runs a constructor that reads credential files on tokio's blocking pool, so the
+/// agent's single-threaded runtime never waits on the disk.
+#[cfg(any(feature = "gcp", feature = "azure"))]
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EnvError> + Send + 'static,
+) -> Result<T, EnvError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(EnvError::config_because(
+            "the environment could not be set up: the agent is shutting down",
+            e,
+        )),
+    }
+}
+
 /// The error for an environment whose cargo feature this build lacks.
 #[allow(dead_code)]
 fn not_built(kind: EnvironmentType) -> EnvError {
     let k = kind.as_str();
-    EnvError::Config(format!(
+    EnvError::config(format!(
         "{k}: this hoist was built without the `{k}` feature of hoist-agent; rebuild with `--features {k}` (it is on by default)"
     ))
 }

@@ -1,12 +1,13 @@
 //! Amazon ECR (`registry: {type: ecr, uri: ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO}`
-//! or `{type: ecr, repository: REPO}`), with the `aws` environment's credentials.
+//! or `{type: ecr, repository: REPO}`), with the `aws` environment's credentials: the
+//! generic [`OciRegistry`] over [`EcrTokens`].
 //!
 //! - The account is the URI's, else the agent's own (`sts:GetCallerIdentity`).
 //! - [`EcrRegistry::connect`] checks that the repository exists
 //!   (`ecr:DescribeRepositories`), so a typo stops the agent at start-up rather than
 //!   failing the first push.
 //! - Credentials: `ecr:GetAuthorizationToken` gives base64 `AWS:<password>` valid for
-//!   12 hours; it is cached until five minutes before it expires.
+//!   12 hours; it is reused until five minutes before it expires.
 //! - "Does the image exist": a manifest HEAD against the registry host with those
 //!   credentials (ECR answers the `Basic` challenge), like every other registry.
 //!
@@ -22,29 +23,27 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::oci::{Credential, Credentials, ManifestClient, env_to_registry, reference_in};
-use super::{Registry, RegistryAuth, RegistryError};
+use super::RegistryError;
+use super::oci::{Credential, Credentials, Issued, ManifestClient, OciRegistry, TokenSource};
 use crate::config;
 use crate::environments::Secret;
 use crate::environments::aws::{AwsEnvironment, sdk_error};
 
 /// An ECR repository.
-pub struct EcrRegistry {
+pub type EcrRegistry = OciRegistry<EcrTokens>;
+
+/// `ecr:GetAuthorizationToken` in the agent's account and region.
+pub struct EcrTokens {
     ecr: aws_sdk_ecr::Client,
     account: String,
     region: String,
-    repository: String,
-    client: ManifestClient,
-    cache: tokio::sync::Mutex<Option<(Credentials, SystemTime)>>,
 }
 
-impl std::fmt::Debug for EcrRegistry {
+impl std::fmt::Debug for EcrTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EcrRegistry")
+        f.debug_struct("EcrTokens")
             .field("account", &self.account)
             .field("region", &self.region)
-            .field("repository", &self.repository)
-            .field("host", &self.client.host())
             .finish_non_exhaustive()
     }
 }
@@ -60,12 +59,7 @@ impl EcrRegistry {
     ) -> Result<EcrRegistry, RegistryError> {
         let account = match &cfg.account_id {
             Some(a) => a.clone(),
-            None => {
-                env.caller_identity()
-                    .await
-                    .map_err(env_to_registry)?
-                    .account
-            }
+            None => env.caller_identity().await?.account,
         };
         let ecr = env.ecr_client();
         let described = ecr
@@ -84,70 +78,62 @@ impl EcrRegistry {
                     cfg.repository, cfg.region, cfg.repository
                 )));
             }
-            return Err(env_to_registry(sdk_error(
-                &e,
-                "ECR DescribeRepositories",
-                "the aws environment",
-            )));
+            return Err(sdk_error(e, "ECR DescribeRepositories", "the aws environment").into());
         }
         let host = match registry_host {
             Some(h) => h.to_string(),
             None => format!("{account}.dkr.ecr.{}.amazonaws.com", cfg.region),
         };
-        Ok(EcrRegistry {
+        let tokens = EcrTokens {
             ecr,
             account,
             region: cfg.region.clone(),
-            repository: cfg.repository.clone(),
-            client: ManifestClient::new(&host, false)?,
-            cache: tokio::sync::Mutex::new(None),
-        })
+        };
+        OciRegistry::with_source(&host, false, &cfg.repository, tokens)
     }
 
     pub fn account(&self) -> &str {
-        &self.account
+        &self.source().account
+    }
+}
+
+#[async_trait]
+impl TokenSource for EcrTokens {
+    fn kind(&self) -> &'static str {
+        "ecr"
     }
 
-    pub fn host(&self) -> &str {
-        self.client.host()
-    }
-
-    /// `AWS` + the password from `GetAuthorizationToken` (cached).
-    pub async fn credentials(&self) -> Result<Credentials, RegistryError> {
-        let mut cache = self.cache.lock().await;
-        if let Some((c, refresh_at)) = cache.as_ref()
-            && SystemTime::now() < *refresh_at
-        {
-            return Ok(c.clone());
-        }
+    /// `AWS` + the password from `GetAuthorizationToken`, living until its
+    /// `expiresAt`.
+    async fn issue(&self, _: &ManifestClient) -> Result<Issued, RegistryError> {
         let out = self
             .ecr
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| {
-                env_to_registry(sdk_error(
-                    &e,
-                    "ECR GetAuthorizationToken",
-                    "the aws environment",
-                ))
+            .map_err(|e| sdk_error(e, "ECR GetAuthorizationToken", "the aws environment"))?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| RegistryError::Unreadable {
+                message: "ecr: GetAuthorizationToken answered no authorization data".to_string(),
+                source: None,
             })?;
-        let data = out.authorization_data().first().ok_or_else(|| {
-            RegistryError::Unavailable(
-                "ecr: GetAuthorizationToken answered no authorization data".to_string(),
-            )
-        })?;
-        let bad = || {
-            RegistryError::Unavailable(
+        let bad = |source: Option<crate::environments::BoxError>| RegistryError::Unreadable {
+            message:
                 "ecr: GetAuthorizationToken answered a token that is not base64 of AWS:PASSWORD"
                     .to_string(),
-            )
+            source,
         };
-        let token = data.authorization_token().ok_or_else(bad)?;
-        let decoded = String::from_utf8(STANDARD.decode(token.trim()).map_err(|_| bad())?)
-            .map_err(|_| bad())?;
-        let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
-        let creds = Credentials {
+        let token = data.authorization_token().ok_or_else(|| bad(None))?;
+        let decoded = STANDARD
+            .decode(token.trim())
+            .map_err(|e| bad(Some(Box::new(e))))?;
+        let decoded = Secret::new(
+            String::from_utf8(decoded).map_err(|e| bad(Some(Box::new(e.utf8_error()))))?,
+        );
+        let (user, password) = decoded.expose().split_once(':').ok_or_else(|| bad(None))?;
+        let credentials = Credentials {
             credential: Credential::Basic {
                 username: user.to_string(),
                 password: Secret::new(password),
@@ -157,35 +143,14 @@ impl EcrRegistry {
                 self.account, self.region
             ),
         };
-        let refresh_at = data
+        let lifetime = data
             .expires_at()
             .and_then(|t| SystemTime::try_from(*t).ok())
-            .and_then(|t| t.checked_sub(Duration::from_secs(300)));
-        match refresh_at {
-            Some(t) if t > SystemTime::now() => *cache = Some((creds.clone(), t)),
-            _ => *cache = None,
-        }
-        Ok(creds)
-    }
-}
-
-#[async_trait]
-impl Registry for EcrRegistry {
-    fn kind(&self) -> &'static str {
-        "ecr"
-    }
-
-    fn repository(&self) -> Option<String> {
-        Some(format!("{}/{}", self.host(), self.repository))
-    }
-
-    async fn auth(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.credentials().await?.to_registry_auth(self.host()))
-    }
-
-    async fn has_image(&self, image: &str) -> Result<bool, RegistryError> {
-        let (repo, reference) = reference_in(image, self.host())?;
-        let creds = self.credentials().await?;
-        self.client.manifest_exists(&repo, &reference, &creds).await
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .filter(|d| *d > Duration::ZERO);
+        Ok(Issued {
+            credentials,
+            lifetime,
+        })
     }
 }

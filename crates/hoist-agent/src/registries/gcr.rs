@@ -1,12 +1,13 @@
 //! GCP Artifact Registry (`registry: {type: gcr, uri:
 //! REGION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE}` or `{type: gcr, repository: …,
-//! image-name: …}` with region and project from the `gcp` environment).
+//! image-name: …}` with region and project from the `gcp` environment): the generic
+//! [`OciRegistry`] over [`GoogleTokens`].
 //!
 //! Credentials: user `oauth2accesstoken`, password = an OAuth2 access token from the
 //! environment's application default credentials (Google's documented Docker
-//! credential for Artifact Registry). "Does the image exist": a manifest HEAD, whose
-//! `Bearer` challenge is answered with those credentials at the registry's token
-//! endpoint.
+//! credential for Artifact Registry; the environment caches it). "Does the image
+//! exist": a manifest HEAD, whose `Bearer` challenge is answered with those
+//! credentials at the registry's token endpoint.
 //!
 //! The images of a registry go to `HOST/PROJECT/REPOSITORY/IMAGE:TAG`, the tag being the
 //! build's content hash. [`GcrRegistry::connect`] takes an optional other host (the
@@ -14,8 +15,8 @@
 
 use async_trait::async_trait;
 
-use super::oci::{Credential, Credentials, ManifestClient, env_to_registry, reference_in};
-use super::{Registry, RegistryAuth, RegistryError};
+use super::RegistryError;
+use super::oci::{Credential, Credentials, Issued, ManifestClient, OciRegistry, TokenSource};
 use crate::config;
 use crate::environments::gcp::GcpEnvironment;
 
@@ -23,12 +24,12 @@ use crate::environments::gcp::GcpEnvironment;
 pub const OAUTH2_USER: &str = "oauth2accesstoken";
 
 /// An Artifact Registry image repository.
+pub type GcrRegistry = OciRegistry<GoogleTokens>;
+
+/// Access tokens of the `gcp` environment, as `oauth2accesstoken`'s password.
 #[derive(Debug)]
-pub struct GcrRegistry {
+pub struct GoogleTokens {
     env: GcpEnvironment,
-    /// `PROJECT/REPOSITORY/IMAGE`.
-    path: String,
-    client: ManifestClient,
 }
 
 impl GcrRegistry {
@@ -40,53 +41,36 @@ impl GcrRegistry {
     ) -> Result<GcrRegistry, RegistryError> {
         let project = match &cfg.project {
             Some(p) => p.clone(),
-            None => env.project().await.map_err(env_to_registry)?,
+            None => env.project().await?,
         };
         let host = match registry_host {
             Some(h) => h.to_string(),
             None => format!("{}-docker.pkg.dev", cfg.region),
         };
-        Ok(GcrRegistry {
-            env: env.clone(),
-            path: format!("{project}/{}/{}", cfg.repository, cfg.image_name),
-            client: ManifestClient::new(&host, false)?,
-        })
-    }
-
-    pub fn host(&self) -> &str {
-        self.client.host()
-    }
-
-    /// `oauth2accesstoken` + a fresh (or cached) access token.
-    pub async fn credentials(&self) -> Result<Credentials, RegistryError> {
-        let token = self.env.access_token().await.map_err(env_to_registry)?;
-        Ok(Credentials {
-            credential: Credential::Basic {
-                username: OAUTH2_USER.to_string(),
-                password: token,
-            },
-            from: format!("an access token of {}", self.env.credentials_from()),
-        })
+        let path = format!("{project}/{}/{}", cfg.repository, cfg.image_name);
+        OciRegistry::with_source(&host, false, &path, GoogleTokens { env: env.clone() })
     }
 }
 
 #[async_trait]
-impl Registry for GcrRegistry {
+impl TokenSource for GoogleTokens {
     fn kind(&self) -> &'static str {
         "gcr"
     }
 
-    fn repository(&self) -> Option<String> {
-        Some(format!("{}/{}", self.host(), self.path))
-    }
-
-    async fn auth(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.credentials().await?.to_registry_auth(self.host()))
-    }
-
-    async fn has_image(&self, image: &str) -> Result<bool, RegistryError> {
-        let (repo, reference) = reference_in(image, self.host())?;
-        let creds = self.credentials().await?;
-        self.client.manifest_exists(&repo, &reference, &creds).await
+    /// `oauth2accesstoken` + a fresh (or the environment's cached) access token.
+    async fn issue(&self, _: &ManifestClient) -> Result<Issued, RegistryError> {
+        let token = self.env.access_token().await?;
+        Ok(Issued {
+            credentials: Credentials {
+                credential: Credential::Basic {
+                    username: OAUTH2_USER.to_string(),
+                    password: token,
+                },
+                from: format!("an access token of {}", self.env.credentials_from()),
+            },
+            // The environment caches the token for its lifetime.
+            lifetime: None,
+        })
     }
 }

@@ -52,9 +52,11 @@ impl Registry for LocalRegistry {
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),
-            Err(e) => Err(RegistryError::Unavailable(format!(
-                "cannot ask the local Docker daemon about image {image}: {e}"
-            ))),
+            Err(e) => Err(RegistryError::Daemon {
+                message: format!("cannot ask the local Docker daemon about image {image}: {e}"),
+                refused: false,
+                source: e,
+            }),
         }
     }
 }

@@ -4,8 +4,16 @@
 //! - `oci`: any OCI registry (`registry: {uri: HOST[:PORT]/REPO}`).
 //! - `ecr`, `gcr`, `acr`: the clouds' registries, with tokens from their environments.
 //!
+//! Every remote registry is the one [`oci::OciRegistry`], generic over where its
+//! credentials come from ([`oci::TokenSource`]: a Docker config, ECR's
+//! `GetAuthorizationToken`, a Google access token, ACR's token exchange); `ecr.rs`,
+//! `gcr.rs` and `acr.rs` hold only their token source and how the config names the
+//! repository.
+//!
 //! "Does the image exist" always asks where the image is meant to be (the registry's
-//! manifest endpoint, or the local daemon for [`local`]), never a cache.
+//! manifest endpoint, or the local daemon for [`local`]), never a cache. Token fetches
+//! and manifest checks are retried, with capped backoff, when the failure is transient
+//! ([`RegistryError::is_transient`]); refused credentials are never asked twice.
 //!
 //! Architecture Invariant: registry credentials travel only in the Engine API's
 //! `X-Registry-Auth` header or an HTTP `Authorization` header; never on a command line,
@@ -16,7 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::config::RegistryConfig;
-use crate::environments::Environment;
+use crate::environments::{BoxError, EnvError, Environment, Secret, http};
 
 #[cfg(feature = "azure")]
 pub mod acr;
@@ -28,36 +36,161 @@ pub mod local;
 pub mod oci;
 pub mod push;
 
-/// Credentials for one registry. `Debug` never shows the password.
-#[derive(Clone)]
+/// How many times a token fetch or a manifest check is tried when it keeps failing
+/// transiently (with pauses of 200 ms, doubling, at most 2 s).
+pub const RETRY_ATTEMPTS: u32 = http::RETRY_ATTEMPTS;
+
+/// Credentials for one registry, as the Docker Engine API takes them. The password
+/// (or identity token) is a [`Secret`]: `Debug` never shows it.
+#[derive(Clone, Debug)]
 pub struct RegistryAuth {
     /// `HOST[:PORT]` the credentials are for.
     pub server: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryAuth")
-            .field("server", &self.server)
-            .field("username", &self.username)
-            .field("password", &"****")
-            .finish()
+/// Why a registry could not be used. Each variant keeps its cause as
+/// [`std::error::Error::source`] (the message, which a person reads in the run's
+/// failure, already quotes it) and never contains a credential.
+///
+/// Three questions callers ask: [`RegistryError::is_transient`] (worth asking again
+/// shortly: token fetches and manifest checks are retried on it),
+/// [`RegistryError::is_refusal`] (credentials missing or refused: never retried) and
+/// [`RegistryError::is_config`] (the configuration cannot work as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry or its token endpoint refused the credentials, or wants some and
+    /// none were found (HTTP 401/403). The message names the registry, the user and
+    /// where the credentials came from.
+    #[error("{message}")]
+    Refused { message: String },
+    /// The registry or its token endpoint gave no answer (connect, TLS, timeout).
+    #[error("{message}")]
+    Unreachable {
+        message: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An HTTP status other than the ones the protocol expects (5xx, 429, …).
+    #[error("{message}")]
+    Status { message: String, status: u16 },
+    /// An answer that is not what the protocol documents (no challenge, no token,
+    /// unreadable JSON).
+    #[error("{message}")]
+    Unreadable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The environment the registry's tokens come from (aws, gcp, azure) failed.
+    #[error("{0}")]
+    Environment(#[source] EnvError),
+    /// A Docker config (`credentials-file`, `~/.docker/config.json`) cannot be read.
+    #[error("{message}")]
+    CredentialsFile {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Docker config that is not one, or an entry in it that cannot be decoded.
+    #[error("{message}")]
+    CredentialsFormat {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A `docker-credential-*` helper could not be run, timed out or failed.
+    #[error("{message}")]
+    Helper {
+        message: String,
+        /// It could not be started (not installed): a configuration problem.
+        missing: bool,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The Docker daemon failed a push, a pull or an image inspection; `refused`
+    /// when the registry behind it refused the credentials.
+    #[error("{message}")]
+    Daemon {
+        message: String,
+        refused: bool,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The configuration cannot work (plain HTTP to a remote host, an image outside
+    /// the registry, a missing environment, a feature this build lacks…).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl RegistryError {
+    /// Worth asking again shortly: no answer, a 5xx/429 status, a helper that timed
+    /// out, a daemon connection that broke, a transient environment failure. Never a
+    /// refusal or a configuration problem.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { source, .. } => http::transient_request(source),
+            RegistryError::Status { status, .. } => http::transient_status(*status),
+            RegistryError::Environment(e) => e.is_transient(),
+            RegistryError::Helper { source, .. } => source
+                .as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+            RegistryError::Daemon {
+                refused, source, ..
+            } => !refused && daemon_transient(source),
+            RegistryError::Refused { .. }
+            | RegistryError::Unreadable { .. }
+            | RegistryError::CredentialsFile { .. }
+            | RegistryError::CredentialsFormat { .. }
+            | RegistryError::Config(_) => false,
+        }
+    }
+
+    /// Credentials missing or refused, by the registry, its token endpoint, the
+    /// daemon's push, or the cloud environment: a person has to act.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            RegistryError::Refused { .. } => true,
+            RegistryError::Daemon { refused, .. } => *refused,
+            RegistryError::Environment(e) => e.is_refusal(),
+            _ => false,
+        }
+    }
+
+    /// The configuration cannot work as it is: a credentials file that cannot be read
+    /// or parsed, a helper that is not installed, a setting refused.
+    pub fn is_config(&self) -> bool {
+        match self {
+            RegistryError::Config(_)
+            | RegistryError::CredentialsFile { .. }
+            | RegistryError::CredentialsFormat { .. } => true,
+            RegistryError::Helper { missing, .. } => *missing,
+            RegistryError::Environment(e) => e.is_config(),
+            _ => false,
+        }
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RegistryError {
-    /// Credentials missing, expired or refused; the message names the registry.
-    #[error("{0}")]
-    Auth(String),
-    /// The registry could not be reached or answered something unexpected.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The configuration cannot work (plain HTTP to a remote host, bad URI…).
-    #[error("{0}")]
-    Config(String),
+/// A daemon error that may go away: the connection to the daemon broke or timed out.
+fn daemon_transient(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error;
+    match e {
+        Error::RequestTimeoutError | Error::IOError { .. } | Error::HyperResponseError { .. } => {
+            true
+        }
+        // (A 500 from the daemon is usually a refusal of what was asked.)
+        Error::DockerResponseServerError { status_code, .. } => {
+            matches!(*status_code, 502..=504)
+        }
+        _ => false,
+    }
+}
+
+impl From<EnvError> for RegistryError {
+    fn from(e: EnvError) -> RegistryError {
+        RegistryError::Environment(e)
+    }
 }
 
 #[async_trait]

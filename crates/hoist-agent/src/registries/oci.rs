@@ -1,5 +1,20 @@
-//! Any OCI registry (`registry: {uri: HOST[:PORT]/REPO}`), and the Distribution API
-//! client the cloud registries share.
+//! Any OCI registry (`registry: {uri: HOST[:PORT]/REPO}`), and the one registry
+//! implementation every remote registry is: [`OciRegistry`] over a [`TokenSource`].
+//!
+//! # One registry, four token sources
+//! A remote registry is a host, a repository path under it, the Distribution API
+//! ([`ManifestClient`]) and somewhere its credentials come from. Only the last differs
+//! between kinds, so it is the one trait, [`TokenSource`] ("give me credentials for
+//! this registry"), and [`OciRegistry<S>`] is the registry for all of them:
+//! - [`DockerConfig`] (`oci`): a Docker `config.json`, read afresh each time;
+//! - `ecr::EcrTokens`: `ecr:GetAuthorizationToken`;
+//! - `gcr::GoogleTokens`: a Google OAuth2 access token as `oauth2accesstoken`'s password;
+//! - `acr::AcrTokens`: ACR's exchange of an Azure AD token for a refresh token.
+//!
+//! [`OciRegistry`] caches what a source issues for as long as the source says it
+//! lives (less five minutes), and retries a source, and a manifest check, when the
+//! failure is transient ([`RegistryError::is_transient`]: no answer, a 5xx or 429)
+//! with capped backoff; a refusal is never asked twice.
 //!
 //! # Transport
 //! A remote host is always spoken to over HTTPS. A loopback host (`localhost`,
@@ -7,13 +22,14 @@
 //! daemon does for its default insecure registries; `uri: http://…` is accepted for
 //! loopback hosts only and refused for any other ([`RegistryError::Config`]).
 //!
-//! # Credentials
+//! # Credentials of an `oci` registry
 //! From the `credentials-file` (alias `secret-file`) of the registry config, else the
 //! agent's Docker config (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`),
 //! both in Docker's `config.json` format: `credHelpers[HOST]`, else `credsStore` (a
 //! `docker-credential-NAME get` helper, the host on its standard input), else
 //! `auths[HOST]` (`auth` = base64 of `user:password`, or `username` + `password`, or an
-//! `identitytoken`). No entry means anonymous access.
+//! `identitytoken`). No entry means anonymous access. Everything secret read from the
+//! file or a helper is held as a [`Secret`].
 //!
 //! # Does the image exist
 //! [`ManifestClient::manifest_exists`]: `HEAD /v2/<repo>/manifests/<ref>` accepting the
@@ -22,12 +38,13 @@
 //! scope=…` with a token from the realm (`GET` with Basic credentials or anonymously;
 //! `POST grant_type=refresh_token` for an identity token, as ACR wants). `200` → the
 //! image exists, `404` → it does not, `401`/`403` with credentials → a
-//! [`RegistryError::Auth`] naming the registry, the user and where the credentials
+//! [`RegistryError::Refused`] naming the registry, the user and where the credentials
 //! came from.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -37,7 +54,7 @@ use serde::Deserialize;
 use super::{Registry, RegistryAuth, RegistryError};
 use crate::config;
 use crate::environments::http::{self, error_chain, is_loopback_host};
-use crate::environments::{Ambient, EnvError, Secret};
+use crate::environments::{Ambient, Secret};
 
 /// The manifest media types a manifest HEAD accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -45,7 +62,7 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, a
 /// The user name Docker's credential helpers use for an identity (refresh) token.
 pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
-/// A credential for one registry.
+/// A credential for one registry. `Debug` never shows a secret.
 #[derive(Clone, Debug)]
 pub enum Credential {
     Anonymous,
@@ -82,12 +99,12 @@ impl Credentials {
             Credential::Basic { username, password } => Some(RegistryAuth {
                 server: server.to_string(),
                 username: username.clone(),
-                password: password.expose().to_string(),
+                password: password.clone(),
             }),
             Credential::IdentityToken(t) => Some(RegistryAuth {
                 server: server.to_string(),
                 username: IDENTITY_TOKEN_USER.to_string(),
-                password: t.expose().to_string(),
+                password: t.clone(),
             }),
         }
     }
@@ -195,9 +212,10 @@ fn parse_challenge(header: &str) -> Option<Challenge> {
     })
 }
 
-/// `unauthorized: authentication required` from a registry's error body
-/// (`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`).
-fn registry_reason(status: reqwest::StatusCode, body: &str) -> String {
+/// The `errors` of a Distribution API error body
+/// (`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`), as
+/// (code, message) pairs; `None` when the body is something else.
+pub(crate) fn distribution_errors(body: &str) -> Option<Vec<(String, String)>> {
     #[derive(Deserialize)]
     struct Errors {
         errors: Vec<Error>,
@@ -209,13 +227,18 @@ fn registry_reason(status: reqwest::StatusCode, body: &str) -> String {
         #[serde(default)]
         message: String,
     }
-    if let Ok(e) = serde_json::from_str::<Errors>(body)
-        && !e.errors.is_empty()
-    {
-        return e
-            .errors
+    serde_json::from_str::<Errors>(body)
+        .ok()
+        .filter(|e| !e.errors.is_empty())
+        .map(|e| e.errors.into_iter().map(|e| (e.code, e.message)).collect())
+}
+
+/// `unauthorized: authentication required` from a registry's error body.
+fn registry_reason(status: reqwest::StatusCode, body: &str) -> String {
+    if let Some(errors) = distribution_errors(body) {
+        return errors
             .iter()
-            .map(|e| format!("{}: {}", e.code.to_ascii_lowercase(), e.message))
+            .map(|(code, message)| format!("{}: {message}", code.to_ascii_lowercase()))
             .collect::<Vec<_>>()
             .join("; ");
     }
@@ -252,6 +275,11 @@ impl ManifestClient {
         &self.host
     }
 
+    /// The HTTP client token sources share with the registry (bounded times).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `https://HOST`, or `http://HOST` for a loopback host without TLS.
     pub async fn base_url(&self) -> Result<String, RegistryError> {
         self.base
@@ -270,11 +298,14 @@ impl ManifestClient {
                         let plain = format!("http://{host}");
                         match self.http.get(format!("{plain}/v2/")).send().await {
                             Ok(_) => Ok(plain),
-                            Err(e) => Err(RegistryError::Unavailable(format!(
-                                "registry {host} could not be reached over HTTPS ({}) nor HTTP ({})",
-                                error_chain(&tls_err),
-                                error_chain(&e)
-                            ))),
+                            Err(e) => Err(RegistryError::Unreachable {
+                                message: format!(
+                                    "registry {host} could not be reached over HTTPS ({}) nor HTTP ({})",
+                                    error_chain(&tls_err),
+                                    error_chain(&e)
+                                ),
+                                source: e,
+                            }),
                         }
                     }
                 }
@@ -283,15 +314,36 @@ impl ManifestClient {
             .cloned()
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> RegistryError {
-        RegistryError::Unavailable(format!(
-            "registry {} could not be reached: {}",
-            self.host,
-            error_chain(e)
-        ))
+    fn unreachable(&self, source: reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable {
+            message: format!(
+                "registry {} could not be reached: {}",
+                self.host,
+                error_chain(&source)
+            ),
+            source,
+        }
+    }
+
+    /// The refusal of `creds` by this registry (or its token endpoint), for `reason`.
+    fn refused(&self, creds: &Credentials, reason: &str) -> RegistryError {
+        RegistryError::Refused {
+            message: match creds.credential {
+                Credential::Anonymous => format!(
+                    "registry {} requires authentication and no credentials for it were found ({}): {reason}",
+                    self.host, creds.from
+                ),
+                _ => format!(
+                    "registry {} refused {}: {reason}",
+                    self.host,
+                    creds.describe()
+                ),
+            },
+        }
     }
 
     /// Whether `repo:reference` exists (a manifest HEAD, answering the auth challenge).
+    /// One attempt: [`OciRegistry::has_image`] retries it when the failure is transient.
     pub async fn manifest_exists(
         &self,
         repo: &str,
@@ -314,27 +366,34 @@ impl ManifestClient {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(parse_challenge)
-            .ok_or_else(|| {
-                RegistryError::Unavailable(format!(
+            .ok_or_else(|| RegistryError::Unreadable {
+                message: format!(
                     "registry {} answered 401 without a Basic or Bearer challenge",
                     self.host
-                ))
+                ),
+                source: None,
             })?;
         let header = match challenge {
             Challenge::Basic => match &creds.credential {
-                Credential::Basic { username, password } => basic(username, password.expose()),
+                Credential::Basic { username, password } => {
+                    Secret::new(basic(username, password.expose()))
+                }
                 Credential::IdentityToken(_) => {
-                    return Err(RegistryError::Auth(format!(
-                        "registry {} asks for a user name and password, but {} is an identity token",
-                        self.host,
-                        creds.describe()
-                    )));
+                    return Err(RegistryError::Refused {
+                        message: format!(
+                            "registry {} asks for a user name and password, but {} is an identity token",
+                            self.host,
+                            creds.describe()
+                        ),
+                    });
                 }
                 Credential::Anonymous => {
-                    return Err(RegistryError::Auth(format!(
-                        "registry {} requires authentication and no credentials for it were found ({})",
-                        self.host, creds.from
-                    )));
+                    return Err(RegistryError::Refused {
+                        message: format!(
+                            "registry {} requires authentication and no credentials for it were found ({})",
+                            self.host, creds.from
+                        ),
+                    });
                 }
             },
             Challenge::Bearer {
@@ -346,7 +405,7 @@ impl ManifestClient {
                 let token = self
                     .bearer_token(&realm, service.as_deref(), &scope, creds)
                     .await?;
-                format!("Bearer {}", token.expose())
+                Secret::new(format!("Bearer {}", token.expose()))
             }
         };
         let resp = self.head(&url, Some(&header)).await?;
@@ -361,16 +420,16 @@ impl ManifestClient {
     async fn head(
         &self,
         url: &str,
-        auth: Option<&str>,
+        auth: Option<&Secret>,
     ) -> Result<reqwest::Response, RegistryError> {
         let mut req = self
             .http
             .head(url)
             .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
         if let Some(a) = auth {
-            req = req.header(reqwest::header::AUTHORIZATION, a);
+            req = req.header(reqwest::header::AUTHORIZATION, a.expose());
         }
-        req.send().await.map_err(|e| self.unreachable(&e))
+        req.send().await.map_err(|e| self.unreachable(e))
     }
 
     /// The error for an answer other than 200/404: the reason comes from a GET of the
@@ -378,7 +437,7 @@ impl ManifestClient {
     async fn unexpected(
         &self,
         url: &str,
-        auth: Option<&str>,
+        auth: Option<&Secret>,
         status: reqwest::StatusCode,
         creds: &Credentials,
     ) -> RegistryError {
@@ -387,7 +446,7 @@ impl ManifestClient {
             .get(url)
             .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
         if let Some(a) = auth {
-            req = req.header(reqwest::header::AUTHORIZATION, a);
+            req = req.header(reqwest::header::AUTHORIZATION, a.expose());
         }
         let body = match req.send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
@@ -396,20 +455,27 @@ impl ManifestClient {
         let reason = registry_reason(status, &body);
         match status.as_u16() {
             401 | 403 if matches!(creds.credential, Credential::Anonymous) => {
-                RegistryError::Auth(format!(
-                    "registry {} refused anonymous access and no credentials for it were found ({}): {reason}",
-                    self.host, creds.from
-                ))
+                RegistryError::Refused {
+                    message: format!(
+                        "registry {} refused anonymous access and no credentials for it were found ({}): {reason}",
+                        self.host, creds.from
+                    ),
+                }
             }
-            401 | 403 => RegistryError::Auth(format!(
-                "registry {} refused {}: {reason}",
-                self.host,
-                creds.describe()
-            )),
-            _ => RegistryError::Unavailable(format!(
-                "registry {} answered HTTP {status} for a manifest: {reason}",
-                self.host
-            )),
+            401 | 403 => RegistryError::Refused {
+                message: format!(
+                    "registry {} refused {}: {reason}",
+                    self.host,
+                    creds.describe()
+                ),
+            },
+            _ => RegistryError::Status {
+                message: format!(
+                    "registry {} answered HTTP {status} for a manifest: {reason}",
+                    self.host
+                ),
+                status: status.as_u16(),
+            },
         }
     }
 
@@ -421,8 +487,11 @@ impl ManifestClient {
         scope: &str,
         creds: &Credentials,
     ) -> Result<Secret, RegistryError> {
-        let realm_url = http::endpoint_url(realm, "token realm")
-            .map_err(|e| RegistryError::Unavailable(format!("registry {}: {e}", self.host)))?;
+        let realm_url =
+            http::endpoint_url(realm, "token realm").map_err(|e| RegistryError::Unreadable {
+                message: format!("registry {}: {e}", self.host),
+                source: Some(Box::new(e)),
+            })?;
         let req = match &creds.credential {
             Credential::IdentityToken(rt) => {
                 let mut pairs = vec![
@@ -434,13 +503,7 @@ impl ManifestClient {
                 if let Some(s) = service {
                     pairs.push(("service", s));
                 }
-                self.http
-                    .post(realm_url.clone())
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(http::form(&pairs))
+                http::post_form(&self.http, realm_url.clone(), &pairs)
             }
             other => {
                 let mut url = realm_url.clone();
@@ -461,72 +524,233 @@ impl ManifestClient {
                 }
             }
         };
-        let resp = req.send().await.map_err(|e| {
-            RegistryError::Unavailable(format!(
-                "the token endpoint {realm_url} of registry {} could not be reached: {}",
-                self.host,
-                error_chain(&e)
-            ))
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                message: format!(
+                    "the token endpoint {realm_url} of registry {} could not be reached: {}",
+                    self.host,
+                    error_chain(&source)
+                ),
+                source,
+            })?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            let reason = registry_reason(status, &body);
-            return Err(RegistryError::Auth(match creds.credential {
-                Credential::Anonymous => format!(
-                    "registry {} requires authentication and no credentials for it were found ({}): {reason}",
-                    self.host, creds.from
-                ),
-                _ => format!(
-                    "registry {} refused {}: {reason}",
-                    self.host,
-                    creds.describe()
-                ),
-            }));
+            return Err(self.refused(creds, &registry_reason(status, &body)));
         }
         if !status.is_success() {
-            return Err(RegistryError::Unavailable(format!(
-                "the token endpoint {realm_url} of registry {} answered {}",
-                self.host,
-                registry_reason(status, &body)
-            )));
+            return Err(RegistryError::Status {
+                message: format!(
+                    "the token endpoint {realm_url} of registry {} answered {}",
+                    self.host,
+                    registry_reason(status, &body)
+                ),
+                status: status.as_u16(),
+            });
         }
         #[derive(Deserialize)]
         struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
+            token: Option<Secret>,
+            access_token: Option<Secret>,
         }
-        let t: Token = serde_json::from_str(&body).map_err(|e| {
-            RegistryError::Unavailable(format!(
+        let t: Token = serde_json::from_str(&body).map_err(|e| RegistryError::Unreadable {
+            message: format!(
                 "the token endpoint {realm_url} of registry {} answered an unreadable token ({e})",
                 self.host
-            ))
+            ),
+            source: Some(Box::new(e)),
         })?;
         t.token
             .or(t.access_token)
             .filter(|t| !t.is_empty())
-            .map(Secret::new)
-            .ok_or_else(|| {
-                RegistryError::Unavailable(format!(
+            .ok_or_else(|| RegistryError::Unreadable {
+                message: format!(
                     "the token endpoint {realm_url} of registry {} answered no token",
                     self.host
-                ))
+                ),
+                source: None,
             })
-    }
-}
-
-/// An environment's error as a registry's: missing or refused credentials are
-/// [`RegistryError::Auth`].
-pub fn env_to_registry(e: EnvError) -> RegistryError {
-    match e {
-        EnvError::Refused(m) | EnvError::NoCredentials(m) => RegistryError::Auth(m),
-        EnvError::Config(m) => RegistryError::Config(m),
-        EnvError::Unavailable(m) => RegistryError::Unavailable(m),
     }
 }
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Where a registry's credentials come from: "give me credentials for this
+/// registry". [`OciRegistry`] is generic over it; see the module documentation.
+#[async_trait]
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// `oci`, `ecr`, `gcr`, `acr`.
+    fn kind(&self) -> &'static str;
+
+    /// Credentials for `registry` (its host; its base URL, for a source that asks the
+    /// registry itself), and how long they may be reused. One attempt:
+    /// [`OciRegistry::credentials`] caches and retries.
+    async fn issue(&self, registry: &ManifestClient) -> Result<Issued, RegistryError>;
+
+    /// The credentials as Docker's `X-Registry-Auth` wants them (`None`: anonymous).
+    fn registry_auth(&self, creds: &Credentials, server: &str) -> Option<RegistryAuth> {
+        creds.to_registry_auth(server)
+    }
+}
+
+/// Credentials a [`TokenSource`] issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub credentials: Credentials,
+    /// How long they are valid from now; `None`: unknown, ask every time.
+    pub lifetime: Option<Duration>,
+}
+
+/// A remote registry: `HOST/PATH` with credentials from `S` (a Docker config for an
+/// `oci` registry; see the module documentation for the others).
+#[derive(Debug)]
+pub struct OciRegistry<S = DockerConfig> {
+    /// The repository under the host (`hoist/jobs`, `PROJECT/REPOSITORY/IMAGE`).
+    path: String,
+    client: ManifestClient,
+    source: S,
+    /// What `source` issued last, and until when to reuse it.
+    cache: tokio::sync::Mutex<Option<(Credentials, Instant)>>,
+}
+
+impl<S: TokenSource> OciRegistry<S> {
+    /// The registry `HOST/PATH`, its credentials from `source`.
+    pub(crate) fn with_source(
+        host: &str,
+        plain_http: bool,
+        path: &str,
+        source: S,
+    ) -> Result<OciRegistry<S>, RegistryError> {
+        let client = ManifestClient::new(host, plain_http)?;
+        let path = path.trim_matches('/').to_string();
+        if path.is_empty() {
+            return Err(RegistryError::Config(format!(
+                "registry {host}: the URI names no repository; expected HOST[:PORT]/REPOSITORY"
+            )));
+        }
+        Ok(OciRegistry {
+            path,
+            client,
+            source,
+            cache: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        self.client.host()
+    }
+
+    /// Where the credentials come from.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The credentials for this registry: the last ones while they live, else issued
+    /// afresh (retried while the failure is transient).
+    pub async fn credentials(&self) -> Result<Credentials, RegistryError> {
+        let mut cache = self.cache.lock().await;
+        if let Some((c, until)) = cache.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(c.clone());
+        }
+        let issued =
+            http::retry_transient("registry credentials", RegistryError::is_transient, || {
+                self.source.issue(&self.client)
+            })
+            .await?;
+        *cache = http::refresh_at(issued.lifetime.map(|d| d.as_secs()))
+            .map(|until| (issued.credentials.clone(), until));
+        Ok(issued.credentials)
+    }
+}
+
+#[async_trait]
+impl<S: TokenSource> Registry for OciRegistry<S> {
+    fn kind(&self) -> &'static str {
+        self.source.kind()
+    }
+
+    fn repository(&self) -> Option<String> {
+        Some(format!("{}/{}", self.host(), self.path))
+    }
+
+    async fn auth(&self) -> Result<Option<RegistryAuth>, RegistryError> {
+        let creds = self.credentials().await?;
+        Ok(self.source.registry_auth(&creds, self.host()))
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool, RegistryError> {
+        let (repo, reference) = reference_in(image, self.host())?;
+        let creds = self.credentials().await?;
+        http::retry_transient("manifest check", RegistryError::is_transient, || {
+            self.client.manifest_exists(&repo, &reference, &creds)
+        })
+        .await
+    }
+}
+
+/// Credentials from a Docker `config.json` (an `oci` registry's `credentials-file`,
+/// or the agent's own), read afresh every time.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    file: PathBuf,
+    /// The file was configured, so it must exist.
+    explicit: bool,
+}
+
+impl DockerConfig {
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+#[async_trait]
+impl TokenSource for DockerConfig {
+    fn kind(&self) -> &'static str {
+        "oci"
+    }
+
+    async fn issue(&self, registry: &ManifestClient) -> Result<Issued, RegistryError> {
+        Ok(Issued {
+            credentials: docker_config_credentials(&self.file, self.explicit, registry.host())
+                .await?,
+            lifetime: None,
+        })
+    }
+}
+
+impl OciRegistry<DockerConfig> {
+    /// The registry of `cfg`, its Docker config found through `ambient`
+    /// (`DOCKER_CONFIG`, the home directory).
+    pub fn new(cfg: &config::OciRegistry, ambient: &Ambient) -> Result<OciRegistry, RegistryError> {
+        let source = match &cfg.credentials_file {
+            Some(p) => DockerConfig {
+                file: expand_home(p, ambient),
+                explicit: true,
+            },
+            None => DockerConfig {
+                file: ambient
+                    .var("DOCKER_CONFIG")
+                    .map(|d| PathBuf::from(d).join("config.json"))
+                    .or_else(|| ambient.in_home(".docker/config.json"))
+                    .unwrap_or_else(|| PathBuf::from(".docker/config.json")),
+                explicit: false,
+            },
+        };
+        OciRegistry::with_source(&cfg.host, cfg.plain_http, &cfg.repository, source)
+    }
+}
+
+fn expand_home(p: &Path, ambient: &Ambient) -> PathBuf {
+    match (p.strip_prefix("~"), ambient.home()) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => p.to_path_buf(),
+    }
 }
 
 /// Docker's `config.json`, the parts hoist reads.
@@ -542,10 +766,10 @@ struct DockerConfigFile {
 
 #[derive(Deserialize, Default)]
 struct AuthEntry {
-    auth: Option<String>,
+    auth: Option<Secret>,
     username: Option<String>,
-    password: Option<String>,
-    identitytoken: Option<String>,
+    password: Option<Secret>,
+    identitytoken: Option<Secret>,
 }
 
 /// `https://127.0.0.1:5001/v1/` → `127.0.0.1:5001`.
@@ -566,21 +790,26 @@ pub async fn docker_config_credentials(
 ) -> Result<Credentials, RegistryError> {
     let shown = path.display().to_string();
     let text = match tokio::fs::read_to_string(path).await {
-        Ok(t) => t,
+        Ok(t) => Secret::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Credentials::anonymous(format!("{shown} does not exist")));
         }
         Err(e) => {
-            return Err(RegistryError::Config(format!(
-                "registry {host}: the credentials file {shown} cannot be read: {e}"
-            )));
+            return Err(RegistryError::CredentialsFile {
+                message: format!(
+                    "registry {host}: the credentials file {shown} cannot be read: {e}"
+                ),
+                source: e,
+            });
         }
     };
-    let cfg: DockerConfigFile = serde_json::from_str(&text).map_err(|e| {
-        RegistryError::Config(format!(
-            "registry {host}: the credentials file {shown} is not a Docker config.json ({e})"
-        ))
-    })?;
+    let cfg: DockerConfigFile =
+        serde_json::from_str(text.expose()).map_err(|e| RegistryError::CredentialsFormat {
+            message: format!(
+                "registry {host}: the credentials file {shown} is not a Docker config.json ({e})"
+            ),
+            source: Some(Box::new(e)),
+        })?;
     let helper = cfg
         .cred_helpers
         .iter()
@@ -596,23 +825,30 @@ pub async fn docker_config_credentials(
         )));
     };
     let from = shown.clone();
-    if let Some(t) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+    if let Some(t) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
         return Ok(Credentials {
-            credential: Credential::IdentityToken(Secret::new(t)),
+            credential: Credential::IdentityToken(t.clone()),
             from,
         });
     }
     let (username, password) = match (&entry.auth, &entry.username, &entry.password) {
         (Some(a), _, _) if !a.is_empty() => {
-            let bad = || {
-                RegistryError::Config(format!(
-                    "registry {host}: auths.\"{host}\".auth in {shown} is not base64 of USER:PASSWORD"
-                ))
+            let bad = |source: Option<crate::environments::BoxError>| {
+                RegistryError::CredentialsFormat {
+                    message: format!(
+                        "registry {host}: auths.\"{host}\".auth in {shown} is not base64 of USER:PASSWORD"
+                    ),
+                    source,
+                }
             };
-            let decoded = STANDARD.decode(a.trim()).map_err(|_| bad())?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-            let (u, p) = decoded.split_once(':').ok_or_else(bad)?;
-            (u.to_string(), p.to_string())
+            let decoded = STANDARD
+                .decode(a.expose().trim())
+                .map_err(|e| bad(Some(Box::new(e))))?;
+            let decoded = Secret::new(
+                String::from_utf8(decoded).map_err(|e| bad(Some(Box::new(e.utf8_error()))))?,
+            );
+            let (u, p) = decoded.expose().split_once(':').ok_or_else(|| bad(None))?;
+            (u.to_string(), Secret::new(p))
         }
         (_, Some(u), Some(p)) => (u.clone(), p.clone()),
         _ => {
@@ -622,13 +858,13 @@ pub async fn docker_config_credentials(
         }
     };
     Ok(Credentials {
-        credential: Credential::Basic {
-            username,
-            password: Secret::new(password),
-        },
+        credential: Credential::Basic { username, password },
         from,
     })
 }
+
+/// Longest a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `docker-credential-NAME get`, the host on standard input (never on the command
 /// line); `{"Username": …, "Secret": …}` on standard output.
@@ -641,32 +877,43 @@ async fn credential_helper(
     use tokio::io::AsyncWriteExt;
     let program = format!("docker-credential-{name}");
     let from = format!("{program} ({key} in {file})");
+    let failed = |message: String, source: Option<std::io::Error>| RegistryError::Helper {
+        message,
+        missing: false,
+        source,
+    };
     let mut child = tokio::process::Command::new(&program)
         .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            RegistryError::Config(format!(
+        .map_err(|e| RegistryError::Helper {
+            message: format!(
                 "registry {host}: the credential helper {program} ({key} in {file}) cannot be run: {e}; install it or remove `{key}`"
-            ))
+            ),
+            missing: true,
+            source: Some(e),
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(host.as_bytes()).await;
     }
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+    let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| {
-            RegistryError::Unavailable(format!(
-                "registry {host}: the credential helper {program} did not answer within 30s"
-            ))
+            let message = format!(
+                "registry {host}: the credential helper {program} did not answer within {}s",
+                HELPER_TIMEOUT.as_secs()
+            );
+            let source = std::io::Error::new(std::io::ErrorKind::TimedOut, message.clone());
+            failed(message, Some(source))
         })?
         .map_err(|e| {
-            RegistryError::Unavailable(format!(
-                "registry {host}: the credential helper {program} failed: {e}"
-            ))
+            failed(
+                format!("registry {host}: the credential helper {program} failed: {e}"),
+                Some(e),
+            )
         })?;
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -675,90 +922,38 @@ async fn credential_helper(
                 "{from} has none for {host}"
             )));
         }
-        return Err(RegistryError::Unavailable(format!(
-            "registry {host}: the credential helper {program} failed ({}): {}",
-            out.status,
-            said.chars().take(200).collect::<String>()
-        )));
+        return Err(failed(
+            format!(
+                "registry {host}: the credential helper {program} failed ({}): {}",
+                out.status,
+                said.chars().take(200).collect::<String>()
+            ),
+            None,
+        ));
     }
     #[derive(Deserialize)]
     struct HelperOut {
         #[serde(rename = "Username", default)]
         username: String,
         #[serde(rename = "Secret", default)]
-        secret: String,
+        secret: Secret,
     }
-    let o: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| {
-        RegistryError::Unavailable(format!(
-            "registry {host}: the credential helper {program} answered unreadable JSON ({e})"
-        ))
-    })?;
+    let o: HelperOut =
+        serde_json::from_slice(&out.stdout).map_err(|e| RegistryError::Unreadable {
+            message: format!(
+                "registry {host}: the credential helper {program} answered unreadable JSON ({e})"
+            ),
+            source: Some(Box::new(e)),
+        })?;
     let credential = if o.username == IDENTITY_TOKEN_USER {
-        Credential::IdentityToken(Secret::new(o.secret))
+        Credential::IdentityToken(o.secret)
     } else {
         Credential::Basic {
             username: o.username,
-            password: Secret::new(o.secret),
+            password: o.secret,
         }
     };
     Ok(Credentials { credential, from })
-}
-
-/// A generic OCI registry.
-#[derive(Debug)]
-pub struct OciRegistry {
-    repository: String,
-    client: ManifestClient,
-    credentials_file: PathBuf,
-    explicit_file: bool,
-}
-
-impl OciRegistry {
-    /// The registry of `cfg`, its Docker config found through `ambient`
-    /// (`DOCKER_CONFIG`, the home directory).
-    pub fn new(cfg: &config::OciRegistry, ambient: &Ambient) -> Result<OciRegistry, RegistryError> {
-        let client = ManifestClient::new(&cfg.host, cfg.plain_http)?;
-        let (credentials_file, explicit_file) = match &cfg.credentials_file {
-            Some(p) => (expand_home(p, ambient), true),
-            None => (
-                ambient
-                    .var("DOCKER_CONFIG")
-                    .map(|d| PathBuf::from(d).join("config.json"))
-                    .or_else(|| ambient.in_home(".docker/config.json"))
-                    .unwrap_or_else(|| PathBuf::from(".docker/config.json")),
-                false,
-            ),
-        };
-        let repository = cfg.repository.trim_matches('/').to_string();
-        if repository.is_empty() {
-            return Err(RegistryError::Config(format!(
-                "registry {}: the URI names no repository; expected HOST[:PORT]/REPOSITORY",
-                cfg.host
-            )));
-        }
-        Ok(OciRegistry {
-            repository,
-            client,
-            credentials_file,
-            explicit_file,
-        })
-    }
-
-    pub fn host(&self) -> &str {
-        self.client.host()
-    }
-
-    /// The credentials for this registry, read afresh.
-    pub async fn credentials(&self) -> Result<Credentials, RegistryError> {
-        docker_config_credentials(&self.credentials_file, self.explicit_file, self.host()).await
-    }
-}
-
-fn expand_home(p: &Path, ambient: &Ambient) -> PathBuf {
-    match (p.strip_prefix("~"), ambient.home()) {
-        (Ok(rest), Some(home)) => home.join(rest),
-        _ => p.to_path_buf(),
-    }
 }
 
 /// Checks that `image` is in `host` and splits it into repository and reference.
@@ -770,27 +965,6 @@ pub fn reference_in(image: &str, host: &str) -> Result<(String, String), Registr
         )));
     }
     Ok((repo, reference))
-}
-
-#[async_trait]
-impl Registry for OciRegistry {
-    fn kind(&self) -> &'static str {
-        "oci"
-    }
-
-    fn repository(&self) -> Option<String> {
-        Some(format!("{}/{}", self.host(), self.repository))
-    }
-
-    async fn auth(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.credentials().await?.to_registry_auth(self.host()))
-    }
-
-    async fn has_image(&self, image: &str) -> Result<bool, RegistryError> {
-        let (repo, reference) = reference_in(image, self.host())?;
-        let creds = self.credentials().await?;
-        self.client.manifest_exists(&repo, &reference, &creds).await
-    }
 }
 
 #[cfg(test)]
@@ -845,6 +1019,7 @@ mod tests {
         assert!(ManifestClient::new("localhost:5000", true).is_ok());
         let e = ManifestClient::new("registry.example.com", true).unwrap_err();
         assert!(matches!(e, RegistryError::Config(_)));
+        assert!(e.is_config() && !e.is_transient());
         assert!(ManifestClient::new("registry.example.com", false).is_ok());
     }
 

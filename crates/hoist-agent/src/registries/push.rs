@@ -32,14 +32,14 @@ fn credentials(auth: Option<&RegistryAuth>) -> Option<DockerCredentials> {
     auth.map(|a| {
         if a.username == IDENTITY_TOKEN_USER {
             DockerCredentials {
-                identitytoken: Some(a.password.clone()),
+                identitytoken: Some(a.password.expose().to_string()),
                 serveraddress: Some(a.server.clone()),
                 ..Default::default()
             }
         } else {
             DockerCredentials {
                 username: Some(a.username.clone()),
-                password: Some(a.password.clone()),
+                password: Some(a.password.expose().to_string()),
                 serveraddress: Some(a.server.clone()),
                 ..Default::default()
             }
@@ -58,10 +58,11 @@ fn parts(image: &str) -> Result<(String, String, String), RegistryError> {
     Ok((host.clone(), format!("{host}/{repo}"), reference))
 }
 
-/// An error the daemon reported for `op` (`push`, `pull`) of `image` to/from `host`.
-fn daemon_error(op: &str, image: &str, host: &str, e: &bollard::errors::Error) -> RegistryError {
+/// An error the daemon reported for `op` (`push`, `pull`) of `image` to/from `host`;
+/// `refused` when the registry behind it refused the credentials.
+fn daemon_error(op: &str, image: &str, host: &str, e: bollard::errors::Error) -> RegistryError {
     use bollard::errors::Error;
-    let reason = match e {
+    let reason = match &e {
         Error::DockerStreamError { error } => error.clone(),
         Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
@@ -77,19 +78,30 @@ fn daemon_error(op: &str, image: &str, host: &str, e: &bollard::errors::Error) -
     ]
     .iter()
     .any(|w| lower.contains(w));
-    let msg = format!("{op} of {image} (registry {host}) failed: {reason}");
-    if auth {
-        RegistryError::Auth(msg)
-    } else if matches!(
-        e,
-        Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    ) {
-        RegistryError::Config(msg)
-    } else {
-        RegistryError::Unavailable(msg)
+    RegistryError::Daemon {
+        message: format!("{op} of {image} (registry {host}) failed: {reason}"),
+        refused: auth,
+        source: e,
+    }
+}
+
+/// The status of one progress item of a push or pull (`(error message, status)` as
+/// the daemon sent them), or the daemon's error.
+fn progress(
+    op: &str,
+    image: &str,
+    host: &str,
+    item: Result<(Option<String>, Option<String>), bollard::errors::Error>,
+) -> Result<Option<String>, RegistryError> {
+    match item {
+        Err(e) => Err(daemon_error(op, image, host, e)),
+        Ok((Some(error), _)) => Err(daemon_error(
+            op,
+            image,
+            host,
+            bollard::errors::Error::DockerStreamError { error },
+        )),
+        Ok((None, status)) => Ok(status),
     }
 }
 
@@ -112,16 +124,10 @@ pub async fn push(
     );
     let mut digest = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| daemon_error("push", image, &host, &e))?;
-        if let Some(d) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
-            return Err(daemon_error(
-                "push",
-                image,
-                &host,
-                &bollard::errors::Error::DockerStreamError { error: d },
-            ));
-        }
-        let Some(status) = info.status else { continue };
+        let item = item.map(|i| (i.error_detail.and_then(|d| d.message), i.status));
+        let Some(status) = progress("push", image, &host, item)? else {
+            continue;
+        };
         if let Some(i) = status.find("digest: ") {
             digest = Some(status[i + "digest: ".len()..].to_string());
             continue;
@@ -161,16 +167,10 @@ pub async fn pull(
         credentials(auth),
     );
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| daemon_error("pull", image, &host, &e))?;
-        if let Some(d) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
-            return Err(daemon_error(
-                "pull",
-                image,
-                &host,
-                &bollard::errors::Error::DockerStreamError { error: d },
-            ));
-        }
-        let Some(status) = info.status else { continue };
+        let item = item.map(|i| (i.error_detail.and_then(|d| d.message), i.status));
+        let Some(status) = progress("pull", image, &host, item)? else {
+            continue;
+        };
         if QUIET.iter().any(|q| status.starts_with(q))
             || status.starts_with("Digest:")
             || status.starts_with("Status:")
@@ -189,12 +189,14 @@ pub async fn pull(
 mod tests {
     use super::*;
 
+    use crate::environments::Secret;
+
     #[test]
     fn identity_tokens_become_identitytoken() {
         let a = RegistryAuth {
             server: "x.azurecr.io".into(),
             username: IDENTITY_TOKEN_USER.into(),
-            password: "rt".into(),
+            password: Secret::new("rt"),
         };
         let c = credentials(Some(&a)).unwrap();
         assert_eq!(c.identitytoken.as_deref(), Some("rt"));
@@ -202,7 +204,7 @@ mod tests {
         let a = RegistryAuth {
             server: "127.0.0.1:5001".into(),
             username: "hoist".into(),
-            password: "pw".into(),
+            password: Secret::new("pw"),
         };
         let c = credentials(Some(&a)).unwrap();
         assert_eq!(c.username.as_deref(), Some("hoist"));
@@ -214,8 +216,12 @@ mod tests {
         let e = bollard::errors::Error::DockerStreamError {
             error: "unauthorized: authentication required".into(),
         };
-        let r = daemon_error("push", "127.0.0.1:5001/a:b", "127.0.0.1:5001", &e);
-        assert!(matches!(r, RegistryError::Auth(_)));
+        let r = daemon_error("push", "127.0.0.1:5001/a:b", "127.0.0.1:5001", e);
+        assert!(r.is_refusal() && !r.is_transient());
+        assert!(
+            std::error::Error::source(&r).is_some(),
+            "the daemon's error is kept"
+        );
         assert_eq!(
             r.to_string(),
             "push of 127.0.0.1:5001/a:b (registry 127.0.0.1:5001) failed: unauthorized: authentication required"

@@ -169,7 +169,7 @@ impl Runner for LocalProcessRunner {
             let top = crate::builders::checkout::checkout(src, &dest, artifacts, &logs)
                 .await
                 .map_err(|e| {
-                    RunnerError::Source(format!("fetching the job's source failed: {}", e.message))
+                    RunnerError::Source(format!("fetching the job's source failed: {e}"))
                 })?;
             // A relative working_dir is inside the source; an absolute one is kept.
             dir = match &opts.working_dir {

@@ -15,6 +15,9 @@
 //!   (`GET /v2/token`, Basic `oauth2accesstoken:<access token>`) or ACR's
 //!   (`POST /oauth2/exchange`, `POST /oauth2/token`).
 //!
+//! Any of them can be made to fail: [`Fake::faults`] answers the next requests to a
+//! `METHOD PATH` with a status of the test's choosing (a 503 for "try again later").
+//!
 //! Bound to 127.0.0.1 on a free port; stopped when dropped.
 
 #![allow(dead_code)]
@@ -77,6 +80,8 @@ pub struct Fake {
     pub sts_error: Mutex<Option<(u16, String, String)>>,
     /// Problems the fake found in what it was sent (a test fails if not empty).
     pub problems: Mutex<Vec<String>>,
+    /// `METHOD PATH` → (status, how many more requests get it instead of an answer).
+    pub faults: Mutex<BTreeMap<String, (u16, usize)>>,
 }
 
 pub struct Server {
@@ -130,6 +135,7 @@ impl Server {
             .route("/", post(sts))
             .route("/v2/", any(v2_root))
             .route("/v2/{*rest}", any(v2_rest))
+            .layer(axum::middleware::from_fn_with_state(fake.clone(), faults))
             .with_state(fake.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -143,6 +149,49 @@ impl Server {
 
     pub fn issued(&self) -> usize {
         self.fake.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// The next `times` requests to `METHOD PATH` are answered `status` (an empty body).
+    pub fn fail(&self, method_path: &str, status: u16, times: usize) {
+        self.fake
+            .faults
+            .lock()
+            .unwrap()
+            .insert(method_path.to_string(), (status, times));
+    }
+
+    /// How many requests `METHOD PATH` got (answered or failed).
+    pub fn count(&self, method_path: &str) -> usize {
+        self.fake
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| *r == method_path)
+            .count()
+    }
+}
+
+/// Answers a request with its injected fault, if one is pending.
+async fn faults(
+    State(f): S,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let key = format!("{} {}", req.method(), req.uri().path());
+    let status = match f.faults.lock().unwrap().get_mut(&key) {
+        Some((status, left)) if *left > 0 => {
+            *left -= 1;
+            Some(*status)
+        }
+        _ => None,
+    };
+    match status {
+        Some(status) => {
+            log(&f, req.method().as_str(), req.uri().path());
+            StatusCode::from_u16(status).unwrap().into_response()
+        }
+        None => next.run(req).await,
     }
 }
 

@@ -83,37 +83,11 @@ pub(crate) fn one_of(names: &[&str]) -> String {
         .join(", ")
 }
 
-fn loose(s: &str) -> Vec<char> {
+fn loose(s: &str) -> String {
     s.chars()
         .filter(|c| *c != '-' && *c != '_')
         .flat_map(char::to_lowercase)
         .collect()
-}
-
-/// Edit distance counting a swap of two neighbouring letters as one edit (optimal
-/// string alignment).
-fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let (n, m) = (a.len(), b.len());
-    let mut d = vec![vec![0usize; m + 1]; n + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=n {
-        for j in 1..=m {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[n][m]
 }
 
 /// The candidate closest to `word` when it is an obvious typo: the same ignoring case,
@@ -124,10 +98,10 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     if w.is_empty() {
         return None;
     }
-    let limit = if w.len() <= 4 { 1 } else { 2 };
+    let limit = if w.chars().count() <= 4 { 1 } else { 2 };
     candidates
         .iter()
-        .map(|c| (edit_distance(&w, &loose(c)), *c))
+        .map(|c| (crate::names::edit_distance(&w, &loose(c)), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

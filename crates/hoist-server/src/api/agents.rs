@@ -20,10 +20,11 @@ use utoipa_axum::routes;
 use super::queues::resolve_queue;
 use super::{AppState, Json};
 use crate::auth::{User, UserPrincipal};
+use crate::dispatch::Waiter;
 use crate::error::{ApiError, ApiResult};
-use crate::store::Dialect;
 use crate::store::agents::{AgentQueue, AgentRecord, NewAgent};
 use crate::store::runs::{ClaimParams, Claimer};
+use crate::store::{Dialect, StoreError, retry_transient};
 
 /// Most queues one agent may serve.
 pub const MAX_AGENT_QUEUES: usize = 64;
@@ -51,15 +52,16 @@ async fn own_agent(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<Agent
     }
 }
 
-fn check_session(rec: &AgentRecord, session: &str) -> ApiResult<()> {
-    if rec.session != session {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            hoist_core::api::ErrorCode::Superseded,
-            "this agent session was replaced by a newer registration under the same name; this process must stop",
-        ));
+/// A store answer for the agent: an ended session also wakes the agent's queues (its
+/// unstarted runs went back to them).
+fn agent_answer<T>(s: &AppState, rec: &AgentRecord, r: Result<T, StoreError>) -> ApiResult<T> {
+    if let Err(StoreError::SessionEnded(m)) = &r {
+        tracing::warn!(message = "Agent session ended: its owner lost access.", agent = %rec.agent.name, id = %rec.agent.id, reason = %m);
+        for q in &rec.queues {
+            s.dispatch.wake_queue(&q.id);
+        }
     }
-    Ok(())
+    Ok(r?)
 }
 
 /// Register an agent (or re-register after a restart, under the same name).
@@ -108,6 +110,7 @@ async fn register(
         .register_agent(
             NewAgent {
                 owner: u.name.clone(),
+                key_id: u.key_id.clone(),
                 name: req.name,
                 host: req.host,
                 version: req.version,
@@ -174,10 +177,13 @@ async fn get_agent(
 
 /// Claim up to `max` runs over all of the agent's queues, waiting up to `wait_ms` for
 /// one (or for a stop request). Runs come with a lease: confirm them (move them past
-/// `claimed`) before it lapses.
+/// `claimed`) before it lapses. Every look at the queues first checks the session and
+/// that the agent's owner may still use every queue it serves; if not, the session
+/// ends (`session_ended`).
 #[utoipa::path(post, path = "/api/v1/agents/{id}/claim", tag = "agents", params(("id" = String, Path)),
     request_body = ClaimRequest,
-    responses((status = 200, body = ClaimResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = ClaimResponse), (status = 403, body = ErrorBody, description = "session_ended"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "superseded or unknown_session")))]
 async fn claim(
     State(s): State<AppState>,
     User(u): User,
@@ -185,7 +191,6 @@ async fn claim(
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<axum::Json<ClaimResponse>> {
     let rec = own_agent(&s, &u, &id).await?;
-    check_session(&rec, &req.session)?;
     let max = req.max.min(MAX_CLAIM) as usize;
     let wait = Duration::from_millis(req.wait_ms).min(s.cfg.max_claim_wait);
     let deadline = tokio::time::Instant::now() + wait;
@@ -203,7 +208,7 @@ async fn claim(
     let claimer = Claimer {
         agent_id: rec.agent.id.clone(),
         agent_name: rec.agent.name.clone(),
-        session: rec.session.clone(),
+        session: req.session.clone(),
     };
     let mut shutdown = s.shutdown.clone();
     // Other replicas' launches cannot wake us: look again at least this often.
@@ -211,6 +216,9 @@ async fn claim(
         Dialect::Postgres => Duration::from_millis(250),
         Dialect::Sqlite => Duration::from_secs(3600),
     };
+    // A transient store failure is retried for up to this long (past the deadline if
+    // need be) before the claim answers 503.
+    let patience = Duration::from_secs(5);
     // Stop requests are looked up first, and again only when the agent's own wake-up
     // fired (a queue's wake-up means a launch).
     let mut check_stops = true;
@@ -224,24 +232,24 @@ async fn claim(
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let stop = if check_stops {
-            s.store.take_pending_stops(&id).await?
-        } else {
-            vec![]
+        // The claim checks the session and the owner's access even when `max` is 0.
+        let params = ClaimParams {
+            queue_ids: queue_ids.clone(),
+            max,
+            lease_ms: s.cfg.lease.as_millis() as i64,
+            token_ttl_ms: s.cfg.run_token_ttl.as_millis() as i64,
         };
-        let runs = if max > 0 {
-            s.store
-                .claim(
-                    claimer.clone(),
-                    ClaimParams {
-                        queue_ids: queue_ids.clone(),
-                        max,
-                        lease_ms: s.cfg.lease.as_millis() as i64,
-                        token_ttl_ms: s.cfg.run_token_ttl.as_millis() as i64,
-                    },
-                    s.now(),
-                )
-                .await?
+        let until = tokio::time::Instant::now() + patience;
+        let runs = retry_transient(until, "claim", || {
+            s.store.claim(claimer.clone(), params.clone(), s.now())
+        })
+        .await;
+        let runs = agent_answer(&s, &rec, runs)?;
+        let stop = if check_stops {
+            retry_transient(until, "take stop requests", || {
+                s.store.take_pending_stops(&id)
+            })
+            .await?
         } else {
             vec![]
         };
@@ -252,36 +260,40 @@ async fn claim(
         }
         let until = deadline.min(now + recheck);
         let agent_wake = waits.len() - 1;
+        // Up to date with the store, waiting for a wake-up.
+        let parked = s.dispatch.park(Waiter::Claim);
         check_stops = tokio::select! {
             (_, which, _) = futures::future::select_all(waits) => which == agent_wake,
             _ = tokio::time::sleep_until(until) => true,
             _ = shutdown.changed() => false,
         };
+        drop(parked);
     }
 }
 
 /// Report liveness and the runs the agent executes; answers stop requests and runs to
-/// let go of.
+/// let go of. The session and the owner's access are checked as for a claim.
 #[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agents", params(("id" = String, Path)),
     request_body = Heartbeat,
-    responses((status = 200, body = HeartbeatResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = HeartbeatResponse), (status = 403, body = ErrorBody, description = "session_ended"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "superseded or unknown_session")))]
 async fn heartbeat(
     State(s): State<AppState>,
     User(u): User,
     Path(id): Path<String>,
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<axum::Json<HeartbeatResponse>> {
-    own_agent(&s, &u, &id).await?;
+    let rec = own_agent(&s, &u, &id).await?;
     if req.running.len() > 100_000 {
         return Err(ApiError::bad_request(
             "too many running runs in one heartbeat",
         ));
     }
-    Ok(axum::Json(
-        s.store
-            .heartbeat(&id, &req.session, req.running, s.now())
-            .await?,
-    ))
+    let r = s
+        .store
+        .heartbeat(&id, &req.session, req.running, s.now())
+        .await;
+    Ok(axum::Json(agent_answer(&s, &rec, r)?))
 }
 
 /// Clean shutdown: unstarted claims go back to their queues.

@@ -15,12 +15,25 @@ use utoipa_axum::routes;
 use super::{AppState, Json, Query};
 use crate::auth::User;
 use crate::error::{ApiError, ApiResult};
+use crate::store::agents::EndedSessions;
+
+/// Wakes the agents whose sessions a revocation ended (their waiting claims answer
+/// `session_ended` at once) and the queues that got runs back.
+fn wake_ended(s: &AppState, ended: EndedSessions) {
+    for a in &ended.agents {
+        tracing::info!(message = "Agent session ended: its owner lost access.", agent = %a);
+        s.dispatch.wake_agent(a);
+    }
+    for q in &ended.requeued_queues {
+        s.dispatch.wake_queue(q);
+    }
+}
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me))
         .routes(routes!(create_user, list_users))
-        .routes(routes!(get_user))
+        .routes(routes!(get_user, delete_user))
         .routes(routes!(create_team, list_teams))
         .routes(routes!(get_team, delete_team))
         .routes(routes!(add_member))
@@ -99,6 +112,31 @@ async fn get_user(
     Ok(axum::Json(
         s.store.get_user(&name).await?.ok_or_else(not_found)?,
     ))
+}
+
+/// Delete a user (admins only; not yourself). Their keys stop working, their agents'
+/// sessions end, they leave their teams; the name stays reserved. Refused while the
+/// user owns queues.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "identity",
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_user(
+    State(s): State<AppState>,
+    User(u): User,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    u.require_admin("delete users")?;
+    if name == u.name {
+        return Err(ApiError::bad_request(
+            "you cannot delete yourself; ask another admin",
+        ));
+    }
+    let ended = s.store.delete_user(&name, s.now()).await?;
+    s.auth.forget_user(&name);
+    tracing::info!(message = "User deleted.", user = %name, by = %u.name);
+    wake_ended(&s, ended);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create a team (admins only).
@@ -180,7 +218,8 @@ async fn add_member(
     Ok(axum::Json(team))
 }
 
-/// Remove a member from a team (admins only).
+/// Remove a member from a team (admins only). The user's agents serving the team's
+/// queues lose their sessions at once.
 #[utoipa::path(delete, path = "/api/v1/teams/{name}/members/{user}", tag = "identity",
     params(("name" = String, Path, description = "team name"), ("user" = String, Path, description = "user name")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -190,8 +229,9 @@ async fn remove_member(
     Path((name, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     u.require_admin("change team membership")?;
-    s.store.remove_member(&name, &user).await?;
+    let ended = s.store.remove_member(&name, &user, s.now()).await?;
     s.auth.forget_user_entities(&user);
+    wake_ended(&s, ended);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -244,7 +284,8 @@ async fn list_keys(
     Ok(axum::Json(keys))
 }
 
-/// Revoke an API key: your own, or any (admins).
+/// Revoke an API key: your own, or any (admins). Agents registered with it lose their
+/// sessions at once.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "identity",
     params(("id" = String, Path, description = "key id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -258,7 +299,8 @@ async fn revoke_key(
     if key.user != u.name && !u.admin {
         return Err(not_found());
     }
-    s.store.revoke_key(&id, s.now()).await?;
+    let ended = s.store.revoke_key(&id, s.now()).await?;
     s.auth.forget_key(&id);
+    wake_ended(&s, ended);
     Ok(StatusCode::NO_CONTENT)
 }

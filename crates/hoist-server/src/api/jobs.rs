@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::blobs::validate_digest;
 use super::{AppState, Json, Query};
-use crate::auth::{User, UserPrincipal};
+use crate::auth::{User, UserPrincipal, entity_for};
 use crate::error::{ApiError, ApiResult};
 use crate::store::jobs::{NewJobVersion, VersionSel};
 
@@ -409,16 +409,7 @@ async fn create_job(
     Json(req): Json<CreateJob>,
 ) -> ApiResult<(StatusCode, axum::Json<Job>)> {
     names::validate("job", &req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let entity = req.entity.clone().unwrap_or_else(|| u.name.clone());
-    if !u.can_use(&entity) {
-        return Err(ApiError::not_found(format!(
-            "no entity {entity:?} that you can use; yours are {}",
-            u.entities.join(", ")
-        )));
-    }
-    if s.store.entity_kind(&entity).await?.is_none() {
-        return Err(ApiError::not_found(format!("no entity {entity:?}")));
-    }
+    let entity = entity_for(&s, &u, req.entity.as_deref(), true).await?;
     if let Some(d) = &req.description
         && (d.len() > MAX_DESCRIPTION || d.contains('\0'))
     {
@@ -482,12 +473,8 @@ async fn list_jobs(
     User(u): User,
     Query(p): Query<JobListParams>,
 ) -> ApiResult<axum::Json<Vec<Job>>> {
-    if let Some(e) = &p.entity
-        && !u.can_use(e)
-    {
-        return Err(ApiError::not_found(format!(
-            "no entity {e:?} that you can use"
-        )));
+    if let Some(e) = &p.entity {
+        entity_for(&s, &u, Some(e), false).await?;
     }
     let only = p.entity.clone().map(|e| vec![e]).or_else(|| u.visible());
     let mut jobs = s.store.list_jobs(only.as_deref()).await?;

@@ -13,6 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use hoist_core::api::{ErrorCode, Health};
@@ -25,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::AuthCache;
 use crate::clock::Clock;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
 use crate::server::ServerConfig;
 use crate::store::Store;
@@ -165,61 +166,146 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
         .into_response();
     }
-    match sqlx::query("SELECT 1").execute(s.store.reader()).await {
-        Ok(_) => axum::Json(Health {
+    match s.store.ping().await {
+        Ok(()) => axum::Json(Health {
             status: "ready".into(),
             version: hoist_core::VERSION.into(),
         })
         .into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            format!("the store does not answer: {e}"),
-        )
-        .into_response(),
+        Err(e) => {
+            tracing::warn!(message = "Not ready: the store does not answer.", error = %e);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the store does not answer; the server log has the details",
+            )
+            .into_response()
+        }
     }
 }
 
-/// Prometheus text: request counters and latencies, claims and launches, plus gauges
-/// read from the store at scrape time (queue depths, runs by state, agents by status).
-async fn metrics_endpoint(State(s): State<AppState>) -> Response {
-    if let Ok(depths) = s.store.queue_depths().await
-        && let Ok(queues) = s.store.list_queues(None).await
+/// Prometheus text. Everyone gets aggregates: runs by state, agents by status, the
+/// total queue depth, parked claims and log followers (`hoist_claim_waiters`,
+/// `hoist_log_followers`), request counters and latencies, claims and launches. Only
+/// a caller with an admin API key also gets the depth of each queue (queue names are
+/// not for everyone). A request with a credential that is not valid is refused.
+async fn metrics_endpoint(State(s): State<AppState>, parts: Parts) -> Response {
+    let admin = if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
     {
-        for q in queues {
-            let d = depths.get(&q.id).copied().unwrap_or(0);
-            metrics::gauge!("hoist_queue_depth", "queue" => format!("{}/{}", q.entity, q.name))
-                .set(d as f64);
+        match crate::auth::authenticate(&s, &parts).await {
+            Ok(crate::auth::Principal::User(u)) => u.admin,
+            Ok(crate::auth::Principal::RunToken { .. }) => false,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        false
+    };
+    let mut out = String::new();
+    if let Ok(depths) = s.store.queue_depths().await {
+        let total: u64 = depths.values().sum();
+        gauge(
+            &mut out,
+            "hoist_queue_depth_total",
+            "Queued runs, all queues together.",
+            &[(None, total as f64)],
+        );
+        if admin && let Ok(queues) = s.store.list_queues(None).await {
+            let rows: Vec<_> = queues
+                .iter()
+                .map(|q| {
+                    let d = depths.get(&q.id).copied().unwrap_or(0);
+                    (
+                        Some(("queue", format!("{}/{}", q.entity, q.name))),
+                        d as f64,
+                    )
+                })
+                .collect();
+            gauge(
+                &mut out,
+                "hoist_queue_depth",
+                "Queued runs per queue (admins only).",
+                &rows,
+            );
         }
     }
     if let Ok(states) = s.store.runs_by_state().await {
-        for st in hoist_core::run::RunState::ALL {
-            let n = states
-                .iter()
-                .find(|(name, _)| name == st.as_str())
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            metrics::gauge!("hoist_runs", "state" => st.as_str()).set(n as f64);
-        }
+        let rows: Vec<_> = hoist_core::run::RunState::ALL
+            .iter()
+            .map(|st| {
+                let n = states
+                    .iter()
+                    .find(|(name, _)| name == st.as_str())
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                (Some(("state", st.as_str().to_string())), n as f64)
+            })
+            .collect();
+        gauge(&mut out, "hoist_runs", "Runs by state.", &rows);
     }
     if let Ok(agents) = s.store.agents_by_status().await {
-        for st in ["polling", "running", "stopped", "lost"] {
-            let n = agents
-                .iter()
-                .find(|(name, _)| name == st)
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            metrics::gauge!("hoist_agents", "status" => st).set(n as f64);
-        }
+        let rows: Vec<_> = ["polling", "running", "stopped", "lost"]
+            .iter()
+            .map(|st| {
+                let n = agents
+                    .iter()
+                    .find(|(name, _)| name == st)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                (Some(("status", st.to_string())), n as f64)
+            })
+            .collect();
+        gauge(&mut out, "hoist_agents", "Agents by status.", &rows);
     }
+    let claims = s.dispatch.parked(Waiter::Claim) as f64;
+    gauge(
+        &mut out,
+        "hoist_claim_waiters",
+        "Claim long polls waiting for a run.",
+        &[(None, claims)],
+    );
+    let followers = s.dispatch.parked(Waiter::LogFollower) as f64;
+    gauge(
+        &mut out,
+        "hoist_log_followers",
+        "Log streams waiting for lines.",
+        &[(None, followers)],
+    );
+    // Counters and histograms (process-wide, no names in their labels).
+    out.push_str(&s.metrics.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render(),
+        out,
     )
         .into_response()
+}
+
+/// Appends one gauge in the Prometheus text format. These gauges are read from this
+/// server's store and memory at scrape time, so they are rendered here rather than
+/// kept in the process-wide recorder (which would show one caller what another may
+/// see, and mix up servers sharing a process in tests).
+fn gauge(out: &mut String, name: &str, help: &str, rows: &[(Option<(&str, String)>, f64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (label, v) in rows {
+        match label {
+            Some((k, val)) => {
+                let val = val
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = writeln!(out, "{name}{{{k}=\"{val}\"}} {v}");
+            }
+            None => {
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+    }
 }
 
 /// Counts and times every request by route template and status.

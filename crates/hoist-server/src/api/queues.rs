@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{AppState, Json, Query};
-use crate::auth::{User, UserPrincipal};
+use crate::auth::{User, UserPrincipal, entity_for};
 use crate::error::{ApiError, ApiResult};
 use crate::store::queues::{NewQueue, QueueChanges};
 
@@ -157,7 +157,8 @@ fn check_allow_privileged(u: &UserPrincipal, allow: bool) -> ApiResult<()> {
 
 /// Queues by `(entity, name)`, kept a few seconds. Changes made through this server
 /// drop the entry at once; on another replica a change shows within [`QUEUE_CACHE_TTL`]
-/// (a launch onto a queue deleted meanwhile is still refused by the store).
+/// (a launch onto a queue deleted meanwhile is still refused by the store). Off when
+/// [`ServerConfig::queue_cache`](crate::ServerConfig::queue_cache) is false.
 #[derive(Default)]
 pub struct QueueCache(
     std::sync::Mutex<std::collections::HashMap<(String, String), (Queue, tokio::time::Instant)>>,
@@ -175,7 +176,7 @@ impl QueueCache {
 }
 
 async fn cached_queue(s: &AppState, entity: &str, name: &str) -> ApiResult<Option<Queue>> {
-    if std::env::var_os("HOIST_NO_QCACHE").is_some() {
+    if !s.cfg.queue_cache {
         return Ok(s.store.get_queue(entity, name).await?);
     }
     let key = (entity.to_string(), name.to_string());
@@ -268,16 +269,7 @@ async fn create_queue(
 ) -> ApiResult<(StatusCode, axum::Json<Queue>)> {
     check_allow_privileged(&u, p.allow_privileged)?;
     names::validate("queue", &req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let entity = req.entity.clone().unwrap_or_else(|| u.name.clone());
-    if !u.can_use(&entity) {
-        return Err(ApiError::not_found(format!(
-            "no entity {entity:?} that you can use; yours are {}",
-            u.entities.join(", ")
-        )));
-    }
-    if s.store.entity_kind(&entity).await?.is_none() {
-        return Err(ApiError::not_found(format!("no entity {entity:?}")));
-    }
+    let entity = entity_for(&s, &u, req.entity.as_deref(), true).await?;
     let resource: ResourceType = req.resource.parse().map_err(ApiError::bad_request)?;
     let config = config_from_input(req.config)?;
     let privileges = check_queue(resource, &config, &req.template_variables)?;
@@ -319,12 +311,8 @@ async fn list_queues(
     User(u): User,
     Query(p): Query<QueueListParams>,
 ) -> ApiResult<axum::Json<Vec<Queue>>> {
-    if let Some(e) = &p.entity
-        && !u.can_use(e)
-    {
-        return Err(ApiError::not_found(format!(
-            "no entity {e:?} that you can use"
-        )));
+    if let Some(e) = &p.entity {
+        entity_for(&s, &u, Some(e), false).await?;
     }
     let visible = u.visible();
     let mut qs = s.store.list_queues(visible.as_deref()).await?;

@@ -25,7 +25,8 @@ use utoipa_axum::routes;
 use super::jobs::resolve_for_launch;
 use super::queues::{config_from_input, config_problems, resolve_queue, template_problems};
 use super::{AppState, Json, LOG_BODY_LIMIT, Query};
-use crate::auth::{Principal, User, UserPrincipal};
+use crate::auth::{Principal, User, UserPrincipal, entity_for};
+use crate::dispatch::Waiter;
 use crate::error::{ApiError, ApiResult};
 use crate::store::rows::RunSpec;
 use crate::store::runs::{NewRun, RunFilter};
@@ -190,13 +191,6 @@ async fn launch(
     if !refused.is_empty() {
         return Err(config_problems(queue.resource, refused));
     }
-    if let Some(artifact) = &hand_over {
-        // The queue's agents fetch the artifact with their own keys.
-        s.store
-            .add_blob_ref(artifact, &queue.entity, s.now())
-            .await?;
-    }
-
     let id = crate::secrets::new_id(12);
     let run = s
         .store
@@ -224,6 +218,9 @@ async fn launch(
                 priority: req.priority.unwrap_or_default(),
                 prioritize: queue.prioritize,
                 created_by: u.name.clone(),
+                // The queue's agents fetch the artifact with their own keys; the
+                // reference is recorded with the launch, or not at all.
+                hand_over,
             },
             s.now(),
         )
@@ -272,12 +269,7 @@ async fn list_runs(
         let queue = resolve_queue(&s, &u, p.entity.as_deref(), q).await?;
         f.queue_id = Some(queue.id);
     } else if let Some(e) = &p.entity {
-        if !u.can_use(e) {
-            return Err(ApiError::not_found(format!(
-                "no entity {e:?} that you can use"
-            )));
-        }
-        f.entities = Some(vec![e.clone()]);
+        f.entities = Some(vec![entity_for(&s, &u, Some(e), false).await?]);
     } else {
         f.entities = u.visible();
     }
@@ -482,6 +474,8 @@ fn follow_stream(
             if ended {
                 break;
             }
+            // Read up to date, waiting for a wake-up: counted as a parked follower.
+            let _parked = s.dispatch.park(Waiter::LogFollower);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(Duration::from_secs(15)) => { yield Ok(Bytes::from_static(b"\n")); }

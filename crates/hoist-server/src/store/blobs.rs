@@ -1,7 +1,29 @@
 //! The blob index: which blobs the blob directory holds, and which entities each was
 //! uploaded for (`blob_refs`). The bytes themselves are files (see `api::blobs`).
 
-use super::{Store, StoreError};
+use super::{Conn, Store, StoreError};
+
+/// Adds a reference to a known blob from `entity`, inside a write: a code job launched
+/// onto another entity's queue hands its artifact to that entity's agents (see
+/// [`super::runs::NewRun::hand_over`]). Nothing happens for an unknown blob.
+pub(crate) async fn insert_blob_ref(
+    c: &mut Conn,
+    digest: &str,
+    entity: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO blob_refs (digest, entity, created_at) \
+         SELECT digest, $2, $3 FROM blobs WHERE digest = $1 \
+         ON CONFLICT (digest, entity) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(entity)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
 
 impl Store {
     /// Records a stored blob and a reference to it from `entity`. Returns whether the
@@ -42,33 +64,6 @@ impl Store {
                 .await?
                 .rows_affected();
                 Ok(n > 0)
-            })
-        })
-        .await
-    }
-
-    /// Adds a reference to a known blob from `entity` (a code job launched onto another
-    /// entity's queue hands its artifact to that entity's agents).
-    pub async fn add_blob_ref(
-        &self,
-        digest: &str,
-        entity: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (digest, entity) = (digest.to_string(), entity.to_string());
-        self.write(move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO blob_refs (digest, entity, created_at) \
-                     SELECT digest, $2, $3 FROM blobs WHERE digest = $1 \
-                     ON CONFLICT (digest, entity) DO NOTHING",
-                )
-                .bind(&digest)
-                .bind(&entity)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-                Ok(())
             })
         })
         .await

@@ -1,10 +1,19 @@
 //! Users, teams, memberships and API keys.
+//!
+//! Users are deleted softly (`users.deleted_at`): their keys are revoked, their team
+//! memberships removed, their agents' sessions ended, and the name stays reserved so
+//! that what they did stays attributed to them.
+//!
+//! Revoking a key, removing a member and deleting a user end, in the same
+//! transaction, the sessions of the agents that lost access by it (see
+//! [`super::agents`]); they return those agents for the caller to wake.
 
 use hoist_core::api::{ApiKey, CreatedApiKey, Team, User};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
+use super::agents::{EndedSessions, Revoked, end_sessions};
+use super::{Dialect, Store, StoreError};
 use crate::clock::to_datetime;
 use crate::secrets::{CredentialKind, new_credential};
 
@@ -40,6 +49,33 @@ impl Store {
             .await?)
     }
 
+    /// First start: creates the admin user `admin` with a key named `bootstrap`, unless
+    /// the store has users already. Several replicas starting at once on one
+    /// PostgreSQL database serialise here (a transaction-scoped advisory lock): one
+    /// creates the admin, the others find it and get `None`.
+    pub async fn bootstrap_admin(&self, now: i64) -> Result<Option<CreatedApiKey>, StoreError> {
+        let dialect = self.dialect();
+        self.write(move |c| {
+            Box::pin(async move {
+                if dialect == Dialect::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock(7481)")
+                        .execute(&mut *c)
+                        .await?;
+                }
+                let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&mut *c)
+                    .await?;
+                if users > 0 {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    insert_user(c, "admin", true, "bootstrap", now).await?.1,
+                ))
+            })
+        })
+        .await
+    }
+
     /// Creates a user (and its entity) with a first API key.
     pub async fn create_user(
         &self,
@@ -51,48 +87,64 @@ impl Store {
         let name = name.to_string();
         let key_name = key_name.to_string();
         self.write(move |c| {
+            Box::pin(async move { insert_user(c, &name, admin, &key_name, now).await })
+        })
+        .await
+    }
+
+    /// Deletes a user (softly; see the module docs): refused while the user's entity
+    /// owns queues. Returns the agents whose sessions this ended.
+    pub async fn delete_user(&self, name: &str, now: i64) -> Result<EndedSessions, StoreError> {
+        let name = name.to_string();
+        let max_requeues = self.options().max_requeues;
+        self.write(move |c| {
             Box::pin(async move {
-                let exists: Option<String> =
-                    sqlx::query_scalar("SELECT kind FROM entities WHERE name = $1")
+                let n = sqlx::query(
+                    "UPDATE users SET deleted_at = $1 WHERE name = $2 AND deleted_at IS NULL",
+                )
+                .bind(now)
+                .bind(&name)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("no user named {name:?}")));
+                }
+                let queues: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM queues WHERE entity = $1")
                         .bind(&name)
-                        .fetch_optional(&mut *c)
+                        .fetch_one(&mut *c)
                         .await?;
-                if let Some(kind) = exists {
+                if queues > 0 {
                     return Err(StoreError::Conflict(format!(
-                        "the name {name:?} is taken by an existing {kind}; choose another"
+                        "user {name:?} still owns {queues} queue(s); delete them first"
                     )));
                 }
                 sqlx::query(
-                    "INSERT INTO entities (name, kind, created_at) VALUES ($1, 'user', $2)",
+                    "UPDATE api_keys SET revoked_at = $1 WHERE user_name = $2 AND revoked_at IS NULL",
                 )
-                .bind(&name)
                 .bind(now)
+                .bind(&name)
                 .execute(&mut *c)
                 .await?;
-                sqlx::query("INSERT INTO users (name, admin, created_at) VALUES ($1, $2, $3)")
+                sqlx::query("DELETE FROM team_members WHERE user_name = $1")
                     .bind(&name)
-                    .bind(admin as i64)
-                    .bind(now)
                     .execute(&mut *c)
                     .await?;
-                let key = insert_key(c, &name, &key_name, now).await?;
-                let user = User {
-                    name,
-                    admin,
-                    created_at: to_datetime(now),
-                    teams: vec![],
-                };
-                Ok((user, key))
+                let reason = format!("its owner, user {name}, was deleted");
+                end_sessions(c, Revoked::User(&name), &reason, now, max_requeues).await
             })
         })
         .await
     }
 
     pub async fn get_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT name, admin, created_at FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.reader())
-            .await?;
+        let row = sqlx::query(
+            "SELECT name, admin, created_at FROM users WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(self.reader())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let teams: Vec<String> =
             sqlx::query_scalar("SELECT team FROM team_members WHERE user_name = $1 ORDER BY team")
@@ -108,9 +160,11 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT name, admin, created_at FROM users ORDER BY name")
-            .fetch_all(self.reader())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, admin, created_at FROM users WHERE deleted_at IS NULL ORDER BY name",
+        )
+        .fetch_all(self.reader())
+        .await?;
         let members = sqlx::query("SELECT team, user_name FROM team_members ORDER BY team")
             .fetch_all(self.reader())
             .await?;
@@ -227,8 +281,16 @@ impl Store {
             .await
     }
 
-    pub async fn remove_member(&self, team: &str, user: &str) -> Result<(), StoreError> {
+    /// Removes a member. The user's agents serving the team's queues lose their
+    /// sessions (returned).
+    pub async fn remove_member(
+        &self,
+        team: &str,
+        user: &str,
+        now: i64,
+    ) -> Result<EndedSessions, StoreError> {
         let (team, user) = (team.to_string(), user.to_string());
+        let max_requeues = self.options().max_requeues;
         self.write(move |c| {
             Box::pin(async move {
                 let n = sqlx::query("DELETE FROM team_members WHERE team = $1 AND user_name = $2")
@@ -242,7 +304,18 @@ impl Store {
                         "user {user:?} is not a member of team {team:?}"
                     )));
                 }
-                Ok(())
+                let reason = format!("its owner, user {user}, was removed from team {team}");
+                end_sessions(
+                    c,
+                    Revoked::Membership {
+                        user: &user,
+                        team: &team,
+                    },
+                    &reason,
+                    now,
+                    max_requeues,
+                )
+                .await
             })
         })
         .await
@@ -334,8 +407,10 @@ impl Store {
         row.as_ref().map(key_from_row).transpose()
     }
 
-    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    /// Revokes a key. Agents registered with it lose their sessions (returned).
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<EndedSessions, StoreError> {
         let id = id.to_string();
+        let max_requeues = self.options().max_requeues;
         self.write(move |c| {
             Box::pin(async move {
                 let n = sqlx::query(
@@ -351,7 +426,8 @@ impl Store {
                         "no active API key with id {id:?}"
                     )));
                 }
-                Ok(())
+                let reason = format!("the API key it registered with ({id}) was revoked");
+                end_sessions(c, Revoked::Key(&id), &reason, now, max_requeues).await
             })
         })
         .await
@@ -359,7 +435,7 @@ impl Store {
 
     pub async fn key_record(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT k.id, k.user_name, k.secret_hash, k.revoked_at, u.admin \
+            "SELECT k.id, k.user_name, k.secret_hash, k.revoked_at, u.admin, u.deleted_at \
              FROM api_keys k JOIN users u ON u.name = k.user_name WHERE k.id = $1",
         )
         .bind(id)
@@ -371,7 +447,8 @@ impl Store {
             user: row.try_get("user_name")?,
             admin: row.try_get::<i64, _>("admin")? != 0,
             secret_hash: row.try_get("secret_hash")?,
-            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some()
+                || row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
         }))
     }
 
@@ -406,10 +483,11 @@ async fn add_member_tx(
     if is_team.is_none() {
         return Err(StoreError::NotFound(format!("no team named {team:?}")));
     }
-    let is_user: Option<String> = sqlx::query_scalar("SELECT name FROM users WHERE name = $1")
-        .bind(user)
-        .fetch_optional(&mut *c)
-        .await?;
+    let is_user: Option<String> =
+        sqlx::query_scalar("SELECT name FROM users WHERE name = $1 AND deleted_at IS NULL")
+            .bind(user)
+            .fetch_optional(&mut *c)
+            .await?;
     if is_user.is_none() {
         return Err(StoreError::NotFound(format!("no user named {user:?}")));
     }
@@ -458,4 +536,52 @@ async fn insert_key(
         },
         secret: token,
     })
+}
+
+/// Creates a user (and its entity) with a first API key.
+async fn insert_user(
+    c: &mut super::Conn,
+    name: &str,
+    admin: bool,
+    key_name: &str,
+    now: i64,
+) -> Result<(User, CreatedApiKey), StoreError> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT kind FROM entities WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?;
+    if let Some(kind) = exists {
+        let deleted: Option<i64> =
+            sqlx::query_scalar("SELECT deleted_at FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *c)
+                .await?
+                .flatten();
+        return Err(StoreError::Conflict(if deleted.is_some() {
+            format!(
+                "the name {name:?} belonged to a deleted user and stays reserved; choose another"
+            )
+        } else {
+            format!("the name {name:?} is taken by an existing {kind}; choose another")
+        }));
+    }
+    sqlx::query("INSERT INTO entities (name, kind, created_at) VALUES ($1, 'user', $2)")
+        .bind(name)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("INSERT INTO users (name, admin, created_at) VALUES ($1, $2, $3)")
+        .bind(name)
+        .bind(admin as i64)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    let key = insert_key(c, name, key_name, now).await?;
+    let user = User {
+        name: name.to_string(),
+        admin,
+        created_at: to_datetime(now),
+        teams: vec![],
+    };
+    Ok((user, key))
 }

@@ -8,7 +8,7 @@ use hoist_core::api::{Job, JobSource, JobVersion};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::rows::{corrupt, json_col};
+use super::rows::{corrupt, corrupt_from, json_col};
 use super::{Conn, Store, StoreError};
 use crate::clock::to_datetime;
 
@@ -144,7 +144,7 @@ impl Store {
                     .fetch_one(&mut *c)
                     .await?;
                     let current: JobSource = serde_json::from_str(&current)
-                        .map_err(|e| corrupt(format!("job_versions.source: {e}")))?;
+                        .map_err(|e| corrupt_from("job_versions.source", e))?;
                     if current == v.source {
                         job.versions = versions_of(c, &job_id).await?;
                         return Ok((job, false));

@@ -14,7 +14,19 @@
 //!   `FOR UPDATE SKIP LOCKED` so several server replicas can share the database.
 //!
 //! # Reads
-//! A pool of connections; under SQLite WAL they never block the writer.
+//! A pool of connections; under SQLite WAL they never block the writer. The pool is
+//! private to the store: the rest of the server reads through store methods
+//! ([`Store::ping`] for readiness).
+//!
+//! # Run states
+//! Every change of a run's state goes through one function, `runs::transition`: it
+//! checks the move with `check_transition`, writes it with a conditional
+//! `UPDATE … WHERE id = $id AND state = $from` (a concurrent writer that moved the run
+//! first wins cleanly), and revokes the run's tokens when the run ends or goes back to
+//! its queue. The database records every transition itself (triggers), and a `CHECK`
+//! constraint holds `runs.state` to [`hoist_core::run::RunState::ALL`]. Lists of
+//! states in SQL are generated from `RunState` ([`runs::state_list`]), never written
+//! out by hand.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +44,7 @@ macro_rules! dynsql {
 
 pub mod agents;
 pub mod blobs;
+pub mod error;
 pub mod identity;
 pub mod jobs;
 pub mod logs;
@@ -39,7 +52,7 @@ pub mod queues;
 pub mod rows;
 pub mod runs;
 
-pub use crate::error::StoreError;
+pub use error::StoreError;
 
 /// The connection type write closures receive.
 pub type Conn = AnyConnection;
@@ -55,14 +68,42 @@ pub enum Dialect {
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_jobs.sql")),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_integrity.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_jobs.sql")),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_integrity.sql"),
+    ),
 ];
 
 /// Longest group of writes committed together.
 const MAX_BATCH: usize = 512;
+
+/// Default [`StoreOptions::max_requeues`].
+pub const DEFAULT_MAX_REQUEUES: u32 = 4;
+
+/// Settings of the store's rules.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// How many times a run may go back to its queue (lease lapses, releases, lost
+    /// agents, preemptions) before it is failed instead: a run is handed to agents at
+    /// most `max_requeues + 1` times.
+    pub max_requeues: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_requeues: DEFAULT_MAX_REQUEUES,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -71,6 +112,7 @@ pub struct Store {
 
 struct Inner {
     dialect: Dialect,
+    opts: StoreOptions,
     read: AnyPool,
     writer: WritePath,
 }
@@ -153,8 +195,13 @@ where
 
 impl Store {
     /// Opens (creating if needed) the store at `url` (`sqlite://PATH` or
-    /// `postgres://…`) and applies pending migrations.
+    /// `postgres://…`) with the default [`StoreOptions`] and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with options.
+    pub async fn open_with(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
@@ -167,12 +214,12 @@ impl Store {
             )));
         };
         match dialect {
-            Dialect::Sqlite => Self::open_sqlite(url).await,
-            Dialect::Postgres => Self::open_postgres(url).await,
+            Dialect::Sqlite => Self::open_sqlite(url, opts).await,
+            Dialect::Postgres => Self::open_postgres(url, opts).await,
         }
     }
 
-    async fn open_sqlite(url: &str) -> Result<Store, StoreError> {
+    async fn open_sqlite(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let url = if url.contains('?') {
             url.to_string()
         } else {
@@ -207,13 +254,14 @@ impl Store {
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
                 dialect: Dialect::Sqlite,
+                opts: options,
                 read,
                 writer: WritePath::Sqlite(tx),
             }),
         })
     }
 
-    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+    async fn open_postgres(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let opts: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
@@ -232,6 +280,7 @@ impl Store {
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
                 dialect: Dialect::Postgres,
+                opts: options,
                 read: pool.clone(),
                 writer: WritePath::Postgres(pool),
             }),
@@ -242,13 +291,21 @@ impl Store {
         self.inner.dialect
     }
 
-    /// The read pool.
-    pub fn reader(&self) -> &AnyPool {
+    pub fn options(&self) -> StoreOptions {
+        self.inner.opts
+    }
+
+    /// The read pool (for the store's modules only).
+    fn reader(&self) -> &AnyPool {
         &self.inner.read
     }
 
-    /// Runs `f` in a write transaction; returns once the transaction is durable. An
-    /// error from `f` rolls back `f`'s changes only.
+    /// Readiness: the store answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(self.reader()).await?;
+        Ok(())
+    }
+
     /// Sends a launch to the SQLite writer, which inserts it with the others of its
     /// batch.
     pub(crate) async fn launch_via_writer(
@@ -266,6 +323,8 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` in a write transaction; returns once the transaction is durable. An
+    /// error from `f` rolls back `f`'s changes only.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -399,7 +458,12 @@ async fn run_batch(
             .collect();
         match runs::insert_launches(conn, items).await {
             Ok(r) => launched = r,
-            Err(e) => launched = batch.launches.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                // Some launches may be written already: none of the batch commits.
+                let _ = conn.execute("ROLLBACK").await;
+                let launched = batch.launches.iter().map(|_| Err(e.clone())).collect();
+                return (Err(e), launched);
+            }
         }
     }
     match run_ops(conn, &mut batch.ops).await {
@@ -477,6 +541,31 @@ async fn migrate(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), Store
         tracing::info!(message = "Applied store migration.", version);
     }
     Ok(())
+}
+
+/// Runs `f` until it succeeds, fails for good, or `until` passes: a transient failure
+/// ([`StoreError::is_transient`]: busy, locked, a lost serialization race, a pool
+/// timeout) is retried after a short, growing pause. The last error is returned.
+pub async fn retry_transient<T, F, Fut>(
+    until: tokio::time::Instant,
+    what: &str,
+    mut f: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < until => {
+                tracing::debug!(message = "Transient store failure; retrying.", what, error = %e, retry_in_ms = pause.as_millis() as u64);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// A database URL with its password replaced, for messages.

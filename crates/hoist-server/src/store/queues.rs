@@ -7,7 +7,10 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use hoist_core::run::{Actor, RunState};
+
 use super::rows::{corrupt, json_col};
+use super::runs::{Current, Effects, HELD, state_lit, transition};
 use super::{Store, StoreError};
 use crate::clock::to_datetime;
 
@@ -162,9 +165,10 @@ impl Store {
 
     /// Number of queued runs per queue id.
     pub async fn queue_depths(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT queue_id, COUNT(*) AS n FROM runs WHERE state = 'queued' GROUP BY queue_id",
-        )
+        let rows = sqlx::query(dynsql!(
+            "SELECT queue_id, COUNT(*) AS n FROM runs WHERE state = {} GROUP BY queue_id",
+            state_lit(RunState::Queued)
+        ))
         .fetch_all(self.reader())
         .await?;
         let mut m = std::collections::HashMap::new();
@@ -175,9 +179,10 @@ impl Store {
     }
 
     pub async fn queue_depth(&self, queue_id: &str) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE queue_id = $1 AND state = 'queued'",
-        )
+        let n: i64 = sqlx::query_scalar(dynsql!(
+            "SELECT COUNT(*) FROM runs WHERE queue_id = $1 AND state = {}",
+            state_lit(RunState::Queued)
+        ))
         .bind(queue_id)
         .fetch_one(self.reader())
         .await?;
@@ -213,12 +218,14 @@ impl Store {
                 .execute(&mut *c)
                 .await?;
                 if (before != 0) != ch.prioritize {
-                    let sql = if ch.prioritize {
-                        "UPDATE runs SET eff_prio = priority WHERE queue_id = $1 AND state = 'queued'"
-                    } else {
-                        "UPDATE runs SET eff_prio = 0 WHERE queue_id = $1 AND state = 'queued'"
-                    };
-                    sqlx::query(sql).bind(&id).execute(&mut *c).await?;
+                    let eff = if ch.prioritize { "priority" } else { "0" };
+                    sqlx::query(dynsql!(
+                        "UPDATE runs SET eff_prio = {eff} WHERE queue_id = $1 AND state = {}",
+                        state_lit(RunState::Queued)
+                    ))
+                    .bind(&id)
+                    .execute(&mut *c)
+                    .await?;
                 }
                 let row = sqlx::query(dynsql!("SELECT {QUEUE_COLUMNS} FROM queues WHERE id = $1"))
                     .bind(&id)
@@ -231,7 +238,9 @@ impl Store {
     }
 
     /// Deletes a queue. Refused while runs are queued or held by agents, unless
-    /// `cancel_queued` (then queued runs are cancelled; held runs still refuse).
+    /// `cancel_queued` (then queued runs are cancelled; held runs still refuse). Each
+    /// run is cancelled conditionally, so a claim committed meanwhile by another
+    /// replica wins: the deletion is then refused as a whole.
     pub async fn delete_queue(
         &self,
         id: &str,
@@ -243,20 +252,20 @@ impl Store {
         let reason = format!("queue deleted by {actor_name}");
         self.write(move |c| {
             Box::pin(async move {
-                let held: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM runs WHERE queue_id = $1 AND state IN ('claimed','building','starting','running','stopping','unknown')",
-                )
+                let held: i64 = sqlx::query_scalar(dynsql!(
+                    "SELECT COUNT(*) FROM runs WHERE queue_id = $1 AND state IN {}",
+                    *HELD
+                ))
                 .bind(&id)
                 .fetch_one(&mut *c)
                 .await?;
                 if held > 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "{held} run(s) of this queue are held by agents; stop them or wait for them to end"
-                    )));
+                    return Err(held_refusal(held));
                 }
-                let queued: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE queue_id = $1 AND state = 'queued'",
-                )
+                let queued: Vec<String> = sqlx::query_scalar(dynsql!(
+                    "SELECT id FROM runs WHERE queue_id = $1 AND state = {}",
+                    state_lit(RunState::Queued)
+                ))
                 .bind(&id)
                 .fetch_all(&mut *c)
                 .await?;
@@ -267,14 +276,18 @@ impl Store {
                     )));
                 }
                 for run in &queued {
-                    sqlx::query(
-                        "UPDATE runs SET state = 'cancelled', state_reason = $1, state_actor = 'user', updated_at = $2, ended_at = $2 WHERE id = $3",
-                    )
-                    .bind(&reason)
-                    .bind(now)
-                    .bind(run)
-                    .execute(&mut *c)
-                    .await?;
+                    let cur = Current {
+                        id: run,
+                        state: RunState::Queued,
+                        started: false,
+                    };
+                    let fx = Effects::default();
+                    if !transition(c, cur, RunState::Cancelled, Actor::User, &reason, now, &fx)
+                        .await?
+                    {
+                        // Claimed meanwhile (another replica): it is held now.
+                        return Err(held_refusal(1));
+                    }
                 }
                 let n = sqlx::query("DELETE FROM queues WHERE id = $1")
                     .bind(&id)
@@ -289,4 +302,10 @@ impl Store {
         })
         .await
     }
+}
+
+fn held_refusal(held: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "{held} run(s) of this queue are held by agents; stop them or wait for them to end"
+    ))
 }

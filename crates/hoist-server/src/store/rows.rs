@@ -41,13 +41,11 @@ pub const RUN_COLUMNS: &str = "id, entity, queue_name, project, name, spec, reso
     priority, state, state_reason, stop_requested, created_by, created_at, updated_at, started_at, \
     ended_at, agent_id, agent_name, attempts, exit_code, failure, queue_id, seq";
 
-pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
+pub use super::error::{corrupt, corrupt_from};
 
 pub fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
     let s: String = row.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(format!("column {col}: {e}")))
+    serde_json::from_str(&s).map_err(|e| corrupt_from(format!("column {col}"), e))
 }
 
 pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
@@ -56,7 +54,7 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
     let resource: String = row.try_get("resource")?;
     let failure: Option<String> = row.try_get("failure")?;
     let failure: Option<Failure> = match failure {
-        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt(format!("failure: {e}")))?),
+        Some(f) => Some(serde_json::from_str(&f).map_err(|e| corrupt_from("column failure", e))?),
         None => None,
     };
     let agent_id: Option<String> = row.try_get("agent_id")?;
@@ -78,9 +76,13 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         resource_args: spec.resource_args,
         template_values: spec.template_values,
         priority: Priority::from_rank(priority).ok_or_else(|| corrupt("priority"))?,
-        resource: resource.parse::<ResourceType>().map_err(corrupt)?,
+        resource: resource
+            .parse::<ResourceType>()
+            .map_err(|e| corrupt(format!("column resource: {e}")))?,
         resource_config: json_col(row, "resource_config")?,
-        state: state.parse::<RunState>().map_err(corrupt)?,
+        state: state
+            .parse::<RunState>()
+            .map_err(|e| corrupt_from("column state", e))?,
         state_reason: row.try_get("state_reason")?,
         stop_requested: row.try_get::<i64, _>("stop_requested")? != 0,
         created_by: row.try_get("created_by")?,

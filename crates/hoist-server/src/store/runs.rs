@@ -1,4 +1,17 @@
 //! Runs: launch, claim, transitions, cancel and stop, the lease and grace reapers.
+//!
+//! # The one state-changing function
+//! [`transition`] is the only code that writes `runs.state`. Every path goes through
+//! it: the claim (queued → claimed, by the server), agents' reports, cancels and
+//! stops, re-queues (lease lapses, releases, restarts, lost agents, preemptions), the
+//! reapers and queue deletion. It checks the move with [`check_transition`], writes it
+//! with `UPDATE … WHERE id = $id AND state = $from` (so a concurrent writer — another
+//! server replica — that moved the run first wins cleanly), and in the same statement
+//! sets what goes with the new state (holder and lease, end time, …). A run that ends
+//! or goes back to its queue loses its run tokens in the same transaction. The
+//! transition itself is recorded by the database's triggers.
+
+use std::sync::LazyLock;
 
 use hoist_core::api::{ClaimedRun, Failure, Run, RunUpdate, Transition};
 use hoist_core::resource::ResourceType;
@@ -6,15 +19,11 @@ use hoist_core::run::{Actor, FailureStage, Priority, RunState, check_transition}
 use serde_json::Value;
 use sqlx::Row;
 
-use super::rows::{RUN_COLUMNS, RunSpec, corrupt, run_from_row};
+use super::agents::{Check, Standing, check_agent};
+use super::rows::{RUN_COLUMNS, RunSpec, corrupt, corrupt_from, run_from_row};
 use super::{Conn, Dialect, Store, StoreError};
 use crate::clock::to_datetime;
 use crate::secrets::{CredentialKind, new_credential};
-
-/// How many times a run may lose its lease before it is failed instead of re-queued.
-pub const MAX_LEASE_LAPSES: i64 = 5;
-/// How many times a run may be handed to an agent (preemptions included).
-pub const MAX_ATTEMPTS: i64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -30,6 +39,10 @@ pub struct NewRun {
     pub priority: Priority,
     pub prioritize: bool,
     pub created_by: String,
+    /// A code artifact (digest) to hand to the queue's entity with the launch, so that
+    /// the queue's agents may fetch it: a job of another entity launched onto this
+    /// queue. Recorded in the launch's transaction, or not at all.
+    pub hand_over: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +68,7 @@ pub struct Claimer {
 pub struct ClaimParams {
     /// Queue ids in the order they should be served this time.
     pub queue_ids: Vec<String>,
+    /// Most runs to hand out; 0 only checks the agent's session and access.
     pub max: usize,
     pub lease_ms: i64,
     pub token_ttl_ms: i64,
@@ -70,6 +84,292 @@ pub struct Changed {
 
 /// Runs per multi-row launch INSERT (14 parameters each).
 const LAUNCH_CHUNK: usize = 64;
+
+// ---------------------------------------------------------------------------------
+// States in SQL, generated from `RunState`.
+
+/// A state as an SQL string literal (`RunState::Queued` gives the quoted word). Used
+/// rather than a parameter where a partial index is to be used: SQLite matches an
+/// index's `WHERE` clause only against the same literal in the query.
+pub fn state_lit(s: RunState) -> String {
+    format!("'{}'", s.as_str())
+}
+
+/// The states of [`RunState::ALL`] that `keep` selects, as a parenthesised SQL list of
+/// literals in `RunState::ALL` order, for `state IN …`.
+pub fn state_list(keep: impl Fn(RunState) -> bool) -> String {
+    let items: Vec<String> = RunState::ALL
+        .into_iter()
+        .filter(|s| keep(*s))
+        .map(state_lit)
+        .collect();
+    format!("({})", items.join(", "))
+}
+
+/// States in which an agent holds the run.
+pub(crate) static HELD: LazyLock<String> = LazyLock::new(|| state_list(RunState::is_held_by_agent));
+/// Held, but nothing can be executing yet (claimed, building): safe to re-queue.
+pub(crate) static HELD_UNSTARTED: LazyLock<String> =
+    LazyLock::new(|| state_list(|s| s.is_held_by_agent() && !s.may_be_executing()));
+/// Held and reported alive by the agent (every held state but `unknown`).
+pub(crate) static HELD_LIVE: LazyLock<String> =
+    LazyLock::new(|| state_list(|s| s.is_held_by_agent() && s != RunState::Unknown));
+
+static CLAIM_CANDIDATES_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE queue_id = $1 AND state = {} ORDER BY eff_prio, seq LIMIT $2",
+        state_lit(RunState::Queued)
+    )
+});
+static CLAIM_CANDIDATES_POSTGRES: LazyLock<String> =
+    LazyLock::new(|| format!("{} FOR UPDATE SKIP LOCKED", *CLAIM_CANDIDATES_SQLITE));
+static LAPSED_LEASES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = {} AND lease_expires_at < $1 ORDER BY seq",
+        state_lit(RunState::Claimed)
+    )
+});
+static UNKNOWN_PAST_GRACE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = {} AND unknown_since < $1 ORDER BY seq",
+        state_lit(RunState::Unknown)
+    )
+});
+static REQUESTED_STOPS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id FROM runs WHERE agent_id = $1 AND stop_requested = 1 AND state IN {}",
+        *HELD
+    )
+});
+
+// ---------------------------------------------------------------------------------
+// The state-changing function.
+
+/// What [`transition`] needs to know about a run, read in the same transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Current<'a> {
+    pub id: &'a str,
+    pub state: RunState,
+    /// It has been `running` once (its start time is set).
+    pub started: bool,
+}
+
+impl<'a> From<&'a Run> for Current<'a> {
+    fn from(r: &'a Run) -> Self {
+        Current {
+            id: &r.id,
+            state: r.state,
+            started: r.started_at.is_some(),
+        }
+    }
+}
+
+/// The agent a claim hands the run to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder<'a> {
+    pub agent_id: &'a str,
+    pub agent_name: &'a str,
+    pub lease_expires_at: i64,
+}
+
+/// What a transition writes along with the state. The rest follows from the target
+/// state: `claimed` sets the holder, the lease and one more attempt; `queued` clears
+/// the holder and undelivered stops; a terminal state sets the end time; `running`
+/// the start time (once); `unknown` the time it became unknown.
+#[derive(Debug, Default)]
+pub(crate) struct Effects<'a> {
+    /// Required for `claimed`, refused otherwise.
+    pub holder: Option<Holder<'a>>,
+    pub exit_code: Option<i32>,
+    pub failure: Option<Failure>,
+    /// Sets `stop_requested` (it is never cleared).
+    pub stop_requested: bool,
+    /// Sets or clears `stop_pending` (a stop not yet delivered to the agent).
+    pub stop_pending: Option<bool>,
+}
+
+/// Moves a run from `cur.state` to `to`: checked by [`check_transition`], written only
+/// if the run is still in `cur.state`. Returns `false` when another writer moved the
+/// run first (nothing was written). The only `UPDATE` of `runs.state` in hoist.
+pub(crate) async fn transition(
+    c: &mut Conn,
+    cur: Current<'_>,
+    to: RunState,
+    actor: Actor,
+    reason: &str,
+    now: i64,
+    fx: &Effects<'_>,
+) -> Result<bool, StoreError> {
+    check_transition(cur.state, to, actor)?;
+    if fx.holder.is_some() != (to == RunState::Claimed) {
+        return Err(StoreError::Bug(format!(
+            "a move to {to} {} a holder",
+            if fx.holder.is_some() {
+                "cannot take"
+            } else {
+                "needs"
+            }
+        )));
+    }
+    let ended = to.is_terminal().then_some(now);
+    let started = (to == RunState::Running && !cur.started).then_some(now);
+    let unknown_since = (to == RunState::Unknown).then_some(now);
+    // 1: set agent_id/agent_name (to the holder, or NULL when back in the queue).
+    let set_holder = i64::from(fx.holder.is_some() || to == RunState::Queued);
+    let stop_pending: i64 = match (fx.stop_pending, to) {
+        (Some(p), _) => i64::from(p),
+        (None, RunState::Queued | RunState::Claimed) => 0,
+        (None, _) => -1,
+    };
+    let failure = fx
+        .failure
+        .as_ref()
+        .map(|f| serde_json::to_string(f).expect("serialisable"));
+    let n = sqlx::query(
+        "UPDATE runs SET state = $1, state_reason = $2, state_actor = $3, updated_at = $4, \
+         ended_at = COALESCE($5, ended_at), started_at = COALESCE($6, started_at), \
+         lease_expires_at = $7, unknown_since = $8, \
+         exit_code = COALESCE($9, exit_code), failure = COALESCE($10, failure), \
+         stop_requested = CASE WHEN $11 = 1 THEN 1 ELSE stop_requested END, \
+         stop_pending = CASE WHEN $12 < 0 THEN stop_pending ELSE $12 END, \
+         agent_id = CASE WHEN $13 = 1 THEN $14 ELSE agent_id END, \
+         agent_name = CASE WHEN $13 = 1 THEN $15 ELSE agent_name END, \
+         attempts = attempts + $16 \
+         WHERE id = $17 AND state = $18",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(actor.to_string())
+    .bind(now)
+    .bind(ended)
+    .bind(started)
+    .bind(fx.holder.map(|h| h.lease_expires_at))
+    .bind(unknown_since)
+    .bind(fx.exit_code.map(i64::from))
+    .bind(failure)
+    .bind(i64::from(fx.stop_requested))
+    .bind(stop_pending)
+    .bind(set_holder)
+    .bind(fx.holder.map(|h| h.agent_id))
+    .bind(fx.holder.map(|h| h.agent_name))
+    .bind(i64::from(to == RunState::Claimed))
+    .bind(cur.id)
+    .bind(cur.state.as_str())
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
+    if to.is_terminal() || to == RunState::Queued {
+        // The run ended, or its next attempt gets a new token.
+        sqlx::query(
+            "UPDATE run_tokens SET revoked_at = $1 WHERE run_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(cur.id)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// The error for a run another writer moved first.
+pub(crate) fn changed_meanwhile(run_id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "run {run_id} changed while this request was handled; retry"
+    ))
+}
+
+/// [`transition`] for a request about one run: another writer moving the run first is
+/// a conflict to retry.
+async fn transition_or_conflict(
+    c: &mut Conn,
+    run: &Run,
+    to: RunState,
+    actor: Actor,
+    reason: &str,
+    now: i64,
+    fx: &Effects<'_>,
+) -> Result<(), StoreError> {
+    if transition(c, run.into(), to, actor, reason, now, fx).await? {
+        Ok(())
+    } else {
+        Err(changed_meanwhile(&run.id))
+    }
+}
+
+/// The run as stored after a change, for the caller's answer and notifications.
+async fn reread(c: &mut Conn, run_id: &str, from: RunState) -> Result<Changed, StoreError> {
+    let (run, queue_id) = fetch_run(c, run_id).await?;
+    Ok(Changed {
+        run,
+        queue_id,
+        from,
+    })
+}
+
+/// Puts a held run back in its queue (lease lapse, release, restart, lost agent,
+/// preemption), or fails it when it was handed to agents more than `max_requeues`
+/// times over. Returns the state it went to, `None` if another writer moved it first.
+pub(crate) async fn requeue(
+    c: &mut Conn,
+    run: &Run,
+    actor: Actor,
+    reason: &str,
+    now: i64,
+    max_requeues: u32,
+) -> Result<Option<RunState>, StoreError> {
+    if run.attempts > max_requeues {
+        let msg = format!(
+            "{reason}; the run was handed to agents {} times without completing, so it is failed instead of re-queued (this server re-queues a run at most {max_requeues} times)",
+            run.attempts
+        );
+        return fail(c, run, &msg, now).await;
+    }
+    let moved = transition(
+        c,
+        run.into(),
+        RunState::Queued,
+        actor,
+        reason,
+        now,
+        &Effects::default(),
+    )
+    .await?;
+    Ok(moved.then_some(RunState::Queued))
+}
+
+/// Fails a run for the server, with an agent-stage failure saying why.
+async fn fail(
+    c: &mut Conn,
+    run: &Run,
+    msg: &str,
+    now: i64,
+) -> Result<Option<RunState>, StoreError> {
+    let fx = Effects {
+        failure: Some(Failure {
+            stage: FailureStage::Agent,
+            message: msg.to_string(),
+            log_tail: vec![],
+        }),
+        ..Effects::default()
+    };
+    let moved = transition(
+        c,
+        run.into(),
+        RunState::Failed,
+        Actor::Server,
+        msg,
+        now,
+        &fx,
+    )
+    .await?;
+    Ok(moved.then_some(RunState::Failed))
+}
+
+// ---------------------------------------------------------------------------------
+// Launches.
 
 /// The run a launch stores, as it is stored.
 pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
@@ -107,9 +407,94 @@ pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
     }
 }
 
+/// One multi-row INSERT of launches. (The transitions come from the trigger.)
+async fn insert_runs(c: &mut Conn, rows: &[(&NewRun, i64)]) -> Result<(), StoreError> {
+    let mut sql = String::from(
+        "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
+         priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at) VALUES ",
+    );
+    let queued = state_lit(RunState::Queued);
+    for n in 0..rows.len() {
+        let b = n * 14;
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        let p: Vec<String> = (1..=14).map(|i| format!("${}", b + i)).collect();
+        sql += &format!(
+            "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {queued}, {}, 'user', {}, {}, {})",
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            p[4],
+            p[5],
+            p[6],
+            p[7],
+            p[8],
+            p[9],
+            p[10],
+            p[11],
+            p[12],
+            p[13],
+            p[13]
+        );
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(&sql[..]));
+    for (r, now) in rows {
+        let rank = r.priority.rank();
+        q = q
+            .bind(r.id.clone())
+            .bind(r.queue_id.clone())
+            .bind(r.entity.clone())
+            .bind(r.queue_name.clone())
+            .bind(r.project.clone())
+            .bind(r.name.clone())
+            .bind(serde_json::to_string(&r.spec).expect("serialisable"))
+            .bind(r.resource.as_str())
+            .bind(r.resource_config.to_string())
+            .bind(rank)
+            .bind(super::queues::effective_priority(r.prioritize, rank))
+            .bind(format!("launched by {}", r.created_by))
+            .bind(r.created_by.clone())
+            .bind(*now);
+    }
+    q.execute(&mut *c).await?;
+    Ok(())
+}
+
+/// One launch that hands an artifact over: the run and the blob reference together,
+/// in a savepoint, so that a failure leaves neither.
+async fn insert_with_hand_over(c: &mut Conn, r: &NewRun, now: i64) -> Result<(), StoreError> {
+    sqlx::raw_sql("SAVEPOINT launch_hand_over")
+        .execute(&mut *c)
+        .await?;
+    let r2 = async {
+        if let Some(digest) = &r.hand_over {
+            super::blobs::insert_blob_ref(c, digest, &r.entity, now).await?;
+        }
+        insert_runs(c, &[(r, now)]).await
+    }
+    .await;
+    match r2 {
+        Ok(()) => {
+            sqlx::raw_sql("RELEASE launch_hand_over")
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        }
+        Err(e) => {
+            sqlx::raw_sql("ROLLBACK TO launch_hand_over; RELEASE launch_hand_over")
+                .execute(&mut *c)
+                .await?;
+            Err(e)
+        }
+    }
+}
+
 /// Inserts launches with as few statements as possible: one query for which of their
-/// queues still exist, then multi-row INSERTs. A launch onto a deleted queue gets its
-/// own error; the others go through. (The transitions come from the trigger.)
+/// queues still exist, then multi-row INSERTs (a launch that hands an artifact over
+/// goes alone, with its blob reference). A launch onto a deleted queue gets its own
+/// error; the others go through.
 pub(crate) async fn insert_launches(
     c: &mut Conn,
     launches: Vec<(NewRun, i64)>,
@@ -126,74 +511,30 @@ pub(crate) async fn insert_launches(
     let existing: std::collections::HashSet<String> =
         q.fetch_all(&mut *c).await?.into_iter().collect();
     let mut out: Vec<Option<Result<Run, StoreError>>> = Vec::with_capacity(launches.len());
-    let mut ok: Vec<(usize, NewRun, i64)> = Vec::new();
+    let mut plain: Vec<(usize, NewRun, i64)> = Vec::new();
     for (i, (r, now)) in launches.into_iter().enumerate() {
-        if existing.contains(&r.queue_id) {
-            out.push(None);
-            ok.push((i, r, now));
-        } else {
+        if !existing.contains(&r.queue_id) {
             out.push(Some(Err(StoreError::NotFound(format!(
                 "queue {}/{} was deleted; launch onto another queue",
                 r.entity, r.queue_name
             )))));
+        } else if r.hand_over.is_some() {
+            let res = insert_with_hand_over(c, &r, now).await;
+            out.push(Some(res.map(|()| queued_run(r, now))));
+        } else {
+            out.push(None);
+            plain.push((i, r, now));
         }
     }
-    for chunk in ok.chunks(LAUNCH_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
-             priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at) VALUES ",
-        );
-        for (n, _) in chunk.iter().enumerate() {
-            let b = n * 14;
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            sql += &format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'queued', ${}, 'user', ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 11,
-                b + 12,
-                b + 13,
-                b + 14,
-                b + 14
-            );
-        }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(&sql[..]));
-        for (_, r, now) in chunk {
-            let rank = r.priority.rank();
-            q = q
-                .bind(r.id.clone())
-                .bind(r.queue_id.clone())
-                .bind(r.entity.clone())
-                .bind(r.queue_name.clone())
-                .bind(r.project.clone())
-                .bind(r.name.clone())
-                .bind(serde_json::to_string(&r.spec).expect("serialisable"))
-                .bind(r.resource.as_str())
-                .bind(r.resource_config.to_string())
-                .bind(rank)
-                .bind(super::queues::effective_priority(r.prioritize, rank))
-                .bind(format!("launched by {}", r.created_by))
-                .bind(r.created_by.clone())
-                .bind(*now);
-        }
-        match q.execute(&mut *c).await {
-            Ok(_) => {
+    for chunk in plain.chunks(LAUNCH_CHUNK) {
+        let rows: Vec<(&NewRun, i64)> = chunk.iter().map(|(_, r, now)| (r, *now)).collect();
+        match insert_runs(c, &rows).await {
+            Ok(()) => {
                 for (i, r, now) in chunk {
                     out[*i] = Some(Ok(queued_run(r.clone(), *now)));
                 }
             }
             Err(e) => {
-                let e = StoreError::from(e);
                 for (i, _, _) in chunk {
                     out[*i] = Some(Err(e.clone()));
                 }
@@ -206,29 +547,6 @@ pub(crate) async fn insert_launches(
         .collect())
 }
 
-pub(crate) async fn insert_transition(
-    c: &mut Conn,
-    run_id: &str,
-    from: Option<&str>,
-    to: &str,
-    at: i64,
-    actor: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO run_transitions (run_id, from_state, to_state, at, actor, reason) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(run_id)
-    .bind(from)
-    .bind(to)
-    .bind(at)
-    .bind(actor)
-    .bind(reason)
-    .execute(&mut *c)
-    .await?;
-    Ok(())
-}
-
 pub(crate) async fn fetch_run(c: &mut Conn, id: &str) -> Result<(Run, String), StoreError> {
     let row = sqlx::query(dynsql!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
         .bind(id)
@@ -238,122 +556,22 @@ pub(crate) async fn fetch_run(c: &mut Conn, id: &str) -> Result<(Run, String), S
     Ok((run_from_row(&row)?, row.try_get("queue_id")?))
 }
 
-/// Moves a run to `to`, recording the transition; `extra` sets further columns.
-pub(crate) async fn set_state(
+/// The runs an agent holds in one of `states` (a list from [`state_list`], e.g.
+/// [`HELD`]), oldest first, with their queue ids.
+pub(crate) async fn held_by(
     c: &mut Conn,
-    run: &Run,
-    to: RunState,
-    actor: Actor,
-    reason: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    set_state_full(c, run, to, actor, reason, now, &Extras::default()).await
-}
-
-/// Columns a state change may set along with the state.
-#[derive(Debug, Default)]
-pub(crate) struct Extras {
-    pub exit_code: Option<i32>,
-    pub failure: Option<String>,
-    pub stop_requested: bool,
-}
-
-/// Moves a run to `to` (checked), sets `extras`, records the transition: two statements.
-pub(crate) async fn set_state_full(
-    c: &mut Conn,
-    run: &Run,
-    to: RunState,
-    actor: Actor,
-    reason: &str,
-    now: i64,
-    extras: &Extras,
-) -> Result<(), StoreError> {
-    check_transition(run.state, to, actor)?;
-    let ended = to.is_terminal().then_some(now);
-    let started = (to == RunState::Running && run.started_at.is_none()).then_some(now);
-    let n = sqlx::query(
-        "UPDATE runs SET state = $1, state_reason = $2, state_actor = $11, updated_at = $3, \
-         ended_at = COALESCE($4, ended_at), started_at = COALESCE($5, started_at), \
-         lease_expires_at = CASE WHEN $1 = 'claimed' THEN lease_expires_at ELSE NULL END, \
-         unknown_since = CASE WHEN $1 = 'unknown' THEN $3 ELSE NULL END, \
-         exit_code = COALESCE($8, exit_code), failure = COALESCE($9, failure), \
-         stop_requested = CASE WHEN $10 = 1 THEN 1 ELSE stop_requested END \
-         WHERE id = $6 AND state = $7",
-    )
-    .bind(to.as_str())
-    .bind(reason)
-    .bind(now)
-    .bind(ended)
-    .bind(started)
-    .bind(&run.id)
-    .bind(run.state.as_str())
-    .bind(extras.exit_code.map(i64::from))
-    .bind(extras.failure.as_deref())
-    .bind(extras.stop_requested as i64)
-    .bind(actor.to_string())
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        // Another writer (another server replica) moved the run first.
-        return Err(StoreError::Conflict(format!(
-            "run {} changed while this request was handled; retry",
-            run.id
-        )));
-    }
-    Ok(())
-}
-
-/// Puts a claimed/held run back in its queue (lease lapse, release, lost agent,
-/// preemption), or fails it when it has been handed out too often.
-pub(crate) async fn requeue(
-    c: &mut Conn,
-    run: &Run,
-    actor: Actor,
-    reason: &str,
-    now: i64,
-    count_lapse: bool,
-) -> Result<RunState, StoreError> {
-    let lapses: i64 = sqlx::query_scalar("SELECT lapses FROM runs WHERE id = $1")
-        .bind(&run.id)
-        .fetch_one(&mut *c)
-        .await?;
-    let lapses = lapses + count_lapse as i64;
-    if lapses >= MAX_LEASE_LAPSES || run.attempts as i64 >= MAX_ATTEMPTS {
-        let msg = format!(
-            "{reason}; the run was handed to agents {} times without completing, so it is failed instead of re-queued",
-            run.attempts
-        );
-        set_state(c, run, RunState::Failed, Actor::Server, &msg, now).await?;
-        set_failure(c, &run.id, FailureStage::Agent, &msg).await?;
-        return Ok(RunState::Failed);
-    }
-    set_state(c, run, RunState::Queued, actor, reason, now).await?;
-    sqlx::query("UPDATE runs SET agent_id = NULL, agent_name = NULL, stop_pending = 0, lapses = $1 WHERE id = $2")
-        .bind(lapses)
-        .bind(&run.id)
-        .execute(&mut *c)
-        .await?;
-    Ok(RunState::Queued)
-}
-
-async fn set_failure(
-    c: &mut Conn,
-    run_id: &str,
-    stage: FailureStage,
-    message: &str,
-) -> Result<(), StoreError> {
-    let f = Failure {
-        stage,
-        message: message.to_string(),
-        log_tail: vec![],
-    };
-    sqlx::query("UPDATE runs SET failure = $1 WHERE id = $2")
-        .bind(serde_json::to_string(&f).expect("serialisable"))
-        .bind(run_id)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
+    agent_id: &str,
+    states: &str,
+) -> Result<Vec<(Run, String)>, StoreError> {
+    let rows = sqlx::query(dynsql!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE agent_id = $1 AND state IN {states} ORDER BY seq"
+    ))
+    .bind(agent_id)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((run_from_row(r)?, r.try_get("queue_id")?)))
+        .collect()
 }
 
 pub(crate) async fn issue_token(
@@ -376,8 +594,18 @@ pub(crate) async fn issue_token(
     Ok(token)
 }
 
+/// A run token as the authenticator needs it.
+#[derive(Debug, Clone)]
+pub struct RunTokenRecord {
+    pub run_id: String,
+    pub secret_hash: String,
+    pub expires_at: i64,
+    /// Revoked: its run ended, or went back to its queue (the next attempt has its own).
+    pub revoked: bool,
+}
+
 impl Store {
-    /// Enqueues a run. Durable when this returns.
+    /// Enqueues a run (with its artifact hand-over, if any). Durable when this returns.
     pub async fn launch(&self, r: NewRun, now: i64) -> Result<Run, StoreError> {
         if self.dialect() == Dialect::Sqlite {
             // Launches waiting together go into one multi-row INSERT.
@@ -417,10 +645,18 @@ impl Store {
                 let to: String = r.try_get("to_state")?;
                 let actor: String = r.try_get("actor")?;
                 Ok(Transition {
-                    from: from.map(|f| f.parse().map_err(corrupt)).transpose()?,
-                    to: to.parse().map_err(corrupt)?,
+                    from: from
+                        .map(|f| {
+                            f.parse()
+                                .map_err(|e| corrupt_from("run_transitions.from_state", e))
+                        })
+                        .transpose()?,
+                    to: to
+                        .parse()
+                        .map_err(|e| corrupt_from("run_transitions.to_state", e))?,
                     at: to_datetime(r.try_get("at")?),
-                    actor: serde_json::from_value(Value::String(actor)).map_err(corrupt)?,
+                    actor: serde_json::from_value(Value::String(actor))
+                        .map_err(|e| corrupt_from("run_transitions.actor", e))?,
                     reason: r.try_get("reason")?,
                 })
             })
@@ -489,7 +725,11 @@ impl Store {
 
     /// Hands up to `max` queued runs to an agent: in priority-then-FIFO order within a
     /// queue, interleaved across queues in the given order. Each gets a lease and a
-    /// run token. Durable when this returns.
+    /// run token. First, in the same transaction, the agent's session is checked and
+    /// its owner's access to every queue it serves, fresh from the database: an owner
+    /// who lost access (removed from a team, key revoked, user deleted) ends the
+    /// session here ([`StoreError::SessionEnded`]) and gets nothing. Durable when this
+    /// returns.
     pub async fn claim(
         &self,
         who: Claimer,
@@ -497,19 +737,32 @@ impl Store {
         now: i64,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         let dialect = self.dialect();
+        let max_requeues = self.options().max_requeues;
         self.write(move |c| {
             Box::pin(async move {
-                let lock = if dialect == Dialect::Postgres {
-                    " FOR UPDATE SKIP LOCKED"
-                } else {
-                    ""
+                let standing = check_agent(
+                    c,
+                    &who.agent_id,
+                    &who.session,
+                    Check::Access,
+                    now,
+                    max_requeues,
+                )
+                .await?;
+                if let Standing::Ended(e) = standing {
+                    // Commit the ending, then refuse.
+                    return Ok(Err(e));
+                }
+                if p.max == 0 {
+                    return Ok(Ok(vec![]));
+                }
+                let sql = match dialect {
+                    Dialect::Postgres => CLAIM_CANDIDATES_POSTGRES.as_str(),
+                    Dialect::Sqlite => CLAIM_CANDIDATES_SQLITE.as_str(),
                 };
-                let sql = format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE queue_id = $1 AND state = 'queued' ORDER BY eff_prio, seq LIMIT $2{lock}"
-                );
                 let mut candidates: Vec<std::collections::VecDeque<Run>> = Vec::new();
                 for qid in &p.queue_ids {
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(&sql[..]))
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(qid)
                         .bind(p.max as i64)
                         .fetch_all(&mut *c)
@@ -537,27 +790,30 @@ impl Store {
                 }
                 let reason = format!("claimed by agent {}", who.agent_name);
                 let lease = now + p.lease_ms;
+                let fx = Effects {
+                    holder: Some(Holder {
+                        agent_id: &who.agent_id,
+                        agent_name: &who.agent_name,
+                        lease_expires_at: lease,
+                    }),
+                    ..Effects::default()
+                };
                 let mut out = Vec::with_capacity(picked.len());
                 for mut run in picked {
-                    let id = run.id.clone();
-                    let n = sqlx::query(
-                        "UPDATE runs SET state = 'claimed', state_reason = $1, state_actor = 'server', updated_at = $2, agent_id = $3, \
-                         agent_name = $4, lease_expires_at = $5, attempts = attempts + 1, stop_pending = 0 \
-                         WHERE id = $6 AND state = 'queued'",
+                    let moved = transition(
+                        c,
+                        (&run).into(),
+                        RunState::Claimed,
+                        Actor::Server,
+                        &reason,
+                        now,
+                        &fx,
                     )
-                    .bind(&reason)
-                    .bind(now)
-                    .bind(&who.agent_id)
-                    .bind(&who.agent_name)
-                    .bind(lease)
-                    .bind(&id)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                    if n == 0 {
+                    .await?;
+                    if !moved {
                         continue;
                     }
-                    let token = issue_token(c, &id, now, p.token_ttl_ms).await?;
+                    let token = issue_token(c, &run.id, now, p.token_ttl_ms).await?;
                     // The stored row, without reading it back.
                     run.state = RunState::Claimed;
                     run.state_reason = reason.clone();
@@ -573,10 +829,10 @@ impl Store {
                         lease_expires_at: Some(to_datetime(lease)),
                     });
                 }
-                Ok(out)
+                Ok(Ok(out))
             })
         })
-        .await
+        .await?
     }
 
     /// An agent reports progress on a run it holds.
@@ -589,9 +845,10 @@ impl Store {
     ) -> Result<Changed, StoreError> {
         let run_id = run_id.to_string();
         let agent_id = agent_id.to_string();
+        let max_requeues = self.options().max_requeues;
         self.write(move |c| {
             Box::pin(async move {
-                check_session(c, &agent_id, &u.session).await?;
+                check_agent(c, &agent_id, &u.session, Check::Session, now, max_requeues).await?;
                 let (run, queue_id) = fetch_run(c, &run_id).await?;
                 if run.agent.as_ref().map(|a| a.id.as_str()) != Some(agent_id.as_str()) {
                     return Err(StoreError::Conflict(format!(
@@ -611,41 +868,36 @@ impl Store {
                 if u.state == RunState::Queued {
                     // Preemption or release: back in the queue, or failed if handed out too often.
                     check_transition(run.state, RunState::Queued, Actor::Agent)?;
-                    requeue(c, &run, Actor::Agent, &reason, now, false).await?;
-                } else {
-                    let extras = Extras {
-                        exit_code: u.exit_code,
-                        failure: u
-                            .failure
-                            .as_ref()
-                            .map(|f| serde_json::to_string(f).expect("serialisable")),
-                        stop_requested: u.state == RunState::Stopping,
-                    };
-                    set_state_full(c, &run, u.state, Actor::Agent, &reason, now, &extras).await?;
-                    // The stored run, without reading it back.
-                    let mut r = run;
-                    let at = to_datetime(now);
-                    if u.state == RunState::Running && r.started_at.is_none() {
-                        r.started_at = Some(at);
-                    }
-                    if u.state.is_terminal() {
-                        r.ended_at = Some(at);
-                    }
-                    r.state = u.state;
-                    r.state_reason = reason;
-                    r.updated_at = at;
-                    r.exit_code = u.exit_code.or(r.exit_code);
-                    r.failure = u.failure.or(r.failure);
-                    r.stop_requested |= u.state == RunState::Stopping;
-                    return Ok(Changed {
-                        run: r,
-                        queue_id,
-                        from,
-                    });
+                    requeue(c, &run, Actor::Agent, &reason, now, max_requeues)
+                        .await?
+                        .ok_or_else(|| changed_meanwhile(&run_id))?;
+                    return reread(c, &run_id, from).await;
                 }
-                let (run, _) = fetch_run(c, &run_id).await?;
+                let fx = Effects {
+                    exit_code: u.exit_code,
+                    failure: u.failure.clone(),
+                    stop_requested: u.state == RunState::Stopping,
+                    ..Effects::default()
+                };
+                transition_or_conflict(c, &run, u.state, Actor::Agent, &reason, now, &fx).await?;
+
+                // The stored run, without reading it back.
+                let mut r = run;
+                let at = to_datetime(now);
+                if u.state == RunState::Running && r.started_at.is_none() {
+                    r.started_at = Some(at);
+                }
+                if u.state.is_terminal() {
+                    r.ended_at = Some(at);
+                }
+                r.state = u.state;
+                r.state_reason = reason;
+                r.updated_at = at;
+                r.exit_code = u.exit_code.or(r.exit_code);
+                r.failure = u.failure.or(r.failure);
+                r.stop_requested |= u.state == RunState::Stopping;
                 Ok(Changed {
-                    run,
+                    run: r,
                     queue_id,
                     from,
                 })
@@ -665,30 +917,35 @@ impl Store {
         let reason = format!("cancelled by {by}");
         self.write(move |c| {
             Box::pin(async move {
-                let (run, queue_id) = fetch_run(c, &run_id).await?;
-                let from = run.state;
-                set_state(c, &run, RunState::Cancelled, Actor::User, &reason, now).await?;
-                if from == RunState::Claimed {
-                    // The agent may be about to start it: tell it.
-                    sqlx::query(
-                        "UPDATE runs SET stop_pending = 1, stop_requested = 1 WHERE id = $1",
-                    )
-                    .bind(&run_id)
-                    .execute(&mut *c)
-                    .await?;
-                }
                 let (run, _) = fetch_run(c, &run_id).await?;
-                Ok(Changed {
-                    run,
-                    queue_id,
-                    from,
-                })
+                let from = run.state;
+                // A claimed run's agent may be about to start it: tell it.
+                let tell = from == RunState::Claimed;
+                let fx = Effects {
+                    stop_requested: tell,
+                    stop_pending: tell.then_some(true),
+                    ..Effects::default()
+                };
+                transition_or_conflict(
+                    c,
+                    &run,
+                    RunState::Cancelled,
+                    Actor::User,
+                    &reason,
+                    now,
+                    &fx,
+                )
+                .await?;
+                reread(c, &run_id, from).await
             })
         })
         .await
     }
 
-    /// Asks the agent holding a run to stop it.
+    /// Asks the agent holding a run to stop it. A run already `stopping` keeps its
+    /// state; an `unknown` one (its agent is away) keeps its state too and records the
+    /// request (the flag and the reason, not a transition): the agent sees it when it
+    /// re-adopts the run.
     pub async fn request_stop(
         &self,
         run_id: &str,
@@ -703,35 +960,42 @@ impl Store {
         };
         self.write(move |c| {
             Box::pin(async move {
-                let (run, queue_id) = fetch_run(c, &run_id).await?;
+                let (run, _) = fetch_run(c, &run_id).await?;
                 let from = run.state;
                 match run.state {
-                    RunState::Stopping => {}
-                    RunState::Unknown => {
-                        // The agent is away; it will see the request when it re-adopts.
-                        insert_transition(
-                            c,
-                            &run_id,
-                            Some("unknown"),
-                            "unknown",
-                            now,
-                            "user",
-                            &reason,
+                    RunState::Stopping | RunState::Unknown => {
+                        let note = if run.state == RunState::Unknown {
+                            Some(reason.as_str())
+                        } else {
+                            None
+                        };
+                        let n = sqlx::query(
+                            "UPDATE runs SET stop_requested = 1, stop_pending = 1, \
+                             state_reason = COALESCE($1, state_reason), updated_at = $2 \
+                             WHERE id = $3 AND state = $4",
                         )
-                        .await?;
+                        .bind(note)
+                        .bind(now)
+                        .bind(&run_id)
+                        .bind(run.state.as_str())
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                        if n == 0 {
+                            return Err(changed_meanwhile(&run_id));
+                        }
                     }
-                    _ => set_state(c, &run, RunState::Stopping, Actor::User, &reason, now).await?,
+                    _ => {
+                        let fx = Effects {
+                            stop_requested: true,
+                            stop_pending: Some(true),
+                            ..Effects::default()
+                        };
+                        let to = RunState::Stopping;
+                        transition_or_conflict(c, &run, to, Actor::User, &reason, now, &fx).await?;
+                    }
                 }
-                sqlx::query("UPDATE runs SET stop_requested = 1, stop_pending = 1 WHERE id = $1")
-                    .bind(&run_id)
-                    .execute(&mut *c)
-                    .await?;
-                let (run, _) = fetch_run(c, &run_id).await?;
-                Ok(Changed {
-                    run,
-                    queue_id,
-                    from,
-                })
+                reread(c, &run_id, from).await
             })
         })
         .await
@@ -764,29 +1028,28 @@ impl Store {
 
     /// Every run of the agent whose stop was requested and which has not ended.
     pub async fn requested_stops(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE agent_id = $1 AND stop_requested = 1 \
-             AND state IN ('claimed','building','starting','running','stopping','unknown')",
+        Ok(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(REQUESTED_STOPS.as_str()))
+                .bind(agent_id)
+                .fetch_all(self.reader())
+                .await?,
         )
-        .bind(agent_id)
-        .fetch_all(self.reader())
-        .await?)
     }
 
-    /// Returns runs whose claim lease lapsed to their queue. Returns the queue ids
-    /// that got runs back.
+    /// Returns runs whose claim lease lapsed to their queue (or fails those handed out
+    /// too often). Returns the queue ids that got runs back.
     pub async fn expire_leases(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let max_requeues = self.options().max_requeues;
         self.write(move |c| {
             Box::pin(async move {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE state = 'claimed' AND lease_expires_at < $1",
-                )
-                .bind(now)
-                .fetch_all(&mut *c)
-                .await?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(LAPSED_LEASES.as_str()))
+                    .bind(now)
+                    .fetch_all(&mut *c)
+                    .await?;
                 let mut queues = Vec::new();
-                for id in ids {
-                    let (run, qid) = fetch_run(c, &id).await?;
+                for row in rows {
+                    let run = run_from_row(&row)?;
+                    let qid: String = row.try_get("queue_id")?;
                     let agent = run
                         .agent
                         .as_ref()
@@ -794,8 +1057,8 @@ impl Store {
                         .unwrap_or_default();
                     let reason =
                         format!("lease lapsed: agent {agent} did not confirm the claim in time");
-                    if requeue(c, &run, Actor::Server, &reason, now, true).await?
-                        == RunState::Queued
+                    if requeue(c, &run, Actor::Server, &reason, now, max_requeues).await?
+                        == Some(RunState::Queued)
                     {
                         queues.push(qid);
                     }
@@ -810,41 +1073,43 @@ impl Store {
     pub async fn fail_unknown(&self, now: i64, grace_ms: i64) -> Result<usize, StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE state = 'unknown' AND unknown_since < $1",
-                )
-                .bind(now - grace_ms)
-                .fetch_all(&mut *c)
-                .await?;
-                for id in &ids {
-                    let (run, _) = fetch_run(c, id).await?;
+                let rows = sqlx::query(sqlx::AssertSqlSafe(UNKNOWN_PAST_GRACE.as_str()))
+                    .bind(now - grace_ms)
+                    .fetch_all(&mut *c)
+                    .await?;
+                let mut n = 0;
+                for row in rows {
+                    let run = run_from_row(&row)?;
                     let msg = format!(
                         "agent lost: agent {} stopped sending heartbeats and did not come back within {}s",
                         run.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("?"),
                         grace_ms / 1000
                     );
-                    set_state(c, &run, RunState::Failed, Actor::Server, &msg, now).await?;
-                    set_failure(c, id, FailureStage::Agent, &msg).await?;
+                    if fail(c, &run, &msg, now).await?.is_some() {
+                        n += 1;
+                    }
                 }
-                Ok(ids.len())
+                Ok(n)
             })
         })
         .await
     }
 
-    /// (run id, secret hash, expiry) of a run token.
-    pub async fn run_token(&self, id: &str) -> Result<Option<(String, String, i64)>, StoreError> {
-        let row =
-            sqlx::query("SELECT run_id, secret_hash, expires_at FROM run_tokens WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.reader())
-                .await?;
+    /// A run token by its id.
+    pub async fn run_token(&self, id: &str) -> Result<Option<RunTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, secret_hash, expires_at, revoked_at FROM run_tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
         match row {
-            Some(r) => Ok(Some((
-                r.try_get("run_id")?,
-                r.try_get("secret_hash")?,
-                r.try_get("expires_at")?,
-            ))),
+            Some(r) => Ok(Some(RunTokenRecord {
+                run_id: r.try_get("run_id")?,
+                secret_hash: r.try_get("secret_hash")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })),
             None => Ok(None),
         }
     }
@@ -858,24 +1123,42 @@ impl Store {
             .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
             .collect()
     }
-}
 
-/// Checks that `session` is the agent's current registration.
-pub(crate) async fn check_session(
-    c: &mut Conn,
-    agent_id: &str,
-    session: &str,
-) -> Result<(), StoreError> {
-    let current: Option<String> = sqlx::query_scalar("SELECT session FROM agents WHERE id = $1")
-        .bind(agent_id)
-        .fetch_optional(&mut *c)
-        .await?;
-    match current {
-        None => Err(StoreError::NotFound(format!("no agent with id {agent_id:?}"))),
-        Some(s) if s == session => Ok(()),
-        Some(_) => Err(StoreError::Superseded(
-            "this agent session was replaced by a newer registration under the same name; this process must stop".into(),
-        )),
+    /// The states the database's `CHECK` constraint on `runs.state` admits, as the
+    /// schema declares them (for tests and diagnostics: it must equal
+    /// [`RunState::ALL`]).
+    pub async fn state_constraint(&self) -> Result<Vec<String>, StoreError> {
+        let def: Option<String> = match self.dialect() {
+            Dialect::Sqlite => {
+                let sql: Option<String> = sqlx::query_scalar(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                sql.and_then(|s| {
+                    let start = s.find("runs_state_check")?;
+                    let rest = &s[start..];
+                    let end = rest.find("))")?;
+                    Some(rest[..end].to_string())
+                })
+            }
+            Dialect::Postgres => {
+                sqlx::query_scalar(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'runs_state_check'",
+                )
+                .fetch_optional(self.reader())
+                .await?
+            }
+        };
+        let def =
+            def.ok_or_else(|| corrupt("the runs table has no runs_state_check constraint"))?;
+        // Every quoted literal of the definition, in order.
+        Ok(def
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect())
     }
 }
 
@@ -909,13 +1192,14 @@ impl Store {
             );
             self.write(move |c| {
                 Box::pin(async move {
-                    sqlx::query(
+                    sqlx::query(dynsql!(
                         "WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < $1) \
                          INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
                          priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at) \
-                         SELECT 'seed-' || $2 || '-' || x, $3, $4, $5, 'bench', 'seed', $6, 'local-process', '{}', \
-                         2, 0, 'queued', 'seeded by hoist bench', 'server', 'bench', $7, $7 FROM cnt",
-                    )
+                         SELECT 'seed-' || $2 || '-' || x, $3, $4, $5, 'bench', 'seed', $6, 'local-process', '{{}}', \
+                         2, 0, {queued}, 'seeded by hoist bench', 'server', 'bench', $7, $7 FROM cnt",
+                        queued = state_lit(RunState::Queued)
+                    ))
                     .bind(chunk as i64)
                     .bind(&tag)
                     .bind(&qid)

@@ -5,23 +5,65 @@ use hoist_server::store::Store;
 
 pub struct Db {
     pub store: Store,
+    /// The database URL the store was opened with.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
-    /// (server URL, database name) of a PostgreSQL test database, dropped after use.
-    pg: Option<(String, String)>,
+    pg: Option<PgDb>,
 }
 
 impl Db {
     pub async fn drop_pg(self) {
         self.store.close().await;
-        if let Some((base, name)) = self.pg {
-            use sqlx::Connection;
-            if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut c)
-                .await;
+        if let Some(pg) = self.pg {
+            pg.drop_db().await;
+        }
+    }
+}
+
+/// A fresh, empty PostgreSQL database (no schema yet), dropped with [`PgDb::drop_db`].
+pub struct PgDb {
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl PgDb {
+    /// None when no server is configured (an error when the test environment says
+    /// services are required).
+    pub async fn create() -> Option<PgDb> {
+        let Ok(base) = std::env::var("HOIST_TEST_DATABASE_URL") else {
+            if std::env::var("HOIST_TEST_REQUIRE_SERVICES").is_ok() {
+                panic!("HOIST_TEST_DATABASE_URL is not set but services are required");
             }
+            eprintln!("skipping the PostgreSQL variant: HOIST_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to test PostgreSQL");
+        let name = format!("hoist_t_{}", hoist_server::secrets::new_id(10));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        Some(PgDb {
+            url: format!("{prefix}/{name}"),
+            base,
+            name,
+        })
+    }
+
+    pub async fn drop_db(self) {
+        use sqlx::Connection;
+        if let Ok(mut c) = sqlx::PgConnection::connect(&self.base).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut c)
+            .await;
         }
     }
 }
@@ -31,37 +73,30 @@ pub async fn sqlite() -> Db {
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     Db {
         store: Store::open(&url).await.unwrap(),
+        url,
         _dir: Some(dir),
         pg: None,
     }
 }
 
-/// A fresh PostgreSQL database, or None when no server is configured (an error when
-/// the test environment says services are required).
+/// A fresh PostgreSQL database with the store opened on it, or None (see
+/// [`PgDb::create`]).
 pub async fn postgres() -> Option<Db> {
-    let Ok(base) = std::env::var("HOIST_TEST_DATABASE_URL") else {
-        if std::env::var("HOIST_TEST_REQUIRE_SERVICES").is_ok() {
-            panic!("HOIST_TEST_DATABASE_URL is not set but services are required");
-        }
-        eprintln!("skipping the PostgreSQL variant: HOIST_TEST_DATABASE_URL is not set");
-        return None;
-    };
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to test PostgreSQL");
-    let name = format!("hoist_t_{}", hoist_server::secrets::new_id(10));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{prefix}/{name}");
+    let pg = PgDb::create().await?;
     Some(Db {
-        store: Store::open(&url).await.unwrap(),
+        store: Store::open(&pg.url).await.unwrap(),
+        url: pg.url.clone(),
         _dir: None,
-        pg: Some((base, name)),
+        pg: Some(pg),
     })
+}
+
+/// A plain connection to a test database, for what no store method does (breaking
+/// the schema's rules on purpose, changing rows behind the server's back).
+pub async fn raw(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url).await.unwrap()
 }
 
 /// `both!(f)`: tests `f(store)` on SQLite and on PostgreSQL.
@@ -77,6 +112,27 @@ macro_rules! both {
             async fn postgres() {
                 if let Some(db) = $crate::common::db::postgres().await {
                     super::$name(db.store.clone()).await;
+                    db.drop_pg().await;
+                }
+            }
+        }
+    };
+}
+
+/// `both_db!(f)`: tests `f(&db)` on SQLite and on PostgreSQL, for tests that need the
+/// database URL too.
+#[allow(unused_macros)]
+macro_rules! both_db {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(&$crate::common::db::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(db) = $crate::common::db::postgres().await {
+                    super::$name(&db).await;
                     db.drop_pg().await;
                 }
             }

@@ -67,6 +67,35 @@ impl TestServer {
         self.client(u.api_key.secret.expose())
     }
 
+    /// The server's state (its store, dispatch, clock).
+    pub fn state(&self) -> &hoist_server::api::AppState {
+        &self.server.as_ref().expect("running").state
+    }
+
+    /// Waits (up to 20 s) until at least `n` waiters of a kind are parked: they have
+    /// read the store and only a wake-up (or their deadline) moves them now.
+    pub async fn wait_parked(&self, who: hoist_server::dispatch::Waiter, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.state().dispatch.parked(who) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {n} {who:?} waiters parked after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `/metrics`, with an optional bearer key.
+    pub async fn metrics(&self, key: Option<&str>) -> String {
+        let mut r = reqwest::Client::new().get(format!("{}/metrics", self.url));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
@@ -120,6 +149,40 @@ pub async fn claim(c: &Client, s: &AgentSession, max: u32, wait: Duration) -> Cl
     )
     .await
     .unwrap()
+}
+
+/// A claim as `session` of agent `agent_id` (any session, valid or not).
+pub async fn try_claim(
+    c: &Client,
+    agent_id: &str,
+    session: &str,
+    wait_ms: u64,
+) -> Result<ClaimResponse, hoist_client::ClientError> {
+    c.claim(
+        agent_id,
+        &ClaimRequest {
+            session: session.to_string(),
+            max: 1,
+            wait_ms,
+        },
+    )
+    .await
+}
+
+/// A heartbeat with no running runs as `session` of agent `agent_id`.
+pub async fn try_heartbeat(
+    c: &Client,
+    agent_id: &str,
+    session: &str,
+) -> Result<HeartbeatResponse, hoist_client::ClientError> {
+    c.heartbeat(
+        agent_id,
+        &Heartbeat {
+            session: session.to_string(),
+            running: vec![],
+        },
+    )
+    .await
 }
 
 pub async fn report(

@@ -1,4 +1,4 @@
-//! `hoist user create|list|show`.
+//! `hoist user create|list|show|delete`.
 
 use hoist_core::api::{CreateUser, User};
 
@@ -14,6 +14,10 @@ pub enum UserCmd {
     List,
     /// Show a user and their teams.
     Show(NameArg),
+    /// Delete a user (admins only): their API keys stop working, their agents'
+    /// sessions end and they leave their teams; the name stays reserved.
+    #[command(visible_alias = "rm")]
+    Delete(NameArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +70,13 @@ pub async fn run(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<()> {
                 ]);
             }
             t.print()
+        }
+        UserCmd::Delete(a) => {
+            client.delete_user(&a.name).await?;
+            if !ctx.json() {
+                out(&format!("Deleted user {}.", a.name))?;
+            }
+            Ok(())
         }
         UserCmd::Show(a) => {
             let u = client.get_user(&a.name).await?;

@@ -281,6 +281,34 @@ impl World {
             .ok();
     }
 
+    /// An aggregate gauge of the server's `/metrics` (no key needed), e.g.
+    /// `hoist_log_followers`.
+    pub fn gauge(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no gauge {name} in /metrics:\n{text}"))
+    }
+
+    /// Waits (up to 20 s) until the gauge `name` is at least `n`: e.g. until a
+    /// `--wait`ing CLI has read the log and parked, waiting for a wake-up.
+    pub fn wait_gauge(&self, name: &str, n: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.gauge(name) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed below {n} for 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn admin_key_text(&self) -> String {
         std::fs::read_to_string(&self.admin_key)
             .expect("admin key")
@@ -500,6 +528,24 @@ impl Run {
             );
         }
     }
+}
+
+/// The child's output once it exits; a failure if it is still running after `within`
+/// (then it was not woken).
+pub fn exit_within(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the waiting CLI was not woken: still running after {within:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 pub fn mode_of(p: &Path) -> u32 {
