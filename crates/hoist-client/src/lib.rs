@@ -286,8 +286,20 @@ impl Client {
     // -- queues --------------------------------------------------------------------
 
     pub async fn create_queue(&self, req: &CreateQueue) -> Result<Queue> {
-        self.json(self.req(Method::POST, "/api/v1/queues").json(req))
-            .await
+        self.create_queue_with(req, false).await
+    }
+    /// [`Client::create_queue`]; `allow_privileged` asks (as an admin) to accept a
+    /// config with privileged settings.
+    pub async fn create_queue_with(
+        &self,
+        req: &CreateQueue,
+        allow_privileged: bool,
+    ) -> Result<Queue> {
+        let mut r = self.req(Method::POST, "/api/v1/queues").json(req);
+        if allow_privileged {
+            r = r.query(&[("allow_privileged", true)]);
+        }
+        self.json(r).await
     }
     pub async fn list_queues(&self, entity: Option<&str>) -> Result<Vec<Queue>> {
         let mut r = self.req(Method::GET, "/api/v1/queues");
@@ -304,14 +316,27 @@ impl Client {
         .await
     }
     pub async fn update_queue(&self, entity: &str, name: &str, req: &UpdateQueue) -> Result<Queue> {
-        self.json(
-            self.req(
+        self.update_queue_with(entity, name, req, false).await
+    }
+    /// [`Client::update_queue`]; `allow_privileged` asks (as an admin) to accept a
+    /// config with new privileged settings.
+    pub async fn update_queue_with(
+        &self,
+        entity: &str,
+        name: &str,
+        req: &UpdateQueue,
+        allow_privileged: bool,
+    ) -> Result<Queue> {
+        let mut r = self
+            .req(
                 Method::PATCH,
                 &format!("/api/v1/queues/{}/{}", seg(entity), seg(name)),
             )
-            .json(req),
-        )
-        .await
+            .json(req);
+        if allow_privileged {
+            r = r.query(&[("allow_privileged", true)]);
+        }
+        self.json(r).await
     }
     pub async fn delete_queue(&self, entity: &str, name: &str, force: bool) -> Result<()> {
         self.empty(

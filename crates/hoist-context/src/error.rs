@@ -70,6 +70,32 @@ pub enum ContextError {
     /// The archive is not a (gzipped) tar, or is truncated.
     #[error("invalid archive: {message}")]
     Corrupt { message: String },
+    /// The gzip stream unpacks to more than `max_ratio` times its size: a
+    /// decompression bomb, or files so repetitive they do not belong in a build
+    /// context.
+    #[error(
+        "the archive unpacks to more than {max_ratio} times its compressed size ({} from {} read so far), which is refused as a decompression bomb; leave huge repetitive files (zeros, logs, data sets) out with .hoistignore",
+        human_bytes(*unpacked),
+        human_bytes(*packed)
+    )]
+    CompressionRatio {
+        unpacked: u64,
+        packed: u64,
+        max_ratio: u64,
+    },
+    /// Entries that unpacking would refuse, each with its path ([`crate::inspect`]).
+    #[error("{}", unsafe_entries(problems))]
+    Unsafe { problems: Vec<ContextError> },
+}
+
+fn unsafe_entries(problems: &[ContextError]) -> String {
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!(
+        "the archive has {} unsafe entr{}: {}",
+        problems.len(),
+        if problems.len() == 1 { "y" } else { "ies" },
+        list.join("; ")
+    )
 }
 
 fn too_large(limit: u64, total: u64, biggest: &[(String, u64)]) -> String {
@@ -91,6 +117,23 @@ fn too_large(limit: u64, total: u64, biggest: &[(String, u64)]) -> String {
 }
 
 impl ContextError {
+    /// The archive entry (or packed path) the error is about, when it is about one.
+    pub fn entry(&self) -> Option<&str> {
+        match self {
+            ContextError::LinkEscapes { path, .. }
+            | ContextError::SpecialFile { path, .. }
+            | ContextError::Changed { path }
+            | ContextError::AbsolutePath { path }
+            | ContextError::ParentDir { path }
+            | ContextError::ThroughLink { path, .. }
+            | ContextError::Conflict { path, .. }
+            | ContextError::Unsupported { path, .. }
+            | ContextError::InvalidPath { path, .. } => Some(path),
+            ContextError::TooLarge { biggest, .. } => biggest.first().map(|(p, _)| p.as_str()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> ContextError {
         ContextError::Io {
             path: path.into(),

@@ -55,9 +55,16 @@
 //! outside the destination, hard links to anything but a regular file already
 //! unpacked, device files and FIFOs, writes through a symbolic link unpacked earlier,
 //! more than [`MAX_ENTRIES`] entries, and more than `max_bytes` of file data in total
-//! (a zip-bomb guard, checked against each header before its data is written).
-//! Modes are normalised as above (no setuid bits, no odd permissions); owners and
-//! times are not restored.
+//! (checked against each header before its data is written). A gzip stream that
+//! unpacks to more than [`DEFAULT_MAX_RATIO`] times its compressed size is refused as
+//! a decompression bomb while it is read, once it has unpacked to more than
+//! [`DEFAULT_RATIO_GRACE_BYTES`] (so small archives of very compressible files are
+//! fine); [`unpack_with`] takes other [`Limits`]. Modes are normalised as above (no
+//! setuid bits, no odd permissions); owners and times are not restored.
+//!
+//! [`inspect`] reads an archive the same way without writing anything and lists every
+//! entry unpacking would refuse, with its path: the server checks an uploaded code
+//! artifact with it before storing it.
 //!
 //! Unix only (modes, symbolic links).
 
@@ -67,7 +74,10 @@ mod unpack;
 
 pub use error::ContextError;
 pub use pack::{ExtraFile, GZIP_LEVEL, PackOptions, Packed, Progress, pack_dir, pack_for_build};
-pub use unpack::{MAX_ENTRIES, Unpacked, unpack};
+pub use unpack::{
+    DEFAULT_MAX_RATIO, DEFAULT_RATIO_GRACE_BYTES, Inspected, Limits, MAX_ENTRIES, Unpacked,
+    inspect, unpack, unpack_with,
+};
 
 /// The mtime of every entry: 2000-01-01T00:00:00Z.
 pub const FIXED_MTIME: u64 = 946_684_800;

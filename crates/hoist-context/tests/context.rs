@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use hoist_context::{
-    ContextError, ExtraFile, FIXED_MTIME, PackOptions, pack_dir, pack_for_build, unpack,
+    ContextError, ExtraFile, FIXED_MTIME, Limits, PackOptions, inspect, pack_dir, pack_for_build,
+    unpack,
 };
 use proptest::prelude::*;
 
@@ -497,6 +498,10 @@ fn unpack_refuses_hostile_archives() {
             "invalid archive",
         ),
     ];
+    let limits = Limits {
+        max_bytes: Some(1000),
+        ..Limits::default()
+    };
     for (name, tar, expected) in cases {
         for bytes in [tar.clone(), gz(&tar)] {
             let dest = tempfile::tempdir().unwrap();
@@ -505,8 +510,61 @@ fn unpack_refuses_hostile_archives() {
             assert!(msg.contains(expected), "{name}: {msg}");
             // Nothing was written outside the destination.
             assert!(!dest.path().join("evil").exists(), "{name}");
+            // Inspecting refuses the same, writing nothing.
+            let e = inspect(&bytes[..], &limits).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(expected), "inspect {name}: {msg}");
         }
     }
+}
+
+#[test]
+fn inspect_lists_every_unsafe_entry() {
+    use tar::EntryType::*;
+    let tar = raw_tar(&[
+        ("ok.txt", Regular, "", b"fine"),
+        ("/etc/cron.d/x", Regular, "", b"x"),
+        ("d/../../x", Regular, "", b"x"),
+        ("l", Symlink, "/", b""),
+        ("null", Char, "", b""),
+        ("in", Symlink, "ok.txt", b""),
+        ("hard", Link, "ok.txt", b""),
+    ]);
+    let e = inspect(&gz(&tar)[..], &Limits::default()).unwrap_err();
+    let ContextError::Unsafe { problems } = &e else {
+        panic!("{e:?}")
+    };
+    let entries: Vec<Option<&str>> = problems.iter().map(ContextError::entry).collect();
+    assert_eq!(
+        entries,
+        [
+            Some("/etc/cron.d/x"),
+            Some("d/../../x"),
+            Some("l"),
+            Some("null")
+        ]
+    );
+    assert!(
+        e.to_string()
+            .starts_with("the archive has 4 unsafe entries: "),
+        "{e}"
+    );
+    // The benign part alone passes, and nothing was written anywhere.
+    let ok = raw_tar(&[
+        ("ok.txt", Regular, "", b"fine"),
+        ("in", Symlink, "ok.txt", b""),
+        ("hard", Link, "ok.txt", b""),
+    ]);
+    let i = inspect(&gz(&ok)[..], &Limits::default()).unwrap();
+    assert_eq!(
+        i,
+        hoist_context::Inspected {
+            files: 2,
+            dirs: 0,
+            symlinks: 1,
+            bytes: 4
+        }
+    );
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub enum ErrorCode {
     UnknownSession,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// An uploaded code artifact is not a safe `.tar.gz` (entries outside the archive,
+    /// links out, devices, a decompression bomb…).
+    InvalidArtifact,
     /// The server is shutting down or its store is unavailable.
     Unavailable,
     /// A bug or an unexpected failure on the server; details are in its log.
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::UnknownSession => "unknown_session",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidArtifact => "invalid_artifact",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -373,8 +377,6 @@ pub struct Blob {
     /// `sha256:<hex>`.
     pub digest: String,
     pub size: u64,
-    /// False when the same content was stored before (nothing new was written).
-    pub created: bool,
 }
 
 /// Enqueue a run.

@@ -8,6 +8,14 @@
 //! into the config: a string that is exactly one placeholder becomes the typed value
 //! (`replicas: "{{n}}"` → `replicas: 2`), a placeholder inside a longer string is
 //! replaced by its text.
+//!
+//! Values are launch-time input: anyone who may launch on the queue gives them. The
+//! agent expands `${NAME}` macros from its own environment in the resulting config, so
+//! values are escaped for that expansion ([`escape_macros`]: the agent reads `$${` as a
+//! literal `${`), including where a value meets the owner's text (a value ending in `$`
+//! before owner text starting with `{`, owner text ending in `$` or opening `${`
+//! before a value). Macros come only from the queue owner's text. A run's resource args
+//! go through [`escape_macros_in`] before they are merged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -477,6 +485,8 @@ pub fn resolve_values(
     }
 }
 
+/// Substitutes placeholders in an object key: plain text (the agent does not expand
+/// macros in keys).
 fn substitute_text(s: &str, values: &BTreeMap<String, Value>) -> String {
     PLACEHOLDER
         .replace_all(s, |caps: &Captures<'_>| match values.get(&caps[1]) {
@@ -486,10 +496,38 @@ fn substitute_text(s: &str, values: &BTreeMap<String, Value>) -> String {
         .into_owned()
 }
 
+/// Substitutes placeholders in a string value: the owner's text keeps its macros, the
+/// values are written so that the agent's macro expansion yields them literally (see
+/// [`escape_macros`]).
+fn substitute_value_text(s: &str, values: &BTreeMap<String, Value>) -> String {
+    let mut atoms = Vec::new();
+    let mut last = 0;
+    let mut replaced = false;
+    for caps in PLACEHOLDER.captures_iter(s) {
+        let m = caps.get(0).expect("whole match");
+        let Some(v) = values.get(&caps[1]) else {
+            continue;
+        };
+        replaced = true;
+        owner_atoms(&s[last..m.start()], &mut atoms);
+        atoms.extend(text(v).chars().map(Atom::Lit));
+        last = m.end();
+    }
+    if !replaced {
+        return s.to_string();
+    }
+    owner_atoms(&s[last..], &mut atoms);
+    encode(&atoms)
+}
+
 /// Puts the values into the config: a string that is exactly one placeholder (spaces
 /// around it allowed) becomes the typed value, a placeholder inside a longer string or
 /// in an object key is replaced by its text. Placeholders without a value stay as they
 /// are. When two keys become the same, the later entry wins.
+///
+/// Values are launch-time input, never macros: in string values they are written so
+/// that the agent's `${…}` expansion yields them as they are, even next to the queue
+/// owner's text (see [`escape_macros`]); the owner's own macros keep working.
 pub fn substitute(config: &Value, values: &BTreeMap<String, Value>) -> Value {
     match config {
         Value::String(s) => {
@@ -497,9 +535,12 @@ pub fn substitute(config: &Value, values: &BTreeMap<String, Value>) -> Value {
                 && caps.get(0).is_some_and(|m| m.as_str() == s.trim())
                 && let Some(v) = values.get(&caps[1])
             {
-                return v.clone();
+                return match v {
+                    Value::String(text) => Value::String(escape_macros(text)),
+                    other => other.clone(),
+                };
             }
-            Value::String(substitute_text(s, values))
+            Value::String(substitute_value_text(s, values))
         }
         Value::Array(items) => Value::Array(items.iter().map(|v| substitute(v, values)).collect()),
         Value::Object(m) => {
@@ -509,6 +550,118 @@ pub fn substitute(config: &Value, values: &BTreeMap<String, Value>) -> Value {
             }
             Value::Object(out)
         }
+        other => other.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Launch-time text and the agent's macros
+
+/// One unit of a string value as the agent's macro expansion reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Atom<'a> {
+    /// A character that comes out as it is.
+    Lit(char),
+    /// A macro of the queue owner's text, `${NAME}`, for the agent to expand.
+    Macro(&'a str),
+}
+
+fn is_macro_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Reads text the way the agent expands it (`hoist-agent/src/macros.rs`): `$${` is a
+/// literal `${`; `${NAME}` (a letter or `_`, then letters, digits or `_`) is a macro;
+/// any other `$` is itself.
+fn owner_atoms<'a>(s: &'a str, out: &mut Vec<Atom<'a>>) {
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.extend(rest[..i].chars().map(Atom::Lit));
+        let after = &rest[i..];
+        if let Some(lit) = after.strip_prefix("$${") {
+            out.extend([Atom::Lit('$'), Atom::Lit('{')]);
+            rest = lit;
+            continue;
+        }
+        if let Some(body) = after.strip_prefix("${")
+            && let Some(end) = body.find('}')
+            && is_macro_name(&body[..end])
+        {
+            out.push(Atom::Macro(&after[..end + 3]));
+            rest = &body[end + 1..];
+            continue;
+        }
+        out.push(Atom::Lit('$'));
+        rest = &after[1..];
+    }
+    out.extend(rest.chars().map(Atom::Lit));
+}
+
+/// Writes atoms so that the agent's expansion gives each literal character as it is
+/// and expands each macro: a literal `$` before a `{` is written `$$` (the agent reads
+/// `$${` as a literal `${`). The agent's syntax cannot say "a literal `$`, then a
+/// macro" (`$${` is always the escape), so a macro right after a literal `$` is
+/// written literally too.
+fn encode(atoms: &[Atom<'_>]) -> String {
+    let mut out = String::new();
+    for (i, a) in atoms.iter().enumerate() {
+        match a {
+            Atom::Lit('$') => {
+                if matches!(atoms.get(i + 1), Some(Atom::Lit('{'))) {
+                    out.push_str("$$");
+                } else {
+                    out.push('$');
+                }
+            }
+            Atom::Lit(c) => out.push(*c),
+            Atom::Macro(m) => {
+                if i > 0 && atoms[i - 1] == Atom::Lit('$') {
+                    out.push('$');
+                }
+                out.push_str(m);
+            }
+        }
+    }
+    out
+}
+
+/// True when the agent would expand a macro in `s` (`${NAME}`, not after `$` as in
+/// the literal `$${NAME}`).
+pub(crate) fn contains_macro(s: &str) -> bool {
+    if !s.contains("${") {
+        return false;
+    }
+    let mut atoms = Vec::new();
+    owner_atoms(s, &mut atoms);
+    atoms.iter().any(|a| matches!(a, Atom::Macro(_)))
+}
+
+/// Escapes launch-time text (a template value, a string of a run's resource args) so
+/// that the agent's macro expansion yields it exactly: every `$` followed by `{`
+/// becomes `$$` (`$${` is the agent's literal `${`). Anyone who may launch on a queue
+/// must not read the agent's environment: macros come only from the queue owner's
+/// config.
+pub fn escape_macros(text: &str) -> String {
+    if !text.contains("${") {
+        return text.to_string();
+    }
+    let atoms: Vec<Atom<'_>> = text.chars().map(Atom::Lit).collect();
+    encode(&atoms)
+}
+
+/// [`escape_macros`] on every string value of a document (object keys are left as
+/// they are: the agent does not expand them).
+pub fn escape_macros_in(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape_macros(s)),
+        Value::Array(items) => Value::Array(items.iter().map(escape_macros_in).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), escape_macros_in(x)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }

@@ -215,10 +215,36 @@ fn handing_over(queue_id: &str, id: &str, artifact: &str) -> NewRun {
 // API
 
 /// Bytes that pass for gzip (the server checks the magic bytes only).
+/// A real `.tar.gz` holding `main.py` with `content` (uploads are checked as the agent
+/// would unpack them).
 fn gz(content: &str) -> Vec<u8> {
-    let mut v = vec![0x1f, 0x8b, 0x08, 0x00];
-    v.extend_from_slice(content.as_bytes());
-    v
+    tar_gz(content.as_bytes())
+}
+
+fn tar_gz(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "main.py", content).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&b.into_inner().unwrap()).unwrap();
+    e.finish().unwrap()
+}
+
+/// Bytes that do not compress.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -286,11 +312,11 @@ async fn blobs_upload_once_head_get_and_access() {
     assert!(!alice.head_blob(&d, None).await.unwrap().exists);
     let b = alice.upload_blob(bytes.clone(), None).await.unwrap();
     assert_eq!(
-        (b.digest.as_str(), b.size, b.created),
-        (d.as_str(), bytes.len() as u64, true)
+        (b.digest.as_str(), b.size),
+        (d.as_str(), bytes.len() as u64)
     );
     let again = alice.upload_blob(bytes.clone(), None).await.unwrap();
-    assert!(!again.created);
+    assert_eq!((again.digest, again.size), (b.digest.clone(), b.size));
     let blobs = t.dir.path().join("data/blobs");
     let stored = files_under(&blobs.join("sha256"));
     assert_eq!(stored.len(), 1, "{stored:?}");
@@ -326,8 +352,7 @@ async fn blobs_upload_once_head_get_and_access() {
         ErrorCode::NotFound,
     );
     // Uploading the same bytes makes it his too (stored once still).
-    let b = bob.upload_blob(bytes.clone(), None).await.unwrap();
-    assert!(!b.created);
+    bob.upload_blob(bytes.clone(), None).await.unwrap();
     assert!(bob.head_blob(&d, None).await.unwrap().exists);
     bob.download_blob_to(&d, &dl).await.unwrap();
     assert_eq!(files_under(&blobs.join("sha256")).len(), 1);
@@ -369,7 +394,10 @@ async fn blobs_upload_once_head_get_and_access() {
 
 #[tokio::test]
 async fn blob_uploads_refused() {
-    let t = TestServer::start_with(|c| c.max_artifact_bytes = 1024).await;
+    // A limit-sized upload is fine; one byte more is not.
+    let ok = tar_gz(&noise(900));
+    let limit = ok.len() as u64;
+    let t = TestServer::start_with(|c| c.max_artifact_bytes = limit).await;
     let alice = t.user("alice").await;
     let m = api_err(
         alice.upload_blob(b"PK\x03\x04 a zip".to_vec(), None).await,
@@ -384,13 +412,14 @@ async fn blob_uploads_refused() {
     );
     assert!(m.contains("empty"), "{m}");
     // Too large, with a Content-Length: refused before reading.
-    let big = gz(&"x".repeat(2000));
+    let big = tar_gz(&noise(2000));
+    assert!(big.len() as u64 > limit);
     let m = api_err(
         alice.upload_blob(big.clone(), None).await,
         413,
         ErrorCode::PayloadTooLarge,
     );
-    assert!(m.contains("1024 bytes"), "{m}");
+    assert!(m.contains(&format!("{limit} bytes")), "{m}");
     // Too large, streamed without a length: cut off while streaming.
     let http = reqwest::Client::new();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -407,14 +436,11 @@ async fn blob_uploads_refused() {
         assert_eq!(r.status().as_u16(), 413);
         let body: ErrorBody = r.json().await.unwrap();
         assert!(
-            body.error.message.contains("1024"),
+            body.error.message.contains(&limit.to_string()),
             "{}",
             body.error.message
         );
     }
-    // A limit-sized upload is fine.
-    let ok = gz(&"y".repeat(1020));
-    assert_eq!(ok.len(), 1024);
     alice.upload_blob(ok, None).await.unwrap();
     // Wrong content type.
     let r = http
@@ -626,8 +652,9 @@ async fn job_sources_validated() {
     // A code job needs an artifact uploaded for its entity, of the right size.
     let bytes = gz("code");
     let d = digest_of(&bytes);
+    let n = bytes.len() as u64;
     let m = api_err(
-        alice.create_job(&create("c", code(&d, 6))).await,
+        alice.create_job(&create("c", code(&d, n - 2))).await,
         404,
         ErrorCode::NotFound,
     );
@@ -635,17 +662,17 @@ async fn job_sources_validated() {
     let bob = t.user("bob").await;
     bob.upload_blob(bytes.clone(), None).await.unwrap();
     api_err(
-        alice.create_job(&create("c", code(&d, 8))).await,
+        alice.create_job(&create("c", code(&d, n))).await,
         404,
         ErrorCode::NotFound,
     );
     alice.upload_blob(bytes, None).await.unwrap();
     api_err(
-        alice.create_job(&create("c", code(&d, 7))).await,
+        alice.create_job(&create("c", code(&d, n - 1))).await,
         400,
         ErrorCode::BadRequest,
     );
-    let (j, _) = alice.create_job(&create("c", code(&d, 8))).await.unwrap();
+    let (j, _) = alice.create_job(&create("c", code(&d, n))).await.unwrap();
     assert_eq!(j.latest, "v0");
     // Unknown fields are refused.
     let http = reqwest::Client::new();

@@ -193,20 +193,26 @@ impl E2e {
 
     /// A docker queue: `network: none` and `extra` (YAML lines).
     fn docker_queue(&self, name: &str, extra: &str) {
+        self.docker_queue_with(name, extra, &[]);
+    }
+
+    /// [`E2e::docker_queue`] with more `queue create` flags.
+    fn docker_queue_with(&self, name: &str, extra: &str, flags: &[&str]) {
         let file = self
             .w
             .file(&format!("{name}.yaml"), &format!("network: none\n{extra}"));
-        self.w
-            .run(&[
-                "queue",
-                "create",
-                name,
-                "--resource",
-                "docker",
-                "--config",
-                &file.to_string_lossy(),
-            ])
-            .ok();
+        let file = file.to_string_lossy();
+        let mut args = vec![
+            "queue",
+            "create",
+            name,
+            "--resource",
+            "docker",
+            "--config",
+            &file,
+        ];
+        args.extend_from_slice(flags);
+        self.w.run(&args).ok();
     }
 
     /// Starts an agent process named `name` (a name may be used by several processes
@@ -954,14 +960,14 @@ fn e2e_many_agents_one_queue_docker() {
     }
 }
 
-/// `privileged: true` is a valid docker option, so the launch is accepted; the agent
-/// refuses it (its config does not allow it) before creating anything.
+/// `privileged: true` is accepted in a queue config only when an admin allows it; the
+/// agent still refuses it (its config does not allow it) before creating anything.
 #[test]
 fn e2e_privileged_refused() {
     require_docker!();
     let mut e = E2e::new(true);
     let agent = unique("priv");
-    e.docker_queue("pq", "privileged: true\n");
+    e.docker_queue_with("pq", "privileged: true\n", &["--allow-privileged"]);
     e.agent(&agent, &["-q", "pq"]);
     e.wait_agents(&[&agent]);
 

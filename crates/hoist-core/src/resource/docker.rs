@@ -24,9 +24,12 @@
 //! (re-running a run is the queue's business). `rm` is accepted and ignored: the agent
 //! removes each container itself once it has collected its logs.
 //!
-//! The check covers shape and format only. Whether a privileged option (privileged
-//! mode, added capabilities, host namespaces, devices, unconfined security options,
-//! host paths) may be used is the agent's decision: [`privileged_options`] lists them.
+//! The check covers shape and format only. [`privileged_options`] lists every option
+//! that gives a run more than an ordinary container (privileged mode, added
+//! capabilities, host namespaces, devices, unconfined security options, host paths,
+//! volume driver options, a cgroup parent, a runtime, network sysctls): the server
+//! refuses a queue config holding one unless an admin allows it, and the agent runs it
+//! only when its own config allows it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -373,11 +376,21 @@ pub enum PrivilegeKind {
     SecurityOpt,
     /// A volume or bind mount whose source is a path on the host.
     HostPath,
+    /// A `mount` of a volume with `volume-opt` (the `local` driver mounts any host
+    /// path or device with them).
+    VolumeOptions,
+    /// `cgroup-parent`: the container's cgroup is placed anywhere in the host's tree.
+    CgroupParent,
+    /// `runtime`: another OCI runtime than the daemon's default.
+    Runtime,
+    /// A `net.*` sysctl: with the host's network namespace it changes the host.
+    Sysctl,
 }
 
 impl PrivilegeKind {
     /// A stable name: `privileged`, `cap-add`, `host-namespace`, `container-namespace`,
-    /// `device`, `security-opt`, `host-path`.
+    /// `device`, `security-opt`, `host-path`, `volume-options`, `cgroup-parent`,
+    /// `runtime`, `sysctl`.
     pub fn as_str(self) -> &'static str {
         match self {
             PrivilegeKind::Privileged => "privileged",
@@ -387,6 +400,39 @@ impl PrivilegeKind {
             PrivilegeKind::Device => "device",
             PrivilegeKind::SecurityOpt => "security-opt",
             PrivilegeKind::HostPath => "host-path",
+            PrivilegeKind::VolumeOptions => "volume-options",
+            PrivilegeKind::CgroupParent => "cgroup-parent",
+            PrivilegeKind::Runtime => "runtime",
+            PrivilegeKind::Sysctl => "sysctl",
+        }
+    }
+
+    /// What the option gives the run, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PrivilegeKind::Privileged => {
+                "runs the container privileged: every capability and every device of the host"
+            }
+            PrivilegeKind::CapAdd => "adds a Linux capability to the container",
+            PrivilegeKind::HostNamespace => "shares a namespace of the host with the container",
+            PrivilegeKind::ContainerNamespace => "joins a namespace of another container",
+            PrivilegeKind::Device => "gives the container a device of the host",
+            PrivilegeKind::SecurityOpt => {
+                "lifts the container's confinement (seccomp, AppArmor, SELinux or masked paths)"
+            }
+            PrivilegeKind::HostPath => "mounts a path of the host into the container",
+            PrivilegeKind::VolumeOptions => {
+                "passes volume driver options, with which the local driver mounts any host path or device"
+            }
+            PrivilegeKind::CgroupParent => {
+                "places the container's cgroup anywhere in the host's cgroup tree"
+            }
+            PrivilegeKind::Runtime => {
+                "runs the container with another OCI runtime than the daemon's default"
+            }
+            PrivilegeKind::Sysctl => {
+                "sets a network sysctl (which changes the host when the network is the host's)"
+            }
         }
     }
 }
@@ -429,6 +475,22 @@ pub fn parse(config: &Value) -> Result<DockerOptions, Vec<ConfigProblem>> {
 /// source starts with a macro is reported as a possible host path.
 pub fn privileged_options(config: &Value) -> Vec<PrivilegedUse> {
     read(config, true).privileged
+}
+
+/// The `env` entries that pass a variable of the agent's environment through to the
+/// container (`NAME` without a value), as `(path, name)`, in document order.
+pub fn env_passthrough(config: &Value) -> Vec<(String, String)> {
+    let Some(obj) = config.as_object() else {
+        return Vec::new();
+    };
+    // Every spelling counts, even one the schema refuses as a duplicate.
+    obj.iter()
+        .filter(|(k, _)| {
+            let n = KeyStyle::Kebab.normalize(k);
+            n == "env" || ALIASES.iter().any(|(a, c)| *a == n && *c == "env")
+        })
+        .flat_map(|(k, v)| super::schema::env_passthrough_entries(v, &super::path::key_path("", k)))
+        .collect()
 }
 
 struct Reader {
@@ -1004,6 +1066,14 @@ fn mount(r: &mut Reader, s: &str, p: &str) -> Option<Mount> {
             Some(src) => r.privilege(p, "mount", PrivilegeKind::HostPath, src.clone()),
         }
     }
+    if let Some(opt) = m.options.get("volume-opt") {
+        r.privilege(
+            p,
+            "mount",
+            PrivilegeKind::VolumeOptions,
+            format!("volume-opt={opt}"),
+        );
+    }
     if lenient {
         problems.clear();
     }
@@ -1440,6 +1510,60 @@ fn security_opt(r: &mut Reader, s: &str, p: &str) -> Option<String> {
     Some(s.to_string())
 }
 
+/// The sysctls docker sets in a container: those of the namespaces it has. Others are
+/// refused by the daemon.
+fn namespaced_sysctl(k: &str) -> bool {
+    matches!(
+        k,
+        "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+            | "kernel.shmall"
+            | "kernel.shmmax"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+    ) || k.starts_with("fs.mqueue.")
+        || k.starts_with("net.")
+}
+
+/// Checks each sysctl name (with its path) and reports `net.*` ones as privileged.
+fn sysctls(r: &mut Reader, v: &Value, path: &str) {
+    let named: Vec<(String, String, String)> = match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, val)| {
+                let shown = val.as_str().map_or_else(|| val.to_string(), str::to_string);
+                (k.clone(), shown, super::path::key_path(path, k))
+            })
+            .collect(),
+        Value::Array(_) | Value::String(_) => items(v, path)
+            .into_iter()
+            .filter_map(|(x, p)| {
+                let s = x.as_str()?;
+                let (k, val) = s.split_once('=')?;
+                Some((k.to_string(), val.to_string(), p))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (k, val, p) in named {
+        if r.lenient(&k) {
+            continue;
+        }
+        if !namespaced_sysctl(&k) {
+            r.c.report(
+                &p,
+                format!(
+                    "`{k}` is not a sysctl docker sets in a container; expected kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced, fs.mqueue.* or net.*"
+                ),
+            );
+        } else if k.starts_with("net.") {
+            r.privilege(&p, "sysctl", PrivilegeKind::Sysctl, format!("{k}={val}"));
+        }
+    }
+}
+
 fn int_option(r: &mut Reader, v: &Value, path: &str, min: i64, max: i64) -> Option<i64> {
     r.c.int(v, path, min, max).ok()
 }
@@ -1773,7 +1897,13 @@ fn option(r: &mut Reader, name: &'static str, v: &Value, p: &str) {
         "cgroupns" => {
             r.options.cgroupns = namespace_mode(r, "cgroupns", v, p, &["host", "private"])
         }
-        "cgroup-parent" => r.options.cgroup_parent = r.c.nonempty(v, p).map(str::to_string),
+        "cgroup-parent" => {
+            r.options.cgroup_parent = r.c.nonempty(v, p).map(str::to_string);
+            if let Some(c) = &r.options.cgroup_parent {
+                let c = c.clone();
+                r.privilege(p, "cgroup-parent", PrivilegeKind::CgroupParent, c);
+            }
+        }
         "device" => {
             for (s, ip) in string_items(r, v, p) {
                 let lenient = r.lenient(&s);
@@ -1803,7 +1933,13 @@ fn option(r: &mut Reader, name: &'static str, v: &Value, p: &str) {
                 r.options.device_cgroup_rules.push(s);
             }
         }
-        "runtime" => r.options.runtime = r.c.nonempty(v, p).map(str::to_string),
+        "runtime" => {
+            r.options.runtime = r.c.nonempty(v, p).map(str::to_string);
+            if let Some(rt) = &r.options.runtime {
+                let rt = rt.clone();
+                r.privilege(p, "runtime", PrivilegeKind::Runtime, rt);
+            }
+        }
         "platform" => {
             r.options.platform = checked_string(r, v, p, |s| {
                 if PLATFORM.is_match(s) {
@@ -1829,7 +1965,10 @@ fn option(r: &mut Reader, name: &'static str, v: &Value, p: &str) {
             });
         }
         "stop-timeout" => r.options.stop_timeout = int_option(r, v, p, -1, i64::from(i32::MAX)),
-        "sysctl" => r.options.sysctls = key_values(r, v, p, true),
+        "sysctl" => {
+            r.options.sysctls = key_values(r, v, p, true);
+            sysctls(r, v, p);
+        }
         "log-driver" => r.options.log_driver = r.c.nonempty(v, p).map(str::to_string),
         "log-opt" => r.options.log_opts = key_values(r, v, p, true),
         "storage-opt" => r.options.storage_opts = key_values(r, v, p, true),
@@ -2097,5 +2236,71 @@ mod tests {
             privileged_options(&json!({"gpus": "all", "volume": "cache:/cache", "userns": ""}))
                 .is_empty()
         );
+        let uses: Vec<(String, &str, String)> = privileged_options(&json!({
+            "cgroup-parent": "/system.slice",
+            "runtime": "nvidia",
+            "sysctls": {"net.core.somaxconn": 1024, "kernel.shmmax": "1"},
+            "mount": "type=volume,source=v,target=/x,volume-opt=device=/dev/sda",
+        }))
+        .into_iter()
+        .map(|u| (u.path, u.kind.as_str(), u.value))
+        .collect();
+        assert_eq!(
+            uses,
+            [
+                (
+                    "cgroup-parent".to_string(),
+                    "cgroup-parent",
+                    "/system.slice".to_string()
+                ),
+                ("runtime".to_string(), "runtime", "nvidia".to_string()),
+                (
+                    "sysctls[\"net.core.somaxconn\"]".to_string(),
+                    "sysctl",
+                    "net.core.somaxconn=1024".to_string()
+                ),
+                (
+                    "mount".to_string(),
+                    "volume-options",
+                    "volume-opt=device=/dev/sda".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_namespaced_sysctls() {
+        let uses =
+            privileged_options(&json!({"sysctl": ["net.ipv4.ip_forward=1", "kernel.sem=1"]}));
+        assert_eq!(uses.len(), 1);
+        assert_eq!(
+            (uses[0].path.as_str(), uses[0].value.as_str()),
+            ("sysctl[0]", "net.ipv4.ip_forward=1")
+        );
+        let problems = validate(&json!({
+            "sysctl": {"kernel.shmmax": "1", "fs.mqueue.msg_max": "10", "net.ipv4.tcp_syncookies": "1", "vm.swappiness": "10", "kernel.panic": "1"}
+        }));
+        let msgs: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(msgs[0].starts_with("sysctl[\"vm.swappiness\"]: `vm.swappiness` is not a sysctl docker sets in a container"), "{msgs:#?}");
+        assert!(
+            msgs[1].starts_with("sysctl[\"kernel.panic\"]: "),
+            "{msgs:#?}"
+        );
+    }
+
+    #[test]
+    fn env_passthrough_entries() {
+        assert_eq!(
+            env_passthrough(
+                &json!({"env": ["A=1", "HOME"], "e": {"B": null, "C": "x"}, "memory": "1g"})
+            ),
+            [
+                ("env[1]".to_string(), "HOME".to_string()),
+                ("e.B".to_string(), "B".to_string())
+            ]
+        );
+        assert!(env_passthrough(&json!({"env": "A=1"})).is_empty());
+        assert_eq!(env_passthrough(&json!({"env": "TOKEN"})).len(), 1);
     }
 }

@@ -32,7 +32,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::ConfigProblem;
-use super::path::key_path;
+use super::path::{index_path, key_path};
 use super::schema::{Checker, Field, Got, KeyStyle, get, has_macro, one_of, quote};
 
 const INT32_MAX: i64 = i32::MAX as i64;
@@ -1297,9 +1297,239 @@ fn volume(c: &mut Checker, m: &Map<String, Value>, p: &str, names: &mut BTreeMap
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Privileged settings
+
+/// One setting of a Kubernetes object that gives its pods more than an ordinary,
+/// confined pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivilegedField {
+    /// Path of the value (`spec.template.spec.containers[0].securityContext.privileged`).
+    pub path: String,
+    /// `privileged`, `privilege-escalation`, `cap-add`, `host-namespace`, `host-path`,
+    /// `proc-mount`, `unconfined`, `host-process`.
+    pub kind: &'static str,
+    /// What is asked: `true`, the capability, the host path, …
+    pub value: String,
+    /// The field and its value as people read them: `hostNetwork: true`.
+    pub shown: String,
+}
+
+impl PrivilegedField {
+    /// What the setting gives the pod, for people.
+    pub fn describe(&self) -> &'static str {
+        match self.kind {
+            "privileged" => {
+                "runs the container privileged: every capability and every device of the node"
+            }
+            "privilege-escalation" => {
+                "lets processes gain more privileges than their parent (setuid binaries)"
+            }
+            "cap-add" => "adds a Linux capability to the container",
+            "host-namespace" => "shares a namespace of the node with the pod",
+            "host-path" => "mounts a path of the node into the pod",
+            "proc-mount" => "unmasks /proc in the container",
+            "unconfined" => "lifts the container's seccomp or AppArmor confinement",
+            _ => "runs the pod as a process of the (Windows) node",
+        }
+    }
+}
+
+/// Every privileged setting in a Kubernetes queue config, with its path, in document
+/// order. The whole document is walked, so pod templates inside custom objects
+/// (JobSets, PyTorchJobs, …) count too: a `securityContext` with `privileged: true`,
+/// `allowPrivilegeEscalation: true`, `capabilities.add`, `procMount: Unmasked`, an
+/// `Unconfined` seccomp or AppArmor profile or `windowsOptions.hostProcess: true`;
+/// `hostNetwork`, `hostPID` or `hostIPC: true`; `hostPath` volumes. A macro where
+/// `true` would go counts (the agent fills it in later).
+pub fn privileged_settings(config: &Value) -> Vec<PrivilegedField> {
+    let mut out = Vec::new();
+    walk_privileges(config, "", &mut out);
+    out
+}
+
+/// `true`, or a string with a macro (that may become `true`).
+fn truthy(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(true) => Some("true".to_string()),
+        Value::String(s) if has_macro(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn found(
+    out: &mut Vec<PrivilegedField>,
+    path: String,
+    kind: &'static str,
+    field: &str,
+    value: String,
+) {
+    out.push(PrivilegedField {
+        shown: format!("{field}: {value}"),
+        path,
+        kind,
+        value,
+    });
+}
+
+fn walk_privileges(v: &Value, path: &str, out: &mut Vec<PrivilegedField>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = key_path(path, k);
+                match k.as_str() {
+                    "hostNetwork" | "hostPID" | "hostIPC" => {
+                        if let Some(t) = truthy(x) {
+                            found(out, p.clone(), "host-namespace", k, t);
+                        }
+                    }
+                    "securityContext" => security_context_privileges(x, &p, out),
+                    "volumes" => {
+                        for (i, item) in x.as_array().into_iter().flatten().enumerate() {
+                            if let Some(hp) = item.get("hostPath") {
+                                let host = match hp.get("path") {
+                                    Some(Value::String(s)) => s.clone(),
+                                    Some(other) => other.to_string(),
+                                    None => String::new(),
+                                };
+                                let at = key_path(&index_path(&p, i), "hostPath");
+                                found(out, at, "host-path", "hostPath", host);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                walk_privileges(x, &p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                walk_privileges(x, &index_path(path, i), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The privileged fields of one `securityContext` (a container's or a pod's).
+fn security_context_privileges(v: &Value, path: &str, out: &mut Vec<PrivilegedField>) {
+    let Value::Object(sc) = v else { return };
+    for (k, x) in sc {
+        let p = key_path(path, k);
+        match k.as_str() {
+            "privileged" => {
+                if let Some(t) = truthy(x) {
+                    found(out, p, "privileged", "privileged", t);
+                }
+            }
+            "allowPrivilegeEscalation" => {
+                if let Some(t) = truthy(x) {
+                    found(
+                        out,
+                        p,
+                        "privilege-escalation",
+                        "allowPrivilegeEscalation",
+                        t,
+                    );
+                }
+            }
+            "capabilities" => {
+                let add = x.get("add").and_then(Value::as_array);
+                for (i, cap) in add.into_iter().flatten().enumerate() {
+                    let name = cap.as_str().map_or_else(|| cap.to_string(), str::to_string);
+                    let at = index_path(&key_path(&p, "add"), i);
+                    found(out, at, "cap-add", "capabilities.add", name);
+                }
+            }
+            "procMount" if x.as_str() == Some("Unmasked") || x.as_str().is_some_and(has_macro) => {
+                let v = x.as_str().unwrap_or_default().to_string();
+                found(out, p, "proc-mount", "procMount", v);
+            }
+            "seccompProfile" | "appArmorProfile" => {
+                if let Some(t) = x.get("type").and_then(Value::as_str)
+                    && (t == "Unconfined" || has_macro(t))
+                {
+                    let field = if k == "seccompProfile" {
+                        "seccompProfile.type"
+                    } else {
+                        "appArmorProfile.type"
+                    };
+                    found(
+                        out,
+                        key_path(&p, "type"),
+                        "unconfined",
+                        field,
+                        t.to_string(),
+                    );
+                }
+            }
+            "windowsOptions" => {
+                if let Some(h) = x.get("hostProcess")
+                    && let Some(t) = truthy(h)
+                {
+                    let at = key_path(&p, "hostProcess");
+                    found(out, at, "host-process", "windowsOptions.hostProcess", t);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privileged_fields_anywhere_in_the_document() {
+        let job = serde_json::json!({
+            "spec": {"template": {"spec": {
+                "hostNetwork": true,
+                "hostPID": false,
+                "hostIPC": "${SHARE_IPC}",
+                "securityContext": {"seccompProfile": {"type": "Unconfined"}},
+                "containers": [{
+                    "name": "main",
+                    "securityContext": {
+                        "privileged": false,
+                        "allowPrivilegeEscalation": true,
+                        "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]},
+                        "procMount": "Unmasked",
+                    },
+                }],
+                "initContainers": [{"securityContext": {"privileged": true, "windowsOptions": {"hostProcess": true}}}],
+                "volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "hostPath": {"path": "/var/run"}}],
+            }}},
+        });
+        let found: Vec<String> = privileged_settings(&job)
+            .into_iter()
+            .map(|f| format!("{} {} = {}", f.kind, f.path, f.shown))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "host-namespace spec.template.spec.hostNetwork = hostNetwork: true",
+                "host-namespace spec.template.spec.hostIPC = hostIPC: ${SHARE_IPC}",
+                "unconfined spec.template.spec.securityContext.seccompProfile.type = seccompProfile.type: Unconfined",
+                "privilege-escalation spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation = allowPrivilegeEscalation: true",
+                "cap-add spec.template.spec.containers[0].securityContext.capabilities.add[0] = capabilities.add: SYS_ADMIN",
+                "proc-mount spec.template.spec.containers[0].securityContext.procMount = procMount: Unmasked",
+                "privileged spec.template.spec.initContainers[0].securityContext.privileged = privileged: true",
+                "host-process spec.template.spec.initContainers[0].securityContext.windowsOptions.hostProcess = windowsOptions.hostProcess: true",
+                "host-path spec.template.spec.volumes[1].hostPath = hostPath: /var/run",
+            ]
+        );
+        // A custom object embedding pod templates counts too.
+        let custom = serde_json::json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "spec": {"pytorchReplicaSpecs": {"Master": {"template": {"spec": {"hostNetwork": true}}}}},
+        });
+        assert_eq!(
+            privileged_settings(&custom)[0].path,
+            "spec.pytorchReplicaSpecs.Master.template.spec.hostNetwork"
+        );
+        assert!(privileged_settings(&serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}})).is_empty());
+    }
 
     #[test]
     fn quantities() {

@@ -56,6 +56,19 @@ fn read(c: &mut Checker, config: &Value) -> LocalProcessOptions {
     out
 }
 
+/// The `env` entries that pass a variable of the agent's environment through to the
+/// process (`NAME` without a value), as `(path, name)`, in document order.
+pub fn env_passthrough(config: &Value) -> Vec<(String, String)> {
+    let Some(obj) = config.as_object() else {
+        return Vec::new();
+    };
+    // Every spelling counts, even one the schema refuses as a duplicate.
+    obj.iter()
+        .filter(|(k, _)| KeyStyle::Snake.normalize(k) == "env")
+        .flat_map(|(k, v)| super::schema::env_passthrough_entries(v, &super::path::key_path("", k)))
+        .collect()
+}
+
 /// Checks a `local-process` queue config; returns every problem.
 pub fn validate(config: &Value) -> Vec<ConfigProblem> {
     let mut c = Checker::new();

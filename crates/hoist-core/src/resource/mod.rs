@@ -4,6 +4,9 @@
 //! `local-process` takes a small config of its own (see [`local_process`]).
 //! Each checker walks the whole document and reports *every* problem with its path
 //! (`spec.template.spec.containers[0].image: expected string`).
+//!
+//! [`policy`] lists the privileged settings of a config (per resource) and what a
+//! launch's input may not add to the queue owner's config.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,6 +17,7 @@ pub mod docker;
 pub mod kubernetes;
 pub mod local_process;
 pub mod path;
+pub mod policy;
 pub mod sagemaker;
 pub(crate) mod schema;
 pub mod vertex;

@@ -19,14 +19,13 @@ use serde_json::{Map, Value};
 
 use super::path::{ConfigProblem, index_path, key_path};
 
-static MACRO: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}").expect("macro regex"));
 static EXACT_MACRO: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$").expect("macro regex"));
 
-/// True when `s` contains a hoist macro such as `${run_id}` or `${MY_ENV}`.
+/// True when `s` contains a hoist macro such as `${run_id}` or `${MY_ENV}` that the
+/// agent would expand (not the literal `$${run_id}`).
 pub(crate) fn has_macro(s: &str) -> bool {
-    s.contains("${") && MACRO.is_match(s)
+    crate::template::contains_macro(s)
 }
 
 /// True when `s` is exactly one macro, e.g. `${GPU_COUNT}`.
@@ -699,6 +698,31 @@ pub(crate) fn env_entries(c: &mut Checker, v: &Value, path: &str) -> Vec<(String
     out
 }
 
+/// The entries of an `env` value (as [`env_entries`] reads it) that pass a variable
+/// through from the agent's environment: `NAME` without `=` in a list or a string, a
+/// `null` value in a map. Returns `(path, name)` pairs in document order.
+pub(crate) fn env_passthrough_entries(v: &Value, path: &str) -> Vec<(String, String)> {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .filter(|(_, val)| val.is_null())
+            .map(|(k, _)| (key_path(path, k), k.clone()))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let s = item.as_str()?;
+                (!s.contains('=') && !s.is_empty()).then(|| (index_path(path, i), s.to_string()))
+            })
+            .collect(),
+        Value::String(s) if !s.contains('=') && !s.is_empty() => {
+            vec![(path.to_string(), s.clone())]
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,6 +734,9 @@ mod tests {
         assert!(has_macro("${A}${B}"));
         assert!(!has_macro("$run_id"));
         assert!(!has_macro("${}"));
+        // The agent's literal `${…}` is not a macro.
+        assert!(!has_macro("$${run_id}"));
+        assert!(has_macro("$$$${A}x${B}"));
         assert!(is_macro("${GPU_COUNT}"));
         assert!(!is_macro("${A}${B}"));
         assert!(!is_macro(" ${A}"));

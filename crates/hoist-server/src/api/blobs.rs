@@ -4,10 +4,15 @@
 //! Files live under `<blob dir>/sha256/<2 hex>/<62 hex>` (the blob dir is `blobs/` in
 //! the data dir unless configured). An upload is streamed to `<blob dir>/tmp/` while
 //! it is hashed and counted, fsynced, then renamed into place (and the directory
-//! fsynced): a blob file is complete or absent, never partial. The same bytes uploaded
-//! twice are stored once. The index (`store::blobs`) records which entities each blob
-//! was uploaded for; only users who can use one of them may see it (others get 404, as
-//! for a blob that does not exist).
+//! fsynced): a blob file is complete or absent, never partial. Before it is stored,
+//! the upload is read as the agent would unpack it ([`hoist_context::inspect`], nothing
+//! written): absolute paths, `..`, links out of the archive, devices and FIFOs, more
+//! than [`MAX_UNPACKED_BYTES`] and decompression bombs are refused with 422
+//! (`invalid_artifact`), each problem with its entry's path. The same bytes uploaded
+//! twice are stored once, and both uploads get the same answer (201, digest and size),
+//! so nobody learns whether someone else holds them. The index (`store::blobs`)
+//! records which entities each blob was uploaded for; only users who can use one of
+//! them may see it (others get 404, as for a blob that does not exist).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +37,10 @@ use crate::error::{ApiError, ApiResult};
 /// Response header (on `HEAD /api/v1/blobs/…`, found or not) with the largest upload
 /// the server accepts, so a client can refuse before uploading.
 pub const MAX_BYTES_HEADER: &str = "x-hoist-max-artifact-bytes";
+
+/// The most file data an uploaded artifact may unpack to (the agents' default cap;
+/// each agent applies its own per-run budget too).
+pub const MAX_UNPACKED_BYTES: u64 = 8 << 30;
 
 /// Temporary upload files older than this are removed when the server starts (they
 /// were left by a crash; younger ones may belong to another replica's upload).
@@ -149,14 +158,15 @@ struct BlobParams {
     entity: Option<String>,
 }
 
-/// Upload a code artifact (a `.tar.gz`, the raw body). Stored once per content: the
-/// same bytes uploaded again answer 200 with `created: false`.
+/// Upload a code artifact (a `.tar.gz`, the raw body). It is checked as the agent
+/// would unpack it, and stored once per content; every successful upload answers 201
+/// with the digest and size, whether or not the same bytes were stored before.
 #[utoipa::path(post, path = "/api/v1/blobs", tag = "jobs", params(BlobParams),
     request_body(content = Vec<u8>, content_type = "application/gzip", description = "the artifact, a gzip-compressed tar"),
-    responses((status = 201, body = Blob, description = "stored"),
-              (status = 200, body = Blob, description = "the same content was stored before"),
+    responses((status = 201, body = Blob, description = "stored (or stored before: the answer is the same)"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "an unsafe archive: each problem with its entry's path")))]
 async fn upload_blob(
     State(s): State<AppState>,
     User(u): User,
@@ -241,6 +251,7 @@ async fn upload_blob(
         .await
         .map_err(|e| io_error("sync the upload", &e))?;
     drop(file);
+    inspect_upload(tmp.path.clone()).await?;
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let dest = blob_path(&dir, &digest);
     let created = persist(tmp, dest)
@@ -252,19 +263,50 @@ async fn upload_blob(
     if created {
         tracing::info!(message = "Blob stored.", %digest, size, entity = %entity, by = %u.name);
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    // The same answer whether the bytes are new or were stored before (perhaps by
+    // someone else): an upload must not tell who holds what.
+    Ok((StatusCode::CREATED, axum::Json(Blob { digest, size })))
+}
+
+/// Reads the uploaded archive as an agent would unpack it (on a blocking thread,
+/// writing nothing) and refuses it with every problem found.
+async fn inspect_upload(path: PathBuf) -> ApiResult<()> {
+    let limits = hoist_context::Limits {
+        max_bytes: Some(MAX_UNPACKED_BYTES),
+        ..hoist_context::Limits::default()
     };
-    Ok((
-        status,
-        axum::Json(Blob {
-            digest,
-            size,
-            created,
-        }),
-    ))
+    let inspected = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path)?;
+        Ok::<_, std::io::Error>(hoist_context::inspect(std::io::BufReader::new(f), &limits))
+    })
+    .await
+    .map_err(|e| io_error("inspect the upload", &std::io::Error::other(e)))?
+    .map_err(|e| io_error("read the upload", &e))?;
+    match inspected {
+        Ok(_) => Ok(()),
+        Err(hoist_context::ContextError::Io { source, .. }) => {
+            Err(io_error("read the upload", &source))
+        }
+        Err(e) => Err(artifact_refused(&e)),
+    }
+}
+
+/// 422 `invalid_artifact`, with each problem and the archive entry it is about.
+fn artifact_refused(e: &hoist_context::ContextError) -> ApiError {
+    let list: Vec<&hoist_context::ContextError> = match e {
+        hoist_context::ContextError::Unsafe { problems } => problems.iter().collect(),
+        other => vec![other],
+    };
+    let problems: Vec<serde_json::Value> = list
+        .iter()
+        .map(|p| serde_json::json!({"path": p.entry().unwrap_or(""), "message": p.to_string()}))
+        .collect();
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidArtifact,
+        format!("the artifact is refused: {e}; an artifact is a .tar.gz of a source tree (`hoist job create code` packs one)"),
+    )
+    .with_details(serde_json::json!({ "problems": problems }))
 }
 
 fn not_gzip() -> ApiError {

@@ -38,24 +38,10 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-/// Checks a container image reference: non-empty, no whitespace or control characters.
+/// Checks a container image reference ([`names::validate_image_ref`], the same check
+/// as a launch's `image`).
 pub fn validate_image(image: &str) -> Result<(), String> {
-    if image.is_empty() {
-        return Err("the image reference is empty".into());
-    }
-    if image.len() > MAX_FIELD || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "image reference {:?} is not valid (no whitespace or control characters, at most {MAX_FIELD} bytes)",
-            clip(image)
-        ));
-    }
-    if image.starts_with('-') {
-        return Err(format!(
-            "image reference {:?} must not start with '-'",
-            clip(image)
-        ));
-    }
-    Ok(())
+    names::validate_image_ref(image).map_err(|e| e.to_string())
 }
 
 fn clip(s: &str) -> String {
@@ -288,10 +274,7 @@ fn validate_entry_point(ep: &[String]) -> Result<(), String> {
     if ep.is_empty() || ep[0].is_empty() {
         return Err("the entry point is empty; give the command to run (--entry-point)".into());
     }
-    if ep.iter().any(|a| a.contains('\0')) {
-        return Err("the entry point contains a NUL byte".into());
-    }
-    Ok(())
+    names::validate_command("the entry point", ep).map_err(|e| e.to_string())
 }
 
 /// Checks a job source on its own (a code artifact's existence is checked apart).

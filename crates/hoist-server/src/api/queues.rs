@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hoist_core::api::{CreateQueue, ErrorBody, Queue, UpdateQueue};
+use hoist_core::resource::policy::PrivilegedSetting;
 use hoist_core::resource::{self, ConfigProblem, ResourceType};
 use hoist_core::template::{self, TemplateProblem, TemplateVariable, VarType};
 use hoist_core::{names, yaml};
@@ -77,18 +78,81 @@ fn sample_values(vars: &[TemplateVariable]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// Checks a queue's config and template variables together.
+/// Checks a queue's config and template variables together; returns the config's
+/// privileged settings (see [`resource::policy::queue_privileges`]).
 pub fn check_queue(
     resource: ResourceType,
     config: &Value,
     vars: &[TemplateVariable],
-) -> ApiResult<()> {
+) -> ApiResult<Vec<PrivilegedSetting>> {
     template::check_definitions(vars)
         .map_err(|p| template_problems("the template variables are not valid", p))?;
     template::check_usage(vars, config)
         .map_err(|p| template_problems("the config uses undefined template variables", p))?;
     let resolved = template::substitute(config, &sample_values(vars));
-    resource::validate_config(resource, &resolved).map_err(|p| config_problems(resource, p))
+    resource::validate_config(resource, &resolved).map_err(|p| config_problems(resource, p))?;
+    resource::policy::queue_privileges(resource, config, &resolved)
+        .map_err(|p| config_problems(resource, p))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct QueueWriteParams {
+    /// Accept privileged settings in the config (admins only; agents still run them
+    /// only when their own config allows them).
+    #[serde(default)]
+    allow_privileged: bool,
+}
+
+/// Refuses privileged settings an admin did not allow: `added` are those the config
+/// gains. An admin asking for them is logged with what was allowed.
+fn approve_privileges(
+    u: &UserPrincipal,
+    allow: bool,
+    resource: ResourceType,
+    queue: &str,
+    added: &[PrivilegedSetting],
+) -> ApiResult<()> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    if !allow {
+        let problems: Vec<ConfigProblem> = added
+            .iter()
+            .map(|s| {
+                ConfigProblem::new(
+                    s.path.clone(),
+                    format!(
+                        "`{}` {}; a queue config may hold it only when an admin allows it (allow_privileged=true, `hoist queue create|update --allow-privileged`), and agents run it only when their own config allows it",
+                        s.shown, s.effect
+                    ),
+                )
+            })
+            .collect();
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(ApiError::invalid_config(format!(
+            "the {resource} config asks for {} privileged setting(s):\n{}",
+            problems.len(),
+            list.join("\n")
+        ))
+        .with_details(json!({ "problems": problems })));
+    }
+    let shown: Vec<String> = added
+        .iter()
+        .map(|s| format!("{} ({})", s.shown, s.path))
+        .collect();
+    tracing::warn!(message = "Privileged settings allowed by an admin.", queue = %queue, by = %u.name, settings = %shown.join(", "));
+    Ok(())
+}
+
+/// Only admins may allow privileged settings.
+fn check_allow_privileged(u: &UserPrincipal, allow: bool) -> ApiResult<()> {
+    if allow && !u.admin {
+        return Err(ApiError::forbidden(
+            "only admins can allow privileged settings in a queue config (allow_privileged); remove them from the config, or ask an admin to create or update the queue",
+        ));
+    }
+    Ok(())
 }
 
 /// Queues by `(entity, name)`, kept a few seconds. Changes made through this server
@@ -189,20 +253,28 @@ pub async fn resolve_queue(
     }
 }
 
-/// Create a queue. The config is checked against the resource's schema.
+/// Create a queue. The config is checked against the resource's schema; privileged
+/// settings (privileged containers, added capabilities, host namespaces, host paths,
+/// devices…) are refused unless an admin allows them with `allow_privileged=true`.
 #[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = CreateQueue,
+    params(QueueWriteParams),
     responses((status = 201, body = Queue), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "allow_privileged asked by a non-admin"),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_queue(
     State(s): State<AppState>,
     User(u): User,
+    Query(p): Query<QueueWriteParams>,
     Json(req): Json<CreateQueue>,
 ) -> ApiResult<(StatusCode, axum::Json<Queue>)> {
+    check_allow_privileged(&u, p.allow_privileged)?;
     names::validate("queue", &req.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let entity = entity_for(&s, &u, req.entity.as_deref(), true).await?;
     let resource: ResourceType = req.resource.parse().map_err(ApiError::bad_request)?;
     let config = config_from_input(req.config)?;
-    check_queue(resource, &config, &req.template_variables)?;
+    let privileges = check_queue(resource, &config, &req.template_variables)?;
+    let shown = format!("{entity}/{}", req.name);
+    approve_privileges(&u, p.allow_privileged, resource, &shown, &privileges)?;
     let q = s
         .store
         .create_queue(
@@ -267,16 +339,21 @@ async fn get_queue(
 }
 
 /// Change a queue's config, template variables, prioritization or description.
+/// Privileged settings the config did not hold before need an admin's
+/// `allow_privileged=true`, as at creation.
 #[utoipa::path(patch, path = "/api/v1/queues/{entity}/{name}", tag = "queues", request_body = UpdateQueue,
-    params(("entity" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = Queue), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("entity" = String, Path), ("name" = String, Path), QueueWriteParams),
+    responses((status = 200, body = Queue), (status = 403, body = ErrorBody, description = "allow_privileged asked by a non-admin"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_queue(
     State(s): State<AppState>,
     User(u): User,
     Path((entity, name)): Path<(String, String)>,
+    Query(p): Query<QueueWriteParams>,
     Json(req): Json<UpdateQueue>,
 ) -> ApiResult<axum::Json<Queue>> {
     let q = find_queue(&s, &u, &entity, &name).await?;
+    check_allow_privileged(&u, p.allow_privileged)?;
     let config = match req.config {
         Some(c) => config_from_input(Some(c))?,
         None => q.config.clone(),
@@ -284,7 +361,17 @@ async fn update_queue(
     let vars = req
         .template_variables
         .unwrap_or(q.template_variables.clone());
-    check_queue(q.resource, &config, &vars)?;
+    let privileges = check_queue(q.resource, &config, &vars)?;
+    // What the queue held already (approved before, or older than this check) stays.
+    let before = {
+        let resolved = template::substitute(&q.config, &sample_values(&q.template_variables));
+        let mut b = resource::policy::privileged_settings(q.resource, &q.config);
+        b.extend(resource::policy::privileged_settings(q.resource, &resolved));
+        b
+    };
+    let added = resource::policy::added_privileges(&before, &privileges);
+    let shown = format!("{}/{}", q.entity, q.name);
+    approve_privileges(&u, p.allow_privileged, q.resource, &shown, &added)?;
     s.queues.forget(&q.entity, &q.name);
     let mut updated = s
         .store

@@ -73,12 +73,6 @@ async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Ru
     }
 }
 
-fn valid_env_name(k: &str) -> bool {
-    let mut b = k.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
 /// Enqueue a run. Answered once the run is durable.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = LaunchRequest,
     responses((status = 201, body = Run), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -117,13 +111,16 @@ async fn launch(
         }
         _ => {}
     }
-    if let Some(img) = &req.image
-        && (img.trim().is_empty() || img.chars().any(char::is_whitespace))
-    {
-        return Err(ApiError::bad_request(format!(
-            "image reference {img:?} is not valid"
-        )));
+    // The same checks as `POST /jobs` (hoist-core's `names`).
+    let bad_input = |e: names::InputError| ApiError::bad_request(e.to_string());
+    if let Some(img) = &req.image {
+        names::validate_image_ref(img).map_err(bad_input)?;
     }
+    if let Some(ep) = &req.entry_point {
+        names::validate_command("the entry point", ep).map_err(bad_input)?;
+    }
+    names::validate_command("the arguments", &req.args).map_err(bad_input)?;
+    names::validate_env(&req.env).map_err(bad_input)?;
     // A job is looked up in the queue's entity, then in the caller's own; the run
     // records the resolved version (never `latest`) and a copy of its source.
     let mut image = req.image.clone();
@@ -151,23 +148,6 @@ async fn launch(
         });
         job_source = Some(version.source);
     }
-    if let Some(ep) = &req.entry_point
-        && ep.iter().any(|a| a.contains('\0'))
-    {
-        return Err(ApiError::bad_request("the entry point contains a NUL byte"));
-    }
-    for k in req.env.keys() {
-        if !valid_env_name(k) {
-            return Err(ApiError::bad_request(format!(
-                "environment variable name {k:?} is not valid; use letters, digits and '_', not starting with a digit"
-            )));
-        }
-        if k.starts_with("HOIST_") {
-            return Err(ApiError::bad_request(format!(
-                "environment variable {k} is reserved: hoist sets HOIST_* variables itself"
-            )));
-        }
-    }
     let config = match req.config.clone() {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v @ Value::Object(_)) => v,
@@ -178,6 +158,9 @@ async fn launch(
         }
     };
     // Template variables, then resource args, then the schema check of the result.
+    // Launch-time text is escaped for the agent's macro expansion (macros come only
+    // from the queue owner's config), and may not add privileged settings or pass the
+    // agent's environment variables through.
     let values = template::resolve_values(&queue.template_variables, &req.template_values)
         .map_err(|p| {
             template_problems(
@@ -188,14 +171,27 @@ async fn launch(
                 p,
             )
         })?;
-    let mut resource_config = template::substitute(&queue.config, &values);
+    let templated = template::substitute(&queue.config, &values);
     let resource_args = match req.resource_args.clone() {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v) => config_from_input(Some(v))?,
     };
-    deep_merge(&mut resource_config, &resource_args);
+    let mut resource_config = templated.clone();
+    deep_merge(
+        &mut resource_config,
+        &template::escape_macros_in(&resource_args),
+    );
     resource::validate_config(queue.resource, &resource_config)
         .map_err(|p| config_problems(queue.resource, p))?;
+    let refused = resource::policy::launch_problems(
+        queue.resource,
+        &queue.config,
+        &templated,
+        &resource_config,
+    );
+    if !refused.is_empty() {
+        return Err(config_problems(queue.resource, refused));
+    }
     let id = crate::secrets::new_id(12);
     let run = s
         .store

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hoist_client::Client;
 use hoist_core::api::{JobRef, LaunchRequest, Run};
+use hoist_core::names;
 use hoist_core::run::{Priority, RunState};
 use serde_json::Value;
 
@@ -93,6 +94,16 @@ pub fn request(a: LaunchArgs) -> anyhow::Result<LaunchRequest> {
         // A bare command for a local-process queue.
         entry_point = Some(std::mem::take(&mut args));
     }
+    // The server's checks (hoist-core's `names`), before anything is sent.
+    if let Some(img) = &a.image {
+        names::validate_image_ref(img).map_err(|e| invalid(format!("--image: {e}")))?;
+    }
+    if let Some(ep) = &entry_point {
+        names::validate_command("the entry point", ep).map_err(|e| invalid(e.to_string()))?;
+    }
+    names::validate_command("the arguments", &args).map_err(|e| invalid(e.to_string()))?;
+    let env = pairs("--env", &a.env, true)?;
+    names::validate_env(&env).map_err(|e| invalid(format!("--env: {e}")))?;
     let config = a
         .config
         .as_deref()
@@ -112,7 +123,7 @@ pub fn request(a: LaunchArgs) -> anyhow::Result<LaunchRequest> {
         job,
         entry_point,
         args,
-        env: pairs("--env", &a.env, true)?.into(),
+        env: env.into(),
         config,
         resource_args,
         template_values: pairs("--set-var", &a.set_var, false)?
@@ -286,5 +297,27 @@ mod tests {
         assert_eq!(r.priority, Some(Priority::High));
         let e = req(&["-q", "q", "--entry-point", "echo 'x"]).unwrap_err();
         assert_eq!(super::super::exit_code(&e), 2, "{e}");
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_sending() {
+        for (args, why) in [
+            (vec!["-q", "q", "--image=--privileged"], "starts with '-'"),
+            (vec!["-q", "q", "--image=-v/:/host"], "starts with '-'"),
+            (vec!["-q", "q", "--image", "img\n"], "control characters"),
+            (
+                vec!["-q", "q", "--env", "A=x\ny", "--", "true"],
+                "line break",
+            ),
+            (
+                vec!["-q", "q", "--env", "HOIST_RUN_ID=1", "--", "true"],
+                "reserved",
+            ),
+            (vec!["-q", "q", "--", "a\0b"], "NUL"),
+        ] {
+            let e = req(&args).unwrap_err();
+            assert_eq!(super::super::exit_code(&e), 2, "{args:?}: {e}");
+            assert!(e.to_string().contains(why), "{args:?}: {e}");
+        }
     }
 }

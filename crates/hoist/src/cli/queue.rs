@@ -47,6 +47,11 @@ pub struct CreateArgs {
     pub template_vars: Vec<String>,
     #[arg(short, long)]
     pub description: Option<String>,
+    /// Accept privileged settings in the config (privileged containers, added
+    /// capabilities, host namespaces, host paths, devices…). Admins only; agents still
+    /// run them only when their own config allows them.
+    #[arg(long)]
+    pub allow_privileged: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +93,10 @@ pub struct UpdateArgs {
     pub clear_template_vars: bool,
     #[arg(short, long)]
     pub description: Option<String>,
+    /// Accept privileged settings the new config adds (admins only; see `queue
+    /// create`).
+    #[arg(long)]
+    pub allow_privileged: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,7 +177,7 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
         description: a.description,
     };
     let client = ctx.client()?;
-    let q = client.create_queue(&req).await?;
+    let q = client.create_queue_with(&req, a.allow_privileged).await?;
     if ctx.json() {
         return json(&q);
     }
@@ -307,7 +316,9 @@ async fn update(ctx: &Ctx, a: UpdateArgs) -> anyhow::Result<()> {
     }
     let client = ctx.client()?;
     let (entity, name) = resolve(&client, entity, &name).await?;
-    let q = client.update_queue(&entity, &name, &req).await?;
+    let q = client
+        .update_queue_with(&entity, &name, &req, a.allow_privileged)
+        .await?;
     if ctx.json() {
         return json(&q);
     }

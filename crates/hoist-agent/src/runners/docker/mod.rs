@@ -225,11 +225,7 @@ impl DockerRunner {
             job.resource_config.clone()
         };
         let parsed = options::parse(&config);
-        let refusals = policy::refusals(
-            &options::privileged_options(&config),
-            parsed.as_ref().ok(),
-            &self.settings,
-        );
+        let refusals = policy::refusals(&options::privileged_options(&config), &self.settings);
         if !refusals.is_empty() {
             return Err(RunnerError::Refused(refusals.join("; ")));
         }

@@ -1,8 +1,10 @@
 //! What the agent lets a docker queue config do.
 //!
 //! [`hoist_core::resource::docker::privileged_options`] lists every option that asks
-//! for more than an ordinary container gets; each one is checked against the agent's
-//! `docker` settings ([`DockerSettings`]). Everything is refused unless allowed:
+//! for more than an ordinary container gets (the same list the server refuses at queue
+//! creation unless an admin allows it); each one is checked here again, against the
+//! agent's `docker` settings ([`DockerSettings`]), so a queue an admin approved still
+//! runs only on agents whose owner allows it. Everything is refused unless allowed:
 //!
 //! | asked for | allowed by |
 //! |-----------|-----------|
@@ -17,6 +19,7 @@
 //! | `security-opt` lifting confinement | `docker.allow-privileged` |
 //! | a host path in `volume` / `mount` | `docker.volume-allow-list` holding a parent of it |
 //! | `mount: …,volume-opt=…` (the local driver can bind any host path) | `docker.allow-privileged` |
+//! | `cgroup-parent`, `runtime`, a `net.*` `sysctl` | `docker.allow-privileged` |
 //!
 //! A privileged container already has every capability and device, so
 //! `allow-privileged` also lets those through; it does not open host namespaces or
@@ -24,30 +27,13 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use hoist_core::resource::docker::{DockerOptions, PrivilegeKind, PrivilegedUse};
+use hoist_core::resource::docker::{PrivilegeKind, PrivilegedUse};
 
 use crate::config::DockerSettings;
 
 /// Every refusal for `uses` (in document order), or nothing when all are allowed.
-pub(crate) fn refusals(
-    uses: &[PrivilegedUse],
-    options: Option<&DockerOptions>,
-    settings: &DockerSettings,
-) -> Vec<String> {
-    let mut out: Vec<String> = uses.iter().filter_map(|u| refusal(u, settings)).collect();
-    if let Some(o) = options
-        && !settings.allow_privileged
-    {
-        for m in &o.mounts {
-            if m.options.contains_key("volume-opt") {
-                out.push(format!(
-                    "queue config asks for a volume mount with `volume-opt` (mount to {}); the agent does not allow volume driver options, which can mount any host path (set docker.allow-privileged: true in the agent config to allow them)",
-                    m.target
-                ));
-            }
-        }
-    }
-    out
+pub(crate) fn refusals(uses: &[PrivilegedUse], settings: &DockerSettings) -> Vec<String> {
+    uses.iter().filter_map(|u| refusal(u, settings)).collect()
 }
 
 fn at(u: &PrivilegedUse) -> String {
@@ -138,6 +124,24 @@ fn refusal(u: &PrivilegedUse, s: &DockerSettings) -> Option<String> {
             )
         }),
         PrivilegeKind::HostPath => host_path_refusal(u, s),
+        PrivilegeKind::VolumeOptions => (!s.allow_privileged).then(|| {
+            format!(
+                "queue config asks for a volume mount with `{}`{}; the agent does not allow volume driver options, which can mount any host path or device ({privileged_hint})",
+                u.value,
+                at(u)
+            )
+        }),
+        PrivilegeKind::CgroupParent | PrivilegeKind::Runtime | PrivilegeKind::Sysctl => {
+            (!s.allow_privileged).then(|| {
+                format!(
+                    "queue config asks for `{}: {}`{}; the agent does not allow it: it {} ({privileged_hint})",
+                    u.option,
+                    u.value,
+                    at(u),
+                    u.kind.describe()
+                )
+            })
+        }
     }
 }
 
@@ -225,6 +229,36 @@ fn normalize(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hoist_core::resource::docker::privileged_options;
+    use serde_json::json;
+
+    #[test]
+    fn cgroup_parent_runtime_net_sysctls_and_volume_options_need_allow_privileged() {
+        let config = json!({
+            "cgroup-parent": "/system.slice",
+            "runtime": "runsc",
+            "sysctl": {"net.ipv4.ip_forward": "1", "kernel.shmmax": "1024"},
+            "mount": "type=volume,source=v,target=/x,volume-opt=device=/dev/sda",
+        });
+        let uses = privileged_options(&config);
+        let refused = refusals(&uses, &DockerSettings::default());
+        let expected = [
+            "`cgroup-parent: /system.slice` (at `cgroup-parent`)",
+            "`runtime: runsc` (at `runtime`)",
+            "`sysctl: net.ipv4.ip_forward=1` (at `sysctl[\"net.ipv4.ip_forward\"]`)",
+            "`volume-opt=device=/dev/sda` (at `mount`)",
+        ];
+        assert_eq!(refused.len(), expected.len(), "{refused:#?}");
+        for (msg, what) in refused.iter().zip(expected) {
+            assert!(msg.contains(what), "{msg:?} should name {what}");
+            assert!(msg.contains("docker.allow-privileged: true"), "{msg}");
+        }
+        let allowed = DockerSettings {
+            allow_privileged: true,
+            ..DockerSettings::default()
+        };
+        assert!(refusals(&uses, &allowed).is_empty());
+    }
 
     #[test]
     fn paths_under() {
