@@ -53,6 +53,17 @@ pub enum AgentError {
         "another agent process registered under the name {0:?} and took over its runs; this one stops (use --name to run two agents)"
     )]
     Superseded(String),
+    /// The server ended the session: the owner lost access to a queue, the key was
+    /// revoked or the user deleted. The runs it held were taken back by the server.
+    #[error(
+        "the hoist server ended this agent's session: {0}; this agent stops (restore the access, then start it again)"
+    )]
+    SessionEnded(String),
+    /// The server does not know the session (its data was reset, or another server).
+    #[error(
+        "the hoist server does not know this agent's session: {0}; this agent stops (start it again to register anew; running containers are re-adopted)"
+    )]
+    UnknownSession(String),
     #[error("the agent cannot start: {0}")]
     Setup(String),
     /// A configured queue could not be looked up.
@@ -85,6 +96,17 @@ pub struct AgentOptions {
     pub drain: bool,
 }
 
+/// Why the agent's session is over, as the server said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOver {
+    /// A newer registration under the same name took over.
+    Superseded,
+    /// The server ended the session (access lost, key revoked, user deleted).
+    Ended(String),
+    /// The server does not know the session.
+    Unknown(String),
+}
+
 /// State shared by the loop, the heartbeat and the run tasks.
 pub struct Shared {
     pub client: Client,
@@ -103,8 +125,8 @@ pub struct Shared {
     pub runs: Mutex<HashMap<String, RunSignals>>,
     /// A run task ended: capacity freed.
     pub slot_freed: Notify,
-    /// Set when the server says this session is superseded.
-    pub fatal: watch::Sender<Option<String>>,
+    /// Set when the server says this session is over.
+    pub fatal: watch::Sender<Option<SessionOver>>,
     /// Parent of every run's `shutdown` token.
     pub shutdown: CancellationToken,
     /// Parent of every run's `abandon` token.
@@ -127,9 +149,25 @@ impl Shared {
         no_runner(&self.runners, &self.unavailable, resource)
     }
 
-    /// Marks the session dead (another registration superseded it).
-    pub fn supersede(&self) {
-        let _ = self.fatal.send(Some(self.name.clone()));
+    /// When the server's answer says this session is over (superseded, ended, or
+    /// unknown to it), records why and returns true: the agent then stops.
+    pub fn session_over(&self, e: &ClientError) -> bool {
+        let why = match e.code() {
+            Some(ErrorCode::Superseded) => SessionOver::Superseded,
+            Some(ErrorCode::SessionEnded) => SessionOver::Ended(e.to_string()),
+            Some(ErrorCode::UnknownSession) => SessionOver::Unknown(e.to_string()),
+            _ => return false,
+        };
+        tracing::error!(message = "The server says this agent's session is over; stopping.", reason = ?why);
+        self.fatal.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        true
     }
 }
 
@@ -403,10 +441,7 @@ pub async fn run(
                     spawn_run(&shared, &mut tasks, claimed, false);
                 }
             }
-            Err(e) if e.code() == Some(ErrorCode::Superseded) => {
-                shared.supersede();
-                break;
-            }
+            Err(e) if shared.session_over(&e) => break,
             Err(e) if e.is_transient() => {
                 let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
                 tracing::warn!(message = "Claim failed; the server is unreachable. Retrying.", error = %e, retry_in_ms = backoff.as_millis() as u64);
@@ -428,12 +463,16 @@ pub async fn run(
         }
     }
 
-    let superseded = fatal_rx.borrow().clone();
+    let over = fatal_rx.borrow().clone();
     // Shutdown: tell run tasks; they release what has not started, stop what cannot
     // outlive the agent, and leave the rest running for the next agent (or, draining,
     // wait for the runs to end).
-    if superseded.is_some() {
+    if matches!(over, Some(SessionOver::Superseded | SessionOver::Ended(_))) {
+        // The server gave the runs to someone else, or took them back.
         shared.abandon.cancel();
+    } else if over.is_some() {
+        // Unknown to this server: leave what runs for an agent that registers anew.
+        shared.shutdown.cancel();
     } else if opts.drain {
         if !tasks.is_empty() {
             tracing::info!(
@@ -451,8 +490,11 @@ pub async fn run(
     }
     hb.abort();
     let _ = hb.await;
-    if let Some(name) = superseded {
-        return Err(AgentError::Superseded(name));
+    match over {
+        Some(SessionOver::Superseded) => return Err(AgentError::Superseded(shared.name.clone())),
+        Some(SessionOver::Ended(m)) => return Err(AgentError::SessionEnded(m)),
+        Some(SessionOver::Unknown(m)) => return Err(AgentError::UnknownSession(m)),
+        None => {}
     }
     if let Err(e) = shared
         .client
@@ -515,10 +557,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration, mut shutdown: watc
                     shared.signal(&id, RunSignal::Abandon);
                 }
             }
-            Err(e) if e.code() == Some(ErrorCode::Superseded) => {
-                shared.supersede();
-                return;
-            }
+            Err(e) if shared.session_over(&e) => return,
             Err(e) => {
                 tracing::warn!(message = "Heartbeat failed; runs keep going and the agent keeps retrying.", error = %e);
             }

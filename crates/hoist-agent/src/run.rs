@@ -41,9 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_client::Client;
-use hoist_core::api::{
-    ClaimedRun, ErrorCode, Failure, JobSource, LogBatch, LogStream, Run, RunUpdate,
-};
+use hoist_core::api::{ClaimedRun, Failure, JobSource, LogBatch, LogStream, Run, RunUpdate};
 use hoist_core::run::{FailureStage, RunState};
 use hoist_core::secret::{EnvVars, Secret};
 use tokio::sync::mpsc;
@@ -128,8 +126,7 @@ impl Reporter {
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(10));
                         }
-                        Err(e) if e.code() == Some(ErrorCode::Superseded) => {
-                            shared.supersede();
+                        Err(e) if shared.session_over(&e) => {
                             refused = true;
                             break;
                         }

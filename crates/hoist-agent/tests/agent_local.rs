@@ -95,6 +95,8 @@ struct Setup {
     /// Runners besides the local-process one.
     runners: Vec<Arc<dyn Runner>>,
     unavailable: HashMap<ResourceType, String>,
+    /// The agent's API client (default: the admin's).
+    client: Option<Client>,
 }
 
 impl Default for Setup {
@@ -103,6 +105,7 @@ impl Default for Setup {
             host_env: HostEnv::capture(),
             runners: Vec::new(),
             unavailable: HashMap::new(),
+            client: None,
         }
     }
 }
@@ -151,7 +154,7 @@ fn start_agent_with(
     }
     let opts = AgentOptions {
         config,
-        client: e.client.clone(),
+        client: setup.client.unwrap_or_else(|| e.client.clone()),
         name: name.into(),
         host: "test".into(),
         base_url: e.url.clone(),
@@ -884,6 +887,90 @@ async fn queues_without_a_runner_are_skipped() {
             .any(|x| x.name == "docker-only"),
         "it never registered"
     );
+    e.server.unwrap().shutdown().await;
+}
+
+/// An agent whose owner loses access to its team's queue stops by itself with the
+/// server's reason, and stops the team run it was executing: the owner's machine does
+/// not keep running a team's job after leaving the team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_stops_when_its_session_is_ended() {
+    let e = env().await;
+    let bob = e
+        .client
+        .create_user(&CreateUser {
+            name: "bob".into(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    e.client
+        .create_team(&CreateTeam {
+            name: "lab".into(),
+            members: vec!["bob".into()],
+        })
+        .await
+        .unwrap();
+    e.client
+        .create_queue(&CreateQueue {
+            name: "lq".into(),
+            entity: Some("lab".into()),
+            resource: "local-process".into(),
+            config: Some(json!({})),
+            template_variables: vec![],
+            prioritize: false,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let bob_client = Client::new(&e.url, Some(bob.api_key.secret.clone())).unwrap();
+    let marker = e.dir.path().join("still-running");
+    let a = start_agent_with(
+        &e,
+        "bobs-agent",
+        &["lab/lq"],
+        1,
+        |_| {},
+        Setup {
+            client: Some(bob_client.clone()),
+            ..Setup::default()
+        },
+    );
+    let run = bob_client
+        .launch(&LaunchRequest {
+            queue: "lq".into(),
+            entity: Some("lab".into()),
+            entry_point: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "echo ready; while true; do touch {}; sleep 0.1; done",
+                    marker.display()
+                ),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_log_line(&e.client, &run.id, "ready").await;
+
+    e.client.remove_member("lab", "bob").await.unwrap();
+    let err = a.ended().await.expect_err("the session ended");
+    assert!(matches!(err, agent::AgentError::SessionEnded(_)), "{err:?}");
+    assert!(err.to_string().contains("session"), "{err}");
+    // The job was stopped: its marker file stops being touched.
+    let t0 = Instant::now();
+    loop {
+        let before = std::fs::metadata(&marker).unwrap().modified().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = std::fs::metadata(&marker).unwrap().modified().unwrap();
+        if before == after {
+            break;
+        }
+        assert!(t0.elapsed() < LONG, "the team's job kept running");
+    }
+    let r = e.client.get_run(&run.id).await.unwrap();
+    assert_ne!(r.state, RunState::Running, "{:?}", r.state);
     e.server.unwrap().shutdown().await;
 }
 

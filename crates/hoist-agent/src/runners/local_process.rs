@@ -256,7 +256,10 @@ impl LocalProcessRunner {
                         human_bytes(self.settings.max_run_dir_bytes)
                     ));
                 }
-                RunnerError::Source { message, source: e }
+                RunnerError::Source {
+                    message,
+                    source: Box::new(e),
+                }
             })?;
             // A relative working_dir is inside the source; an absolute one is kept.
             dir = match &opts.working_dir {

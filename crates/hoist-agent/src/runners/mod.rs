@@ -214,12 +214,13 @@ pub enum RunnerError {
         #[source]
         source: std::io::Error,
     },
-    /// The job's source could not be fetched or unpacked. Stage `build`.
+    /// The job's source could not be fetched or unpacked. Stage `build`. (Boxed: a
+    /// build error is large and this variant is rare.)
     #[error("{message}")]
     Source {
         message: String,
         #[source]
-        source: BuildError,
+        source: Box<BuildError>,
     },
     /// The runner cannot work as configured (an unsupported `DOCKER_HOST`).
     #[error("{0}")]
