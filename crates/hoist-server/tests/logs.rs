@@ -431,6 +431,47 @@ async fn retention_deletes_the_logs_of_runs_that_ended_long_ago() {
     srv.stop().await;
 }
 
+/// A deletion interrupted after its first step (the index forgotten, the files still
+/// there: a crash) reads as an empty log and is finished by the next sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_log_deletion_is_finished_by_the_next_sweep() {
+    let srv = TestServer::start().await;
+    let c = srv.admin();
+    local_queue(&c, "q").await;
+    let run = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
+    c.append_logs(
+        &run.id,
+        &LogBatch {
+            session: None,
+            lines: lines(300, "x", 100),
+        },
+    )
+    .await
+    .unwrap();
+    let state = &srv.server.as_ref().unwrap().state;
+    let dir = state.cfg.log_dir().join(&run.id);
+    assert!(dir.is_dir());
+    // The first step only, as a crash would leave it.
+    state
+        .store
+        .forget_log(&run.id, state.now())
+        .await
+        .unwrap();
+    assert!(dir.is_dir(), "the files are still there");
+    let page = c.read_logs(&run.id, 0, None).await.unwrap();
+    assert!(page.lines.is_empty(), "a forgotten log reads as empty");
+    assert_eq!(
+        state.store.pending_log_deletions(10).await.unwrap(),
+        vec![run.id.clone()]
+    );
+    // The next sweep (nothing else expired) finishes it.
+    let swept = state.logs.sweep(0, state.now()).await.unwrap();
+    assert_eq!(swept, 0, "no new expiry: only the interrupted one finished");
+    assert!(!dir.exists(), "the segment files are gone");
+    assert!(state.store.pending_log_deletions(10).await.unwrap().is_empty());
+    srv.stop().await;
+}
+
 /// Lines stored in `run_logs` before segments existed stay readable, and new lines
 /// follow them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,3 +16,11 @@ ALTER TABLE runs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN log_capped INTEGER NOT NULL DEFAULT 0;
 -- Retention: ended runs that still have a log, oldest first.
 CREATE INDEX runs_log_retention ON runs(ended_at) WHERE log_lines > 0;
+-- Retention deletes a run's log in two steps: its index rows go (in one transaction
+-- that records the run here), then its segment files, then this row. Readers never see
+-- index rows whose files are gone, and a crash between the steps leaves a row here
+-- that the next sweep finishes.
+CREATE TABLE log_deletions (
+    run_id  TEXT PRIMARY KEY,
+    at      INTEGER NOT NULL
+);

@@ -31,8 +31,9 @@
 //! (always at least one line), whatever `limit` says; `next_offset` continues it.
 //!
 //! # Retention
-//! [`retention_task`] deletes the segments, then the index rows and old-table lines, of
-//! runs that ended more than `log_retention` ago.
+//! [`retention_task`] deletes the logs of runs that ended more than `log_retention` ago:
+//! first their index rows and old-table lines (readers then see an empty log), then
+//! their segment files (`log_deletions` remembers what a crash interrupted).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -501,14 +502,27 @@ impl LogStore {
                         ),
                     });
                 }
-                let data = self
+                let data = match self
                     .segments
                     .read(&c.seg_key, c.seg_offset, c.bytes as usize)
                     .await
-                    .map_err(|source| LogError::Segment {
-                        key: c.seg_key.clone(),
-                        source,
-                    })?;
+                {
+                    Ok(d) => d,
+                    // Retention deleted the log after its index was read: the log
+                    // ends here (its index rows are gone now).
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && !self.still_indexed(run_id, c).await? =>
+                    {
+                        return Ok(out);
+                    }
+                    Err(source) => {
+                        return Err(LogError::Segment {
+                            key: c.seg_key.clone(),
+                            source,
+                        });
+                    }
+                };
                 let mut records = data.split_inclusive(|b| *b == b'\n');
                 let skip = out.next_offset - c.first_line;
                 let mut n = 0;
@@ -544,6 +558,16 @@ impl LogStore {
         }
     }
 
+    /// Whether the index still lists chunk `c` of the run.
+    async fn still_indexed(&self, run_id: &str, c: &LogChunk) -> Result<bool, LogError> {
+        Ok(self
+            .store
+            .log_chunks_from(run_id, c.first_line, 1)
+            .await?
+            .iter()
+            .any(|x| x.first_line == c.first_line && x.seg_key == c.seg_key))
+    }
+
     /// Up to `limit` lines from `offset` as values, within [`MAX_PAGE_BYTES`].
     pub async fn read_lines(
         &self,
@@ -564,7 +588,13 @@ impl LogStore {
     }
 
     /// Deletes the logs of runs that ended before `cutoff_ms`; returns how many runs'.
-    pub async fn sweep(&self, cutoff_ms: i64) -> Result<usize, LogError> {
+    /// Each deletion first forgets the log in the store (readers see an empty log from
+    /// then on), then deletes its segment files; deletions a crash interrupted are
+    /// finished first.
+    pub async fn sweep(&self, cutoff_ms: i64, now_ms: i64) -> Result<usize, LogError> {
+        for id in self.store.pending_log_deletions(1000).await? {
+            self.delete_segments(&id).await?;
+        }
         let mut n = 0;
         loop {
             let ids = self.store.runs_with_expired_logs(cutoff_ms, 100).await?;
@@ -572,19 +602,23 @@ impl LogStore {
                 return Ok(n);
             }
             for id in ids {
-                // Segments first: a crash in between leaves index rows that the next
-                // sweep finds again, never files that nothing points to.
-                self.segments
-                    .delete_run(&id)
-                    .await
-                    .map_err(|source| LogError::Segment {
-                        key: format!("{id}/"),
-                        source,
-                    })?;
-                self.store.forget_log(&id).await?;
+                self.store.forget_log(&id, now_ms).await?;
+                self.delete_segments(&id).await?;
                 n += 1;
             }
         }
+    }
+
+    async fn delete_segments(&self, run_id: &str) -> Result<(), LogError> {
+        self.segments
+            .delete_run(run_id)
+            .await
+            .map_err(|source| LogError::Segment {
+                key: format!("{run_id}/"),
+                source,
+            })?;
+        self.store.log_deletion_done(run_id).await?;
+        Ok(())
     }
 }
 
@@ -613,8 +647,9 @@ pub async fn retention_task(
             _ = shutdown.wait_for(|v| *v) => return,
         }
         wait = every;
-        let cutoff = clock.now_ms() - retention.as_millis() as i64;
-        match logs.sweep(cutoff).await {
+        let now = clock.now_ms();
+        let cutoff = now - retention.as_millis() as i64;
+        match logs.sweep(cutoff, now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(message = "Deleted expired run logs.", runs = n),
             Err(e) => {

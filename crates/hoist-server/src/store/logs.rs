@@ -290,9 +290,11 @@ impl Store {
         .await?)
     }
 
-    /// Forgets a run's log (its segments are already deleted): index rows, lines
-    /// stored before segments, and its length.
-    pub async fn forget_log(&self, run_id: &str) -> Result<(), StoreError> {
+    /// Forgets a run's log, first step of its deletion: its index rows, the lines
+    /// stored before segments and its length go, and the run is recorded in
+    /// `log_deletions` until its segment files are gone too
+    /// ([`Store::log_deletion_done`]). From this commit on, readers see an empty log.
+    pub async fn forget_log(&self, run_id: &str, now: i64) -> Result<(), StoreError> {
         let run_id = run_id.to_string();
         self.write(move |c| {
             Box::pin(async move {
@@ -310,6 +312,39 @@ impl Store {
                 .bind(&run_id)
                 .execute(&mut *c)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO log_deletions (run_id, at) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
+                )
+                .bind(&run_id)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Runs whose log was forgotten but whose segment files may remain (a sweep that
+    /// stopped half-way).
+    pub async fn pending_log_deletions(&self, max: u64) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT run_id FROM log_deletions ORDER BY at LIMIT $1")
+                .bind(max as i64)
+                .fetch_all(self.reader())
+                .await?,
+        )
+    }
+
+    /// The run's segment files are gone: its deletion is complete.
+    pub async fn log_deletion_done(&self, run_id: &str) -> Result<(), StoreError> {
+        let run_id = run_id.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM log_deletions WHERE run_id = $1")
+                    .bind(&run_id)
+                    .execute(&mut *c)
+                    .await?;
                 Ok(())
             })
         })

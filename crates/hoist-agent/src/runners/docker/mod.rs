@@ -217,30 +217,6 @@ impl DockerRunner {
         removed
     }
 
-    /// Parses and checks the queue config.
-    fn options(&self, job: &JobSpec) -> Result<DockerOptions, RunnerError> {
-        let config = if job.resource_config.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            job.resource_config.clone()
-        };
-        let parsed = options::parse(&config);
-        let refusals = policy::refusals(&options::privileged_options(&config), &self.settings);
-        if !refusals.is_empty() {
-            return Err(RunnerError::Refused(refusals.join("; ")));
-        }
-        parsed.map_err(|problems| {
-            RunnerError::start(format!(
-                "the queue's docker config is invalid for this run: {}",
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })
-    }
-
     /// Makes sure the daemon has `image`, pulling it once if not.
     async fn ensure_image(
         &self,
@@ -424,7 +400,14 @@ impl Runner for DockerRunner {
                     job.run_id
                 ))
             })?;
-        let opts = self.options(job)?;
+        // The policy resolves host paths (symbolic links): a filesystem walk, so off the
+        // runtime.
+        let (config, settings) = (job.resource_config.clone(), self.settings.clone());
+        let opts = tokio::task::spawn_blocking(move || options(&config, &settings))
+            .await
+            .map_err(|e| {
+                RunnerError::start(format!("checking the queue's docker config failed: {e}"))
+            })??;
         let prepared = spec::prepare(job, image, &opts, &self.host_env, &self.env_allow_list)
             .map_err(|e| {
                 RunnerError::start(format!("the queue's docker config cannot be applied: {e}"))
@@ -611,6 +594,31 @@ pub(crate) fn daemon_message(e: &DockerError) -> String {
         DockerError::DockerStreamError { error } => error.trim().to_string(),
         other => other.to_string(),
     }
+}
+
+/// Parses and checks a queue's docker config against the agent's policy (blocking: it
+/// may resolve host paths).
+fn options(
+    config: &serde_json::Value,
+    settings: &crate::config::DockerSettings,
+) -> Result<DockerOptions, RunnerError> {
+    let empty = serde_json::Value::Object(Default::default());
+    let config = if config.is_null() { &empty } else { config };
+    let parsed = options::parse(config);
+    let refusals = policy::refusals(&options::privileged_options(config), settings);
+    if !refusals.is_empty() {
+        return Err(RunnerError::Refused(refusals.join("; ")));
+    }
+    parsed.map_err(|problems| {
+        RunnerError::start(format!(
+            "the queue's docker config is invalid for this run: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
 }
 
 #[cfg(test)]
