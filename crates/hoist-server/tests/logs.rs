@@ -452,11 +452,7 @@ async fn an_interrupted_log_deletion_is_finished_by_the_next_sweep() {
     let dir = state.cfg.log_dir().join(&run.id);
     assert!(dir.is_dir());
     // The first step only, as a crash would leave it.
-    state
-        .store
-        .forget_log(&run.id, state.now())
-        .await
-        .unwrap();
+    state.store.forget_log(&run.id, state.now()).await.unwrap();
     assert!(dir.is_dir(), "the files are still there");
     let page = c.read_logs(&run.id, 0, None).await.unwrap();
     assert!(page.lines.is_empty(), "a forgotten log reads as empty");
@@ -468,7 +464,14 @@ async fn an_interrupted_log_deletion_is_finished_by_the_next_sweep() {
     let swept = state.logs.sweep(0, state.now()).await.unwrap();
     assert_eq!(swept, 0, "no new expiry: only the interrupted one finished");
     assert!(!dir.exists(), "the segment files are gone");
-    assert!(state.store.pending_log_deletions(10).await.unwrap().is_empty());
+    assert!(
+        state
+            .store
+            .pending_log_deletions(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     srv.stop().await;
 }
 

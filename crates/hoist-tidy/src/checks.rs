@@ -22,8 +22,15 @@ pub fn all(tree: &Tree) -> Vec<Violation> {
     v
 }
 
+/// A compiled regex, cached by pattern (the checks run over every file).
 fn word(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("valid regex")
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().expect("regex cache");
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| Regex::new(pattern).expect("valid regex"))
+        .clone()
 }
 
 /// Finds `re` in the blanked code of `f`, skipping lines that opt out of `check`.
@@ -148,8 +155,8 @@ fn dependency_line(manifest: &str, section: &str, dep: &str) -> Option<usize> {
 }
 
 fn sql_updates_state(sql: &str) -> bool {
-    let re = Regex::new(r"(?is)\bUPDATE\s+runs\s+SET\b(.*?)(\bWHERE\b|$)").expect("valid regex");
-    let state = Regex::new(r"(?i)(^|[\s,])state\s*=").expect("valid regex");
+    let re = word(r"(?is)\bUPDATE\s+runs\s+SET\b(.*?)(\bWHERE\b|$)");
+    let state = word(r"(?i)(^|[\s,])state\s*=");
     re.captures_iter(sql).any(|c| state.is_match(&c[1]))
 }
 
@@ -200,8 +207,8 @@ const STATES: &str =
 /// `is_held_by_agent`), never written out by hand in SQL, so a new state cannot be
 /// forgotten in one query.
 pub fn no_state_lists_in_sql(tree: &Tree) -> Vec<Violation> {
-    let list = Regex::new(&format!(r"(?i)'({STATES})'\s*,\s*'({STATES})'")).expect("regex");
-    let single = Regex::new(&format!(r"(?i)\bIN\s*\(\s*'({STATES})'\s*\)")).expect("regex");
+    let list = word(&format!(r"(?i)'({STATES})'\s*,\s*'({STATES})'"));
+    let single = word(&format!(r"(?i)\bIN\s*\(\s*'({STATES})'\s*\)"));
     let mut out = Vec::new();
     for f in tree.src() {
         for (off, s) in &f.lexed.strings {

@@ -2,6 +2,10 @@
 //! code (byte offsets and lines kept), string literals collected with their offsets, and
 //! the spans of functions and async blocks found by brace matching.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 /// A lexed file.
 #[derive(Debug, Clone)]
 pub struct Lexed {
@@ -214,8 +218,9 @@ pub fn functions(code: &str) -> Vec<FnSpan> {
 
 /// The spans of `async { … }` / `async move { … }` blocks (braces included).
 pub fn async_blocks(code: &str) -> Vec<(usize, usize)> {
-    let re = regex::Regex::new(r"\basync\s+(?:move\s*)?\{").expect("valid regex");
-    re.find_iter(code)
+    static RE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\basync\s+(?:move\s*)?\{").expect("valid regex"));
+    RE.find_iter(code)
         .filter_map(|m| {
             let open = m.end() - 1;
             matching_brace(code, open).map(|e| (open, e))
