@@ -210,21 +210,9 @@ fn unpack_entries(
     let mut count = 0u64;
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(ContextError::TooManyEntries {
-                limit: limits.max_entries,
-            });
-        }
-        let raw_path = entry.path().map_err(corrupt)?.into_owned();
-        let shown = raw_path.to_string_lossy().into_owned();
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
-        ) {
+        let Some((raw_path, shown, kind)) = entry_head(&entry, &mut count, limits)? else {
             continue;
-        }
+        };
         let Some(rel) = safe_relative(&raw_path, &shown)? else {
             // "." or "./": the destination itself.
             continue;
@@ -395,21 +383,9 @@ fn inspect_entries(
             break;
         }
         let entry = entry.map_err(corrupt)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(ContextError::TooManyEntries {
-                limit: limits.max_entries,
-            });
-        }
-        let raw_path = entry.path().map_err(corrupt)?.into_owned();
-        let shown = raw_path.to_string_lossy().into_owned();
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
-        ) {
+        let Some((raw_path, shown, kind)) = entry_head(&entry, &mut count, limits)? else {
             continue;
-        }
+        };
         let rel = match safe_relative(&raw_path, &shown) {
             Ok(Some(rel)) => rel,
             Ok(None) => continue,
@@ -504,6 +480,31 @@ fn inspect_entries(
 
 fn special(path: String, kind: &'static str) -> ContextError {
     ContextError::SpecialFile { path, kind }
+}
+
+/// An entry's path (as stored, and as shown in messages) and kind, after counting it
+/// against the entry limit; `None` for pax headers, which carry no file.
+fn entry_head<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    count: &mut u64,
+    limits: &Limits,
+) -> Result<Option<(PathBuf, String, tar::EntryType)>, ContextError> {
+    *count += 1;
+    if *count > limits.max_entries {
+        return Err(ContextError::TooManyEntries {
+            limit: limits.max_entries,
+        });
+    }
+    let raw_path = entry.path().map_err(corrupt)?.into_owned();
+    let shown = raw_path.to_string_lossy().into_owned();
+    let kind = entry.header().entry_type();
+    if matches!(
+        kind,
+        tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+    ) {
+        return Ok(None);
+    }
+    Ok(Some((raw_path, shown, kind)))
 }
 
 /// The entry's path as plain relative components; `None` for the root itself.
