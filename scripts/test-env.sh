@@ -21,12 +21,14 @@
 #   HOIST_TEST_SKIP_K8S=1    skip the Kubernetes test cluster (and its build)
 #   HOIST_TEST_K8S_SMOKE     1: always run the cluster's smoke check; 0: never;
 #                            default: only when this run started a component
+#   HOIST_TEST_K8S_FORWARD=0 no forwarder of the API server to the host's loopback
 #
 # Kubernetes (section "kubernetes" below; built once, about 10-20 min, then cached): a
-# v1.20 cluster inside the network namespace $HOIST_TEST_K8S_NETNS. A test reaches it
-# from inside that namespace only: `nsenter --net="$HOIST_TEST_K8S_NETNS" -- CMD` (or
-# setns(2) on that path), with $HOIST_TEST_KUBECONFIG (https://127.0.0.1:6443, TLS
-# verified against $HOIST_TEST_K8S_CA_FILE, admin bearer token) and $HOIST_TEST_KUBECTL.
+# v1.20 cluster inside the network namespace $HOIST_TEST_K8S_NETNS, used with
+# $HOIST_TEST_KUBECONFIG (https://127.0.0.1:6443, TLS verified against
+# $HOIST_TEST_K8S_CA_FILE, admin bearer token) and $HOIST_TEST_KUBECTL. The API server is
+# there on 127.0.0.1:6443 inside the namespace (`nsenter --net="$HOIST_TEST_K8S_NETNS"
+# -- CMD`) and, through a forwarder ($HOIST_TEST_K8S_HOST_API=1), on the host's too.
 
 # Sourced: run this file as a child process (so its `set -e`/`exit` never touch the
 # caller's shell), then load the env file it wrote.
@@ -241,6 +243,7 @@ ensure_packages() {
     fi
     if k8s_enabled; then
         pkgs+=(etcd-server openssl iproute2 util-linux)
+        if k8s_forward_enabled; then pkgs+=(socat); fi
     fi
     apt_install "${pkgs[@]}"
 }
@@ -690,7 +693,8 @@ K8S_LOGS="$K8S_DIR/logs"
 # Bump when the build below changes (patches, flags): cached binaries of another recipe
 # are not used, and a new bin/<source version>-r<recipe> is built.
 #   1: OOM score patches (sandbox, Guaranteed pods) + kernel tunables only warned about
-K8S_RECIPE=1
+#   2: + reflect2 1.0.2 (Debian's) in vendor/, kubectl built from the same tree
+K8S_RECIPE=2
 K8S_PAUSE_IMAGE=hoist-test/pause:3.4
 K8S_PAUSE_RECIPE=1
 K8S_NETNS=hoist-k8s
@@ -718,6 +722,10 @@ K8S_COMPONENTS=("k8s-etcd:/etcd " "k8s-apiserver:/kube-apiserver "
     "k8s-kubelet:/kubelet ")
 
 k8s_enabled() { [[ "${HOIST_TEST_SKIP_K8S:-0}" != 1 ]]; }
+k8s_forward_enabled() { [[ "${HOIST_TEST_K8S_FORWARD:-1}" == 1 ]]; }
+# The forwarder's marker (socat on the host's loopback, entering the namespace for each
+# connection).
+K8S_FORWARD_MARKER="socat TCP-LISTEN:$K8S_API_PORT,bind=127.0.0.1"
 
 # k8s_ns CMD...: run CMD in the cluster's network namespace (nsenter, not `ip netns
 # exec`: that remounts /sys, which hides the cgroup mounts from the kubelet).
@@ -760,10 +768,10 @@ apt_update() {
     APT_UPDATED=1
 }
 
-# Build kube-apiserver, kube-controller-manager, kube-scheduler and kubelet from Debian's
-# source package the way its debian/rules does, patched for this sandbox; add kubectl
-# (Debian's kubernetes-client, unpacked: the machine's own /usr/bin/kubectl belongs to
-# another package) and a static pause binary. Result: $K8S_DIR/bin/<version>-r<recipe>.
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from
+# Debian's source package the way its debian/rules does, patched for this sandbox and for
+# the Go it is built with, and a static pause binary. Result:
+# $K8S_DIR/bin/<source version>-r<recipe> (older builds are removed once it is there).
 ensure_k8s_binaries() {
     if K8S_BIN=$(k8s_cached_bin); then
         say "k8s build: cached ($K8S_BIN)"
@@ -785,7 +793,7 @@ ensure_k8s_binaries() {
     fi
     local t0=$SECONDS log="$K8S_LOGS/build.log"
     : >"$log"
-    apt_install golang-go rsync dpkg-dev gcc libc6-dev
+    apt_install golang-go rsync dpkg-dev gcc libc6-dev golang-github-modern-go-reflect2-dev
     ensure_deb_src
     apt_update
     local version
@@ -829,6 +837,14 @@ ensure_k8s_binaries() {
     # with protectKernelDefaults would, without refusing to start).
     sed -i -E 's/^([[:space:]]*b := )KernelTunableModify$/\1KernelTunableWarn/' \
         "$tree/pkg/kubelet/cm/container_manager_linux.go"
+    # Go >= 1.18 changed reflect.mapiterinit; the vendored reflect2 1.0.1 still calls the
+    # old signature, and the API server dies with "unexpected fault address 0x0 / fatal
+    # error: fault" in json-iterator's map encoding (reflect2.UnsafeIterate). reflect2
+    # 1.0.2 (Debian's golang-github-modern-go-reflect2-dev) calls the new one.
+    local r2=/usr/share/gocode/src/github.com/modern-go/reflect2 v2="$tree/vendor/github.com/modern-go/reflect2"
+    [[ -f "$r2/go_above_118.go" ]] || die "k8s build: $r2 has no go_above_118.go (golang-github-modern-go-reflect2-dev >= 1.0.2)"
+    rm -f "$v2"/*.go "$v2"/*.s
+    cp "$r2"/*.go "$r2"/*.s "$v2/"
     if ! {
         grep -qE '^[[:space:]]*defaultSandboxOOMAdj[[:space:]]+int[[:space:]]*=[[:space:]]*0$' \
             "$tree/pkg/kubelet/dockershim/docker_sandbox.go" &&
@@ -862,13 +878,13 @@ EOF
             ln -s ../../.. .go/src/k8s.io/kubernetes &&
             env GOPATH="$tree/.go" PATH="/usr/lib/go/bin:$PATH" CGO_ENABLED=0 HOME="$build/home" \
                 GOCACHE="$build/gocache" KUBE_GIT_VERSION_FILE="$build/version" \
-                "${nicer[@]}" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet"
+                "${nicer[@]}" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kubectl"
     ) >>"$log" 2>&1 </dev/null || die_log "k8s build" "$log" "make failed"
 
     local out="$K8S_DIR/bin/${version#*:}-r$K8S_RECIPE" b
     rm -rf "$out" "$out.tmp"
     mkdir -p "$out.tmp"
-    for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+    for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
         install -m 0755 "$tree/_output/bin/$b" "$out.tmp/$b" || die "k8s build: $b was not built"
     done
     "${nicer[@]}" gcc -Os -Wall -Werror -static -DVERSION="v3.4-hoist$K8S_RECIPE" \
@@ -877,24 +893,16 @@ EOF
     strip "$out.tmp/pause"
     cp "$tree/build/pause/linux/pause.c" "$out.tmp/pause.c"
 
-    # kubectl of the same version, from kubernetes-client's .deb (not installed: it
-    # would overwrite /usr/bin/kubectl of the machine's own `kubectl` package).
-    local deb
-    deb="$K8S_DIR/src/kubernetes-client_${version#*:}_$(dpkg --print-architecture).deb"
-    if [[ ! -s "$deb" ]]; then
-        (cd "$K8S_DIR/src" && apt-get download "kubernetes-client=$version") >>"$log" 2>&1 ||
-            die_log "k8s build" "$log" "apt-get download kubernetes-client=$version failed"
-    fi
-    mkdir -p "$build/client"
-    dpkg-deb -x "$deb" "$build/client" || die "k8s build: dpkg-deb -x $deb failed"
-    install -m 0755 "$build/client/usr/bin/kubectl" "$out.tmp/kubectl"
-
     printf 'source %s\nversion %s\nrecipe %s\ngo %s\nbuilt %s\n' "$version" "$kver" "$K8S_RECIPE" \
         "$(go version | awk '{print $3}')" "$(date -Is)" >"$out.tmp/BUILD-INFO"
     touch "$out.tmp/.complete"
     mv "$out.tmp" "$out"
     k8s_build_cleanup
     trap - EXIT
+    local old
+    for old in "$K8S_DIR"/bin/*; do
+        [[ "$old" == "$out" ]] || rm -rf "$old"
+    done
     exec 8>&-
     K8S_BIN=$out
     say "k8s build: done in $((SECONDS - t0)) s -> $K8S_BIN"
@@ -1232,6 +1240,41 @@ ensure_k8s_cluster() {
     say "k8s: node $K8S_NODE Ready; API $K8S_API_URL in $K8S_NETNS_PATH"
 }
 
+# The API server also on the host's 127.0.0.1:$K8S_API_PORT (same URL, same kubeconfig,
+# same certificate): socat accepts there and, for each connection, enters the namespace
+# and connects to the API server. Processes outside the namespace (a hoist server next
+# to PostgreSQL, hostNetwork pods of the tests' dockerd) can use the cluster this way.
+k8s_host_api_ok() {
+    [[ "$(curl -s --max-time 3 --cacert "$K8S_PKI/ca.crt" -H "Authorization: Bearer $(<"$K8S_PKI/admin.token")" \
+        "$K8S_API_URL/readyz" 2>/dev/null)" == ok ]]
+}
+
+ensure_k8s_forward() {
+    local pid name=k8s-api-forward log="$K8S_LOGS/api-forward.log"
+    if pid=$(our_pid "$name" "$K8S_FORWARD_MARKER"); then
+        if wait_until 10 k8s_host_api_ok; then
+            say "$name: already running on 127.0.0.1:$K8S_API_PORT (pid $pid)"
+            return 0
+        fi
+        say "$name: pid $pid does not forward, restarting it"
+        stop_pid "$name" "$K8S_FORWARD_MARKER" TERM 10
+    fi
+    if port_busy "$K8S_API_PORT"; then
+        die "$name: 127.0.0.1:$K8S_API_PORT on the host is taken by something else (see: ss -ltnp 'sport = :$K8S_API_PORT'); HOIST_TEST_K8S_FORWARD=0 goes without the forwarder"
+    fi
+    command -v socat >/dev/null || die "$name: socat not found (package socat)"
+    spawn "$name" "$log" socat "TCP-LISTEN:$K8S_API_PORT,bind=127.0.0.1,reuseaddr,fork" \
+        "SYSTEM:exec nsenter --net=$K8S_NETNS_PATH -- socat STDIO TCP\\:127.0.0.1\\:$K8S_API_PORT"
+    pid=$(<"$(pidfile "$name")")
+    local deadline=$((SECONDS + 30))
+    until k8s_host_api_ok; do
+        alive_as "$pid" "$K8S_FORWARD_MARKER" || die_log "$name" "$log" "socat (pid $pid) exited while starting"
+        ((SECONDS < deadline)) || die_log "$name" "$log" "the API server does not answer on the host's 127.0.0.1:$K8S_API_PORT after 30 s"
+        sleep 0.3
+    done
+    say "$name: API server forwarded to the host's 127.0.0.1:$K8S_API_PORT (pid $pid, log $log)"
+}
+
 # A pod that prints hello, a batch/v1 Job and a server-side dry run; then cleaned up.
 k8s_smoke() {
     local t0=$SECONDS log="$K8S_LOGS/smoke.log" out
@@ -1316,6 +1359,7 @@ ensure_k8s() {
     [[ -n "$K8S_BIN" ]] || die "k8s: binaries missing (ensure_k8s_binaries did not run)"
     ensure_pause_image
     ensure_k8s_cluster
+    if k8s_forward_enabled; then ensure_k8s_forward; fi
     case "${HOIST_TEST_K8S_SMOKE:-auto}" in
         1) k8s_smoke ;;
         0) say "k8s smoke: skipped (HOIST_TEST_K8S_SMOKE=0)" ;;
@@ -1331,6 +1375,7 @@ ensure_k8s() {
     export_var HOIST_TEST_KUBECONFIG "$K8S_KUBECONFIG"
     export_var HOIST_TEST_K8S_NETNS "$K8S_NETNS_PATH"
     export_var HOIST_TEST_K8S_API_URL "$K8S_API_URL"
+    if k8s_forward_enabled; then export_var HOIST_TEST_K8S_HOST_API 1; fi
     export_var HOIST_TEST_K8S_CA_FILE "$K8S_PKI/ca.crt"
     export_var HOIST_TEST_K8S_TOKEN_FILE "$K8S_PKI/admin.token"
     export_var HOIST_TEST_K8S_NODE "$K8S_NODE"
@@ -1345,6 +1390,7 @@ ensure_k8s() {
 # process still inside it keeps it alive; a new start makes a new one).
 stop_k8s() {
     local i c
+    stop_pid k8s-api-forward "$K8S_FORWARD_MARKER" TERM 10
     for ((i = ${#K8S_COMPONENTS[@]} - 1; i >= 0; i--)); do
         c=${K8S_COMPONENTS[i]}
         stop_pid "${c%%:*}" "${c#*:}" TERM 30
@@ -1370,7 +1416,7 @@ stop_k8s() {
 
 status_k8s() {
     local c pid
-    for c in "${K8S_COMPONENTS[@]}"; do
+    for c in "${K8S_COMPONENTS[@]}" "k8s-api-forward:$K8S_FORWARD_MARKER"; do
         if pid=$(our_pid "${c%%:*}" "${c#*:}"); then
             say "${c%%:*}: running (pid $pid)"
         else
