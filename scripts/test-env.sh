@@ -242,7 +242,7 @@ ensure_packages() {
         pkgs+=(chromium chromium-driver)
     fi
     if k8s_enabled; then
-        pkgs+=(etcd-server openssl iproute2 util-linux)
+        pkgs+=(etcd-server openssl iproute2 util-linux containernetworking-plugins)
         if k8s_forward_enabled; then pkgs+=(socat); fi
     fi
     apt_install "${pkgs[@]}"
@@ -707,6 +707,10 @@ K8S_NODE_IP=192.0.2.2
 K8S_GATEWAY=192.0.2.1
 K8S_SERVICE_CIDR=198.51.100.0/24
 K8S_SERVICE_IP=198.51.100.1
+# Pod addresses (RFC 2544's test range): each pod gets a point-to-point veth to the
+# cluster's namespace (CNI ptp + host-local), so it has an IP as the kubelet requires.
+K8S_POD_CIDR=198.18.0.0/16
+K8S_CNI="$K8S_DIR/cni"
 K8S_API_PORT=6443
 K8S_API_URL="https://127.0.0.1:$K8S_API_PORT"
 # The node name is also the address the API server dials for logs/exec
@@ -1080,6 +1084,31 @@ EOF
     k8s_kubeconfig "$K8S_DIR/scheduler.kubeconfig" system:kube-scheduler "$sched"
     k8s_kubeconfig "$K8S_DIR/kubelet.kubeconfig" "system:node:$K8S_NODE" "$kubelet"
 
+    # A sandbox without an IP is one the kubelet replaces at its next sync (the pod is
+    # killed: "Sandbox for pod ... has no IP address. Need to start a new one"), and the
+    # tests' dockerd has no bridge. So pods get a veth to this namespace from CNI's ptp
+    # plugin (run by the kubelet, inside the namespace): an address in $K8S_POD_CIDR,
+    # routes only to here, and from here nowhere (the namespace's own veth is down).
+    mkdir -p "$K8S_CNI/net.d"
+    cat >"$K8S_CNI/net.d/10-hoist-k8s.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "hoist-k8s",
+  "plugins": [
+    {
+      "type": "ptp",
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$K8S_POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$K8S_CNI/ipam"
+      }
+    }
+  ]
+}
+EOF
+
     # No eviction, no image GC (the daemon's other images are not the cluster's to
     # delete; the disk here may well be past 85 %), no QoS cgroups, no sysctls.
     cat >"$K8S_DIR/kubelet-config.yaml" <<EOF
@@ -1223,6 +1252,8 @@ ensure_k8s_cluster() {
         --config="$K8S_DIR/kubelet-config.yaml" --kubeconfig="$K8S_DIR/kubelet.kubeconfig" \
         --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
         --pod-infra-container-image="$K8S_PAUSE_IMAGE" \
+        --network-plugin=cni --cni-bin-dir=/usr/lib/cni --cni-conf-dir="$K8S_CNI/net.d" \
+        --cni-cache-dir="$K8S_CNI/cache" \
         --hostname-override="$K8S_NODE" --root-dir="$K8S_DIR/kubelet" \
         --cert-dir="$K8S_DIR/kubelet/pki" --v=1
     k8s_wait k8s-kubelet 120 k8s_kubelet_ok
@@ -1275,13 +1306,14 @@ ensure_k8s_forward() {
     say "$name: API server forwarded to the host's 127.0.0.1:$K8S_API_PORT (pid $pid, log $log)"
 }
 
-# A pod that prints hello, a batch/v1 Job and a server-side dry run; then cleaned up.
+# A pod that prints hello, a batch/v1 Job, a server-side dry run, and a long-running pod
+# that has an IP and is still running at the end; then all cleaned up.
 k8s_smoke() {
     local t0=$SECONDS log="$K8S_LOGS/smoke.log" out
     : >"$log"
-    k8s_kubectl delete pod hoist-smoke --ignore-not-found --wait=true >>"$log" 2>&1 || true
+    k8s_kubectl delete pod hoist-smoke hoist-smoke-long --ignore-not-found --wait=true >>"$log" 2>&1 || true
     k8s_kubectl delete job hoist-smoke --ignore-not-found --wait=true >>"$log" 2>&1 || true
-    k8s_kubectl apply -f - >>"$log" 2>&1 <<EOF || die_log "k8s smoke" "$log" "could not create the smoke pod and job"
+    k8s_kubectl apply -f - >>"$log" 2>&1 <<EOF || die_log "k8s smoke" "$log" "could not create the smoke pods and job"
 apiVersion: v1
 kind: Pod
 metadata:
@@ -1295,6 +1327,20 @@ spec:
     image: $BUSYBOX_IMAGE
     imagePullPolicy: IfNotPresent
     command: [sh, -c, "echo hello"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hoist-smoke-long
+  labels: {hoist.dev/smoke: "1"}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "600"]
 ---
 apiVersion: batch/v1
 kind: Job
@@ -1343,10 +1389,18 @@ EOF
     [[ "$out" == configmap/hoist-smoke-dry-run ]] || die_log "k8s smoke" "$log" "server dry run printed '$out'"
     k8s_kubectl get configmap hoist-smoke-dry-run >/dev/null 2>&1 &&
         die "k8s smoke: the server-side dry run created configmap hoist-smoke-dry-run"
+    # (a pod whose sandbox has no IP is killed by the kubelet's next sync)
+    out=$(k8s_kubectl get pod hoist-smoke-long \
+        -o 'jsonpath={.status.phase} {.status.containerStatuses[0].restartCount} {.status.podIP}' 2>>"$log" || true)
+    if [[ ! "$out" =~ ^Running\ 0\ [0-9.]+$ ]]; then
+        k8s_kubectl describe pod hoist-smoke-long >>"$log" 2>&1 || true
+        die_log "k8s smoke" "$log" "pod hoist-smoke-long is '$out', not running with an IP"
+    fi
+    k8s_kubectl delete pod hoist-smoke-long --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete pod hoist-smoke-long"
     k8s_kubectl delete job hoist-smoke --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete job hoist-smoke"
     k8s_kubectl delete pod hoist-smoke --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete pod hoist-smoke"
     k8s_kubectl delete pods -l job-name=hoist-smoke --wait=true >>"$log" 2>&1 || true
-    say "k8s smoke: pod logs 'hello', Job complete, server dry run ok, cleaned up ($((SECONDS - t0)) s)"
+    say "k8s smoke: pod logs 'hello', Job complete, server dry run ok, a pod runs with IP ${out##* }; cleaned up ($((SECONDS - t0)) s)"
 }
 
 ensure_k8s() {
@@ -1405,6 +1459,8 @@ stop_k8s() {
             say "k8s: removed $(wc -w <<<"$ids") pod container(s) from dockerd"
         fi
     fi
+    # The pods' address leases went with their containers.
+    rm -rf "$K8S_CNI/ipam" "$K8S_CNI/cache"
     local m
     while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
