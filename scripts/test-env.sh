@@ -685,8 +685,10 @@ ensure_cloud() {
 # controller-manager, scheduler, kubelet) runs inside a network namespace of its own,
 # $K8S_NETNS: loopback plus a veth whose host end stays down (a default route through it
 # gives the kubelet a node address; nothing ever leaves). Every component listens on
-# 127.0.0.1 inside it; tests reach the cluster by entering it: `nsenter --net=PATH`.
-# The kubelet runs pods on the tests' dockerd (dockershim, /var/run/docker.sock).
+# 127.0.0.1 inside it; tests reach the API server by entering it (`nsenter --net=PATH`)
+# or through a forwarder on the host's 127.0.0.1:6443. The kubelet runs pods on the
+# tests' dockerd (dockershim, /var/run/docker.sock); each pod has a veth into the
+# namespace (CNI), hostNetwork pods share the daemon's (the host's) network.
 K8S_DIR="$CACHE/k8s"
 K8S_PKI="$K8S_DIR/pki"
 K8S_LOGS="$K8S_DIR/logs"
@@ -813,7 +815,7 @@ ensure_k8s_binaries() {
         (cd "$K8S_DIR/src" && apt-get source --download-only "kubernetes=$version") >>"$log" 2>&1 ||
             die_log "k8s build" "$log" "apt-get source kubernetes=$version failed"
     fi
-    # The tree, Go's build cache and _output take about 4 GB for a few minutes: build in
+    # The tree, Go's build cache and _output take a few GB for a few minutes: build in
     # a tmpfs (memory is plentiful here, disk often is not, and it spares the disk's I/O).
     local build="$K8S_DIR/build" tree
     k8s_build_cleanup
