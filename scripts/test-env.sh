@@ -4,6 +4,7 @@
 #   scripts/test-env.sh [start]    install what is missing, start what is not running,
 #                                  write $HOIST_TEST_ENV_FILE and print its export lines
 #   scripts/test-env.sh stop       stop the services this script started (by PID)
+#   scripts/test-env.sh stop-k8s   stop only the Kubernetes cluster (`start` brings it back)
 #   scripts/test-env.sh status     one line per service
 #   . scripts/test-env.sh          (sourced) start, then export the variables here
 #
@@ -17,6 +18,17 @@
 #   HOIST_TEST_PG_PORT     first port tried for PostgreSQL .. default 54329
 #   HOIST_TEST_SKIP_CLOUD=1  skip the moto (AWS) server and its venv
 #   HOIST_TEST_BROWSER=1     also install chromium + chromium-driver
+#   HOIST_TEST_SKIP_K8S=1    skip the Kubernetes test cluster (and its build)
+#   HOIST_TEST_K8S_SMOKE     1: always run the cluster's smoke check; 0: never;
+#                            default: only when this run started a component
+#   HOIST_TEST_K8S_FORWARD=0 no forwarder of the API server to the host's loopback
+#
+# Kubernetes (section "kubernetes" below; built once, about 10-20 min, then cached): a
+# v1.20 cluster inside the network namespace $HOIST_TEST_K8S_NETNS, used with
+# $HOIST_TEST_KUBECONFIG (https://127.0.0.1:6443, TLS verified against
+# $HOIST_TEST_K8S_CA_FILE, admin bearer token) and $HOIST_TEST_KUBECTL. The API server is
+# there on 127.0.0.1:6443 inside the namespace (`nsenter --net="$HOIST_TEST_K8S_NETNS"
+# -- CMD`) and, through a forwarder ($HOIST_TEST_K8S_HOST_API=1), on the host's too.
 
 # Sourced: run this file as a child process (so its `set -e`/`exit` never touch the
 # caller's shell), then load the env file it wrote.
@@ -228,6 +240,10 @@ ensure_packages() {
     fi
     if [[ "${HOIST_TEST_BROWSER:-0}" == 1 ]]; then
         pkgs+=(chromium chromium-driver)
+    fi
+    if k8s_enabled; then
+        pkgs+=(etcd-server openssl iproute2 util-linux containernetworking-plugins)
+        if k8s_forward_enabled; then pkgs+=(socat); fi
     fi
     apt_install "${pkgs[@]}"
 }
@@ -662,6 +678,816 @@ ensure_cloud() {
     export_var HOIST_TEST_MOTO_URL "http://127.0.0.1:$MOTO_PORT"
 }
 
+# -------------------------------------------------------------------------- kubernetes
+
+# A real single-node Kubernetes v1.20 for the tests, built from Debian's `kubernetes`
+# source package (nothing can be pulled here). The whole cluster (etcd, API server,
+# controller-manager, scheduler, kubelet) runs inside a network namespace of its own,
+# $K8S_NETNS: loopback plus a veth whose host end stays down (a default route through it
+# gives the kubelet a node address; nothing ever leaves). Every component listens on
+# 127.0.0.1 inside it; tests reach the API server by entering it (`nsenter --net=PATH`)
+# or through a forwarder on the host's 127.0.0.1:6443. The kubelet runs pods on the
+# tests' dockerd (dockershim, /var/run/docker.sock); each pod has a veth into the
+# namespace (CNI), hostNetwork pods share the daemon's (the host's) network.
+K8S_DIR="$CACHE/k8s"
+K8S_PKI="$K8S_DIR/pki"
+K8S_LOGS="$K8S_DIR/logs"
+# Bump when the build below changes (patches, flags): cached binaries of another recipe
+# are not used, and a new bin/<source version>-r<recipe> is built.
+#   1: OOM score patches (sandbox, Guaranteed pods) + kernel tunables only warned about
+#   2: + reflect2 1.0.2 (Debian's) in vendor/, kubectl built from the same tree
+K8S_RECIPE=2
+K8S_PAUSE_IMAGE=hoist-test/pause:3.4
+K8S_PAUSE_RECIPE=1
+K8S_NETNS=hoist-k8s
+K8S_NETNS_PATH=/var/run/netns/$K8S_NETNS
+K8S_VETH=hoist-k8s0 # the host end (always down); in the namespace it is eth0
+# Documentation ranges (RFC 5737), never routed anywhere: the node's address on the
+# namespace's veth and the services' virtual range (no kube-proxy: nothing listens).
+K8S_NODE_CIDR=192.0.2.2/24
+K8S_NODE_IP=192.0.2.2
+K8S_GATEWAY=192.0.2.1
+K8S_SERVICE_CIDR=198.51.100.0/24
+K8S_SERVICE_IP=198.51.100.1
+# Pod addresses (RFC 2544's test range): each pod gets a point-to-point veth to the
+# cluster's namespace (CNI ptp + host-local), so it has an IP as the kubelet requires.
+K8S_POD_CIDR=198.18.0.0/16
+K8S_CNI="$K8S_DIR/cni"
+K8S_API_PORT=6443
+K8S_API_URL="https://127.0.0.1:$K8S_API_PORT"
+# The node name is also the address the API server dials for logs/exec
+# (--kubelet-preferred-address-types=Hostname): it must resolve to 127.0.0.1.
+K8S_NODE=localhost
+K8S_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
+K8S_BIN="" # set by ensure_k8s_binaries
+K8S_STARTED=0
+# name:marker of each component, in start order (a marker is the binary's path end and
+# the space before its arguments, as in /proc/PID/cmdline with NULs turned to spaces).
+K8S_COMPONENTS=("k8s-etcd:/etcd " "k8s-apiserver:/kube-apiserver "
+    "k8s-controller-manager:/kube-controller-manager " "k8s-scheduler:/kube-scheduler "
+    "k8s-kubelet:/kubelet ")
+
+k8s_enabled() { [[ "${HOIST_TEST_SKIP_K8S:-0}" != 1 ]]; }
+k8s_forward_enabled() { [[ "${HOIST_TEST_K8S_FORWARD:-1}" == 1 ]]; }
+# The forwarder's marker (socat on the host's loopback, entering the namespace for each
+# connection).
+K8S_FORWARD_MARKER="socat TCP-LISTEN:$K8S_API_PORT,bind=127.0.0.1"
+
+# k8s_ns CMD...: run CMD in the cluster's network namespace (nsenter, not `ip netns
+# exec`: that remounts /sys, which hides the cgroup mounts from the kubelet).
+k8s_ns() { nsenter --net="$K8S_NETNS_PATH" -- "$@"; }
+
+k8s_kubectl() { k8s_ns "$K8S_BIN/kubectl" --kubeconfig "$K8S_KUBECONFIG" "$@"; }
+
+# The complete cached build for this recipe (the newest source version), if any.
+k8s_cached_bin() {
+    local d best=""
+    for d in "$K8S_DIR"/bin/*-r"$K8S_RECIPE"; do
+        [[ -f "$d/.complete" ]] && best=$d
+    done
+    [[ -n "$best" ]] && printf '%s' "$best"
+}
+
+# A deb-src entry for bookworm's main, in a sources file of our own, if apt has none.
+ensure_deb_src() {
+    local f=/etc/apt/sources.list.d/hoist-deb-src.sources
+    if grep -qsE '^[[:space:]]*(deb-src[[:space:]].*[[:space:]]bookworm[[:space:]].*main|Types:.*deb-src)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources >/dev/null; then
+        return 0
+    fi
+    cat >"$f" <<EOF
+# written by hoist scripts/test-env.sh: sources for \`apt-get source kubernetes\`
+Types: deb-src
+URIs: $(debian_mirror)
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    say "k8s build: added $f"
+    APT_UPDATED=0
+}
+
+apt_update() {
+    ((APT_UPDATED == 1)) && return 0
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >>"$CACHE/apt.log" 2>&1 ||
+        die_log packages "$CACHE/apt.log" "apt-get update failed"
+    APT_UPDATED=1
+}
+
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from
+# Debian's source package the way its debian/rules does, patched for this sandbox and for
+# the Go it is built with, and a static pause binary. Result:
+# $K8S_DIR/bin/<source version>-r<recipe> (older builds are removed once it is there).
+ensure_k8s_binaries() {
+    if K8S_BIN=$(k8s_cached_bin); then
+        say "k8s build: cached ($K8S_BIN)"
+        return 0
+    fi
+    is_root || die "k8s build: building Kubernetes needs root (apt-get source, packages); HOIST_TEST_SKIP_K8S=1 skips the cluster"
+    mkdir -p "$K8S_DIR/src" "$K8S_DIR/bin" "$K8S_LOGS"
+    local free_kib
+    free_kib=$(df -Pk "$K8S_DIR" | awk 'NR == 2 {print $4}')
+    ((free_kib > 1024 * 1024)) ||
+        die "k8s build: only $((free_kib / 1024)) MiB free under $K8S_DIR (the source and binaries need about 1 GiB)"
+    # A build lock of its own: the services' lock is not held during the long build.
+    exec 8>"$K8S_DIR/build.lock"
+    flock -w 3600 8 || die "k8s build: another build holds $K8S_DIR/build.lock"
+    if K8S_BIN=$(k8s_cached_bin); then
+        exec 8>&-
+        say "k8s build: cached ($K8S_BIN, built meanwhile)"
+        return 0
+    fi
+    local t0=$SECONDS log="$K8S_LOGS/build.log"
+    : >"$log"
+    apt_install golang-go rsync dpkg-dev gcc libc6-dev golang-github-modern-go-reflect2-dev
+    ensure_deb_src
+    apt_update
+    local version
+    version=$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2}' | sort -V | tail -n1)
+    [[ -n "$version" ]] || die "k8s build: apt has no source for kubernetes (deb-src entry missing?)"
+    local upstream=${version#*:}
+    upstream=${upstream%-*}          # 1.20.5+really1.20.2
+    local kver=v${upstream##*really} # v1.20.2
+    [[ "$kver" == v1.20.* ]] || die "k8s build: Debian's kubernetes source is $version; this recipe is for 1.20.x"
+    local dsc="$K8S_DIR/src/kubernetes_${version#*:}.dsc"
+    if [[ ! -s "$dsc" ]]; then
+        say "k8s build: apt-get source kubernetes=$version (log: $log)"
+        (cd "$K8S_DIR/src" && apt-get source --download-only "kubernetes=$version") >>"$log" 2>&1 ||
+            die_log "k8s build" "$log" "apt-get source kubernetes=$version failed"
+    fi
+    # The tree, Go's build cache and _output take a few GB for a few minutes: build in
+    # a tmpfs (memory is plentiful here, disk often is not, and it spares the disk's I/O).
+    local build="$K8S_DIR/build" tree
+    k8s_build_cleanup
+    mkdir -p "$build"
+    if mount -t tmpfs -o size=12g,mode=0700 hoist-k8s-build "$build" 2>>"$log"; then
+        trap k8s_build_cleanup EXIT
+    else
+        say "k8s build: no tmpfs for the build (see $log), building on disk in $build"
+        local avail
+        avail=$(df -Pk "$K8S_DIR" | awk 'NR == 2 {print $4}')
+        ((avail > 6 * 1024 * 1024)) || die "k8s build: $((avail / 1024)) MiB free under $K8S_DIR; the build needs about 6 GiB"
+    fi
+    mkdir -p "$build/home"
+    tree="$build/kubernetes"
+    dpkg-source -x "$dsc" "$tree" >>"$log" 2>&1 || die_log "k8s build" "$log" "dpkg-source -x $dsc failed"
+
+    # This sandbox may not lower oom_score_adj: runc then fails with "can't get final
+    # child's PID from pipe" for the pause container and for Guaranteed pods.
+    sed -i -E 's/^([[:space:]]*defaultSandboxOOMAdj[[:space:]]+int[[:space:]]*=[[:space:]]*)-998$/\10/' \
+        "$tree/pkg/kubelet/dockershim/docker_sandbox.go"
+    sed -i -E 's/^([[:space:]]*guaranteedOOMScoreAdj[[:space:]]+int[[:space:]]*=[[:space:]]*)-997$/\10/' \
+        "$tree/pkg/kubelet/qos/policy.go"
+    # The kubelet sets vm.overcommit_memory, kernel.panic, kernel.panic_on_oops... for the
+    # whole machine at start; other work runs here: only warn about them (as a kubelet
+    # with protectKernelDefaults would, without refusing to start).
+    sed -i -E 's/^([[:space:]]*b := )KernelTunableModify$/\1KernelTunableWarn/' \
+        "$tree/pkg/kubelet/cm/container_manager_linux.go"
+    # Go >= 1.18 changed reflect.mapiterinit; the vendored reflect2 1.0.1 still calls the
+    # old signature, and the API server dies with "unexpected fault address 0x0 / fatal
+    # error: fault" in json-iterator's map encoding (reflect2.UnsafeIterate). reflect2
+    # 1.0.2 (Debian's golang-github-modern-go-reflect2-dev) calls the new one.
+    local r2=/usr/share/gocode/src/github.com/modern-go/reflect2 v2="$tree/vendor/github.com/modern-go/reflect2"
+    [[ -f "$r2/go_above_118.go" ]] || die "k8s build: $r2 has no go_above_118.go (golang-github-modern-go-reflect2-dev >= 1.0.2)"
+    rm -f "$v2"/*.go "$v2"/*.s
+    cp "$r2"/*.go "$r2"/*.s "$v2/"
+    if ! {
+        grep -qE '^[[:space:]]*defaultSandboxOOMAdj[[:space:]]+int[[:space:]]*=[[:space:]]*0$' \
+            "$tree/pkg/kubelet/dockershim/docker_sandbox.go" &&
+            grep -qE '^[[:space:]]*guaranteedOOMScoreAdj[[:space:]]+int[[:space:]]*=[[:space:]]*0$' \
+                "$tree/pkg/kubelet/qos/policy.go" &&
+            grep -qE '^[[:space:]]*b := KernelTunableWarn$' "$tree/pkg/kubelet/cm/container_manager_linux.go"
+    }; then
+        die "k8s build: the source of $version no longer matches the recipe's patches"
+    fi
+
+    # No .git in the tree: give the version stamp ourselves (else v0.0.0-master).
+    local commit
+    commit=$(sed -nE 's/^[[:space:]]*gitCommit[[:space:]]*=[[:space:]]*"([0-9a-f]{40})".*/\1/p' \
+        "$tree/staging/src/k8s.io/component-base/version/base.go")
+    local minor=${kver#v1.}
+    minor=${minor%%.*}
+    cat >"$build/version" <<EOF
+KUBE_GIT_COMMIT='$commit'
+KUBE_GIT_TREE_STATE='clean'
+KUBE_GIT_VERSION='$kver'
+KUBE_GIT_MAJOR='1'
+KUBE_GIT_MINOR='$minor'
+EOF
+    say "k8s build: building $kver ($version, recipe $K8S_RECIPE) with $(go version | awk '{print $3}'), niced (log: $log)"
+    local nicer=(nice -n 19)
+    command -v ionice >/dev/null && nicer+=(ionice -c3)
+    # As debian/rules: a GOPATH symlink to the tree, CGO off, `make WHAT=cmd/...`.
+    (
+        cd "$tree" &&
+            mkdir -p .go/src/k8s.io &&
+            ln -s ../../.. .go/src/k8s.io/kubernetes &&
+            env GOPATH="$tree/.go" PATH="/usr/lib/go/bin:$PATH" CGO_ENABLED=0 HOME="$build/home" \
+                GOCACHE="$build/gocache" KUBE_GIT_VERSION_FILE="$build/version" \
+                "${nicer[@]}" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kubectl"
+    ) >>"$log" 2>&1 </dev/null || die_log "k8s build" "$log" "make failed"
+
+    local out="$K8S_DIR/bin/${version#*:}-r$K8S_RECIPE" b
+    rm -rf "$out" "$out.tmp"
+    mkdir -p "$out.tmp"
+    for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+        install -m 0755 "$tree/_output/bin/$b" "$out.tmp/$b" || die "k8s build: $b was not built"
+    done
+    "${nicer[@]}" gcc -Os -Wall -Werror -static -DVERSION="v3.4-hoist$K8S_RECIPE" \
+        -o "$out.tmp/pause" "$tree/build/pause/linux/pause.c" >>"$log" 2>&1 ||
+        die_log "k8s build" "$log" "gcc pause.c failed"
+    strip "$out.tmp/pause"
+    cp "$tree/build/pause/linux/pause.c" "$out.tmp/pause.c"
+
+    printf 'source %s\nversion %s\nrecipe %s\ngo %s\nbuilt %s\n' "$version" "$kver" "$K8S_RECIPE" \
+        "$(go version | awk '{print $3}')" "$(date -Is)" >"$out.tmp/BUILD-INFO"
+    touch "$out.tmp/.complete"
+    mv "$out.tmp" "$out"
+    k8s_build_cleanup
+    trap - EXIT
+    local old
+    for old in "$K8S_DIR"/bin/*; do
+        [[ "$old" == "$out" ]] || rm -rf "$old"
+    done
+    exec 8>&-
+    K8S_BIN=$out
+    say "k8s build: done in $((SECONDS - t0)) s -> $K8S_BIN"
+}
+
+# Unmount (if a tmpfs) and remove the build directory.
+k8s_build_cleanup() {
+    local build="$K8S_DIR/build"
+    if mountpoint -q "$build" 2>/dev/null; then
+        umount "$build" 2>/dev/null || umount -l "$build" 2>/dev/null || true
+    fi
+    rm -rf "$build"
+}
+
+ensure_pause_image() {
+    local have
+    have=$(docker image inspect -f '{{index .Config.Labels "org.hoist.test.recipe"}}' \
+        "$K8S_PAUSE_IMAGE" 2>/dev/null || true)
+    if [[ "$have" == "$K8S_PAUSE_RECIPE" ]]; then
+        say "image $K8S_PAUSE_IMAGE: present"
+        return 0
+    fi
+    local ctx log="$K8S_LOGS/image-pause.log"
+    ctx=$(mktemp -d)
+    cp "$K8S_BIN/pause" "$ctx/pause"
+    cat >"$ctx/Dockerfile" <<EOF
+FROM scratch
+COPY pause /pause
+LABEL org.hoist.test.recipe="$K8S_PAUSE_RECIPE"
+USER 65535:65535
+ENTRYPOINT ["/pause"]
+EOF
+    if ! DOCKER_BUILDKIT=0 docker build --network none -t "$K8S_PAUSE_IMAGE" "$ctx" >"$log" 2>&1; then
+        rm -rf "$ctx"
+        die_log "image $K8S_PAUSE_IMAGE" "$log" "docker build failed"
+    fi
+    rm -rf "$ctx"
+    say "image $K8S_PAUSE_IMAGE: built from $K8S_BIN/pause.c (log $log)"
+}
+
+# The namespace, its veth (host end down) with the node address and a default route.
+ensure_k8s_netns() {
+    if [[ -e "$K8S_NETNS_PATH" ]] && ! nsenter --net="$K8S_NETNS_PATH" -- true 2>/dev/null; then
+        ip netns delete "$K8S_NETNS" 2>/dev/null || rm -f "$K8S_NETNS_PATH"
+    fi
+    if [[ ! -e "$K8S_NETNS_PATH" ]]; then
+        ip netns add "$K8S_NETNS" || die "netns: ip netns add $K8S_NETNS failed"
+        say "netns: created $K8S_NETNS_PATH"
+    fi
+    k8s_ns ip link set lo up
+    if ! ip link show "$K8S_VETH" >/dev/null 2>&1; then
+        # (a leftover eth0 in the namespace would have a peer; it goes with it)
+        k8s_ns ip link delete eth0 2>/dev/null || true
+        ip link add "$K8S_VETH" type veth peer name eth0 netns "$K8S_NETNS" ||
+            die "netns: could not create the veth $K8S_VETH"
+    fi
+    ip link set "$K8S_VETH" down
+    k8s_ns ip addr replace "$K8S_NODE_CIDR" dev eth0
+    k8s_ns ip link set eth0 up
+    k8s_ns ip route replace default via "$K8S_GATEWAY" dev eth0 onlink
+}
+
+# k8s_cert NAME CN SUBJECT_ALT_NAMES EXTENDED_KEY_USAGE: a key + cert signed by our CA.
+k8s_cert() {
+    local name=$1 cn=$2 san=$3 eku=$4 ext
+    [[ -s "$K8S_PKI/$name.crt" && -s "$K8S_PKI/$name.key" && "$K8S_PKI/$name.crt" -nt "$K8S_PKI/ca.crt" ]] && return 0
+    ext=$(mktemp)
+    {
+        printf 'basicConstraints = critical, CA:FALSE\n'
+        printf 'keyUsage = critical, digitalSignature, keyEncipherment\n'
+        printf 'extendedKeyUsage = %s\n' "$eku"
+        printf 'subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n'
+        [[ -n "$san" ]] && printf 'subjectAltName = %s\n' "$san"
+    } >"$ext"
+    if ! (
+        umask 077
+        openssl req -new -newkey rsa:2048 -nodes -keyout "$K8S_PKI/$name.key" -subj "/CN=$cn" \
+            -out "$K8S_PKI/$name.csr" 2>/dev/null &&
+            openssl x509 -req -in "$K8S_PKI/$name.csr" -CA "$K8S_PKI/ca.crt" -CAkey "$K8S_PKI/ca.key" \
+                -CAcreateserial -days 3650 -sha256 -extfile "$ext" -out "$K8S_PKI/$name.crt" 2>/dev/null
+    ); then
+        rm -f "$ext"
+        die "k8s pki: could not issue $name.crt"
+    fi
+    rm -f "$ext" "$K8S_PKI/$name.csr"
+    chmod 0644 "$K8S_PKI/$name.crt"
+}
+
+# k8s_kubeconfig FILE USER TOKEN: a kubeconfig for the API server with a bearer token.
+k8s_kubeconfig() {
+    local ca
+    ca=$(base64 -w0 "$K8S_PKI/ca.crt")
+    (
+        umask 077
+        cat >"$1.new" <<EOF
+# written by hoist scripts/test-env.sh; valid inside the network namespace $K8S_NETNS_PATH
+apiVersion: v1
+kind: Config
+clusters:
+- name: hoist-test
+  cluster:
+    server: $K8S_API_URL
+    certificate-authority-data: $ca
+users:
+- name: $2
+  user:
+    token: $3
+contexts:
+- name: hoist-test
+  context:
+    cluster: hoist-test
+    user: $2
+    namespace: default
+current-context: hoist-test
+EOF
+    )
+    mv "$1.new" "$1"
+}
+
+k8s_token() {
+    local f="$K8S_PKI/$1.token"
+    if [[ ! -s "$f" ]]; then
+        (
+            umask 077
+            head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f"
+        )
+    fi
+    cat "$f"
+}
+
+# CA, API-server serving cert, service-account key pair, static tokens, kubeconfigs and
+# the kubelet's config. Keys and tokens are kept across restarts; files derived from
+# them are rewritten on every start.
+ensure_k8s_config() {
+    mkdir -p "$K8S_PKI" "$K8S_LOGS" "$K8S_DIR/kubelet" "$K8S_DIR/etcd"
+    chmod 0700 "$K8S_PKI" "$K8S_DIR/etcd"
+    if [[ ! -s "$K8S_PKI/ca.crt" || ! -s "$K8S_PKI/ca.key" ]]; then
+        (
+            umask 077
+            openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
+                -keyout "$K8S_PKI/ca.key" -out "$K8S_PKI/ca.crt" -subj "/CN=hoist-test-k8s-ca" \
+                -addext "basicConstraints=critical,CA:TRUE" \
+                -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+        ) || die "k8s pki: could not create the CA"
+        chmod 0644 "$K8S_PKI/ca.crt"
+        say "k8s pki: created CA $K8S_PKI/ca.crt"
+    fi
+    k8s_cert apiserver kube-apiserver \
+        "DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP:127.0.0.1, IP:$K8S_NODE_IP, IP:$K8S_SERVICE_IP" \
+        serverAuth
+    if [[ ! -s "$K8S_PKI/sa.key" || ! -s "$K8S_PKI/sa.pub" ]]; then
+        (
+            umask 077
+            openssl genrsa -out "$K8S_PKI/sa.key" 2048 2>/dev/null &&
+                openssl rsa -in "$K8S_PKI/sa.key" -pubout -out "$K8S_PKI/sa.pub" 2>/dev/null
+        ) || die "k8s pki: could not create the service-account key pair"
+    fi
+
+    local admin cm sched kubelet
+    admin=$(k8s_token admin)
+    cm=$(k8s_token controller-manager)
+    sched=$(k8s_token scheduler)
+    kubelet=$(k8s_token kubelet)
+    (
+        umask 077
+        cat >"$K8S_PKI/tokens.csv" <<EOF
+$admin,hoist-admin,hoist-admin,"system:masters"
+$cm,system:kube-controller-manager,system:kube-controller-manager
+$sched,system:kube-scheduler,system:kube-scheduler
+$kubelet,system:node:$K8S_NODE,system:node:$K8S_NODE,"system:nodes"
+EOF
+    )
+    k8s_kubeconfig "$K8S_KUBECONFIG" hoist-admin "$admin"
+    k8s_kubeconfig "$K8S_DIR/controller-manager.kubeconfig" system:kube-controller-manager "$cm"
+    k8s_kubeconfig "$K8S_DIR/scheduler.kubeconfig" system:kube-scheduler "$sched"
+    k8s_kubeconfig "$K8S_DIR/kubelet.kubeconfig" "system:node:$K8S_NODE" "$kubelet"
+
+    # A sandbox without an IP is one the kubelet replaces at its next sync (the pod is
+    # killed: "Sandbox for pod ... has no IP address. Need to start a new one"), and the
+    # tests' dockerd has no bridge. So pods get a veth to this namespace from CNI's ptp
+    # plugin (run by the kubelet, inside the namespace): an address in $K8S_POD_CIDR,
+    # routes only to here, and from here nowhere (the namespace's own veth is down).
+    mkdir -p "$K8S_CNI/net.d"
+    cat >"$K8S_CNI/net.d/10-hoist-k8s.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "hoist-k8s",
+  "plugins": [
+    {
+      "type": "ptp",
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$K8S_POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$K8S_CNI/ipam"
+      }
+    }
+  ]
+}
+EOF
+
+    # No eviction, no image GC (the daemon's other images are not the cluster's to
+    # delete; the disk here may well be past 85 %), no QoS cgroups, no sysctls.
+    cat >"$K8S_DIR/kubelet-config.yaml" <<EOF
+# written by hoist scripts/test-env.sh on every start
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+evictionHard: {}
+evictionSoft: {}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+failSwapOn: false
+oomScoreAdj: 0
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+serializeImagePulls: false
+clusterDomain: cluster.local
+volumePluginDir: $K8S_DIR/kubelet/volume-plugins
+fileCheckFrequency: 20s
+syncFrequency: 10s
+nodeStatusUpdateFrequency: 10s
+EOF
+}
+
+# k8s_spawn NAME CMD...: start CMD inside the namespace unless NAME already runs it.
+# One that runs another command line (other binaries after a recipe bump, other flags
+# after an edit of this script) is restarted.
+k8s_spawn() {
+    local name=$1 marker pid want have
+    shift
+    marker=$(k8s_marker "$name")
+    if pid=$(our_pid "$name" "$marker"); then
+        want=$(printf '%s ' "$@")
+        have=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null || true)
+        if [[ "$have" == "$want" ]]; then
+            say "$name: already running (pid $pid)"
+            return 0
+        fi
+        say "$name: pid $pid runs another command line, restarting it"
+        stop_pid "$name" "$marker" TERM 30
+    fi
+    spawn "$name" "$K8S_LOGS/${name#k8s-}.log" nsenter --net="$K8S_NETNS_PATH" -- "$@"
+    K8S_STARTED=1
+    say "$name: started (pid $(<"$(pidfile "$name")"), log $K8S_LOGS/${name#k8s-}.log)"
+}
+
+k8s_marker() {
+    local c
+    for c in "${K8S_COMPONENTS[@]}"; do
+        [[ "${c%%:*}" == "$1" ]] && printf '%s' "${c#*:}" && return 0
+    done
+    return 1
+}
+
+# k8s_wait NAME SECONDS CHECK...: wait for CHECK while NAME's process lives.
+k8s_wait() {
+    local name=$1 secs=$2 pid marker deadline
+    shift 2
+    marker=$(k8s_marker "$name")
+    pid=$(<"$(pidfile "$name")")
+    deadline=$((SECONDS + secs))
+    until "$@"; do
+        alive_as "$pid" "$marker" || die_log "$name" "$K8S_LOGS/${name#k8s-}.log" "exited while starting"
+        ((SECONDS < deadline)) || die_log "$name" "$K8S_LOGS/${name#k8s-}.log" "not ready after ${secs}s"
+        sleep 0.5
+    done
+}
+
+k8s_etcd_ok() { [[ "$(k8s_ns curl -s --max-time 3 http://127.0.0.1:2379/health 2>/dev/null)" == *'"health":"true"'* ]]; }
+k8s_api_ok() {
+    [[ "$(k8s_ns curl -s --max-time 3 --cacert "$K8S_PKI/ca.crt" -H "Authorization: Bearer $(<"$K8S_PKI/admin.token")" \
+        "$K8S_API_URL/readyz" 2>/dev/null)" == ok ]]
+}
+k8s_healthz() { [[ "$(k8s_ns curl -sk --max-time 3 "$1" 2>/dev/null)" == ok ]]; }
+k8s_cm_ok() { k8s_healthz https://127.0.0.1:10257/healthz; }
+k8s_sched_ok() { k8s_healthz https://127.0.0.1:10259/healthz; }
+k8s_kubelet_ok() { [[ "$(k8s_ns curl -s --max-time 3 http://127.0.0.1:10248/healthz 2>/dev/null)" == ok ]]; }
+k8s_node_ready() {
+    [[ "$(k8s_kubectl get node "$K8S_NODE" \
+        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+ensure_k8s_cluster() {
+    ensure_k8s_netns
+    ensure_k8s_config
+    local bin=$K8S_BIN
+
+    k8s_spawn k8s-etcd /usr/bin/etcd --name hoist-k8s --data-dir "$K8S_DIR/etcd" \
+        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster hoist-k8s=http://127.0.0.1:2380 \
+        --quota-backend-bytes 1073741824 --snapshot-count 10000 --log-level warn
+    k8s_wait k8s-etcd 60 k8s_etcd_ok
+
+    k8s_spawn k8s-apiserver "$bin/kube-apiserver" \
+        --etcd-servers=http://127.0.0.1:2379 \
+        --bind-address=127.0.0.1 --secure-port="$K8S_API_PORT" --insecure-port=0 \
+        --advertise-address="$K8S_NODE_IP" \
+        --tls-cert-file="$K8S_PKI/apiserver.crt" --tls-private-key-file="$K8S_PKI/apiserver.key" \
+        --client-ca-file="$K8S_PKI/ca.crt" --token-auth-file="$K8S_PKI/tokens.csv" \
+        --service-account-key-file="$K8S_PKI/sa.pub" \
+        --service-account-signing-key-file="$K8S_PKI/sa.key" \
+        --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+        --api-audiences=https://kubernetes.default.svc.cluster.local \
+        --service-cluster-ip-range="$K8S_SERVICE_CIDR" \
+        --authorization-mode=Node,RBAC --allow-privileged=true \
+        --kubelet-preferred-address-types=Hostname \
+        --cert-dir="$K8S_DIR/apiserver" --profiling=false --event-ttl=1h --v=1
+    k8s_wait k8s-apiserver 120 k8s_api_ok
+
+    k8s_spawn k8s-controller-manager "$bin/kube-controller-manager" \
+        --kubeconfig="$K8S_DIR/controller-manager.kubeconfig" \
+        --bind-address=127.0.0.1 --secure-port=10257 --port=0 \
+        --cert-dir="$K8S_DIR/controller-manager" --leader-elect=false \
+        --controllers='*,-nodeipam,-nodelifecycle' \
+        --service-account-private-key-file="$K8S_PKI/sa.key" --root-ca-file="$K8S_PKI/ca.crt" \
+        --use-service-account-credentials=true --service-cluster-ip-range="$K8S_SERVICE_CIDR" \
+        --cluster-name=hoist-test --profiling=false --v=1
+    k8s_spawn k8s-scheduler "$bin/kube-scheduler" \
+        --kubeconfig="$K8S_DIR/scheduler.kubeconfig" \
+        --bind-address=127.0.0.1 --secure-port=10259 --port=0 \
+        --cert-dir="$K8S_DIR/scheduler" --leader-elect=false --profiling=false --v=1
+    k8s_wait k8s-controller-manager 60 k8s_cm_ok
+    k8s_wait k8s-scheduler 60 k8s_sched_ok
+
+    k8s_spawn k8s-kubelet "$bin/kubelet" \
+        --config="$K8S_DIR/kubelet-config.yaml" --kubeconfig="$K8S_DIR/kubelet.kubeconfig" \
+        --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
+        --pod-infra-container-image="$K8S_PAUSE_IMAGE" \
+        --network-plugin=cni --cni-bin-dir=/usr/lib/cni --cni-conf-dir="$K8S_CNI/net.d" \
+        --cni-cache-dir="$K8S_CNI/cache" \
+        --hostname-override="$K8S_NODE" --root-dir="$K8S_DIR/kubelet" \
+        --cert-dir="$K8S_DIR/kubelet/pki" --v=1
+    k8s_wait k8s-kubelet 120 k8s_kubelet_ok
+    k8s_wait k8s-kubelet 120 k8s_node_ready
+
+    # Without the node-lifecycle controller nobody lifts the taint a node registers with.
+    if [[ "$(k8s_kubectl get node "$K8S_NODE" -o 'jsonpath={.spec.taints[*].key}')" == *node.kubernetes.io/not-ready* ]]; then
+        k8s_kubectl taint nodes "$K8S_NODE" node.kubernetes.io/not-ready- >/dev/null ||
+            die "k8s: could not remove the not-ready taint from node $K8S_NODE"
+        say "k8s: removed the node.kubernetes.io/not-ready taint"
+    fi
+    # Pods need the default service account (made by the controller-manager).
+    wait_until 60 k8s_kubectl get serviceaccount default -n default -o name >/dev/null 2>&1 ||
+        die_log k8s "$K8S_LOGS/controller-manager.log" "no default service account after 60 s"
+    say "k8s: node $K8S_NODE Ready; API $K8S_API_URL in $K8S_NETNS_PATH"
+}
+
+# The API server also on the host's 127.0.0.1:$K8S_API_PORT (same URL, same kubeconfig,
+# same certificate): socat accepts there and, for each connection, enters the namespace
+# and connects to the API server. Processes outside the namespace (a hoist server next
+# to PostgreSQL, hostNetwork pods of the tests' dockerd) can use the cluster this way.
+k8s_host_api_ok() {
+    [[ "$(curl -s --max-time 3 --cacert "$K8S_PKI/ca.crt" -H "Authorization: Bearer $(<"$K8S_PKI/admin.token")" \
+        "$K8S_API_URL/readyz" 2>/dev/null)" == ok ]]
+}
+
+ensure_k8s_forward() {
+    local pid name=k8s-api-forward log="$K8S_LOGS/api-forward.log"
+    if pid=$(our_pid "$name" "$K8S_FORWARD_MARKER"); then
+        if wait_until 10 k8s_host_api_ok; then
+            say "$name: already running on 127.0.0.1:$K8S_API_PORT (pid $pid)"
+            return 0
+        fi
+        say "$name: pid $pid does not forward, restarting it"
+        stop_pid "$name" "$K8S_FORWARD_MARKER" TERM 10
+    fi
+    if port_busy "$K8S_API_PORT"; then
+        die "$name: 127.0.0.1:$K8S_API_PORT on the host is taken by something else (see: ss -ltnp 'sport = :$K8S_API_PORT'); HOIST_TEST_K8S_FORWARD=0 goes without the forwarder"
+    fi
+    command -v socat >/dev/null || die "$name: socat not found (package socat)"
+    spawn "$name" "$log" socat "TCP-LISTEN:$K8S_API_PORT,bind=127.0.0.1,reuseaddr,fork" \
+        "SYSTEM:exec nsenter --net=$K8S_NETNS_PATH -- socat STDIO TCP\\:127.0.0.1\\:$K8S_API_PORT"
+    pid=$(<"$(pidfile "$name")")
+    local deadline=$((SECONDS + 30))
+    until k8s_host_api_ok; do
+        alive_as "$pid" "$K8S_FORWARD_MARKER" || die_log "$name" "$log" "socat (pid $pid) exited while starting"
+        ((SECONDS < deadline)) || die_log "$name" "$log" "the API server does not answer on the host's 127.0.0.1:$K8S_API_PORT after 30 s"
+        sleep 0.3
+    done
+    say "$name: API server forwarded to the host's 127.0.0.1:$K8S_API_PORT (pid $pid, log $log)"
+}
+
+# A pod that prints hello, a batch/v1 Job, a server-side dry run, and a long-running pod
+# that has an IP and is still running at the end; then all cleaned up.
+k8s_smoke() {
+    local t0=$SECONDS log="$K8S_LOGS/smoke.log" out
+    : >"$log"
+    k8s_kubectl delete pod hoist-smoke hoist-smoke-long --ignore-not-found --wait=true >>"$log" 2>&1 || true
+    k8s_kubectl delete job hoist-smoke --ignore-not-found --wait=true >>"$log" 2>&1 || true
+    k8s_kubectl apply -f - >>"$log" 2>&1 <<EOF || die_log "k8s smoke" "$log" "could not create the smoke pods and job"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hoist-smoke
+  labels: {hoist.dev/smoke: "1"}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo hello"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hoist-smoke-long
+  labels: {hoist.dev/smoke: "1"}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "600"]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: hoist-smoke
+  labels: {hoist.dev/smoke: "1"}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {hoist.dev/smoke: "1"}
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: $BUSYBOX_IMAGE
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, "echo job-done"]
+EOF
+    local phase deadline=$((SECONDS + 120))
+    while :; do
+        phase=$(k8s_kubectl get pod hoist-smoke -o 'jsonpath={.status.phase}' 2>>"$log" || true)
+        [[ "$phase" == Succeeded ]] && break
+        if [[ "$phase" == Failed ]] || ((SECONDS >= deadline)); then
+            k8s_kubectl describe pod hoist-smoke >>"$log" 2>&1 || true
+            die_log "k8s smoke" "$log" "pod hoist-smoke is ${phase:-unknown}, not Succeeded"
+        fi
+        sleep 0.5
+    done
+    out=$(k8s_kubectl logs hoist-smoke 2>>"$log") || die_log "k8s smoke" "$log" "kubectl logs hoist-smoke failed"
+    [[ "$out" == hello ]] || die_log "k8s smoke" "$log" "kubectl logs hoist-smoke printed '$out', not 'hello'"
+    if ! k8s_kubectl wait --for=condition=complete job/hoist-smoke --timeout=120s >>"$log" 2>&1; then
+        k8s_kubectl describe job hoist-smoke >>"$log" 2>&1 || true
+        k8s_kubectl describe pods -l job-name=hoist-smoke >>"$log" 2>&1 || true
+        die_log "k8s smoke" "$log" "job hoist-smoke did not complete"
+    fi
+    out=$(k8s_kubectl apply --dry-run=server -o name -f - 2>>"$log" <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: hoist-smoke-dry-run
+data: {a: b}
+EOF
+    ) || die_log "k8s smoke" "$log" "kubectl apply --dry-run=server failed"
+    [[ "$out" == configmap/hoist-smoke-dry-run ]] || die_log "k8s smoke" "$log" "server dry run printed '$out'"
+    k8s_kubectl get configmap hoist-smoke-dry-run >/dev/null 2>&1 &&
+        die "k8s smoke: the server-side dry run created configmap hoist-smoke-dry-run"
+    # (a pod whose sandbox has no IP is killed by the kubelet's next sync)
+    out=$(k8s_kubectl get pod hoist-smoke-long \
+        -o 'jsonpath={.status.phase} {.status.containerStatuses[0].restartCount} {.status.podIP}' 2>>"$log" || true)
+    if [[ ! "$out" =~ ^Running\ 0\ [0-9.]+$ ]]; then
+        k8s_kubectl describe pod hoist-smoke-long >>"$log" 2>&1 || true
+        die_log "k8s smoke" "$log" "pod hoist-smoke-long is '$out', not running with an IP"
+    fi
+    k8s_kubectl delete pod hoist-smoke-long --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete pod hoist-smoke-long"
+    k8s_kubectl delete job hoist-smoke --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete job hoist-smoke"
+    k8s_kubectl delete pod hoist-smoke --wait=true >>"$log" 2>&1 || die_log "k8s smoke" "$log" "could not delete pod hoist-smoke"
+    k8s_kubectl delete pods -l job-name=hoist-smoke --wait=true >>"$log" 2>&1 || true
+    say "k8s smoke: pod logs 'hello', Job complete, server dry run ok, a pod runs with IP ${out##* }; cleaned up ($((SECONDS - t0)) s)"
+}
+
+ensure_k8s() {
+    if ! k8s_enabled; then
+        say "k8s: skipped (HOIST_TEST_SKIP_K8S=1)"
+        export_var HOIST_TEST_SKIP_K8S 1
+        return 0
+    fi
+    is_root || die "k8s: the test cluster needs root (network namespace, kubelet); HOIST_TEST_SKIP_K8S=1 skips it"
+    [[ -n "$K8S_BIN" ]] || die "k8s: binaries missing (ensure_k8s_binaries did not run)"
+    ensure_pause_image
+    ensure_k8s_cluster
+    if k8s_forward_enabled; then ensure_k8s_forward; fi
+    case "${HOIST_TEST_K8S_SMOKE:-auto}" in
+        1) k8s_smoke ;;
+        0) say "k8s smoke: skipped (HOIST_TEST_K8S_SMOKE=0)" ;;
+        *)
+            if ((K8S_STARTED == 1)); then
+                k8s_smoke
+            else
+                say "k8s smoke: cluster was already up, skipped (HOIST_TEST_K8S_SMOKE=1 forces it)"
+            fi
+            ;;
+    esac
+    export_var HOIST_TEST_K8S 1
+    export_var HOIST_TEST_KUBECONFIG "$K8S_KUBECONFIG"
+    export_var HOIST_TEST_K8S_NETNS "$K8S_NETNS_PATH"
+    export_var HOIST_TEST_K8S_API_URL "$K8S_API_URL"
+    if k8s_forward_enabled; then export_var HOIST_TEST_K8S_HOST_API 1; fi
+    export_var HOIST_TEST_K8S_CA_FILE "$K8S_PKI/ca.crt"
+    export_var HOIST_TEST_K8S_TOKEN_FILE "$K8S_PKI/admin.token"
+    export_var HOIST_TEST_K8S_NODE "$K8S_NODE"
+    export_var HOIST_TEST_K8S_NODE_IP "$K8S_NODE_IP"
+    export_var HOIST_TEST_K8S_VERSION "$(awk '$1 == "version" {print $2}' "$K8S_BIN/BUILD-INFO")"
+    export_var HOIST_TEST_K8S_PAUSE_IMAGE "$K8S_PAUSE_IMAGE"
+    export_var HOIST_TEST_KUBECTL "$K8S_BIN/kubectl"
+}
+
+# Stop the components (kubelet first), remove the pods' containers from the daemon, the
+# kubelet's mounts (volumes, and its root dir bound onto itself), then the namespace (a
+# process still inside it keeps it alive; a new start makes a new one).
+stop_k8s() {
+    local i c
+    stop_pid k8s-api-forward "$K8S_FORWARD_MARKER" TERM 10
+    for ((i = ${#K8S_COMPONENTS[@]} - 1; i >= 0; i--)); do
+        c=${K8S_COMPONENTS[i]}
+        stop_pid "${c%%:*}" "${c#*:}" TERM 30
+    done
+    if docker_answers; then
+        local ids
+        # Only the kubelet (dockershim) labels containers with io.kubernetes.docker.type.
+        ids=$(docker ps -aq --filter label=io.kubernetes.docker.type 2>/dev/null || true)
+        if [[ -n "$ids" ]]; then
+            # shellcheck disable=SC2086 # one ID a word
+            docker rm -f $ids >/dev/null 2>&1 || true
+            say "k8s: removed $(wc -w <<<"$ids") pod container(s) from dockerd"
+        fi
+    fi
+    # The pods' address leases went with their containers.
+    rm -rf "$K8S_CNI/ipam" "$K8S_CNI/cache"
+    local m
+    while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(awk -v d="$K8S_DIR/kubelet" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -ru)
+    if [[ -e "$K8S_NETNS_PATH" ]]; then
+        ip netns delete "$K8S_NETNS" 2>/dev/null && say "k8s: deleted network namespace $K8S_NETNS"
+    fi
+}
+
+status_k8s() {
+    local c pid
+    for c in "${K8S_COMPONENTS[@]}" "k8s-api-forward:$K8S_FORWARD_MARKER"; do
+        if pid=$(our_pid "${c%%:*}" "${c#*:}"); then
+            say "${c%%:*}: running (pid $pid)"
+        else
+            say "${c%%:*}: not started by test-env"
+        fi
+    done
+    if [[ -e "$K8S_NETNS_PATH" ]] && K8S_BIN=$(k8s_cached_bin) && k8s_node_ready; then
+        say "k8s: node $K8S_NODE Ready ($K8S_API_URL in $K8S_NETNS_PATH)"
+    else
+        say "k8s: no Ready node"
+    fi
+}
+
 # ------------------------------------------------------------------------------ browser
 
 ensure_browser() {
@@ -693,6 +1519,9 @@ write_env_file() {
 
 cmd_start() {
     mkdir -p "$CACHE" "$PIDS"
+    # The Kubernetes build (about 15 min when not cached) holds a lock of its own, so
+    # that it does not keep other test runs from starting their services meanwhile.
+    if k8s_enabled; then ensure_k8s_binaries; fi
     # One bring-up at a time (two test runs started together share the services).
     exec 9>"$CACHE/test-env.lock"
     flock -w 900 9 || die "another scripts/test-env.sh holds $CACHE/test-env.lock"
@@ -704,6 +1533,7 @@ cmd_start() {
     ensure_postgres
     ensure_registries
     ensure_cloud
+    ensure_k8s
     ensure_browser
     export_var HOIST_TEST_REQUIRE_SERVICES 1
     write_env_file
@@ -713,12 +1543,20 @@ cmd_stop() {
     mkdir -p "$CACHE" "$PIDS"
     exec 9>"$CACHE/test-env.lock"
     flock -w 120 9 || die "another scripts/test-env.sh holds $CACHE/test-env.lock"
+    stop_k8s
     stop_pid moto moto_server TERM 15
     stop_pid registry-auth docker-registry TERM 15
     stop_pid registry docker-registry TERM 15
     # SIGINT = PostgreSQL's "fast" shutdown (does not wait for clients to leave).
     stop_pid postgres postgres INT 60
     stop_pid dockerd dockerd TERM 60
+}
+
+cmd_stop_k8s() {
+    mkdir -p "$CACHE" "$PIDS"
+    exec 9>"$CACHE/test-env.lock"
+    flock -w 120 9 || die "another scripts/test-env.sh holds $CACHE/test-env.lock"
+    stop_k8s
 }
 
 cmd_status() {
@@ -734,12 +1572,14 @@ cmd_status() {
         fi
     done
     if docker_answers; then say "docker: $DOCKER_SOCK answers"; else say "docker: $DOCKER_SOCK does not answer"; fi
+    status_k8s
 }
 
 case "${1:-start}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
+    stop-k8s) cmd_stop_k8s ;;
     status) cmd_status ;;
     -h | --help | help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0" ;;
-    *) die "unknown command '$1' (start | stop | status)" ;;
+    *) die "unknown command '$1' (start | stop | stop-k8s | status)" ;;
 esac
