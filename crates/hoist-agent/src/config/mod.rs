@@ -79,6 +79,8 @@ pub const DEFAULT_BUILD_JOB_NAME: &str = "hoist-image-build";
 pub const DEFAULT_QUEUE: &str = "default";
 /// Default grace period between a stop request and a kill.
 pub const DEFAULT_STOPPED_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on how often a preempted run goes back to its queue.
+pub const DEFAULT_MAX_REQUEUES: u32 = 3;
 /// Default time a run may take to start before it is failed.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -112,6 +114,9 @@ pub const ENV_VARS: &[&str] = &[
 /// | `max_schedulers` (`max-schedulers`) | as `max_jobs`; accepted for W&B compatibility (sweep schedulers), unused | 1 |
 /// | `name` | agent name | [`default_agent_name`] |
 /// | `docker` | [`DockerSettings`] | nothing dangerous allowed |
+/// | `kubernetes` | [`KubernetesSettings`] | inferred client config; nothing dangerous allowed |
+/// | `secure_mode` (`secure-mode`) | bool: refuse every privileged setting whatever the allow-lists say | false |
+/// | `max_requeues` (`max-requeues`) | a preempted run goes back to its queue at most this often, then fails | 3 |
 /// | `local-process` (`local_process`) | [`LocalProcessSettings`] | |
 /// | `env-allow-list` (`env_allow_list`) | list of agent environment variable names that queue-config macros may use even though their names look secret | empty |
 /// | `stopped_run_timeout` (`stopped-run-timeout`) | duration: grace period between stop and kill | 60s |
@@ -138,6 +143,12 @@ pub struct AgentConfig {
     pub registry: RegistryConfig,
     pub builder: BuilderConfig,
     pub docker: DockerSettings,
+    pub kubernetes: KubernetesSettings,
+    /// W&B's `secure_mode`: every privileged setting is refused, whatever the
+    /// `docker`/`kubernetes` allow-lists say.
+    pub secure_mode: bool,
+    /// A run preempted more often than this fails instead of going back to its queue.
+    pub max_requeues: u32,
     pub local_process: LocalProcessSettings,
     pub env_allow_list: Vec<String>,
     pub stopped_run_timeout: Duration,
@@ -160,6 +171,9 @@ impl Default for AgentConfig {
             registry: RegistryConfig::Local,
             builder: BuilderConfig::default(),
             docker: DockerSettings::default(),
+            kubernetes: KubernetesSettings::default(),
+            secure_mode: false,
+            max_requeues: DEFAULT_MAX_REQUEUES,
             local_process: LocalProcessSettings::default(),
             env_allow_list: Vec::new(),
             stopped_run_timeout: DEFAULT_STOPPED_RUN_TIMEOUT,
@@ -612,6 +626,40 @@ pub struct DockerSettings {
     pub allow_host_pid: bool,
     pub allow_host_ipc: bool,
     pub volume_allow_list: Vec<PathBuf>,
+}
+
+/// `kubernetes` (hoist): the Kubernetes runner's client and what it lets a queue config
+/// do. Everything privileged is refused unless allowed here (and `secure_mode` refuses
+/// it whatever these say).
+///
+/// ```yaml
+/// kubernetes:
+///   kubeconfig: ~/.kube/config      # else in-cluster, KUBECONFIG, ~/.kube/config
+///   context: my-cluster             # a context of that kubeconfig
+///   namespace: ml-jobs              # runs' namespace when the queue config names none
+///   allow-privileged: false         # securityContext.privileged, procMount, unconfined profiles
+///   allow-privilege-escalation: false
+///   allow-cap-add: [SYS_PTRACE]     # capabilities a container may add
+///   allow-host-network: false
+///   allow-host-pid: false
+///   allow-host-ipc: false
+///   host-path-allow-list: [/data]   # hostPath volumes under these paths
+///   require-non-root: false         # refuse pods that may run as root
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub allow_privileged: bool,
+    pub allow_privilege_escalation: bool,
+    /// Capabilities, upper case without `CAP_`.
+    pub allow_cap_add: Vec<String>,
+    pub allow_host_network: bool,
+    pub allow_host_pid: bool,
+    pub allow_host_ipc: bool,
+    pub host_path_allow_list: Vec<PathBuf>,
+    pub require_non_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -316,6 +316,10 @@ impl Resolver<'_> {
             registry: raw.registry,
             builder,
             docker: raw.docker,
+            // Not read from the file yet (wp/k8scfg parses them).
+            kubernetes: super::KubernetesSettings::default(),
+            secure_mode: false,
+            max_requeues: super::DEFAULT_MAX_REQUEUES,
             local_process: raw.local_process,
             env_allow_list: raw.env_allow_list,
             stopped_run_timeout: raw

@@ -32,6 +32,7 @@ use crate::builders::BuildError;
 use crate::logs::LogSink;
 
 pub mod docker;
+pub mod kubernetes;
 pub mod local_process;
 
 /// Labels every container and cloud object hoist creates carries.
@@ -373,6 +374,18 @@ pub enum Adopted {
     Gone(String),
 }
 
+/// What a run would submit, for `hoist launch --dry-run`: nothing is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DryRun {
+    /// The objects the runner would submit, in order, as JSON: a container config, a
+    /// Kubernetes Job and its Secrets, a training job request. Secret values are masked.
+    pub objects: Vec<Value>,
+    /// What the backend said when asked to check them without creating anything
+    /// (Kubernetes `dryRun=All`): `None` when it was not asked (no backend reachable,
+    /// or the backend has no such check), `Some(Err(message))` when it refused.
+    pub backend_check: Option<Result<(), String>>,
+}
+
 #[async_trait]
 pub trait Runner: Send + Sync {
     fn resource(&self) -> ResourceType;
@@ -402,6 +415,17 @@ pub trait Runner: Send + Sync {
         resume: LogResume,
     ) -> Result<Adopted, RunnerError> {
         self.adopt(job, logs, resume.from()).await
+    }
+
+    /// What [`Runner::start`] would submit for `job`, checked by the runner's own
+    /// rules (the agent's policy, the backend's when it can be asked), creating
+    /// nothing.
+    async fn dry_run(&self, job: &JobSpec) -> Result<DryRun, RunnerError> {
+        let _ = job;
+        Err(RunnerError::Setup(format!(
+            "the {} runner cannot show a dry run",
+            self.resource()
+        )))
     }
 }
 
