@@ -73,8 +73,26 @@ impl FromStr for ResourceType {
             "sagemaker" => ResourceType::Sagemaker,
             "vertex" | "gcp-vertex" => ResourceType::Vertex,
             _ => {
+                const NAMES: [&str; 8] = [
+                    "local-process",
+                    "docker",
+                    "kubernetes",
+                    "sagemaker",
+                    "vertex",
+                    "local-container",
+                    "gcp-vertex",
+                    "local_process",
+                ];
+                let lower = s.to_ascii_lowercase();
+                let hint = NAMES
+                    .iter()
+                    .map(|n| (crate::names::edit_distance(&lower, n), *n))
+                    .filter(|(d, n)| *d <= 2.max(n.len() / 4))
+                    .min()
+                    .map(|(_, n)| format!(" (did you mean {n:?}?)"))
+                    .unwrap_or_default();
                 return Err(format!(
-                    "unknown resource {s:?}; expected one of local-process, docker (alias local-container), kubernetes, sagemaker, vertex (alias gcp-vertex)"
+                    "unknown resource {s:?}{hint}; expected one of local-process, docker (alias local-container), kubernetes, sagemaker, vertex (alias gcp-vertex)"
                 ));
             }
         })
@@ -99,5 +117,23 @@ pub fn validate_config(
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResourceType;
+
+    #[test]
+    fn resource_names_and_suggestions() {
+        assert_eq!("local-container".parse(), Ok(ResourceType::Docker));
+        assert_eq!("gcp-vertex".parse(), Ok(ResourceType::Vertex));
+        let e = "dockr".parse::<ResourceType>().unwrap_err();
+        assert!(e.contains("did you mean \"docker\"?"), "{e}");
+        let e = "Kubernets".parse::<ResourceType>().unwrap_err();
+        assert!(e.contains("did you mean \"kubernetes\"?"), "{e}");
+        let e = "slurm".parse::<ResourceType>().unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
+        assert!(e.contains("expected one of local-process"), "{e}");
     }
 }
