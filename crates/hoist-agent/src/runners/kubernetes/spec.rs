@@ -29,7 +29,8 @@
 //!   - the run's image when the container has none or `${image_uri}`; a container left
 //!     without an image is refused (named by its path);
 //!   - the run's entry point and args as `command`/`args` of the first container of the
-//!     first template, each only when the run has one;
+//!     first template, each only when the run has one (a Ray `RayJob` gets them as its
+//!     `spec.entrypoint` command line instead: its pods run the Ray cluster);
 //!   - the environment, in this order (so a config value can refer to hoist's with
 //!     `$(HOIST_RUN_ID)`): hoist's `HOIST_*` variables, then the run's own env, then the
 //!     config's `env`. **Rule**: a `HOIST_*` variable hoist sets overrides a config entry
@@ -565,6 +566,12 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
         data: BTreeMap::new(),
     };
     let non_root = cx.settings.require_non_root || cx.secure_mode;
+    // A RayJob runs its command through `spec.entrypoint` on a Ray cluster whose head
+    // and workers must keep their own commands.
+    let ray_job = api_version.starts_with("ray.io/") && kind == "RayJob";
+    if ray_job {
+        ray_entrypoint(&mut object, job, &mut problems);
+    }
     for (i, (ptr, path)) in templates.iter().enumerate() {
         let Some(template) = object.pointer_mut(ptr) else {
             continue;
@@ -595,7 +602,7 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
             non_root,
             problems: &mut problems,
         };
-        pod_spec(pod, &spec_path, i == 0, &mut inj);
+        pod_spec(pod, &spec_path, i == 0 && !ray_job, &mut inj);
         if cx.docker_config_json.is_some() {
             pull_secret_ref(pod, &spec_path, &pull_name, &mut problems);
         }
@@ -739,6 +746,48 @@ fn image(c: &mut Map<String, Value>, path: &str, inj: &mut Injection<'_>) {
             key_path(path, "image")
         )),
     }
+}
+
+/// A RayJob's `spec.entrypoint` (a shell command line): the run's entry point and
+/// args when it has an entry point; its args appended to the config's entrypoint when
+/// it has only args.
+fn ray_entrypoint(object: &mut Value, job: &JobSpec, problems: &mut Vec<String>) {
+    let ep = job.entry_point.as_ref().filter(|e| !e.is_empty());
+    if ep.is_none() && job.args.is_empty() {
+        return;
+    }
+    let Some(spec) = object_at(object, &["spec"], "", problems) else {
+        return;
+    };
+    let line = match (ep, spec.get("entrypoint")) {
+        (Some(_), _) => shell_join(&job.command()),
+        (None, Some(Value::String(base))) if !base.trim().is_empty() => {
+            format!("{} {}", base.trim_end(), shell_join(&job.args))
+        }
+        (None, _) => shell_join(&job.args),
+    };
+    spec.insert("entrypoint".into(), Value::String(line));
+}
+
+/// Words as one POSIX shell command line: each word as is when it holds only
+/// characters the shell leaves alone, else single-quoted.
+fn shell_join(words: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,+@%".contains(&b))
+    };
+    words
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn command(c: &mut Map<String, Value>, job: &JobSpec) {
@@ -1519,6 +1568,43 @@ apiVersion: batch/v1
         check_template(&s, "/spec/tasks/0/template", true);
         check_template(&s, "/spec/tasks/1/template", false);
         assert!(s.object["spec"].get("backoffLimit").is_none());
+    }
+
+    #[test]
+    fn ray_jobs_get_the_command_as_their_entrypoint() {
+        let config = json!({
+            "apiVersion": "ray.io/v1", "kind": "RayJob",
+            "spec": {
+                "entrypoint": "python old.py",
+                "rayClusterSpec": {
+                    "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head"}]}}},
+                    "workerGroupSpecs": [{"groupName": "w", "replicas": 2, "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-worker"}]}}}],
+                },
+            },
+        });
+        let mut j = job(config);
+        j.args = vec!["--lr".into(), "0.1".into(), "it's".into(), "a b".into()];
+        let s = build_ok(&j);
+        assert_eq!(
+            s.object["spec"]["entrypoint"],
+            r#"python train.py --lr 0.1 'it'\''s' 'a b'"#
+        );
+        for ptr in [
+            "/spec/rayClusterSpec/headGroupSpec/template",
+            "/spec/rayClusterSpec/workerGroupSpecs/0/template",
+        ] {
+            check_template(&s, ptr, false);
+        }
+        // Only args: appended to the config's entrypoint.
+        j.entry_point = None;
+        j.args = vec!["--epochs".into(), "3".into()];
+        assert_eq!(
+            build_ok(&j).object["spec"]["entrypoint"],
+            "python old.py --epochs 3"
+        );
+        // No command: the config's stays.
+        j.args = vec![];
+        assert_eq!(build_ok(&j).object["spec"]["entrypoint"], "python old.py");
     }
 
     #[test]
