@@ -476,31 +476,28 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
     if !problems.is_empty() {
         return Err(refused(problems));
     }
-    let is_job = matches!(api.as_deref(), None | Some("batch/v1"))
-        && matches!(kind.as_deref(), None | Some("Job"));
-    let (api_version, kind) = if is_job {
-        ("batch/v1".to_string(), "Job".to_string())
-    } else {
-        match (api, kind) {
-            (Some(a), Some(k)) if k == "Job" && (a == "v1" || a.starts_with("batch/")) => {
-                return Err(refused(vec![format!(
-                    "apiVersion: a Job is served as batch/v1, not {a:?}"
-                )]));
-            }
-            (Some(a), Some(k)) => (a, k),
-            (None, Some(k)) => {
-                return Err(refused(vec![format!(
-                    "apiVersion: missing; a {k} other than a batch/v1 Job needs its apiVersion (e.g. kubeflow.org/v1)"
-                )]));
-            }
-            (Some(a), None) => {
-                return Err(refused(vec![format!(
-                    "kind: missing; an object of {a} other than a batch/v1 Job needs its kind"
-                )]));
-            }
-            (None, None) => unreachable!("no apiVersion and no kind is a Job"),
+    let (api_version, kind) = match (api.as_deref(), kind.as_deref()) {
+        (None | Some("batch/v1"), None | Some("Job")) => {
+            ("batch/v1".to_string(), "Job".to_string())
+        }
+        (Some(a), Some("Job")) if a == "v1" || a.starts_with("batch/") => {
+            return Err(refused(vec![format!(
+                "apiVersion: a Job is served as batch/v1, not {a:?}"
+            )]));
+        }
+        (Some(a), Some(k)) => (a.to_string(), k.to_string()),
+        (None, Some(k)) => {
+            return Err(refused(vec![format!(
+                "apiVersion: missing; a {k} other than a batch/v1 Job needs its apiVersion (e.g. kubeflow.org/v1)"
+            )]));
+        }
+        (Some(a), None) => {
+            return Err(refused(vec![format!(
+                "kind: missing; an object of {a} other than a batch/v1 Job needs its kind"
+            )]));
         }
     };
+    let is_job = api_version == "batch/v1" && kind == "Job";
 
     // The top object, keys in the usual order.
     let mut top = Map::new();
@@ -541,7 +538,7 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
     let mut templates = Vec::new();
     if is_job {
         if let Some(spec) = object_at(&mut object, &["spec"], "", &mut problems) {
-            spec.entry("backoffLimit").or_insert(json!(0));
+            set_default(spec, "backoffLimit", json!(0));
         }
         if let Some(pod) = object_at(
             &mut object,
@@ -656,6 +653,13 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
     })
 }
 
+/// Sets `key` to `value` unless the map has a non-null value for it.
+fn set_default(m: &mut Map<String, Value>, key: &str, value: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_string(), value);
+    }
+}
+
 /// Fills one pod spec: `restartPolicy`, then every init container and container.
 fn pod_spec(
     pod: &mut Map<String, Value>,
@@ -663,7 +667,7 @@ fn pod_spec(
     first_template: bool,
     inj: &mut Injection<'_>,
 ) {
-    pod.entry("restartPolicy").or_insert(json!("Never"));
+    set_default(pod, "restartPolicy", json!("Never"));
     let windows = pod
         .get("os")
         .and_then(|o| o.get("name"))
@@ -1104,6 +1108,7 @@ apiVersion: batch/v1
             json!({}),
             json!({"spec": {"template": {"spec": {"containers": []}}}}),
             json!({"metadata": {}, "spec": null}),
+            json!({"spec": {"backoffLimit": null, "template": {"spec": {"restartPolicy": null}}}}),
         ] {
             let s = build_ok(&job(config));
             assert_eq!(s.name, format!("hoist-{RUN}"));
@@ -1113,6 +1118,10 @@ apiVersion: batch/v1
             assert_eq!(c[0]["image"], "registry.local/mnist:3f2a");
             assert_eq!(c[0]["command"], json!(["python", "train.py"]));
             assert_eq!(s.object["spec"]["backoffLimit"], 0);
+            assert_eq!(
+                s.object["spec"]["template"]["spec"]["restartPolicy"],
+                "Never"
+            );
         }
         // What the config sets stays.
         let s = build_ok(&job(
