@@ -1565,3 +1565,89 @@ mod tests {
         assert!(label_value("a b").is_err());
     }
 }
+
+// ---------------------------------------------------------------------------------
+// References to credentials
+
+/// One place of a Kubernetes object that hands a pod a credential of the cluster: a
+/// Secret (`secretKeyRef`, `envFrom[].secretRef`, a `secret` volume or projected
+/// source, `imagePullSecrets`) or a service account's identity (`serviceAccountName`,
+/// `serviceAccount`, `automountServiceAccountToken: true`, a projected
+/// `serviceAccountToken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRef {
+    /// Path of the reference (`spec.template.spec.containers[0].env[1].valueFrom.secretKeyRef`).
+    pub path: String,
+    /// The reference as people read it: `secretKeyRef: api-key/token`.
+    pub shown: String,
+}
+
+/// Every credential reference in a Kubernetes object, in document order. Launch-time
+/// input may not add one (it would read a Secret of the run's namespace, such as an
+/// agent's API key, or act as another service account): only the queue's own config
+/// may hold them.
+pub fn credential_refs(config: &Value) -> Vec<CredentialRef> {
+    let mut out = Vec::new();
+    walk_credentials(config, "", &mut out);
+    out
+}
+
+fn name_of(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+fn walk_credentials(v: &Value, path: &str, out: &mut Vec<CredentialRef>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = key_path(path, k);
+                let shown = match k.as_str() {
+                    "secretKeyRef" if x.is_object() => Some(format!(
+                        "secretKeyRef: {}/{}",
+                        name_of(x, "name"),
+                        name_of(x, "key")
+                    )),
+                    "secretRef" if x.is_object() => {
+                        Some(format!("secretRef: {}", name_of(x, "name")))
+                    }
+                    "secret" if x.is_object() => {
+                        let name = match x.get("secretName") {
+                            Some(_) => name_of(x, "secretName"),
+                            None => name_of(x, "name"),
+                        };
+                        Some(format!("secret: {name}"))
+                    }
+                    "imagePullSecrets" if x.is_array() => Some(format!("imagePullSecrets: {x}")),
+                    "serviceAccountName" | "serviceAccount" if !x.is_null() => Some(format!(
+                        "{k}: {}",
+                        x.as_str().map_or(x.to_string(), str::to_string)
+                    )),
+                    "automountServiceAccountToken" if *x == Value::Bool(true) => {
+                        Some(format!("{k}: true"))
+                    }
+                    "serviceAccountToken" if x.is_object() => {
+                        Some(format!("serviceAccountToken: {}", name_of(x, "audience")))
+                    }
+                    _ => None,
+                };
+                if let Some(shown) = shown {
+                    out.push(CredentialRef {
+                        path: p.clone(),
+                        shown,
+                    });
+                }
+                walk_credentials(x, &p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                walk_credentials(x, &index_path(path, i), out);
+            }
+        }
+        _ => {}
+    }
+}

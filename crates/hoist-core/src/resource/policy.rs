@@ -14,7 +14,9 @@
 //!   a `{{dataset}}` in it), but not make one where the owner's text has none;
 //! - resource args may not add or change a privileged setting at all;
 //! - neither may pass a variable of the agent's environment through to the run by name
-//!   ([`env_passthrough`]: docker's and local-process's `env: [NAME]`).
+//!   ([`env_passthrough`]: docker's and local-process's `env: [NAME]`);
+//! - resource args may not add or change a reference to a Kubernetes Secret or service
+//!   account ([`kubernetes::credential_refs`]).
 
 use std::collections::BTreeSet;
 
@@ -163,6 +165,23 @@ pub fn launch_problems(
             ),
         ));
     }
+    if resource == ResourceType::Kubernetes {
+        let before: BTreeSet<(String, String)> = kubernetes::credential_refs(templated)
+            .into_iter()
+            .map(|r| (r.path, r.shown))
+            .collect();
+        for r in kubernetes::credential_refs(merged) {
+            if !before.contains(&(r.path.clone(), r.shown.clone())) {
+                problems.push(ConfigProblem::new(
+                    r.path,
+                    format!(
+                        "the resource args add `{}`; launch-time input may not reference Secrets or service accounts (a run could read another Secret of its namespace, such as an agent's API key): put the reference in the queue's own config",
+                        r.shown
+                    ),
+                ));
+            }
+        }
+    }
     let names = |v: &Value| -> BTreeSet<String> {
         env_passthrough(resource, v)
             .into_iter()
@@ -213,6 +232,58 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn launch_input_references_no_kubernetes_credentials() {
+        use ResourceType::Kubernetes;
+        let owner = json!({"spec": {"template": {"spec": {
+            "serviceAccountName": "trainer",
+            "containers": [{"name": "main", "env": [
+                {"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
+            ]}]
+        }}}});
+        // The owner's references, and launch input that adds none, are fine.
+        let ok = launch(
+            Kubernetes,
+            owner.clone(),
+            &[],
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "main", "env": [{"name": "LR", "value": "0.1"}]}
+            ]}}}}),
+        );
+        assert!(ok.is_empty(), "{ok:#?}");
+        let p = launch(
+            Kubernetes,
+            owner,
+            &[],
+            json!({"spec": {"template": {"spec": {
+                "serviceAccountName": "hoist-agent",
+                "automountServiceAccountToken": true,
+                "containers": [{"name": "main",
+                    "env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "hoist-api-key", "key": "key"}}}],
+                    "envFrom": [{"secretRef": {"name": "hoist-api-key"}}]}],
+                "volumes": [{"name": "k", "secret": {"secretName": "hoist-api-key"}}]
+            }}}}),
+        );
+        let text = p.join("\n");
+        for what in [
+            "`serviceAccountName: hoist-agent`",
+            "`automountServiceAccountToken: true`",
+            "`secretKeyRef: hoist-api-key/key`",
+            "`secretRef: hoist-api-key`",
+            "`secret: hoist-api-key`",
+        ] {
+            assert!(text.contains(what), "{what} not refused: {p:#?}");
+        }
+        assert!(
+            text.contains("spec.template.spec.containers[0].env[1].valueFrom.secretKeyRef: the resource args add"),
+            "{p:#?}"
+        );
+        assert!(
+            !text.contains("db/url"),
+            "the owner's own reference is not refused: {p:#?}"
+        );
     }
 
     #[test]
