@@ -62,6 +62,16 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
 }
 
+/// The run id in `hoist launch --wait`'s stderr.
+fn launched_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("hoist: launched run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
+        .to_string()
+}
+
 /// The test cluster through its kubectl.
 struct Kubectl {
     bin: String,
@@ -379,21 +389,32 @@ fn seed_job_runs_end_to_end() {
         .run(&[
             "launch", "--queue", "kq", "--image", &img, "--wait", "--", "sh", "-c",
             "echo hello from kubernetes; echo to stderr >&2; echo token=${HOIST_RUN_TOKEN:+set}",
-        ]);
-    let id = ok.stdout.lines().next().unwrap_or_default().trim().to_string();
-    let r = e.wait_ended(&id);
-    assert_eq!(r["state"], "finished", "{r:#}\n{:#?}", e.logs(&id));
-    assert_eq!(r["exit_code"], 0);
-    let lines = e.job_lines(&id);
+        ])
+        .ok();
+    // A container's log is one stream: stderr lines come with stdout's.
     for want in ["hello from kubernetes", "to stderr", "token=set"] {
-        assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
+        assert!(ok.stdout.lines().any(|l| l == want), "{want:?} not in:\n{}", ok.stdout);
     }
+    let id = launched_id(&ok.stderr);
+    let r = e.show(&id);
+    assert_eq!(r["state"], "finished", "{r:#}");
+    assert_eq!(r["exit_code"], 0);
     e.wait_nothing_left(&id);
 
-    let bad = e.launch("kq", &["sh", "-c", "echo about to fail; exit 3"]);
-    let r = e.wait_ended(&bad);
+    let bad = e
+        .w
+        .run(&[
+            "launch", "--queue", "kq", "--image", &img, "--wait", "--", "sh", "-c",
+            "echo about to fail; exit 3",
+        ])
+        .code(1)
+        .stdout_has("about to fail")
+        .stderr_has("exit code 3");
+    let bad = launched_id(&bad.stderr);
+    let r = e.show(&bad);
     assert_eq!(r["state"], "failed", "{r:#}");
     assert_eq!(r["exit_code"], 3, "{r:#}");
+    assert_eq!(r["failure"]["stage"], "run", "{r:#}");
     assert!(
         r["failure"]["message"].as_str().unwrap_or_default().contains("exit code 3"),
         "{r:#}"
@@ -507,7 +528,12 @@ fn restart_readopts_with_the_full_log() {
 fn start_failures_are_reported_with_their_reason() {
     require_k8s!();
     let mut e = K8sE2e::new("k8s-fail", "start_timeout: 40s\n");
-    e.queue("kf", &seed_job(&e.ns.name, "", ""), &[]);
+    // The run's image goes into a container whose image is `${image_uri}`.
+    e.queue(
+        "kf",
+        &seed_job(&e.ns.name, "", "").replace(&format!("image: {}", image()), "image: ${image_uri}"),
+        &[],
+    );
     e.queue(
         "kn",
         &seed_job(&e.ns.name, "", "      nodeSelector:\n        hoist.dev/no-such-node: \"true\"\n"),

@@ -431,7 +431,7 @@ impl Supervisor {
         match ended {
             Some(e) => {
                 let why = if e.reason.is_empty() || e.reason == "Error" {
-                    format!("exited with code {}", e.exit_code)
+                    format!("ended with exit code {}", e.exit_code)
                 } else {
                     format!("{} (exit code {})", e.reason, e.exit_code)
                 };
