@@ -430,10 +430,9 @@ impl Supervisor {
         };
         match ended {
             Some(e) => {
-                let why = if e.reason.is_empty() || e.reason == "Error" {
-                    format!("ended with exit code {}", e.exit_code)
-                } else {
-                    format!("{} (exit code {})", e.reason, e.exit_code)
+                let why = match e.reason.as_deref() {
+                    None | Some("" | "Error") => format!("ended with exit code {}", e.exit_code),
+                    Some(r) => format!("{r} (exit code {})", e.exit_code),
                 };
                 Exit::Failed {
                     reason: format!(
