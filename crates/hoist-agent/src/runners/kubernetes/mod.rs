@@ -58,7 +58,10 @@ pub fn offline_dry_run(
     settings: &KubernetesSettings,
     secure_mode: bool,
 ) -> Result<DryRun, RunnerError> {
-    let default_namespace = settings.namespace.clone().unwrap_or_else(|| "default".into());
+    let default_namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let cx = spec::SpecContext {
         default_namespace: &default_namespace,
         settings,
