@@ -56,8 +56,9 @@ pub fn check(object: &Value, settings: &KubernetesSettings, secure_mode: bool) -
             "the agent config sets kubernetes.require-non-root: true"
         };
         for (path, shown) in roots {
-            let msg =
-                format!("{path}: `{shown}` (running as root) is not allowed on this queue ({why})");
+            let msg = format!(
+                "{path}: not allowed on this queue ({why}); `{shown}` runs the container as root"
+            );
             out.push((path, msg));
         }
     }
@@ -68,7 +69,7 @@ pub fn check(object: &Value, settings: &KubernetesSettings, secure_mode: bool) -
 fn refusal(f: &PrivilegedField, s: &KubernetesSettings, secure_mode: bool) -> Option<String> {
     let not_allowed = |hint: String| {
         Some(format!(
-            "{}: `{}` is not allowed on this queue: it {} ({hint})",
+            "{}: not allowed on this queue ({hint}); `{}` {}",
             f.path,
             f.shown,
             f.describe()
@@ -126,7 +127,7 @@ fn host_path_refusal(f: &PrivilegedField, s: &KubernetesSettings) -> Option<Stri
     let p = f.value.as_str();
     if !p.starts_with('/') {
         return Some(format!(
-            "{}: hostPath {p:?} is not allowed on this queue: host paths must be absolute",
+            "{}: not allowed on this queue (host paths must be absolute); `hostPath: {p}` is relative",
             f.path
         ));
     }
@@ -134,10 +135,10 @@ fn host_path_refusal(f: &PrivilegedField, s: &KubernetesSettings) -> Option<Stri
         return None;
     }
     let listed = if s.host_path_allow_list.is_empty() {
-        "is empty".to_string()
+        "the list is empty".to_string()
     } else {
         format!(
-            "holds {}",
+            "the list holds {}",
             s.host_path_allow_list
                 .iter()
                 .map(|p| p.display().to_string())
@@ -146,8 +147,10 @@ fn host_path_refusal(f: &PrivilegedField, s: &KubernetesSettings) -> Option<Stri
         )
     };
     Some(format!(
-        "{}: hostPath {p} is not allowed on this queue: it mounts a path of the node into the pod; kubernetes.host-path-allow-list {listed} (add {p} or a parent directory to it in the agent config to allow it)",
-        f.path
+        "{}: not allowed on this queue (add {p} or a parent directory to kubernetes.host-path-allow-list in the agent config to allow it; {listed}); `{}` {}",
+        f.path,
+        f.shown,
+        f.describe()
     ))
 }
 
@@ -230,5 +233,293 @@ fn all_paths(v: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(spec: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": spec}}})
+    }
+
+    fn container(sc: Value) -> Value {
+        pod(json!({"containers": [{"name": "main", "image": "i", "securityContext": sc}]}))
+    }
+
+    fn none() -> KubernetesSettings {
+        KubernetesSettings::default()
+    }
+
+    #[test]
+    fn host_network_refusal_names_the_path_and_the_key() {
+        let job = pod(json!({"hostNetwork": true, "containers": [{"name": "main"}]}));
+        let r = check(&job, &none(), false);
+        assert_eq!(r.len(), 1, "{r:#?}");
+        assert!(
+            r[0].starts_with(
+                "spec.template.spec.hostNetwork: not allowed on this queue (set kubernetes.allow-host-network: true in the agent config to allow it)"
+            ),
+            "{}",
+            r[0]
+        );
+        let allowed = KubernetesSettings {
+            allow_host_network: true,
+            ..none()
+        };
+        assert!(check(&job, &allowed, false).is_empty());
+        // secure_mode refuses whatever the settings say.
+        let r = check(&job, &allowed, true);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("secure_mode"), "{}", r[0]);
+    }
+
+    #[test]
+    fn host_pid_and_ipc_have_their_own_keys() {
+        let job =
+            pod(json!({"hostPID": true, "hostIPC": true, "hostNetwork": false, "containers": []}));
+        let r = check(&job, &none(), false);
+        assert_eq!(r.len(), 2, "{r:#?}");
+        assert!(r[0].starts_with("spec.template.spec.hostPID: not allowed on this queue (set kubernetes.allow-host-pid: true"), "{}", r[0]);
+        assert!(r[1].starts_with("spec.template.spec.hostIPC: not allowed on this queue (set kubernetes.allow-host-ipc: true"), "{}", r[1]);
+        let pid = KubernetesSettings {
+            allow_host_pid: true,
+            ..none()
+        };
+        let r = check(&job, &pid, false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("spec.template.spec.hostIPC"));
+        let both = KubernetesSettings {
+            allow_host_pid: true,
+            allow_host_ipc: true,
+            ..none()
+        };
+        assert!(check(&job, &both, false).is_empty());
+    }
+
+    #[test]
+    fn privileged_and_confinement_need_allow_privileged() {
+        let job = pod(json!({
+            "securityContext": {"seccompProfile": {"type": "Unconfined"}},
+            "containers": [{"name": "a", "securityContext": {"privileged": true, "procMount": "Unmasked"}}],
+            "initContainers": [{"name": "i", "securityContext": {"windowsOptions": {"hostProcess": true}}}],
+        }));
+        let r = check(&job, &none(), false);
+        let paths: Vec<&str> = r.iter().map(|m| m.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.template.spec.securityContext.seccompProfile.type",
+                "spec.template.spec.containers[0].securityContext.privileged",
+                "spec.template.spec.containers[0].securityContext.procMount",
+                "spec.template.spec.initContainers[0].securityContext.windowsOptions.hostProcess",
+            ]
+        );
+        for m in &r {
+            assert!(
+                m.contains("set kubernetes.allow-privileged: true in the agent config"),
+                "{m}"
+            );
+        }
+        let allowed = KubernetesSettings {
+            allow_privileged: true,
+            ..none()
+        };
+        assert!(check(&job, &allowed, false).is_empty());
+        assert_eq!(check(&job, &allowed, true).len(), 4);
+    }
+
+    #[test]
+    fn escalation_needs_its_key_or_allow_privileged() {
+        let job = container(json!({"allowPrivilegeEscalation": true}));
+        let r = check(&job, &none(), false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation: not allowed on this queue (set kubernetes.allow-privilege-escalation: true"), "{}", r[0]);
+        for s in [
+            KubernetesSettings {
+                allow_privilege_escalation: true,
+                ..none()
+            },
+            KubernetesSettings {
+                allow_privileged: true,
+                ..none()
+            },
+        ] {
+            assert!(check(&job, &s, false).is_empty());
+        }
+        // Escalation explicitly off is no privilege.
+        assert!(
+            check(
+                &container(json!({"allowPrivilegeEscalation": false})),
+                &none(),
+                false
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn added_capabilities_are_checked_one_by_one() {
+        let job = container(
+            json!({"capabilities": {"add": ["NET_ADMIN", "cap_sys_ptrace"], "drop": ["ALL"]}}),
+        );
+        let r = check(&job, &none(), false);
+        assert_eq!(r.len(), 2, "{r:#?}");
+        assert!(r[0].starts_with("spec.template.spec.containers[0].securityContext.capabilities.add[0]: not allowed on this queue (add NET_ADMIN to kubernetes.allow-cap-add"), "{}", r[0]);
+        assert!(
+            r[1].contains("add SYS_PTRACE to kubernetes.allow-cap-add"),
+            "{}",
+            r[1]
+        );
+        let one = KubernetesSettings {
+            allow_cap_add: vec!["CAP_SYS_PTRACE".into()],
+            ..none()
+        };
+        let r = check(&job, &one, false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("NET_ADMIN"));
+        let all = KubernetesSettings {
+            allow_cap_add: vec!["ALL".into()],
+            ..none()
+        };
+        assert!(check(&job, &all, false).is_empty());
+        let privileged = KubernetesSettings {
+            allow_privileged: true,
+            ..none()
+        };
+        assert!(check(&job, &privileged, false).is_empty());
+        assert_eq!(check(&job, &all, true).len(), 2);
+    }
+
+    #[test]
+    fn host_paths_must_be_under_the_allow_list() {
+        let vol = |p: &str| {
+            pod(json!({"containers": [], "volumes": [{"name": "v", "hostPath": {"path": p}}]}))
+        };
+        let list = KubernetesSettings {
+            host_path_allow_list: vec![PathBuf::from("/data"), PathBuf::from("/mnt/models/")],
+            ..none()
+        };
+        for ok in [
+            "/data",
+            "/data/",
+            "/data/a/b",
+            "/mnt/models/x",
+            "/data/./x",
+            "/data/a/../b",
+        ] {
+            assert!(
+                check(&vol(ok), &list, false).is_empty(),
+                "{ok} should be allowed"
+            );
+        }
+        for bad in [
+            "/data2",
+            "/data/../etc",
+            "/data/a/../../etc",
+            "/",
+            "/mnt",
+            "data/x",
+            "../data",
+            "/etc/passwd",
+        ] {
+            let r = check(&vol(bad), &list, false);
+            assert_eq!(r.len(), 1, "{bad} should be refused");
+            assert!(
+                r[0].starts_with(
+                    "spec.template.spec.volumes[0].hostPath: not allowed on this queue"
+                ),
+                "{}",
+                r[0]
+            );
+        }
+        let r = check(&vol("/var/run/docker.sock"), &none(), false);
+        assert!(
+            r[0].contains(
+                "add /var/run/docker.sock or a parent directory to kubernetes.host-path-allow-list"
+            ),
+            "{}",
+            r[0]
+        );
+        assert!(r[0].contains("the list is empty"), "{}", r[0]);
+        assert!(
+            r[0].contains(
+                "`hostPath: /var/run/docker.sock` mounts a path of the node into the pod"
+            ),
+            "{}",
+            r[0]
+        );
+        // A relative allow-list entry allows nothing.
+        let relative = KubernetesSettings {
+            host_path_allow_list: vec![PathBuf::from("data")],
+            ..none()
+        };
+        assert_eq!(check(&vol("/data"), &relative, false).len(), 1);
+        assert_eq!(check(&vol("/data/x"), &list, true).len(), 1);
+    }
+
+    #[test]
+    fn root_is_refused_with_require_non_root_and_in_secure_mode() {
+        let job = pod(json!({
+            "securityContext": {"runAsNonRoot": false},
+            "containers": [
+                {"name": "a", "securityContext": {"runAsUser": 0}},
+                {"name": "b", "securityContext": {"runAsUser": 1000, "runAsNonRoot": true}},
+            ],
+        }));
+        assert!(check(&job, &none(), false).is_empty());
+        let strict = KubernetesSettings {
+            require_non_root: true,
+            ..none()
+        };
+        let r = check(&job, &strict, false);
+        assert_eq!(r.len(), 2, "{r:#?}");
+        assert!(r[0].starts_with("spec.template.spec.securityContext.runAsNonRoot: not allowed on this queue (the agent config sets kubernetes.require-non-root: true); `runAsNonRoot: false`"), "{}", r[0]);
+        assert!(r[1].starts_with("spec.template.spec.containers[0].securityContext.runAsUser: not allowed on this queue"), "{}", r[1]);
+        let r = check(&job, &none(), true);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].contains("secure_mode"), "{}", r[0]);
+    }
+
+    #[test]
+    fn refusals_come_in_document_order_across_kinds() {
+        let job = pod(json!({
+            "hostNetwork": true,
+            "containers": [{"name": "a", "securityContext": {"runAsUser": 0, "privileged": true}}],
+            "volumes": [{"name": "v", "hostPath": {"path": "/etc"}}],
+        }));
+        let strict = KubernetesSettings {
+            require_non_root: true,
+            ..none()
+        };
+        let paths: Vec<String> = check(&job, &strict, false)
+            .iter()
+            .map(|m| m.split(": not allowed").next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.template.spec.hostNetwork",
+                "spec.template.spec.containers[0].securityContext.runAsUser",
+                "spec.template.spec.containers[0].securityContext.privileged",
+                "spec.template.spec.volumes[0].hostPath",
+            ]
+        );
+    }
+
+    #[test]
+    fn custom_objects_are_checked_in_every_template() {
+        let obj = json!({
+            "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "spec": {"replicatedJobs": [
+                {"name": "a", "template": {"spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}},
+                {"name": "b", "template": {"spec": {"template": {"spec": {"hostPID": true, "containers": [{"name": "c"}]}}}}},
+            ]},
+        });
+        let r = check(&obj, &none(), false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("spec.replicatedJobs[1].template.spec.template.spec.hostPID: not allowed on this queue"), "{}", r[0]);
     }
 }

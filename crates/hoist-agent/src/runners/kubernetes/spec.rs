@@ -866,3 +866,827 @@ fn pull_secret_ref(
         list.push(json!({"name": name}));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_core::secret::EnvVars;
+
+    const RUN: &str = "k7m2x9p4q1ab";
+    const TOKEN: &str = "hrt_0123456789abcdefghijklmnopqrstuv";
+    const API_KEY: &str = "not-a-pattern-but-named-like-a-key";
+    const DB_URL: &str = "postgres://app:s3cretpw@db:5432/app";
+    const REGISTRY_AUTH: &str =
+        r#"{"auths":{"registry.local:5000":{"auth":"dXNlcjpyZWdpc3RyeXB3"}}}"#;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvVars {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn job(config: Value) -> JobSpec {
+        JobSpec {
+            run_id: RUN.into(),
+            run_name: "bright-river-7".into(),
+            project: "mnist".into(),
+            entity: "ml-team".into(),
+            queue: "ml-team/k8s".into(),
+            agent_name: "gpu-agent-1".into(),
+            image: Some("registry.local/mnist:3f2a".into()),
+            entry_point: Some(vec!["python".into(), "train.py".into()]),
+            args: vec!["--epochs".into(), "3".into()],
+            env: env(&[
+                ("HOIST_RUN_ID", RUN),
+                ("HOIST_BASE_URL", "http://hoist.example:8080"),
+                ("HOIST_RUN_TOKEN", TOKEN),
+                ("EPOCHS", "3"),
+            ]),
+            resource_config: config,
+            labels: BTreeMap::new(),
+            source: None,
+        }
+    }
+
+    fn settings() -> KubernetesSettings {
+        KubernetesSettings::default()
+    }
+
+    fn cx(settings: &KubernetesSettings) -> SpecContext<'_> {
+        SpecContext {
+            default_namespace: "default",
+            settings,
+            secure_mode: false,
+            docker_config_json: None,
+        }
+    }
+
+    fn build_ok(job: &JobSpec) -> Submission {
+        build(job, &cx(&settings())).expect("builds")
+    }
+
+    fn refused(job: &JobSpec, cx: &SpecContext<'_>) -> String {
+        match build(job, cx) {
+            Err(RunnerError::Refused(m)) => m,
+            Err(e) => panic!("expected a refusal, got {e:?}"),
+            Ok(s) => panic!("expected a refusal, got {:#}", s.object),
+        }
+    }
+
+    fn labels() -> Value {
+        json!({
+            "hoist.dev/agent": "gpu-agent-1",
+            "hoist.dev/entity": "ml-team",
+            "hoist.dev/queue": "k8s",
+            "hoist.dev/run-id": RUN,
+        })
+    }
+
+    fn annotations() -> Value {
+        let mut a = labels();
+        a["hoist.dev/project"] = json!("mnist");
+        a
+    }
+
+    fn secure_defaults() -> Value {
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    }
+
+    fn b64(s: &str) -> Value {
+        Value::String(BASE64.encode(s))
+    }
+
+    /// The queue config of W&B's docs (seed `000_*`, the Kubernetes tab), as written.
+    const SEED_JOB: &str = "
+kind: Job
+spec:
+  template:
+    spec:
+      containers:
+        - name: image-name
+          image: image-name:latest
+      restartPolicy: Never
+metadata:
+  name: image-name
+apiVersion: batch/v1
+";
+
+    #[test]
+    fn the_seed_job_config_becomes_the_expected_job() {
+        let config = hoist_core::yaml::parse_document(SEED_JOB).unwrap();
+        let s = build_ok(&job(config));
+        let name = format!("image-name-{RUN}");
+        assert_eq!(
+            (s.api_version.as_str(), s.kind.as_str()),
+            ("batch/v1", "Job")
+        );
+        assert_eq!(
+            (s.name.as_str(), s.namespace.as_str()),
+            (name.as_str(), "default")
+        );
+        let env_secret = format!("{name}-env");
+        assert_eq!(
+            s.object,
+            json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": name,
+                    "namespace": "default",
+                    "labels": labels(),
+                    "annotations": annotations(),
+                },
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "metadata": {"labels": labels(), "annotations": annotations()},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{
+                                "name": "image-name",
+                                // The config names an image: it stays.
+                                "image": "image-name:latest",
+                                "command": ["python", "train.py"],
+                                "args": ["--epochs", "3"],
+                                "env": [
+                                    {"name": "HOIST_BASE_URL", "value": "http://hoist.example:8080"},
+                                    {"name": "HOIST_RUN_ID", "value": RUN},
+                                    {"name": "HOIST_RUN_TOKEN", "valueFrom": {"secretKeyRef": {"name": env_secret, "key": "HOIST_RUN_TOKEN"}}},
+                                    {"name": "EPOCHS", "value": "3"},
+                                ],
+                                "securityContext": secure_defaults(),
+                            }],
+                        },
+                    },
+                },
+            })
+        );
+        assert_eq!(
+            s.secrets,
+            [json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": env_secret, "namespace": "default", "labels": labels(), "annotations": annotations()},
+                "type": "Opaque",
+                "data": {"HOIST_RUN_TOKEN": b64(TOKEN)},
+            })]
+        );
+        assert_eq!(
+            s.labels,
+            serde_json::from_value::<BTreeMap<String, String>>(labels()).unwrap()
+        );
+        assert_eq!(s.selector(), format!("hoist.dev/run-id={RUN}"));
+        assert_eq!(run_selector(RUN), s.selector());
+        // Keys in the order people expect to read them.
+        let keys: Vec<&String> = s.object.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "spec", "metadata"]);
+        // hoist never sets a TTL: it deletes the Job once it has the logs.
+        assert!(!s.object.to_string().contains("ttlSecondsAfterFinished"));
+    }
+
+    #[test]
+    fn the_minimal_form_gets_a_main_container_with_the_run_image() {
+        for config in [
+            json!({}),
+            json!({"spec": {"template": {"spec": {"containers": []}}}}),
+            json!({"metadata": {}, "spec": null}),
+        ] {
+            let s = build_ok(&job(config));
+            assert_eq!(s.name, format!("hoist-{RUN}"));
+            let c = &s.object["spec"]["template"]["spec"]["containers"];
+            assert_eq!(c.as_array().unwrap().len(), 1);
+            assert_eq!(c[0]["name"], "main");
+            assert_eq!(c[0]["image"], "registry.local/mnist:3f2a");
+            assert_eq!(c[0]["command"], json!(["python", "train.py"]));
+            assert_eq!(s.object["spec"]["backoffLimit"], 0);
+        }
+        // What the config sets stays.
+        let s = build_ok(&job(
+            json!({"spec": {"backoffLimit": 3, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "x"}]}}}}),
+        ));
+        assert_eq!(s.object["spec"]["backoffLimit"], 3);
+        assert_eq!(
+            s.object["spec"]["template"]["spec"]["restartPolicy"],
+            "OnFailure"
+        );
+    }
+
+    #[test]
+    fn names_are_prefixes_cut_to_fit_never_the_run_id() {
+        assert_eq!(object_name(Some("train"), RUN), format!("train-{RUN}"));
+        assert_eq!(
+            object_name(Some("My_Train.Job"), RUN),
+            format!("my-train-job-{RUN}")
+        );
+        assert_eq!(object_name(None, RUN), format!("hoist-{RUN}"));
+        assert_eq!(object_name(Some("---"), RUN), format!("hoist-{RUN}"));
+        let long = "a".repeat(80);
+        let n = object_name(Some(&long), RUN);
+        assert_eq!(n.len(), 63);
+        assert!(n.ends_with(&format!("-{RUN}")), "{n}");
+        // A cut that ends on `-` loses it.
+        let dashy = format!("{}-b", "a".repeat(49));
+        let n = object_name(Some(&dashy), RUN);
+        assert_eq!(n, format!("{}-{RUN}", "a".repeat(49)));
+        for prefix in [None, Some("x"), Some(long.as_str()), Some("Ünïcode name!")] {
+            let n = object_name(prefix, RUN);
+            assert!(n.len() <= 63, "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{n}"
+            );
+            assert!(!n.starts_with('-') && !n.ends_with('-'), "{n}");
+        }
+        // Through build: metadata.name, else generateName, is the prefix.
+        let s = build_ok(&job(json!({"metadata": {"generateName": "sweep-"}})));
+        assert_eq!(s.name, format!("sweep-{RUN}"));
+        assert!(s.object["metadata"].get("generateName").is_none());
+        assert_eq!(s.object["metadata"]["name"], s.name);
+    }
+
+    #[test]
+    fn namespace_precedence() {
+        let s = build_ok(&job(json!({"metadata": {"namespace": "ml-jobs"}})));
+        assert_eq!(s.namespace, "ml-jobs");
+        assert_eq!(s.object["metadata"]["namespace"], "ml-jobs");
+        assert_eq!(s.secrets[0]["metadata"]["namespace"], "ml-jobs");
+        let settings = settings();
+        let c = SpecContext {
+            default_namespace: "from-agent",
+            ..cx(&settings)
+        };
+        let s = build(&job(json!({"metadata": {"name": "x"}})), &c).unwrap();
+        assert_eq!(s.namespace, "from-agent");
+        assert_eq!(s.object["metadata"]["namespace"], "from-agent");
+        let s = build(&job(json!({"metadata": {"namespace": "ml-jobs"}})), &c).unwrap();
+        assert_eq!(s.namespace, "ml-jobs");
+    }
+
+    #[test]
+    fn image_injection_rules() {
+        let config = json!({"spec": {"template": {"spec": {
+            "initContainers": [{"name": "fetch"}],
+            "containers": [
+                {"name": "a"},
+                {"name": "b", "image": "${image_uri}"},
+                {"name": "c", "image": "own/sidecar:1"},
+                {"image": ""},
+            ],
+        }}}});
+        let s = build_ok(&job(config.clone()));
+        let pod = &s.object["spec"]["template"]["spec"];
+        let run_image = "registry.local/mnist:3f2a";
+        assert_eq!(pod["initContainers"][0]["image"], run_image);
+        assert_eq!(pod["containers"][0]["image"], run_image);
+        assert_eq!(pod["containers"][1]["image"], run_image);
+        assert_eq!(pod["containers"][2]["image"], "own/sidecar:1");
+        assert_eq!(pod["containers"][3]["image"], run_image);
+        // Unnamed containers get a free name.
+        assert_eq!(pod["containers"][3]["name"], "main");
+        // The command goes to the first container only.
+        assert_eq!(
+            pod["containers"][0]["command"],
+            json!(["python", "train.py"])
+        );
+        for i in 1..4 {
+            assert!(pod["containers"][i].get("command").is_none());
+            assert!(pod["containers"][i].get("args").is_none());
+        }
+        assert!(pod["initContainers"][0].get("command").is_none());
+
+        // A run without an image: every container left without one is refused, by path.
+        let mut no_image = job(config);
+        no_image.image = None;
+        let m = refused(&no_image, &cx(&settings()));
+        for p in [
+            "spec.template.spec.initContainers[0].image",
+            "spec.template.spec.containers[0].image",
+            "spec.template.spec.containers[1].image",
+            "spec.template.spec.containers[3].image",
+        ] {
+            assert!(
+                m.contains(&format!(
+                    "{p}: the container has no image and the run has none"
+                )),
+                "{p} in {m}"
+            );
+        }
+        assert!(!m.contains("containers[2]"), "{m}");
+    }
+
+    #[test]
+    fn run_command_only_when_the_run_has_one() {
+        let config = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "i", "command": ["sh", "-c"], "args": ["echo hi"]}]}}}});
+        let mut j = job(config);
+        j.entry_point = None;
+        j.args = vec![];
+        let s = build_ok(&j);
+        let c = &s.object["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["sh", "-c"]));
+        assert_eq!(c["args"], json!(["echo hi"]));
+        j.args = vec!["echo bye".into()];
+        let s = build_ok(&j);
+        let c = &s.object["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["command"], json!(["sh", "-c"]));
+        assert_eq!(c["args"], json!(["echo bye"]));
+    }
+
+    #[test]
+    fn env_precedence() {
+        let config = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [
+            {"name": "HOIST_RUN_ID", "value": "spoofed"},
+            {"name": "EPOCHS", "value": "5"},
+            {"name": "OUT", "value": "/out/$(HOIST_RUN_ID)"},
+            {"name": "HOIST_OWN", "value": "kept"},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        ]}]}}}});
+        let s = build_ok(&job(config));
+        let env = &s.object["spec"]["template"]["spec"]["containers"][0]["env"];
+        let names: Vec<&str> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "HOIST_BASE_URL",
+                "HOIST_RUN_ID",
+                "HOIST_RUN_TOKEN",
+                "EPOCHS",
+                "OUT",
+                "HOIST_OWN",
+                "POD_IP"
+            ]
+        );
+        // hoist's own variable wins over the config's; the config's wins over the run's.
+        assert_eq!(env[1], json!({"name": "HOIST_RUN_ID", "value": RUN}));
+        assert_eq!(env[3], json!({"name": "EPOCHS", "value": "5"}));
+        assert_eq!(env[6]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+    }
+
+    #[test]
+    fn secrets_never_appear_literally() {
+        let mut j = job(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "env": [{"name": "HF_TOKEN", "value": "hf_literal_in_config_123"}, {"name": "DSN", "value": "host=db password=$(DB_PASS)"}]},
+            {"name": "b", "image": "side", "env": [{"name": "HF_TOKEN", "value": "another_value_456"}]},
+        ]}}}}));
+        j.env.insert("API_KEY".into(), API_KEY.into());
+        j.env.insert("DATABASE_URL".into(), DB_URL.into());
+        let dcj = Secret::new(REGISTRY_AUTH);
+        let settings = settings();
+        let c = SpecContext {
+            docker_config_json: Some(&dcj),
+            ..cx(&settings)
+        };
+        let s = build(&j, &c).unwrap();
+        let object = s.object.to_string();
+        for secret in [
+            TOKEN,
+            API_KEY,
+            DB_URL,
+            "s3cretpw",
+            "hf_literal_in_config_123",
+            "another_value_456",
+            "dXNlcjpyZWdpc3RyeXB3",
+            REGISTRY_AUTH,
+        ] {
+            assert!(!object.contains(secret), "{secret} in {object}");
+            assert!(
+                !object.contains(&BASE64.encode(secret)),
+                "base64 of {secret} in {object}"
+            );
+        }
+        let name = format!("hoist-{RUN}");
+        let env_name = format!("{name}-env");
+        let reference = |var: &str, key: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": env_name, "key": key}}});
+        for c in 0..2 {
+            let env = &s.object["spec"]["template"]["spec"]["containers"][c]["env"];
+            let get = |n: &str| {
+                env.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == n)
+                    .cloned()
+                    .unwrap()
+            };
+            assert_eq!(
+                get("HOIST_RUN_TOKEN"),
+                reference("HOIST_RUN_TOKEN", "HOIST_RUN_TOKEN")
+            );
+            assert_eq!(get("API_KEY"), reference("API_KEY", "API_KEY"));
+            assert_eq!(
+                get("DATABASE_URL"),
+                reference("DATABASE_URL", "DATABASE_URL")
+            );
+            assert_eq!(get("EPOCHS"), json!({"name": "EPOCHS", "value": "3"}));
+        }
+        let env0 = &s.object["spec"]["template"]["spec"]["containers"][0]["env"];
+        let env1 = &s.object["spec"]["template"]["spec"]["containers"][1]["env"];
+        // Same name, different values: different keys.
+        assert!(
+            env0.as_array()
+                .unwrap()
+                .contains(&reference("HF_TOKEN", "HF_TOKEN"))
+        );
+        assert!(
+            env1.as_array()
+                .unwrap()
+                .contains(&reference("HF_TOKEN", "HF_TOKEN.2"))
+        );
+        // A value that refers to other variables stays, so Kubernetes expands it.
+        assert!(
+            env0.as_array()
+                .unwrap()
+                .contains(&json!({"name": "DSN", "value": "host=db password=$(DB_PASS)"}))
+        );
+
+        assert_eq!(s.secrets.len(), 2);
+        let data = &s.secrets[0]["data"];
+        assert_eq!(s.secrets[0]["metadata"]["name"], env_name);
+        assert_eq!(s.secrets[0]["type"], "Opaque");
+        assert_eq!(
+            data,
+            &json!({
+                "API_KEY": b64(API_KEY),
+                "DATABASE_URL": b64(DB_URL),
+                "HF_TOKEN": b64("hf_literal_in_config_123"),
+                "HF_TOKEN.2": b64("another_value_456"),
+                "HOIST_RUN_TOKEN": b64(TOKEN),
+            })
+        );
+        let pull = &s.secrets[1];
+        assert_eq!(pull["metadata"]["name"], format!("{name}-pull"));
+        assert_eq!(pull["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(pull["data"][".dockerconfigjson"], b64(REGISTRY_AUTH));
+        assert_eq!(pull["metadata"]["labels"], labels());
+        assert_eq!(
+            s.object["spec"]["template"]["spec"]["imagePullSecrets"],
+            json!([{"name": format!("{name}-pull")}])
+        );
+
+        // Debug and the dry-run view show no secret either.
+        let shown = format!("{s:?}{}", serde_json::to_string(&s.masked()).unwrap());
+        for secret in [
+            TOKEN,
+            API_KEY,
+            DB_URL,
+            "hf_literal_in_config_123",
+            "another_value_456",
+            REGISTRY_AUTH,
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+            assert!(
+                !shown.contains(&BASE64.encode(secret)),
+                "base64 of {secret} in {shown}"
+            );
+        }
+        let masked = s.masked();
+        assert_eq!(masked.len(), 3);
+        assert_eq!(masked[0]["data"]["HOIST_RUN_TOKEN"], MASK);
+        assert_eq!(masked[1]["data"][".dockerconfigjson"], MASK);
+        assert_eq!(masked[2], s.object);
+        assert!(format!("{s:?}").contains(&env_name));
+    }
+
+    #[test]
+    fn labels_are_label_safe_and_annotations_exact() {
+        assert_eq!(label_value("gpu-agent_1.x"), "gpu-agent_1.x");
+        assert_eq!(label_value(""), "");
+        let long = format!("agent-{}", "x".repeat(58));
+        let l = label_value(&long);
+        assert!(l.len() <= 63 && l.starts_with("agent-xxx"), "{l}");
+        assert_ne!(
+            label_value(&format!("{long}a")),
+            label_value(&format!("{long}b"))
+        );
+        let odd = label_value("team/queue name");
+        assert!(
+            odd.starts_with("team-queue-name-") && odd.len() == "team-queue-name-".len() + 8,
+            "{odd}"
+        );
+        assert_eq!(label_value("-x-").len(), "x-".len() + 8);
+        for v in [long.as_str(), "team/queue name", "-x-", "_", "ünï"] {
+            let l = label_value(v);
+            hoist_core::resource::kubernetes::label_value(&l)
+                .unwrap_or_else(|e| panic!("{v}: {e}"));
+        }
+
+        let mut j = job(json!({}));
+        j.agent_name = long.clone();
+        let s = build_ok(&j);
+        assert_eq!(s.labels[LABEL_AGENT], label_value(&long));
+        assert_eq!(
+            s.object["metadata"]["labels"][LABEL_AGENT],
+            label_value(&long)
+        );
+        assert_eq!(s.object["metadata"]["annotations"][LABEL_AGENT], long);
+        assert_eq!(
+            s.object["spec"]["template"]["metadata"]["annotations"][LABEL_AGENT],
+            long
+        );
+        assert_eq!(
+            agent_selector(&long),
+            format!("hoist.dev/agent={}", label_value(&long))
+        );
+        // The config's own labels stay; hoist's win.
+        let s = build_ok(&job(
+            json!({"metadata": {"labels": {"team": "ml", "hoist.dev/run-id": "fake"}},
+            "spec": {"template": {"metadata": {"labels": {"app": "trainer"}}}}}),
+        ));
+        assert_eq!(s.object["metadata"]["labels"]["team"], "ml");
+        assert_eq!(s.object["metadata"]["labels"][LABEL_RUN_ID], RUN);
+        assert_eq!(
+            s.object["spec"]["template"]["metadata"]["labels"]["app"],
+            "trainer"
+        );
+        assert_eq!(
+            s.object["spec"]["template"]["metadata"]["labels"][LABEL_QUEUE],
+            "k8s"
+        );
+    }
+
+    fn check_template(s: &Submission, ptr: &str, first: bool) {
+        let t = s.object.pointer(ptr).unwrap_or_else(|| panic!("no {ptr}"));
+        assert_eq!(t["metadata"]["labels"], labels(), "{ptr}");
+        assert_eq!(t["metadata"]["annotations"], annotations(), "{ptr}");
+        let pod = &t["spec"];
+        assert!(pod.get("restartPolicy").is_some(), "{ptr}");
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], "registry.local/mnist:3f2a", "{ptr}");
+        assert_eq!(
+            c["env"][1],
+            json!({"name": "HOIST_RUN_ID", "value": RUN}),
+            "{ptr}"
+        );
+        assert_eq!(
+            c["env"][2]["valueFrom"]["secretKeyRef"]["key"], "HOIST_RUN_TOKEN",
+            "{ptr}"
+        );
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{ptr}"
+        );
+        assert_eq!(c.get("command").is_some(), first, "{ptr}");
+    }
+
+    #[test]
+    fn pytorch_jobs_get_injections_in_every_replica() {
+        let config = json!({
+            "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": "ddp"},
+            "spec": {"pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": {"containers": [{"name": "pytorch"}]}}},
+                "Worker": {"replicas": 2, "restartPolicy": "OnFailure", "template": {"metadata": {"labels": {"role": "w"}}, "spec": {"containers": [{"name": "pytorch", "image": "${image_uri}"}]}}},
+            }},
+        });
+        let s = build_ok(&job(config));
+        assert_eq!(
+            (s.api_version.as_str(), s.kind.as_str(), s.name.as_str()),
+            (
+                "kubeflow.org/v1",
+                "PyTorchJob",
+                format!("ddp-{RUN}").as_str()
+            )
+        );
+        assert_eq!(s.object["metadata"]["labels"], labels());
+        check_template(&s, "/spec/pytorchReplicaSpecs/Master/template", true);
+        let w = &s.object["spec"]["pytorchReplicaSpecs"]["Worker"]["template"];
+        assert_eq!(w["metadata"]["labels"]["role"], "w");
+        assert_eq!(
+            w["spec"]["containers"][0]["image"],
+            "registry.local/mnist:3f2a"
+        );
+        assert!(w["spec"]["containers"][0].get("command").is_none());
+        // Only a Job gets a backoffLimit.
+        assert!(s.object["spec"].get("backoffLimit").is_none());
+        assert_eq!(
+            s.object["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"],
+            "OnFailure"
+        );
+    }
+
+    #[test]
+    fn jobsets_get_injections_in_every_replicated_job() {
+        let config = json!({
+            "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": "js", "namespace": "team"},
+            "spec": {"replicatedJobs": [
+                {"name": "leader", "replicas": 1, "template": {"spec": {"parallelism": 1, "template": {"spec": {"containers": [{"name": "l"}]}}}}},
+                {"name": "workers", "replicas": 2, "template": {"spec": {"parallelism": 2, "backoffLimit": 2, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "w"}]}}}}},
+            ]},
+        });
+        let s = build_ok(&job(config));
+        assert_eq!(s.namespace, "team");
+        check_template(&s, "/spec/replicatedJobs/0/template/spec/template", true);
+        let w = &s.object["spec"]["replicatedJobs"][1]["template"]["spec"];
+        assert_eq!(w["template"]["spec"]["restartPolicy"], "OnFailure");
+        assert_eq!(
+            w["template"]["spec"]["containers"][0]["image"],
+            "registry.local/mnist:3f2a"
+        );
+        assert_eq!(w["template"]["metadata"]["labels"], labels());
+        assert_eq!(w["backoffLimit"], 2);
+        assert_eq!(
+            s.object["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["restartPolicy"],
+            "Never"
+        );
+    }
+
+    #[test]
+    fn volcano_jobs_get_injections_in_every_task() {
+        let config = json!({
+            "apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+            "spec": {"minAvailable": 2, "schedulerName": "volcano", "tasks": [
+                {"name": "ps", "replicas": 1, "template": {"spec": {"containers": [{"name": "ps"}]}}},
+                {"name": "worker", "replicas": 2, "template": {"spec": {"containers": [{"name": "worker"}]}}},
+            ]},
+        });
+        let s = build_ok(&job(config));
+        assert_eq!(
+            (s.api_version.as_str(), s.kind.as_str()),
+            ("batch.volcano.sh/v1alpha1", "Job")
+        );
+        assert_eq!(s.name, format!("hoist-{RUN}"));
+        check_template(&s, "/spec/tasks/0/template", true);
+        check_template(&s, "/spec/tasks/1/template", false);
+        assert!(s.object["spec"].get("backoffLimit").is_none());
+    }
+
+    #[test]
+    fn custom_object_without_pod_templates_gets_labels_only() {
+        let s = build_ok(&job(
+            json!({"apiVersion": "example.com/v1", "kind": "Trainer", "spec": {"steps": 3}}),
+        ));
+        assert_eq!(s.object["metadata"]["labels"], labels());
+        assert_eq!(s.object["spec"], json!({"steps": 3}));
+    }
+
+    #[test]
+    fn security_context_defaults_sit_under_the_config() {
+        let config = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "securityContext": {"runAsUser": 1000, "capabilities": {"add": ["NET_BIND_SERVICE"]}, "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}},
+            {"name": "b", "securityContext": {"privileged": true}},
+            {"name": "c", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
+            {"name": "d", "securityContext": {"allowPrivilegeEscalation": true}},
+        ]}}}});
+        let allow = KubernetesSettings {
+            allow_privileged: true,
+            allow_cap_add: vec!["NET_BIND_SERVICE".into()],
+            require_non_root: true,
+            ..settings()
+        };
+        let s = build(&job(config), &cx(&allow)).unwrap();
+        let c = &s.object["spec"]["template"]["spec"]["containers"];
+        assert_eq!(
+            c[0]["securityContext"],
+            json!({
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"},
+                "runAsNonRoot": true,
+                "runAsUser": 1000,
+            })
+        );
+        // The API server refuses escalation off with privileged or SYS_ADMIN.
+        assert!(
+            c[1]["securityContext"]
+                .get("allowPrivilegeEscalation")
+                .is_none()
+        );
+        assert_eq!(c[1]["securityContext"]["privileged"], true);
+        assert!(
+            c[2]["securityContext"]
+                .get("allowPrivilegeEscalation")
+                .is_none()
+        );
+        assert_eq!(c[3]["securityContext"]["allowPrivilegeEscalation"], true);
+
+        // Pod-level settings are not shadowed by container defaults.
+        let config = json!({"spec": {"template": {"spec": {
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "x"}, "runAsNonRoot": true, "runAsUser": 1000},
+            "containers": [{"name": "a"}],
+        }}}});
+        let strict = KubernetesSettings {
+            require_non_root: true,
+            ..settings()
+        };
+        let s = build(&job(config), &cx(&strict)).unwrap();
+        assert_eq!(
+            s.object["spec"]["template"]["spec"]["containers"][0]["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+        );
+        // secure_mode asks for non-root too.
+        let plain = settings();
+        let secure = SpecContext {
+            secure_mode: true,
+            ..cx(&plain)
+        };
+        let s = build(&job(json!({})), &secure).unwrap();
+        assert_eq!(
+            s.object["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"],
+            true
+        );
+        // Windows pods get no Linux defaults.
+        let s = build_ok(&job(
+            json!({"spec": {"template": {"spec": {"os": {"name": "windows"}, "containers": [{"name": "w"}]}}}}),
+        ));
+        assert!(
+            s.object["spec"]["template"]["spec"]["containers"][0]
+                .get("securityContext")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refusals_name_every_path() {
+        let config = json!({"spec": {"template": {"spec": {
+            "hostNetwork": true,
+            "containers": [{"name": "a", "securityContext": {"privileged": true, "runAsUser": 0}}],
+            "volumes": [{"name": "v", "hostPath": {"path": "/var/run/docker.sock"}}],
+        }}}});
+        let strict = KubernetesSettings {
+            require_non_root: true,
+            ..settings()
+        };
+        let m = refused(&job(config), &cx(&strict));
+        for p in [
+            "spec.template.spec.hostNetwork: not allowed on this queue (set kubernetes.allow-host-network: true in the agent config to allow it)",
+            "spec.template.spec.containers[0].securityContext.privileged: not allowed on this queue (set kubernetes.allow-privileged: true",
+            "spec.template.spec.containers[0].securityContext.runAsUser: not allowed on this queue",
+            "spec.template.spec.volumes[0].hostPath: not allowed on this queue",
+        ] {
+            assert!(m.contains(p), "{p} in {m}");
+        }
+        assert_eq!(m.lines().count(), 5, "{m}");
+
+        for (config, expected) in [
+            (json!([1]), "(document): expected an object"),
+            (json!("Job"), "(document): expected an object"),
+            (json!({"kind": "PyTorchJob"}), "apiVersion: missing"),
+            (json!({"apiVersion": "kubeflow.org/v1"}), "kind: missing"),
+            (
+                json!({"apiVersion": "v1", "kind": "Job"}),
+                "apiVersion: a Job is served as batch/v1",
+            ),
+            (
+                json!({"apiVersion": 1, "kind": "Job"}),
+                "apiVersion: expected a string, found a number",
+            ),
+            (
+                json!({"metadata": []}),
+                "metadata: expected an object, found a list",
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"containers": {"name": "a"}}}}}),
+                "spec.template.spec.containers: expected a list of containers",
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": {"A": "1"}}]}}}}),
+                "spec.template.spec.containers[0].env: expected a list",
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": 3}]}}}}),
+                "spec.template.spec.containers[0].image: expected an image reference",
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"containers": ["a"]}}}}),
+                "spec.template.spec.containers[0]: expected a container",
+            ),
+        ] {
+            let m = refused(&job(config.clone()), &cx(&settings()));
+            assert!(m.contains(expected), "{config}: {m}");
+        }
+    }
+
+    #[test]
+    fn allowed_settings_pass_and_hoist_defaults_never_trip_the_policy() {
+        let config = json!({"spec": {"template": {"spec": {
+            "hostNetwork": true,
+            "containers": [{"name": "a"}],
+        }}}});
+        let allow = KubernetesSettings {
+            allow_host_network: true,
+            require_non_root: true,
+            ..settings()
+        };
+        let s = build(&job(config.clone()), &cx(&allow)).unwrap();
+        assert_eq!(s.object["spec"]["template"]["spec"]["hostNetwork"], true);
+        // secure_mode refuses it whatever the settings say.
+        let secure = SpecContext {
+            secure_mode: true,
+            ..cx(&allow)
+        };
+        assert!(refused(&job(config), &secure).contains("secure_mode"));
+        // hoist's own defaults are fine in secure mode.
+        assert!(build(&job(json!({})), &secure).is_ok());
+    }
+}

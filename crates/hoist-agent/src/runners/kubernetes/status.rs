@@ -114,6 +114,7 @@ impl Condition<'_> {
 fn terminal_condition(obj: &Value, succeeded: &[&str], failed: &[&str]) -> Option<TopStatus> {
     conditions(obj)
         .iter()
+        .rev()
         .filter(|c| c.is_true)
         .filter_map(|c| {
             if succeeded.contains(&c.kind) {
@@ -124,7 +125,7 @@ fn terminal_condition(obj: &Value, succeeded: &[&str], failed: &[&str]) -> Optio
                 None
             }
         })
-        .last()
+        .next()
 }
 
 fn has_true_condition(obj: &Value, kinds: &[&str]) -> bool {
@@ -416,4 +417,403 @@ pub fn pod_view(pod: &Value) -> PodView {
         });
     view.name = name;
     view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn failed(reason: &str, message: &str) -> TopStatus {
+        TopStatus::Failed {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn jobs() {
+        // As a v1.20 API server serves them.
+        let created = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}, "status": {}});
+        assert_eq!(job_status(&created), TopStatus::Pending);
+        let active = json!({"status": {"startTime": "2024-01-01T00:00:00Z", "active": 2}});
+        assert_eq!(job_status(&active), TopStatus::Running);
+        let complete = json!({"status": {
+            "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": "2024-01-01T00:01:00Z", "lastTransitionTime": "2024-01-01T00:01:00Z"}],
+            "startTime": "2024-01-01T00:00:00Z", "completionTime": "2024-01-01T00:01:00Z", "succeeded": 1,
+        }});
+        assert_eq!(job_status(&complete), TopStatus::Succeeded);
+        assert!(job_status(&complete).is_over());
+        let backoff = json!({"status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}],
+            "failed": 1,
+        }});
+        assert_eq!(
+            job_status(&backoff),
+            failed(
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit"
+            )
+        );
+        let deadline = json!({"status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}],
+            "active": 1,
+        }});
+        assert_eq!(
+            job_status(&deadline),
+            failed(
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline"
+            )
+        );
+        // Newer clusters add FailureTarget first; the Job is over only once Failed is set.
+        let failing = json!({"status": {"conditions": [{"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"}], "failed": 1, "active": 1}});
+        assert_eq!(job_status(&failing), TopStatus::Running);
+        let suspended =
+            json!({"status": {"conditions": [{"type": "Suspended", "status": "True"}]}});
+        assert_eq!(job_status(&suspended), TopStatus::Pending);
+        let false_complete = json!({"status": {"conditions": [{"type": "Complete", "status": "False"}], "active": 1}});
+        assert_eq!(job_status(&false_complete), TopStatus::Running);
+        let no_reason = json!({"status": {"conditions": [{"type": "Failed", "status": "True"}]}});
+        assert_eq!(job_status(&no_reason), failed("Failed", ""));
+        assert_eq!(
+            custom_status("batch/v1", "Job", &complete),
+            TopStatus::Succeeded
+        );
+    }
+
+    #[test]
+    fn volcano_jobs() {
+        let at = |phase: &str| json!({"status": {"state": {"phase": phase, "lastTransitionTime": "2024-01-01T00:00:00Z"}, "minAvailable": 1, "running": 1}});
+        let v = |o: &Value| custom_status("batch.volcano.sh/v1alpha1", "Job", o);
+        assert_eq!(v(&json!({"status": {}})), TopStatus::Pending);
+        assert_eq!(v(&at("Pending")), TopStatus::Pending);
+        assert_eq!(v(&at("Running")), TopStatus::Running);
+        assert_eq!(v(&at("Completing")), TopStatus::Running);
+        assert_eq!(v(&at("Completed")), TopStatus::Succeeded);
+        assert_eq!(v(&at("Aborted")), failed("Aborted", ""));
+        let f = json!({"status": {"state": {"phase": "Failed", "reason": "PodFailed", "message": "task worker failed"}}});
+        assert_eq!(v(&f), failed("PodFailed", "task worker failed"));
+    }
+
+    #[test]
+    fn kubeflow_jobs() {
+        let k = |o: &Value| custom_status("kubeflow.org/v1", "PyTorchJob", o);
+        let created = json!({"status": {"conditions": [
+            {"type": "Created", "status": "True", "reason": "PyTorchJobCreated", "message": "PyTorchJob p is created."},
+        ], "replicaStatuses": {"Master": {}}}});
+        assert_eq!(k(&created), TopStatus::Pending);
+        let running = json!({"status": {"conditions": [
+            {"type": "Created", "status": "True", "reason": "PyTorchJobCreated"},
+            {"type": "Running", "status": "True", "reason": "PyTorchJobRunning", "message": "PyTorchJob p is running."},
+        ], "replicaStatuses": {"Master": {"active": 1}, "Worker": {"active": 2}}}});
+        assert_eq!(k(&running), TopStatus::Running);
+        let succeeded = json!({"status": {"conditions": [
+            {"type": "Created", "status": "True"},
+            {"type": "Running", "status": "False"},
+            {"type": "Succeeded", "status": "True", "reason": "PyTorchJobSucceeded", "message": "PyTorchJob p is successfully completed."},
+        ]}});
+        assert_eq!(k(&succeeded), TopStatus::Succeeded);
+        let f = json!({"status": {"conditions": [
+            {"type": "Created", "status": "True"},
+            {"type": "Running", "status": "False"},
+            {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed", "message": "PyTorchJob p is failed because 1 Master replica(s) failed."},
+        ]}});
+        assert_eq!(
+            k(&f),
+            failed(
+                "PyTorchJobFailed",
+                "PyTorchJob p is failed because 1 Master replica(s) failed."
+            )
+        );
+        for kind in ["TFJob", "MPIJob", "XGBoostJob"] {
+            assert_eq!(
+                custom_status("kubeflow.org/v1", kind, &succeeded),
+                TopStatus::Succeeded
+            );
+        }
+        assert_eq!(
+            custom_status("kubeflow.org/v2beta1", "MPIJob", &running),
+            TopStatus::Running
+        );
+    }
+
+    #[test]
+    fn jobsets() {
+        let j = |o: &Value| custom_status("jobset.x-k8s.io/v1alpha2", "JobSet", o);
+        assert_eq!(
+            j(
+                &json!({"status": {"replicatedJobsStatus": [{"name": "w", "ready": 0, "succeeded": 0, "failed": 0, "active": 0}]}})
+            ),
+            TopStatus::Pending
+        );
+        assert_eq!(
+            j(
+                &json!({"status": {"replicatedJobsStatus": [{"name": "w", "ready": 1, "succeeded": 0, "failed": 0}]}})
+            ),
+            TopStatus::Running
+        );
+        let done = json!({"status": {"conditions": [{"type": "Completed", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully"}]}});
+        assert_eq!(j(&done), TopStatus::Succeeded);
+        let f = json!({"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "jobset failed due to one or more job failures"}], "restarts": 0}});
+        assert_eq!(
+            j(&f),
+            failed(
+                "FailedJobs",
+                "jobset failed due to one or more job failures"
+            )
+        );
+        let suspended = json!({"status": {"conditions": [{"type": "Suspended", "status": "True"}], "replicatedJobsStatus": [{"name": "w", "active": 1}]}});
+        assert_eq!(j(&suspended), TopStatus::Pending);
+    }
+
+    #[test]
+    fn ray_jobs() {
+        let r = |o: &Value| custom_status("ray.io/v1", "RayJob", o);
+        assert_eq!(
+            r(&json!({"status": {"jobDeploymentStatus": "Initializing"}})),
+            TopStatus::Pending
+        );
+        assert_eq!(
+            r(&json!({"status": {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"}})),
+            TopStatus::Running
+        );
+        assert_eq!(
+            r(&json!({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}})),
+            TopStatus::Running
+        );
+        assert_eq!(
+            r(&json!({"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}})),
+            TopStatus::Succeeded
+        );
+        assert_eq!(
+            r(
+                &json!({"status": {"jobDeploymentStatus": "Complete", "jobStatus": "FAILED", "message": "Job entrypoint command failed with exit code 1"}})
+            ),
+            failed("FAILED", "Job entrypoint command failed with exit code 1")
+        );
+        assert_eq!(
+            r(
+                &json!({"status": {"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "The RayJob has passed the activeDeadlineSeconds."}})
+            ),
+            failed(
+                "DeadlineExceeded",
+                "The RayJob has passed the activeDeadlineSeconds."
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_fall_back_to_conditions_then_phase() {
+        let c = |o: Value| custom_status("example.com/v1", "Trainer", &o);
+        assert_eq!(c(json!({})), TopStatus::Pending);
+        assert_eq!(
+            c(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+            TopStatus::Pending
+        );
+        assert_eq!(
+            c(json!({"status": {"conditions": [{"type": "Running", "status": "True"}]}})),
+            TopStatus::Running
+        );
+        for t in ["Complete", "Completed", "Succeeded"] {
+            assert_eq!(
+                c(json!({"status": {"conditions": [{"type": t, "status": "True"}]}})),
+                TopStatus::Succeeded,
+                "{t}"
+            );
+        }
+        assert_eq!(
+            c(
+                json!({"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "OOM", "message": "worker 0"}]}})
+            ),
+            failed("OOM", "worker 0")
+        );
+        // The last terminal condition wins.
+        assert_eq!(
+            c(
+                json!({"status": {"conditions": [{"type": "Failed", "status": "True"}, {"type": "Succeeded", "status": "True"}]}})
+            ),
+            TopStatus::Succeeded
+        );
+        assert_eq!(
+            c(json!({"status": {"phase": "Running"}})),
+            TopStatus::Running
+        );
+        assert_eq!(
+            c(json!({"status": {"phase": "SUCCEEDED"}})),
+            TopStatus::Succeeded
+        );
+        assert_eq!(
+            c(json!({"status": {"state": "Failed", "message": "boom"}})),
+            failed("Failed", "boom")
+        );
+        assert_eq!(
+            c(json!({"status": {"state": {"phase": "Completed"}}})),
+            TopStatus::Succeeded
+        );
+        assert_eq!(
+            c(json!({"status": {"phase": "Queued"}})),
+            TopStatus::Pending
+        );
+    }
+
+    #[test]
+    fn pending_pods() {
+        let unschedulable = json!({
+            "metadata": {"name": "j-abc"},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient cpu.",
+            }]},
+        });
+        let v = pod_view(&unschedulable);
+        assert_eq!(v.name, "j-abc");
+        assert_eq!(v.phase, "Pending");
+        assert!(!v.scheduled && !v.pulling && !v.running);
+        assert_eq!(
+            v.unschedulable.as_deref(),
+            Some("0/1 nodes are available: 1 Insufficient cpu.")
+        );
+        let fresh = json!({"metadata": {"name": "p"}, "status": {"phase": "Pending"}});
+        assert_eq!(
+            pod_view(&fresh),
+            PodView {
+                name: "p".into(),
+                phase: "Pending".into(),
+                ..PodView::default()
+            }
+        );
+        let scheduled = json!({
+            "metadata": {"name": "p"}, "spec": {"nodeName": "localhost"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        });
+        let v = pod_view(&scheduled);
+        assert!(v.scheduled && v.pulling && !v.running);
+        let creating = json!({
+            "metadata": {"name": "p"}, "spec": {"nodeName": "localhost"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [{"name": "main", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                    "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+        });
+        let v = pod_view(&creating);
+        assert!(v.scheduled && v.pulling && !v.running && v.start_failure.is_none());
+        let init = json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "initContainerStatuses": [{"name": "fetch", "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}],
+                "containerStatuses": [{"name": "main", "state": {"waiting": {"reason": "PodInitializing"}}}]},
+        });
+        let v = pod_view(&init);
+        assert!(v.pulling && v.running);
+    }
+
+    #[test]
+    fn start_failures() {
+        for (reason, message) in [
+            (
+                "ErrImagePull",
+                "rpc error: code = Unknown desc = Error response from daemon: pull access denied for nope/nope",
+            ),
+            ("ImagePullBackOff", "Back-off pulling image \"nope/nope\""),
+            (
+                "InvalidImageName",
+                "Failed to apply default image tag \"Bad::\": couldn't parse image reference",
+            ),
+            ("CreateContainerConfigError", "secret \"x-env\" not found"),
+            ("CreateContainerError", "failed to create"),
+            (
+                "ErrImageNeverPull",
+                "Container image \"x\" is not present with pull policy of Never",
+            ),
+        ] {
+            let pod = json!({
+                "metadata": {"name": "p"},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": [
+                        {"name": "side", "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}},
+                        {"name": "main", "state": {"waiting": {"reason": reason, "message": message}}},
+                    ]},
+            });
+            let v = pod_view(&pod);
+            assert_eq!(
+                v.start_failure,
+                Some((reason.to_string(), message.to_string())),
+                "{reason}"
+            );
+            assert!(v.running);
+        }
+        let crash = json!({"status": {"containerStatuses": [{"name": "m", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(pod_view(&crash).start_failure, None);
+    }
+
+    #[test]
+    fn ended_containers() {
+        let pod = json!({
+            "metadata": {"name": "j-1"},
+            "status": {"phase": "Failed",
+                "initContainerStatuses": [{"name": "fetch", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+                "containerStatuses": [
+                    {"name": "main", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "", "startedAt": "x", "finishedAt": "y"}}},
+                    {"name": "side", "state": {"terminated": {"exitCode": 2, "reason": "Error", "message": "bad flag"}}},
+                ]},
+        });
+        let v = pod_view(&pod);
+        assert_eq!(v.phase, "Failed");
+        assert_eq!(
+            v.ended,
+            [
+                ContainerEnd {
+                    pod: "j-1".into(),
+                    container: "fetch".into(),
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                    message: None
+                },
+                ContainerEnd {
+                    pod: "j-1".into(),
+                    container: "main".into(),
+                    exit_code: 137,
+                    reason: Some("OOMKilled".into()),
+                    message: None
+                },
+                ContainerEnd {
+                    pod: "j-1".into(),
+                    container: "side".into(),
+                    exit_code: 2,
+                    reason: Some("Error".into()),
+                    message: Some("bad flag".into())
+                },
+            ]
+        );
+        assert!(!v.running && v.disrupted.is_none());
+    }
+
+    #[test]
+    fn disruptions() {
+        let evicted = json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Failed", "reason": "Evicted",
+                "message": "The node was low on resource: memory. Container main was using 1Gi, which exceeds its request of 0."},
+        });
+        assert_eq!(
+            pod_view(&evicted).disrupted.as_deref(),
+            Some(
+                "Evicted: The node was low on resource: memory. Container main was using 1Gi, which exceeds its request of 0."
+            )
+        );
+        let preempted = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler", "message": "default-scheduler: preempting to accommodate a higher priority pod"},
+        ]}});
+        assert_eq!(
+            pod_view(&preempted).disrupted.as_deref(),
+            Some(
+                "PreemptionByScheduler: default-scheduler: preempting to accommodate a higher priority pod"
+            )
+        );
+        let node_lost = json!({"status": {"phase": "Unknown", "reason": "NodeLost"}});
+        assert_eq!(pod_view(&node_lost).disrupted.as_deref(), Some("NodeLost"));
+        let ok = json!({"status": {"phase": "Failed", "reason": "DeadlineExceeded", "conditions": [{"type": "DisruptionTarget", "status": "False"}]}});
+        assert_eq!(pod_view(&ok).disrupted, None);
+    }
 }
