@@ -16,7 +16,61 @@
 //!   failures such as `ImagePullBackOff`, ended containers, eviction/preemption).
 //! - [`policy`]: what the agent's `kubernetes` settings (and `secure_mode`) let a queue
 //!   config do, checked on the object about to be submitted.
+//!
+//! The IO half (feature `kubernetes`: kube-rs and k8s-openapi):
+//! - `client`: the cluster (kube-rs client config, the default namespace).
+//! - `api`: discovery, create (Secrets, the top object, ownership), delete; the list
+//!   of every request the runner sends (for RBAC).
+//! - `runner`: `KubernetesRunner`: start, adopt, sweep, dry run.
+//! - `execution`: supervision by watching; stop; cleanup.
+//! - `logs`: one log follower per container.
+
+use crate::config::KubernetesSettings;
+use crate::runners::{DryRun, JobSpec, RunnerError};
 
 pub mod policy;
 pub mod spec;
 pub mod status;
+
+#[cfg(feature = "kubernetes")]
+pub mod api;
+#[cfg(feature = "kubernetes")]
+pub mod client;
+#[cfg(feature = "kubernetes")]
+pub mod execution;
+#[cfg(feature = "kubernetes")]
+pub mod logs;
+#[cfg(feature = "kubernetes")]
+pub mod runner;
+
+#[cfg(feature = "kubernetes")]
+pub use client::{Cluster, ClusterError};
+#[cfg(feature = "kubernetes")]
+pub use execution::START_FAILURE_WINDOW;
+#[cfg(feature = "kubernetes")]
+pub use runner::KubernetesRunner;
+
+/// [`crate::runners::Runner::dry_run`] without a cluster (for the CLI when none answers): the objects
+/// as they would be submitted, masked, checked by the agent's policy only. Namespace:
+/// the queue config's, else `settings.namespace`, else `default`.
+pub fn offline_dry_run(
+    job: &JobSpec,
+    settings: &KubernetesSettings,
+    secure_mode: bool,
+) -> Result<DryRun, RunnerError> {
+    let default_namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let cx = spec::SpecContext {
+        default_namespace: &default_namespace,
+        settings,
+        secure_mode,
+        docker_config_json: None,
+    };
+    let sub = spec::build(job, &cx)?;
+    Ok(DryRun {
+        objects: sub.masked(),
+        backend_check: None,
+    })
+}
