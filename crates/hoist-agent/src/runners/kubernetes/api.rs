@@ -27,7 +27,7 @@ pub(crate) fn api_error(what: impl Into<String>, e: kube::Error) -> RunnerError 
         kube::Error::Api(s) => (
             s.code == 429 || s.code >= 500,
             if s.code == 403 {
-                " (the agent's Kubernetes identity lacks this permission: see the RBAC rules in deploy/kubernetes)"
+                " (the agent's Kubernetes identity lacks this permission: it needs the ClusterRole hoist-agent-runner of deploy/kubernetes/rbac.yaml, bound in the run's namespace)"
             } else {
                 ""
             },
@@ -38,10 +38,66 @@ pub(crate) fn api_error(what: impl Into<String>, e: kube::Error) -> RunnerError 
         _ => (false, ""),
     };
     RunnerError::Api {
-        message: format!("{what}: {}{hint}", chain(&e)),
+        message: format!("{what}: {}{hint}", describe(&e)),
         source: Box::new(e),
         transient,
     }
+}
+
+/// What an API error says, for people: the API server's message, reason and code (not
+/// the whole `Status` debug dump of `kube::Error`'s display), else the error's chain.
+pub(crate) fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            if s.reason.is_empty() || s.reason == "Failed to parse error data" {
+                format!("{} (HTTP {})", s.message, s.code)
+            } else {
+                format!("{} ({}, HTTP {})", s.message, s.reason, s.code)
+            }
+        }
+        other => chain(other),
+    }
+}
+
+/// A 403 on `verb` of the resource at `url` (an [`Api::resource_url`]) in `namespace`:
+/// which permission is missing, and where deploy/kubernetes grants it. Not transient.
+pub(crate) fn forbidden(
+    verb: &str,
+    url: &str,
+    namespace: &str,
+    what: impl Into<String>,
+    e: kube::Error,
+) -> RunnerError {
+    let (group, resource) = group_resource_of(url);
+    // The core and batch resources are in the ClusterRole as shipped; a custom kind's
+    // may have to be added.
+    let rules = if !matches!(group.as_str(), "" | "batch") {
+        format!(
+            ", with resource `{resource}` of API group `{group}` in that ClusterRole's rules (custom kinds are listed there)"
+        )
+    } else {
+        String::new()
+    };
+    RunnerError::Api {
+        message: format!(
+            "{}: the agent's Kubernetes identity may not {verb} {resource} (API group \"{group}\") in namespace {namespace}: {}. It needs the ClusterRole hoist-agent-runner of deploy/kubernetes/rbac.yaml bound to it in namespace {namespace} by a RoleBinding (deploy/overlays/example/run-namespace.yaml shows one){rules}",
+            what.into(),
+            server_message(&e)
+        ),
+        source: Box::new(e),
+        transient: false,
+    }
+}
+
+/// `("batch", "jobs")` of `/apis/batch/v1/namespaces/ns/jobs`; `("", "pods")` of
+/// `/api/v1/namespaces/ns/pods`.
+fn group_resource_of(url: &str) -> (String, String) {
+    let segs: Vec<&str> = url.trim_matches('/').split('/').collect();
+    let group = match segs.as_slice() {
+        ["apis", g, ..] => (*g).to_string(),
+        _ => String::new(),
+    };
+    (group, segs.last().copied().unwrap_or("").to_string())
 }
 
 /// The HTTP status of an API error.
@@ -202,6 +258,13 @@ pub async fn create_or_adopt(
             ),
             source: Some(Box::new(e)),
         }),
+        Err(e) if status_code(&e) == Some(403) => Err(forbidden(
+            "create",
+            api.resource_url(),
+            &ns,
+            format!("creating the {kind} {ns}/{name}"),
+            e,
+        )),
         Err(e) if matches!(status_code(&e), Some(400 | 422)) => Err(RunnerError::Start {
             message: format!(
                 "the API server refused the {kind} {ns}/{name}: {}",
@@ -293,4 +356,58 @@ pub async fn delete_by_label(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_and_resource_of_an_api_url() {
+        let of = |u: &str| group_resource_of(u);
+        assert_eq!(
+            of("/apis/batch/v1/namespaces/ns/jobs"),
+            ("batch".into(), "jobs".into())
+        );
+        assert_eq!(
+            of("/api/v1/namespaces/ns/pods"),
+            (String::new(), "pods".into())
+        );
+        assert_eq!(of("/api/v1/secrets"), (String::new(), "secrets".into()));
+        assert_eq!(
+            of("/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"),
+            ("kubeflow.org".into(), "pytorchjobs".into())
+        );
+    }
+
+    #[test]
+    fn api_errors_read_as_the_server_worded_them() {
+        let status =
+            kube::core::Status::failure("jobs.batch \"x\" already exists", "AlreadyExists")
+                .with_code(409);
+        let msg = describe(&kube::Error::Api(status.boxed()));
+        assert_eq!(
+            msg,
+            "jobs.batch \"x\" already exists (AlreadyExists, HTTP 409)"
+        );
+        let forbidden = forbidden(
+            "create",
+            "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs",
+            "ml",
+            "creating the PyTorchJob ml/x",
+            kube::Error::Api(
+                kube::core::Status::failure("pytorchjobs.kubeflow.org is forbidden", "Forbidden")
+                    .with_code(403)
+                    .boxed(),
+            ),
+        );
+        assert!(!forbidden.is_transient());
+        let msg = forbidden.to_string();
+        assert!(
+            msg.starts_with("creating the PyTorchJob ml/x: the agent's Kubernetes identity may not create pytorchjobs (API group \"kubeflow.org\") in namespace ml")
+                && msg.contains("RoleBinding")
+                && msg.contains("`pytorchjobs` of API group `kubeflow.org`"),
+            "{msg}"
+        );
+    }
 }

@@ -104,7 +104,13 @@ impl Cluster {
     /// Loads the client configuration (see the module documentation). Does not talk to
     /// the API server: [`Cluster::check`] does.
     pub async fn connect(settings: &KubernetesSettings) -> Result<Cluster, ClusterError> {
-        let (config, what) = load(settings).await?;
+        let (mut config, what) = load(settings).await?;
+        // kube-rs retries 429/503/504 inside each request by default (15 times, with a
+        // backoff growing to minutes, POSTs included): a transient failure then never
+        // reaches the runner's callers, which have their own rules for it (the run
+        // task retries a start within `start_timeout` and says so in the run's log; the
+        // watchers back off and relist; log followers reconnect).
+        config.default_retry = false;
         let url = config.cluster_url.to_string();
         let default_namespace = settings
             .namespace

@@ -1,6 +1,8 @@
 //! A run's objects in the cluster, supervised by WATCHING them (kube-runtime watchers
 //! on the top object by name and on the run's pods by label; a 410 Gone makes the
-//! watcher relist), never by polling.
+//! watcher relist, whether it comes as an `ERROR` event or as the watch request's own
+//! HTTP status; pods missing from the new list are forgotten), never by polling. A 403
+//! on a list or watch ends the supervision with the missing permission.
 //!
 //! | seen | means |
 //! |---|---|
@@ -248,6 +250,48 @@ struct Supervisor {
     disrupted: Option<String>,
 }
 
+/// What to do after a watcher's error.
+enum Watching {
+    /// Start a new watcher (it lists first).
+    Relist,
+    /// The watcher backs off and tries again itself.
+    Retry,
+    End(End),
+}
+
+/// How long a new watcher waits before listing after a plain HTTP 410 (a server that
+/// keeps answering so is not hammered).
+const RELIST_AFTER_410: Duration = Duration::from_secs(1);
+
+type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// The watcher of the run's top object (by name), starting after `delay`.
+fn top_watch(target: &Target, delay: Duration) -> Events<DynamicObject> {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
+    delayed(delay, watcher(target.top(), cfg).default_backoff())
+}
+
+/// The watcher of the run's pods (by label), starting after `delay`.
+fn pod_watch(target: &Target, delay: Duration) -> Events<Pod> {
+    let cfg = watcher::Config::default().labels(&target.selector);
+    delayed(delay, watcher(target.pods(), cfg).default_backoff())
+}
+
+fn delayed<S>(delay: Duration, s: S) -> futures::stream::BoxStream<'static, S::Item>
+where
+    S: futures::Stream + Send + 'static,
+{
+    if delay.is_zero() {
+        return s.boxed();
+    }
+    futures::stream::once(async move {
+        tokio::time::sleep(delay).await;
+        s
+    })
+    .flatten()
+    .boxed()
+}
+
 /// How the supervision ends.
 enum End {
     Exit(Exit),
@@ -261,18 +305,14 @@ enum End {
 
 impl Supervisor {
     async fn run(mut self) {
-        let top_cfg =
-            watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
-        let mut top = watcher(self.target.top(), top_cfg)
-            .default_backoff()
-            .boxed();
-        let pod_cfg = watcher::Config::default().labels(&self.target.selector);
-        let mut pods = watcher(self.target.pods(), pod_cfg)
-            .default_backoff()
-            .boxed();
+        let mut top = top_watch(&self.target, Duration::ZERO);
+        let mut pods = pod_watch(&self.target, Duration::ZERO);
         let mut top_status = TopStatus::Pending;
         let mut top_seen = false;
         let mut top_gone = false;
+        // The pods of the listing in progress (after a 410, the watcher lists again:
+        // pods not in the new list went while nobody watched).
+        let mut pods_listed: Option<HashSet<String>> = None;
         let end = loop {
             let fail_at = self.failing_since.map(|t| t + START_FAILURE_WINDOW);
             tokio::select! {
@@ -291,16 +331,33 @@ impl Supervisor {
                         }
                     }
                     Some(Ok(watcher::Event::Init)) => top_seen = false,
-                    Some(Err(e)) => {
-                        tracing::warn!(message = "Watching a run's object failed; retrying.", objects = %self.target.describe(), error = %e);
-                        continue;
-                    }
+                    Some(Err(e)) => match self.watch_failed(e, &self.target.top()) {
+                        Watching::Relist => top = top_watch(&self.target, RELIST_AFTER_410),
+                        Watching::Retry => continue,
+                        Watching::End(end) => break end,
+                    },
                     None => break End::Lost(RunnerError::Gone(format!("the watch of {} ended", self.target.describe()))),
                 },
                 ev = pods.next() => match ev {
-                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                    Some(Ok(watcher::Event::Apply(p))) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         self.pods.insert(name, p);
+                    }
+                    Some(Ok(watcher::Event::InitApply(p))) => {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        if let Some(listed) = pods_listed.as_mut() {
+                            listed.insert(name.clone());
+                        }
+                        self.pods.insert(name, p);
+                    }
+                    Some(Ok(watcher::Event::Init)) => pods_listed = Some(HashSet::new()),
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        // Pods that went while the watch was down are forgotten: how
+                        // they ended is not known, the top object's status says how
+                        // the run did.
+                        if let Some(listed) = pods_listed.take() {
+                            self.pods.retain(|name, _| listed.contains(name));
+                        }
                     }
                     Some(Ok(watcher::Event::Delete(p))) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
@@ -309,11 +366,11 @@ impl Supervisor {
                             self.disrupted = Some(format!("pod {name} was deleted before it ended"));
                         }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::warn!(message = "Watching a run's pods failed; retrying.", objects = %self.target.describe(), error = %e);
-                        continue;
-                    }
+                    Some(Err(e)) => match self.watch_failed(e, &self.target.pods()) {
+                        Watching::Relist => pods = pod_watch(&self.target, RELIST_AFTER_410),
+                        Watching::Retry => continue,
+                        Watching::End(end) => break end,
+                    },
                     None => break End::Lost(RunnerError::Gone(format!("the watch of the pods of {} ended", self.target.describe()))),
                 },
                 _ = sleep_until_opt(fail_at) => {}
@@ -323,6 +380,37 @@ impl Supervisor {
             }
         };
         self.finish(end).await;
+    }
+
+    /// What a watcher's error means. A 410 on the watch request itself (kube-runtime
+    /// only relists after a 410 `ERROR` event; on a plain HTTP 410 it would retry the
+    /// expired version forever): a new watcher, which lists again. A 403 (list or
+    /// watch): the run cannot be supervised, the end. Anything else: the watcher backs
+    /// off and tries again.
+    fn watch_failed<K: kube::Resource>(&self, e: watcher::Error, api: &Api<K>) -> Watching {
+        use watcher::Error as W;
+        let (verb, cause) = match e {
+            W::WatchStartFailed(k) if api::status_code(&k) == Some(410) => {
+                tracing::info!(message = "A watch was answered 410 Gone; listing again.", objects = %self.target.describe(), error = %k);
+                return Watching::Relist;
+            }
+            W::InitialListFailed(k) if api::status_code(&k) == Some(403) => ("list", k),
+            W::WatchStartFailed(k) | W::WatchFailed(k) if api::status_code(&k) == Some(403) => {
+                ("watch", k)
+            }
+            W::WatchError(s) if s.code == 403 => ("watch", kube::Error::Api(s)),
+            other => {
+                tracing::warn!(message = "Watching a run's objects failed; retrying.", objects = %self.target.describe(), error = %other);
+                return Watching::Retry;
+            }
+        };
+        Watching::End(End::Lost(api::forbidden(
+            verb,
+            api.resource_url(),
+            &self.target.namespace,
+            format!("supervising {}", self.target.describe()),
+            cause,
+        )))
     }
 
     /// After each event: what the pods and the top object say.

@@ -7,7 +7,8 @@
 //! connection breaks: then the follower reads the pod once, and reconnects from the
 //! last line's time (skipping what it shipped) unless the container has ended or the
 //! pod is gone. A re-adopted run's followers skip what the server already has
-//! ([`LogResume`]).
+//! ([`LogResume`]). A log the agent may not read (403) gets a note in the run's log,
+//! once, and no retries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use tokio_util::sync::CancellationToken;
 
-use super::api::status_code;
+use super::api::{server_message, status_code};
 use crate::logs::LogSink;
 use crate::runners::LogResume;
 
@@ -112,6 +113,17 @@ impl Follower {
                     }
                 }
                 Err(e) if status_code(&e) == Some(404) => return,
+                Err(e) if status_code(&e) == Some(403) => {
+                    // RBAC does not change while the run runs: said once, not retried.
+                    self.sink.system(&format!(
+                        "[hoist: cannot read the log of {}/{}: the agent's Kubernetes identity may not get pods/log in namespace {} ({}); it needs the ClusterRole hoist-agent-runner of deploy/kubernetes/rbac.yaml bound in that namespace. The run is still followed by its status.]",
+                        self.pod,
+                        self.container,
+                        self.pods.namespace().unwrap_or("?"),
+                        server_message(&e),
+                    ));
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(message = "Could not open a container's log.", pod = %self.pod, container = %self.container, error = %e);
                 }
