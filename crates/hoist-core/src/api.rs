@@ -415,6 +415,12 @@ pub struct LaunchRequest {
     pub template_values: BTreeMap<String, Value>,
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Check the launch exactly as a real one and answer (200) with the run it would
+    /// create, storing nothing (`hoist launch --dry-run`). Left out of requests when
+    /// false, so a server that does not know it refuses it (an unknown field) rather
+    /// than enqueueing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// Why a run failed.
