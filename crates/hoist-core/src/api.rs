@@ -423,6 +423,9 @@ pub struct LaunchRequest {
     pub dry_run: bool,
 }
 
+/// The `state_reason` of the run a dry-run launch answers with.
+pub const DRY_RUN_REASON: &str = "dry run: nothing was enqueued";
+
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -89,7 +89,7 @@ async fn launch(
     let (new, queue_id) = checked_launch(&s, &u, req).await?;
     if dry_run {
         let mut run = queued_run(new, s.now());
-        run.state_reason = "dry run: nothing was enqueued".to_string();
+        run.state_reason = hoist_core::api::DRY_RUN_REASON.to_string();
         return Ok((StatusCode::OK, axum::Json(mask(run))));
     }
     let run = s.store.launch(new, s.now()).await?;
