@@ -431,3 +431,86 @@ fn dry_run_bad_input() {
     .code(2);
     assert_eq!(run_count(&w), 0);
 }
+
+/// A code job is built into an image before a container runner starts it: the dry run
+/// shows a placeholder image naming the job and says so; a local-process runner runs
+/// it in its checked-out source instead.
+#[test]
+fn dry_run_of_a_code_job() {
+    let w = world();
+    let src = w.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("main.py"), "print('hi')\n").unwrap();
+    w.run(&[
+        "job",
+        "create",
+        "code",
+        "app",
+        src.to_str().unwrap(),
+        "--entry-point",
+        "python3 main.py",
+    ])
+    .ok();
+    let dq = w.file("dq.yaml", "network: none\n");
+    w.run(&[
+        "queue",
+        "create",
+        "dq",
+        "--resource",
+        "docker",
+        "--config",
+        dq.to_str().unwrap(),
+    ])
+    .ok();
+    w.run(&["queue", "create", "lp", "--resource", "local-process"])
+        .ok();
+    let agent_cfg = w.file("launch-config.yaml", "builder: {type: docker}\n");
+    let r = w
+        .run(&[
+            "launch",
+            "-q",
+            "dq",
+            "--job",
+            "app",
+            "--dry-run",
+            "--agent-config",
+            agent_cfg.to_str().unwrap(),
+        ])
+        .ok()
+        .stderr_has("note: the docker builder would first build (or find) the image of job app:v0");
+    let d = &documents(&r.stdout)[0];
+    assert_eq!(d["body"]["Image"], "hoist-dry-run/image-of-job-app-v0");
+    assert_eq!(
+        d["body"]["Entrypoint"],
+        serde_json::json!(["python3", "main.py"])
+    );
+    let r = w
+        .run(&[
+            "launch",
+            "-q",
+            "lp",
+            "--job",
+            "app",
+            "--dry-run",
+            "--agent-config",
+            agent_cfg.to_str().unwrap(),
+        ])
+        .ok();
+    let d = &documents(&r.stdout)[0];
+    assert_eq!(d["command"], serde_json::json!(["python3", "main.py"]));
+    assert!(
+        d["working_dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("/src/<the job's source>"),
+        "{d}"
+    );
+    assert!(
+        d["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the job's code source would be checked out into"),
+        "{d}"
+    );
+    assert_eq!(run_count(&w), 0);
+}
