@@ -602,6 +602,12 @@ fn ignored_keys_are_warnings() {
         ["launch-config.yaml:1:23: builder.platform: not used by the noop builder; ignored"]
     );
     assert_eq!(
+        warnings("builder:\n  platform: linux/amd64\n"),
+        [
+            "launch-config.yaml:2:3: builder.platform: not used by the docker builder (builder.type is not set; the default is docker): it builds for the Docker daemon's own platform; ignored"
+        ]
+    );
+    assert_eq!(
         warnings("queues: [a, b, a]\n"),
         ["launch-config.yaml:1:16: queues[2]: queue \"a\" is listed twice; ignored"]
     );

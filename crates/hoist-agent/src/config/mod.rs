@@ -496,7 +496,7 @@ impl BuilderType {
 /// builder:
 ///   type: kaniko                       # docker (default) | kaniko | noop
 ///   destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-repo  # = registry: {uri: …}
-///   platform: linux/amd64              # what images are built for (docker, kaniko)
+///   platform: linux/amd64              # what kaniko builds for (docker: the daemon's)
 ///   build-context-store: s3://my-bucket/build-contexts/
 ///   build-job-name: wandb-image-build  # name prefix of the kaniko Jobs
 ///   secret-name: kaniko-credentials    # Kubernetes secret with cloud credentials…
@@ -513,7 +513,8 @@ impl BuilderType {
 pub struct BuilderConfig {
     pub kind: BuilderKind,
     /// `platform` (W&B): `OS/ARCH[/VARIANT]` the images are built for (`linux/amd64`,
-    /// `linux/arm64`); `None`: the build machine's.
+    /// `linux/arm64`); `None`: the build machine's. For the kaniko builder; the docker
+    /// builder builds for its daemon's platform and warns that it ignores it.
     pub platform: Option<String>,
     /// `base-image` (hoist): the base image of the Dockerfiles hoist generates.
     pub base_image: String,

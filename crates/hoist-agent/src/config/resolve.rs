@@ -369,16 +369,21 @@ impl Resolver<'_> {
                 } else {
                     ""
                 };
-                let platform = b.platform.as_ref().filter(|_| ty.v == BuilderType::Noop);
-                for at in b
-                    .kaniko_keys_present()
-                    .into_iter()
-                    .chain(platform.map(|p| &p.at))
-                {
+                for at in b.kaniko_keys_present() {
                     self.warnings.push(at.error(format!(
                         "not used by the {} builder{why}; ignored",
                         ty.v.as_str()
                     )));
+                }
+                if let Some(p) = &b.platform {
+                    // Kept (and rendered): the kaniko builder is the one that uses it.
+                    self.warnings.push(p.at.error(if ty.v == BuilderType::Docker {
+                        format!(
+                            "not used by the docker builder{why}: it builds for the Docker daemon's own platform; ignored"
+                        )
+                    } else {
+                        "not used by the noop builder; ignored".to_string()
+                    }));
                 }
                 done(if ty.v == BuilderType::Docker {
                     BuilderKind::Docker
