@@ -371,7 +371,7 @@ fn check_base(objs: &[Value]) {
         }
         for v in &verbs {
             assert!(
-                ["create", "get", "list", "watch", "delete", "patch"].contains(v),
+                ["create", "get", "list", "watch", "delete", "patch", "deletecollection"].contains(v),
                 "verb {v} in {rule}"
             );
         }
