@@ -337,6 +337,28 @@ async fn usable_queues(
     Ok(Some(keep))
 }
 
+/// Lets each runner delete what an earlier process of this agent left for runs the
+/// server no longer assigns to it (runs that ended or went back to their queues while
+/// the agent was away). Before the first claim, so that no new run is mistaken for a
+/// stale one; bounded in time, and a failure only delays the clean-up to the next start.
+async fn sweep(shared: &Arc<Shared>, keep: &[String]) {
+    const SWEEP_WITHIN: Duration = Duration::from_secs(30);
+    for (resource, runner) in &shared.runners {
+        match tokio::time::timeout(SWEEP_WITHIN, runner.sweep(&shared.name, keep)).await {
+            Ok(Ok(swept)) if !swept.is_empty() => {
+                tracing::info!(message = "Deleted what an earlier process of this agent left for runs that are over.", resource = %resource, runs = ?swept);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(message = "Could not delete what an earlier process of this agent left; the next start tries again.", resource = %resource, error = %e);
+            }
+            Err(_) => {
+                tracing::warn!(message = "Deleting what an earlier process of this agent left took too long; the next start tries again.", resource = %resource);
+            }
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` turns true (or the session is superseded).
 pub async fn run(
     opts: AgentOptions,
@@ -389,9 +411,11 @@ pub async fn run(
         abandon: CancellationToken::new(),
     });
     let mut tasks = JoinSet::new();
+    let held: Vec<String> = session.held_runs.iter().map(|r| r.run.id.clone()).collect();
     for held in session.held_runs {
         spawn_run(&shared, &mut tasks, held, true);
     }
+    sweep(&shared, &held).await;
     let hb_every = opts
         .config
         .heartbeat_interval

@@ -611,8 +611,11 @@ async fn wait_running(
         Seen::TimedOut => ctx.failure(
             FailureStage::Run,
             format!(
-                "the run did not start running within start_timeout ({}s)",
-                ctx.shared.config.start_timeout.as_secs()
+                "the run did not start running within start_timeout ({}s){}",
+                ctx.shared.config.start_timeout.as_secs(),
+                exec.pending_reason()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
         ),
     };

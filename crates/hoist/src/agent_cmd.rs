@@ -113,6 +113,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::warn!(message = "No Docker runner: the agent skips docker queues.", reason = %e)
         }
     }
+    match &parts.kubernetes {
+        Ok(note) => tracing::info!(message = "Kubernetes runner ready.", %note),
+        Err(e) => {
+            tracing::info!(message = "No Kubernetes runner: the agent skips kubernetes queues.", reason = %e)
+        }
+    }
     if let Some(env) = &parts.environment {
         tracing::info!(message = "Cloud environment checked.", environment = %env);
     }

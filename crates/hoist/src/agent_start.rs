@@ -28,6 +28,8 @@ pub struct Components {
     pub host_env: Arc<HostEnv>,
     /// `Ok(note)` when a Docker daemon answers, `Err(why)` otherwise.
     pub docker: Result<String, String>,
+    /// `Ok(note)` when a Kubernetes API server answers, `Err(why)` otherwise.
+    pub kubernetes: Result<String, String>,
     /// What the environment check found (`aws: credentials from …, arn:…`).
     pub environment: Option<String>,
 }
@@ -78,6 +80,16 @@ pub async fn components(
             format!("no Docker daemon answered when it started: {why}"),
         );
     }
+    let kubernetes = kubernetes_runner(cfg).await;
+    match &kubernetes {
+        Ok((runner, _)) => {
+            runners.insert(ResourceType::Kubernetes, runner.clone());
+        }
+        Err(why) => {
+            unavailable.insert(ResourceType::Kubernetes, why.clone());
+        }
+    }
+    let kubernetes = kubernetes.map(|(_, note)| note);
     let (env, environment) = match &cfg.environment {
         None => (None, None),
         Some(e) => {
@@ -118,8 +130,46 @@ pub async fn components(
         builder,
         host_env,
         docker,
+        kubernetes,
         environment,
     })
+}
+
+/// How long the agent waits for a Kubernetes API server to answer when it starts.
+#[cfg(feature = "kubernetes")]
+const KUBERNETES_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The Kubernetes runner when a cluster answers (with a note saying which), else why
+/// not.
+#[cfg(feature = "kubernetes")]
+async fn kubernetes_runner(cfg: &AgentConfig) -> Result<(Arc<dyn Runner>, String), String> {
+    use hoist_agent::runners::kubernetes::{Cluster, KubernetesRunner};
+    let cluster = Cluster::connect(&cfg.kubernetes)
+        .await
+        .map_err(|e| format!("no Kubernetes cluster: {e}"))?;
+    let version = match tokio::time::timeout(KUBERNETES_CHECK_WITHIN, cluster.check()).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(format!("no Kubernetes cluster answered when it started: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "no Kubernetes cluster answered when it started: the API server at {} ({}) did not answer within {}s",
+                cluster.url,
+                cluster.source,
+                KUBERNETES_CHECK_WITHIN.as_secs()
+            ));
+        }
+    };
+    let note = format!(
+        "Kubernetes {version} at {} ({}; runs go to namespace {} by default)",
+        cluster.url, cluster.source, cluster.default_namespace
+    );
+    let runner = KubernetesRunner::new(cluster, cfg.kubernetes.clone(), cfg.secure_mode);
+    Ok((Arc::new(runner), note))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes_runner(_cfg: &AgentConfig) -> Result<(Arc<dyn Runner>, String), String> {
+    Err("this hoist was built without the `kubernetes` feature".into())
 }
 
 /// Where local-process runs get their working directories by default.

@@ -32,6 +32,7 @@ use crate::builders::BuildError;
 use crate::logs::LogSink;
 
 pub mod docker;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod local_process;
 
@@ -223,6 +224,16 @@ pub enum RunnerError {
         #[source]
         source: Box<BuildError>,
     },
+    /// A backend's API (a cluster's API server, a cloud service) failed, refused or
+    /// did not answer. Stage `agent`; `transient` when trying again may help (no
+    /// answer, a timeout, 429, 5xx, a conflict with a concurrent change).
+    #[error("{message}")]
+    Api {
+        message: String,
+        #[source]
+        source: Cause,
+        transient: bool,
+    },
     /// The runner cannot work as configured (an unsupported `DOCKER_HOST`).
     #[error("{0}")]
     Setup(String),
@@ -250,6 +261,7 @@ impl RunnerError {
             RunnerError::Refused(_)
             | RunnerError::Docker { .. }
             | RunnerError::Io { .. }
+            | RunnerError::Api { .. }
             | RunnerError::Setup(_)
             | RunnerError::Gone(_) => FailureStage::Agent,
             RunnerError::Start { .. } => FailureStage::Run,
@@ -269,6 +281,7 @@ impl RunnerError {
                     | std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
             ),
+            RunnerError::Api { transient, .. } => *transient,
             RunnerError::Shared(e) => e.is_transient(),
             RunnerError::Refused(_)
             | RunnerError::Start { .. }
@@ -417,6 +430,16 @@ pub trait Runner: Send + Sync {
         self.adopt(job, logs, resume.from()).await
     }
 
+    /// Deletes what an earlier process of agent `agent` left in the backend for runs
+    /// that are not in `keep` (the runs the server still assigns to the agent: they
+    /// are re-adopted). Called once, after registering and before the first claim.
+    /// Returns the run ids whose objects were deleted. Runners whose executions do not
+    /// outlive the agent, or that leave nothing behind, need not implement it.
+    async fn sweep(&self, agent: &str, keep: &[String]) -> Result<Vec<String>, RunnerError> {
+        let _ = (agent, keep);
+        Ok(Vec::new())
+    }
+
     /// What [`Runner::start`] would submit for `job`, checked by the runner's own
     /// rules (the agent's policy, the backend's when it can be asked), creating
     /// nothing.
@@ -441,6 +464,12 @@ pub trait Execution: Send + Sync {
     /// [`Execution::wait`] instead.
     async fn running(&self) -> Result<(), RunnerError> {
         Ok(())
+    }
+
+    /// Why the job is not running yet, when the backend says (a pod that cannot be
+    /// scheduled): the run task adds it to the start timeout's failure.
+    fn pending_reason(&self) -> Option<String> {
+        None
     }
 
     /// Waits for the end, and for its output to be read to the end. May be called

@@ -1,0 +1,597 @@
+//! A run's objects in the cluster, supervised by WATCHING them (kube-runtime watchers
+//! on the top object by name and on the run's pods by label; a 410 Gone makes the
+//! watcher relist), never by polling.
+//!
+//! | seen | means |
+//! |---|---|
+//! | a pod scheduled, pulling, creating containers | still starting |
+//! | a container running (or already ended) | [`Execution::running`] resolves |
+//! | `ErrImagePull`, `ImagePullBackOff`, `CreateContainerConfigError`… for [`START_FAILURE_WINDOW`] | `running` fails with the reason (the run fails at `starting`) |
+//! | a pod unschedulable | a warning in the run's log; the reason is the start timeout's |
+//! | the top object succeeded | `Exit::Code(0)` |
+//! | the top object failed | `Exit::Failed` with the failing container's exit code and reason |
+//! | a pod evicted, disrupted or deleted by someone else | `Exit::Preempted` |
+//! | after a stop: the top object and the pods gone | the end (`stopped`) |
+//! | the top object deleted outside hoist | `RunnerError::Gone` |
+//!
+//! The end is reported only once every container's log has been read to its end, so
+//! cleanup (which deletes the objects) never loses a line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, PropagationPolicy};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, Kind};
+use super::logs::Follower;
+use super::status::{self, TopStatus};
+use crate::logs::LogSink;
+use crate::runners::{Execution, Exit, LogResume, RunnerError};
+
+/// How long a pod may keep failing to start its containers (an image that cannot be
+/// pulled, a missing Secret or ConfigMap) before the run fails at `starting`: the
+/// kubelet retries these, and a registry's brief hiccup should not fail a run, but a
+/// wrong image name should fail it in seconds, not at `start_timeout`.
+pub const START_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long the end waits for the containers' logs to be read to their end.
+const LOG_DRAIN: Duration = Duration::from_secs(60);
+
+/// What the supervisor has seen, for the execution's waiters.
+#[derive(Clone, Default)]
+struct Progress {
+    running: Option<Result<(), Arc<RunnerError>>>,
+    exit: Option<Result<Exit, Arc<RunnerError>>>,
+}
+
+/// What identifies a run's objects.
+#[derive(Clone)]
+pub struct Target {
+    pub client: kube::Client,
+    pub kind: Kind,
+    pub api_version: String,
+    pub kind_name: String,
+    pub namespace: String,
+    pub name: String,
+    /// `hoist.dev/run-id=…`.
+    pub selector: String,
+    /// Prefix log lines with `[pod/container]`.
+    pub prefixed: bool,
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind_name, self.namespace, self.name)
+    }
+
+    fn top(&self) -> Api<DynamicObject> {
+        self.kind.api(&self.client, &self.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Deletes everything of the run: the top object (the pods and Secrets it owns go
+    /// with it), and the Secrets and pods by label (in case they are not owned yet).
+    pub async fn delete_all(&self, dp: &DeleteParams) -> Result<(), RunnerError> {
+        api::delete_named(&self.top(), &self.name, dp, &self.describe()).await?;
+        api::delete_by_label(&self.client, &self.namespace, &self.selector, dp).await
+    }
+}
+
+pub struct KubeExecution {
+    target: Target,
+    progress: watch::Receiver<Progress>,
+    /// Why the run is still pending (unschedulable…), for the start timeout's message.
+    pending: Arc<Mutex<Option<String>>>,
+    stopping: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl KubeExecution {
+    /// Starts supervising `target`; log lines go to `sink`, skipping what `resume`
+    /// says the server has.
+    pub fn supervise(target: Target, sink: LogSink, resume: LogResume) -> KubeExecution {
+        let (tx, rx) = watch::channel(Progress::default());
+        let cancel = CancellationToken::new();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(Mutex::new(None));
+        let sup = Supervisor {
+            target: target.clone(),
+            sink,
+            resume: Arc::new(Mutex::new(resume)),
+            tx,
+            stopping: stopping.clone(),
+            pending: pending.clone(),
+            cancel: cancel.clone(),
+            pods: BTreeMap::new(),
+            followed: HashSet::new(),
+            followers: JoinSet::new(),
+            failing_since: None,
+            warned: HashSet::new(),
+            disrupted: None,
+        };
+        let task = tokio::spawn(sup.run());
+        KubeExecution {
+            target,
+            progress: rx,
+            pending,
+            stopping,
+            cancel,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    async fn wait_for<T>(
+        &self,
+        pick: impl Fn(&Progress) -> Option<Result<T, Arc<RunnerError>>>,
+    ) -> Result<T, RunnerError> {
+        let mut rx = self.progress.clone();
+        let r = rx.wait_for(|p| pick(p).is_some()).await;
+        match r {
+            Ok(p) => pick(&p).expect("checked").map_err(|e| e.share()),
+            Err(_) => Err(RunnerError::Gone(format!(
+                "{} is no longer supervised",
+                self.target.describe()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Execution for KubeExecution {
+    fn describe(&self) -> String {
+        self.target.describe()
+    }
+
+    async fn running(&self) -> Result<(), RunnerError> {
+        self.wait_for(|p| p.running.clone()).await
+    }
+
+    async fn wait(&self) -> Result<Exit, RunnerError> {
+        self.wait_for(|p| p.exit.clone()).await
+    }
+
+    fn pending_reason(&self) -> Option<String> {
+        self.pending.lock().expect("pending").clone()
+    }
+
+    /// Deletes the top object with foreground propagation and the pods with the grace
+    /// period; the execution ends when they are gone.
+    async fn stop(&self, grace: Duration) -> Result<(), RunnerError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        let secs = u32::try_from(grace.as_secs()).unwrap_or(u32::MAX);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            grace_period_seconds: Some(secs),
+            ..DeleteParams::default()
+        };
+        api::delete_named(
+            &self.target.top(),
+            &self.target.name,
+            &dp,
+            &self.target.describe(),
+        )
+        .await?;
+        // The owner's grace period does not reach its pods: give it to them directly.
+        let pod_dp = DeleteParams {
+            grace_period_seconds: Some(secs),
+            ..DeleteParams::default()
+        };
+        let pods = self.target.pods();
+        let lp = kube::api::ListParams::default().labels(&self.target.selector);
+        if let Err(e) = pods.delete_collection(&pod_dp, &lp).await
+            && api::status_code(&e) != Some(404)
+        {
+            return Err(api::api_error(
+                format!("deleting the pods of {}", self.target.describe()),
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends the watchers and followers, then deletes the run's objects (background
+    /// propagation: the pods go with their owner).
+    async fn cleanup(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().expect("task").take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = self.target.delete_all(&dp).await {
+            tracing::warn!(message = "Could not delete a run's Kubernetes objects; the agent's next start deletes them.", objects = %self.target.describe(), error = %e);
+        }
+    }
+}
+
+impl Drop for KubeExecution {
+    fn drop(&mut self) {
+        // Ends the watchers and followers (what runs in the cluster is left as it is).
+        self.cancel.cancel();
+    }
+}
+
+struct Supervisor {
+    target: Target,
+    sink: LogSink,
+    resume: Arc<Mutex<LogResume>>,
+    tx: watch::Sender<Progress>,
+    stopping: Arc<AtomicBool>,
+    pending: Arc<Mutex<Option<String>>>,
+    cancel: CancellationToken,
+    /// The run's pods as last seen, by name.
+    pods: BTreeMap<String, Pod>,
+    /// `pod/container` with a follower.
+    followed: HashSet<String>,
+    followers: JoinSet<()>,
+    /// Since when a pod keeps failing to start its containers.
+    failing_since: Option<tokio::time::Instant>,
+    /// Warnings written once each.
+    warned: HashSet<String>,
+    disrupted: Option<String>,
+}
+
+/// How the supervision ends.
+enum End {
+    Exit(Exit),
+    /// The top object failed: the exit is worked out from the pods' final statuses.
+    TopFailed { reason: String, message: String },
+    Lost(RunnerError),
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let top_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
+        let mut top = watcher(self.target.top(), top_cfg).default_backoff().boxed();
+        let pod_cfg = watcher::Config::default().labels(&self.target.selector);
+        let mut pods = watcher(self.target.pods(), pod_cfg).default_backoff().boxed();
+        let mut top_status = TopStatus::Pending;
+        let mut top_seen = false;
+        let mut top_gone = false;
+        let end = loop {
+            let fail_at = self.failing_since.map(|t| t + START_FAILURE_WINDOW);
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                ev = top.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => {
+                        top_seen = true;
+                        let v = serde_json::to_value(&o).unwrap_or(Value::Null);
+                        top_status = status::custom_status(&self.target.api_version, &self.target.kind_name, &v);
+                    }
+                    Some(Ok(watcher::Event::Delete(_))) => top_gone = true,
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        // Listed and not there: deleted while nobody watched.
+                        if !top_seen {
+                            top_gone = true;
+                        }
+                    }
+                    Some(Ok(watcher::Event::Init)) => top_seen = false,
+                    Some(Err(e)) => {
+                        tracing::warn!(message = "Watching a run's object failed; retrying.", objects = %self.target.describe(), error = %e);
+                        continue;
+                    }
+                    None => break End::Lost(RunnerError::Gone(format!("the watch of {} ended", self.target.describe()))),
+                },
+                ev = pods.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        self.pods.insert(name, p);
+                    }
+                    Some(Ok(watcher::Event::Delete(p))) => {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        self.pods.remove(&name);
+                        if !self.stopping.load(Ordering::SeqCst) && !pod_done(&p) && self.disrupted.is_none() {
+                            self.disrupted = Some(format!("pod {name} was deleted before it ended"));
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(message = "Watching a run's pods failed; retrying.", objects = %self.target.describe(), error = %e);
+                        continue;
+                    }
+                    None => break End::Lost(RunnerError::Gone(format!("the watch of the pods of {} ended", self.target.describe()))),
+                },
+                _ = sleep_until_opt(fail_at) => {}
+            }
+            if let Some(end) = self.evaluate(&top_status, top_gone) {
+                break end;
+            }
+        };
+        self.finish(end).await;
+    }
+
+    /// After each event: what the pods and the top object say.
+    fn evaluate(&mut self, top: &TopStatus, top_gone: bool) -> Option<End> {
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let mut any_running = false;
+        let mut failure: Option<String> = None;
+        let mut to_follow = Vec::new();
+        let views: Vec<(String, status::PodView)> = self
+            .pods
+            .iter()
+            .map(|(n, p)| (n.clone(), status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null))))
+            .collect();
+        for (name, view) in &views {
+            if view.running || !view.ended.is_empty() {
+                any_running = true;
+            }
+            if let Some((reason, message)) = &view.start_failure {
+                failure.get_or_insert(format!(
+                    "pod {name} cannot start its containers: {reason}: {message}"
+                ));
+            }
+            if let Some(msg) = &view.unschedulable {
+                let warning = format!("pod {name} cannot be scheduled: {msg}");
+                *self.pending.lock().expect("pending") = Some(warning.clone());
+                if self.warned.insert(warning.clone()) {
+                    self.sink.system(&format!(
+                        "[hoist: warning: {warning}; the run stays starting until it is scheduled or start_timeout fires]"
+                    ));
+                }
+            }
+            if let Some(d) = &view.disrupted
+                && !stopping
+                && self.disrupted.is_none()
+            {
+                self.disrupted = Some(d.clone());
+            }
+            if let Some(pod) = self.pods.get(name) {
+                for c in started_containers(pod) {
+                    to_follow.push((name.clone(), c));
+                }
+            }
+        }
+        for (pod, c) in to_follow {
+            self.follow(&pod, &c);
+        }
+        let running_unset = self.tx.borrow().running.is_none();
+        if running_unset {
+            if any_running {
+                *self.pending.lock().expect("pending") = None;
+                self.tx.send_modify(|p| p.running = Some(Ok(())));
+            } else if let Some(f) = failure {
+                let since = *self.failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= START_FAILURE_WINDOW {
+                    self.tx.send_modify(|p| {
+                        p.running = Some(Err(Arc::new(RunnerError::start(f))));
+                    });
+                }
+            } else {
+                self.failing_since = None;
+            }
+        }
+        if stopping {
+            if top_gone && self.pods.is_empty() {
+                return Some(End::Exit(Exit::Failed {
+                    reason: format!("{} and its pods deleted", self.target.describe()),
+                    code: self.last_failed_code(&views),
+                }));
+            }
+            return None;
+        }
+        if let Some(d) = &self.disrupted {
+            return Some(End::Exit(Exit::Preempted { reason: d.clone() }));
+        }
+        match top {
+            TopStatus::Succeeded => return Some(End::Exit(Exit::Code(0))),
+            TopStatus::Failed { reason, message } => {
+                return Some(End::TopFailed {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+            }
+            TopStatus::Pending | TopStatus::Running => {}
+        }
+        if top_gone {
+            return Some(End::Lost(RunnerError::Gone(format!(
+                "{} was deleted outside hoist",
+                self.target.describe()
+            ))));
+        }
+        None
+    }
+
+    fn last_failed_code(&self, views: &[(String, status::PodView)]) -> Option<i32> {
+        views
+            .iter()
+            .flat_map(|(_, v)| v.ended.iter())
+            .find(|e| e.exit_code != 0)
+            .map(|e| e.exit_code)
+    }
+
+    /// A failed top object: the failing container's exit code and reason when a pod
+    /// shows one.
+    fn failed(&self, reason: &str, message: &str, views: &[(String, status::PodView)]) -> Exit {
+        let ended = views
+            .iter()
+            .flat_map(|(_, v)| v.ended.iter())
+            .find(|e| e.exit_code != 0);
+        let top = if message.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{reason}: {message}")
+        };
+        match ended {
+            Some(e) => {
+                let why = if e.reason.is_empty() || e.reason == "Error" {
+                    format!("exited with code {}", e.exit_code)
+                } else {
+                    format!("{} (exit code {})", e.reason, e.exit_code)
+                };
+                Exit::Failed {
+                    reason: format!(
+                        "{} {}/{}: container {} of pod {} {why}",
+                        self.target.kind_name, self.target.namespace, self.target.name, e.container, e.pod
+                    ) + &format!("; {top}"),
+                    code: Some(e.exit_code),
+                }
+            }
+            None => Exit::Failed {
+                reason: format!("{} failed: {top}", self.target.describe()),
+                code: None,
+            },
+        }
+    }
+
+    fn follow(&mut self, pod: &str, container: &str) {
+        let key = format!("{pod}/{container}");
+        if !self.followed.insert(key.clone()) {
+            return;
+        }
+        let f = Follower {
+            pods: self.target.pods(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+            prefix: if self.target.prefixed {
+                format!("[{key}] ")
+            } else {
+                String::new()
+            },
+            sink: self.sink.clone(),
+            resume: self.resume.clone(),
+            cancel: self.cancel.clone(),
+        };
+        self.followers.spawn(f.run());
+    }
+
+    /// Reads every container's log to its end, then publishes the end.
+    async fn finish(mut self, end: End) {
+        // The pods as they are now: the watch may lag behind the top object's status
+        // (a pod that ran and ended in between must still have its log read).
+        let lp = kube::api::ListParams::default().labels(&self.target.selector);
+        match self.target.pods().list(&lp).await {
+            Ok(list) => {
+                for p in list.items {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    self.pods.insert(name, p);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(message = "Could not list a run's pods at its end; following the pods already seen.", objects = %self.target.describe(), error = %e);
+            }
+        }
+        let end = match end {
+            End::TopFailed { reason, message } => {
+                let views: Vec<(String, status::PodView)> = self
+                    .pods
+                    .iter()
+                    .map(|(n, p)| {
+                        (
+                            n.clone(),
+                            status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null)),
+                        )
+                    })
+                    .collect();
+                End::Exit(self.failed(&reason, &message, &views))
+            }
+            other => other,
+        };
+        // Containers that ended since the last look.
+        let names: Vec<(String, Vec<String>)> = self
+            .pods
+            .iter()
+            .map(|(n, p)| (n.clone(), started_containers(p)))
+            .collect();
+        for (pod, cs) in names {
+            for c in cs {
+                self.follow(&pod, &c);
+            }
+        }
+        let drained = tokio::select! {
+            r = tokio::time::timeout(LOG_DRAIN, async {
+                while self.followers.join_next().await.is_some() {}
+            }) => r.is_ok(),
+            _ = self.cancel.cancelled() => return,
+        };
+        if !drained {
+            self.sink.system(&format!(
+                "[hoist: the logs of {} did not end within {}s of the run's end; they may be incomplete]",
+                self.target.describe(),
+                LOG_DRAIN.as_secs()
+            ));
+            self.followers.abort_all();
+        }
+        let result = match end {
+            End::Exit(e) => Ok(e),
+            End::Lost(e) => Err(Arc::new(e)),
+            End::TopFailed { reason, .. } => Ok(Exit::Failed { reason, code: None }),
+        };
+        self.tx.send_modify(|p| {
+            if p.running.is_none() {
+                // Ended before it ran (a start failure is reported by `wait`).
+                p.running = Some(match &result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+            p.exit = Some(result);
+        });
+        // Keep the channel open until the execution is done with it.
+        self.cancel.cancelled().await;
+    }
+}
+
+/// A pod that ended on its own (its phase is final).
+fn pod_done(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+}
+
+/// The containers of `pod` that started (running or ended): their logs can be read.
+fn started_containers(pod: &Pod) -> Vec<String> {
+    let Some(st) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    st.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a run's log lines get a `[pod/container]` prefix: when it may have more
+/// than one container (a Job with parallelism or completions above one, a pod template
+/// with several containers or init containers, any custom object).
+pub fn prefixed(api_version: &str, kind: &str, object: &Value) -> bool {
+    if !(api_version == "batch/v1" && kind == "Job") {
+        return true;
+    }
+    let n = |p: &str| object.pointer(p).and_then(Value::as_i64).unwrap_or(1);
+    if n("/spec/parallelism") > 1 || n("/spec/completions") > 1 {
+        return true;
+    }
+    let count = |p: &str| object.pointer(p).and_then(Value::as_array).map_or(0, Vec::len);
+    count("/spec/template/spec/containers") + count("/spec/template/spec/initContainers") > 1
+}

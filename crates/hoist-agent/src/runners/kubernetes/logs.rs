@@ -1,0 +1,190 @@
+//! Following the logs of a run's containers: one follower per container as its pod
+//! shows it started (`follow=true`, `timestamps=true`), each line shipped with the
+//! container's own timestamp, prefixed `[pod/container]` when the run has more than one
+//! container.
+//!
+//! A follow stream ends when its container ends (the kubelet closes it), or when the
+//! connection breaks: then the follower reads the pod once, and reconnects from the
+//! last line's time (skipping what it shipped) unless the container has ended or the
+//! pod is gone. A re-adopted run's followers skip what the server already has
+//! ([`LogResume`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{AsyncBufReadExt, TryStreamExt};
+use hoist_core::api::LogStream;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use tokio_util::sync::CancellationToken;
+
+use super::api::status_code;
+use crate::logs::LogSink;
+use crate::runners::LogResume;
+
+/// Reconnects after a broken stream at most this often in a row without a line.
+const MAX_RECONNECTS: u32 = 20;
+
+/// What one follower needs.
+pub struct Follower {
+    pub pods: Api<Pod>,
+    pub pod: String,
+    pub container: String,
+    /// `[pod/container] ` or nothing.
+    pub prefix: String,
+    pub sink: LogSink,
+    /// Shared by the run's followers: what a re-adopted run's server copy holds.
+    pub resume: Arc<Mutex<LogResume>>,
+    pub cancel: CancellationToken,
+}
+
+/// Splits `2024-01-02T03:04:05.123456789Z text` into its time and text.
+fn split_line(line: &str) -> (Option<DateTime<Utc>>, &str) {
+    match line.split_once(' ') {
+        Some((ts, rest)) => match DateTime::parse_from_rfc3339(ts) {
+            Ok(t) => (Some(t.with_timezone(&Utc)), rest),
+            Err(_) => (None, line),
+        },
+        None => match DateTime::parse_from_rfc3339(line) {
+            // An empty line: only its timestamp.
+            Ok(t) => (Some(t.with_timezone(&Utc)), ""),
+            Err(_) => (None, line),
+        },
+    }
+}
+
+impl Follower {
+    /// Follows until the container ended and its log was read to the end, the pod is
+    /// gone, or `cancel`.
+    pub async fn run(self) {
+        let mut last: Option<DateTime<Utc>> = None;
+        let mut quiet_reconnects = 0;
+        loop {
+            // Read from where the last stream stopped (the API takes whole seconds:
+            // the lines up to `last` are skipped below), or from where the server's
+            // copy ends (a re-adopted run).
+            let from = last.or_else(|| self.resume.lock().expect("resume").from());
+            let lp = LogParams {
+                container: Some(self.container.clone()),
+                follow: true,
+                timestamps: true,
+                since_time: from.and_then(to_jiff),
+                ..LogParams::default()
+            };
+            let mut got_line = false;
+            let opened = tokio::select! {
+                r = self.pods.log_stream(&self.pod, &lp) => r,
+                _ = self.cancel.cancelled() => return,
+            };
+            match opened {
+                Ok(reader) => {
+                    let mut lines = reader.lines();
+                    loop {
+                        let next = tokio::select! {
+                            l = lines.try_next() => l,
+                            _ = self.cancel.cancelled() => return,
+                        };
+                        match next {
+                            Ok(Some(line)) => {
+                                let (ts, text) = split_line(&line);
+                                let ts = ts.unwrap_or_else(Utc::now);
+                                if last.is_some_and(|l| ts <= l) {
+                                    continue;
+                                }
+                                last = Some(ts);
+                                if self.resume.lock().expect("resume").skip(ts, false) {
+                                    continue;
+                                }
+                                got_line = true;
+                                self.sink.push_at(
+                                    LogStream::Stdout,
+                                    &format!("{}{text}", self.prefix),
+                                    ts,
+                                );
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(message = "A container's log stream broke.", pod = %self.pod, container = %self.container, error = %e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if status_code(&e) == Some(404) => return,
+                Err(e) => {
+                    tracing::debug!(message = "Could not open a container's log.", pod = %self.pod, container = %self.container, error = %e);
+                }
+            }
+            // The stream ended: over when the container is, else reconnect.
+            match self.pods.get_opt(&self.pod).await {
+                Ok(None) => return,
+                Ok(Some(p)) if container_ended(&p, &self.container) => {
+                    if got_line || last.is_some() {
+                        return;
+                    }
+                    // Ended before its log could be opened: one more read.
+                    if quiet_reconnects > 0 {
+                        return;
+                    }
+                }
+                Ok(Some(_)) | Err(_) => {}
+            }
+            quiet_reconnects = if got_line { 0 } else { quiet_reconnects + 1 };
+            if quiet_reconnects > MAX_RECONNECTS {
+                self.sink.system(&format!(
+                    "[hoist: stopped following the log of {}/{}: its stream keeps breaking]",
+                    self.pod, self.container
+                ));
+                return;
+            }
+            let pause = Duration::from_millis(200 * u64::from(quiet_reconnects.min(10)));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// True when the pod's status shows `container` terminated (and not restarted).
+pub fn container_ended(pod: &Pod, container: &str) -> bool {
+    let Some(st) = pod.status.as_ref() else {
+        return false;
+    };
+    if matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .filter(|c| c.name == container)
+        .any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.terminated.is_some())
+        })
+}
+
+fn to_jiff(t: DateTime<Utc>) -> Option<k8s_openapi::jiff::Timestamp> {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_into_time_and_text() {
+        let (t, text) = split_line("2024-01-02T03:04:05.123456789Z hello world");
+        assert_eq!(text, "hello world");
+        assert_eq!(t.unwrap().timestamp_subsec_nanos(), 123_456_789);
+        let (t, text) = split_line("2024-01-02T03:04:05Z");
+        assert!(t.is_some());
+        assert_eq!(text, "");
+        let (t, text) = split_line("no time here");
+        assert!(t.is_none());
+        assert_eq!(text, "no time here");
+    }
+}
