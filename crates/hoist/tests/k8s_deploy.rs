@@ -682,19 +682,26 @@ struct AgentPod<'a> {
 }
 
 impl AgentPod<'_> {
+    /// The agent's log so far (the kubelet's view of the container may lag behind the
+    /// agent itself: until it shows the container started, kubectl has no log).
     fn logs(&self) -> String {
-        let o = self.cluster.output(&[
-            "logs",
-            "-n",
-            &self.namespace,
-            "deployment/hoist-agent",
-            "--tail=-1",
-        ]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
+        let t0 = Instant::now();
+        loop {
+            let o = self.cluster.output(&[
+                "logs",
+                "-n",
+                &self.namespace,
+                "deployment/hoist-agent",
+                "--tail=-1",
+            ]);
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                return format!("(no log: {})", show(&o));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// The pod's phase and its container's state, as JSON.
@@ -778,8 +785,33 @@ fn job_lines(w: &World, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The names of `kinds` objects in `ns` that carry `selector`.
+fn labelled(cluster: &Cluster, ns: &str, kinds: &str, selector: &str) -> Vec<String> {
+    cluster
+        .ok(&["get", kinds, "-n", ns, "-l", selector, "-o", "name"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The seed's Job (W&B's Kubernetes queue config), without a namespace: the run goes to
+/// the agent's default one. The image comes with the run.
+const SEED_JOB: &str = "\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: in-cluster
+spec:
+  template:
+    spec:
+      containers:
+        - name: main
+          imagePullPolicy: IfNotPresent
+      restartPolicy: Never
+";
+
 #[test]
-fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
+fn agent_image_runs_as_the_deployment_and_serves_queues() {
     if skip(&[
         ("HOIST_TEST_K8S", "1"),
         ("HOIST_TEST_K8S_HOST_API", "1"),
@@ -789,14 +821,37 @@ fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
     }
     let base_image = std::env::var("HOIST_TEST_PYTHON_IMAGE")
         .unwrap_or_else(|_| "hoist-test/python:3-slim".to_string());
+    let job_image = std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
+        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string());
+    let registry =
+        std::env::var("HOIST_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_string());
     let cluster = Cluster::from_env();
 
+    // The base's two namespaces, as this test's.
+    let tag = unique("agent");
+    let map = BTreeMap::from([
+        ("hoist", format!("{tag}-hoist")),
+        ("hoist-runs", format!("{tag}-runs")),
+    ]);
+    let (agent_ns, runs_ns) = (map["hoist"].clone(), map["hoist-runs"].clone());
+
     // A hoist server (on the host's loopback, where the hostNetwork pod is too) with a
-    // queue, and an API key for the agent.
+    // local-process and a kubernetes queue, and an API key for the agent.
     let w = World::start();
     w.login_admin();
     w.run(&["queue", "create", "in-cluster", "--resource", "local-process"])
         .ok();
+    let queue_config = w.file("in-cluster-k8s.yaml", SEED_JOB);
+    w.run(&[
+        "queue",
+        "create",
+        "in-cluster-k8s",
+        "--resource",
+        "kubernetes",
+        "--config",
+        &queue_config.to_string_lossy(),
+    ])
+    .ok();
     let key = w
         .run(&["key", "create", "--name", "k8s-agent"])
         .ok()
@@ -810,20 +865,17 @@ fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
 
     // The base, in namespaces of this test, with the test's image, config and key.
     let mut objs = cluster.render(&repo_root().join("deploy/kubernetes"));
-    let tag = unique("agent");
-    let map = BTreeMap::from([
-        ("hoist", format!("{tag}-hoist")),
-        ("hoist-runs", format!("{tag}-runs")),
-    ]);
     rename_namespaces(&mut objs, &map);
     let role = format!("{tag}-runner");
     rename_cluster_role(&mut objs, "hoist-agent-runner", &role);
     let config = format!(
         "base_url: http://127.0.0.1:{port}\n\
          name: k8s-agent\n\
-         queues: [in-cluster]\n\
+         queues: [in-cluster, in-cluster-k8s]\n\
          max_jobs: 2\n\
-         builder:\n  type: noop\n",
+         registry:\n  uri: {registry}/k8sdeploy\n\
+         builder:\n  type: noop\n\
+         kubernetes:\n  namespace: {runs_ns}\n",
         port = w.port
     );
     one_mut(&mut objs, "ConfigMap")["data"] = json!({"launch-config.yaml": config});
@@ -850,7 +902,7 @@ fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
     cluster.apply(&objs, &[]);
     let pod = AgentPod {
         cluster: &cluster,
-        namespace: map["hoist"].clone(),
+        namespace: agent_ns.clone(),
     };
 
     // The agent registers with the server.
@@ -870,6 +922,15 @@ fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Its Kubernetes client is the pod's service account, its runs' namespace the
+    // configured one.
+    let log = pod.logs();
+    assert!(
+        log.contains("Kubernetes runner ready.")
+            && log.contains("in-cluster")
+            && log.contains(&format!("runs go to namespace {runs_ns}")),
+        "{log}"
+    );
 
     // A local-process run: it runs inside the agent's container, as uid 1000, on a
     // read-only root file system, with the pod's service account mounted.
@@ -895,13 +956,62 @@ fn agent_image_runs_as_the_deployment_and_serves_a_queue() {
     for want in [
         "uid=1000".to_string(),
         "rootfs=ro".to_string(),
-        format!("ns={}", map["hoist"]),
+        format!("ns={agent_ns}"),
     ] {
         assert!(lines.contains(&want), "no {want:?} in the run's log: {lines:?}");
     }
 
+    // A kubernetes run: a Job in the runs' namespace, created, watched, its log
+    // followed and its objects deleted by the agent, with the base's RBAC only. Pods
+    // need the namespace's default service account (made by the controller manager).
+    let t0 = Instant::now();
+    while !cluster.exists(&["get", "serviceaccount", "default", "-n", &runs_ns]) {
+        assert!(t0.elapsed() < LONG, "no default service account in {runs_ns}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let id = w
+        .run(&[
+            "launch",
+            "--queue",
+            "in-cluster-k8s",
+            "--image",
+            &job_image,
+            "--",
+            "sh",
+            "-c",
+            "echo hello-from-a-job; echo ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let r = wait_ended(&w, &id, &pod);
+    assert_eq!(r["state"], "finished", "{r:#}");
+    let lines = job_lines(&w, &id);
+    for want in ["hello-from-a-job".to_string(), format!("ns={runs_ns}")] {
+        assert!(lines.contains(&want), "no {want:?} in the run's log: {lines:?}");
+    }
+    let selector = format!("hoist.dev/run-id={id}");
+    let t0 = Instant::now();
+    loop {
+        let left = labelled(&cluster, &runs_ns, "jobs,pods,secrets", &selector);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < LONG,
+            "the run's objects are still in {runs_ns}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The base's RBAC was enough: the API server refused the agent nothing.
     let log = pod.logs();
-    assert!(log.contains("Starting agent."), "{log}");
+    let lower = log.to_lowercase();
+    assert!(
+        !lower.contains("403") && !lower.contains("forbidden"),
+        "the agent was refused something:\n{log}"
+    );
     drop(pod);
     drop(owned);
     drop(image);
