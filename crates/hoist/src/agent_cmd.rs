@@ -77,8 +77,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let key = if host == target.host {
         target.key.clone()
     } else {
+        // Trimmed as `Target::resolve` does: a key file written with `echo` (the
+        // Secret of deploy/kubernetes) ends with a newline.
         env("HOIST_API_KEY")
-            .map(hoist_client::Secret::new)
+            .map(|k| hoist_client::Secret::new(k.trim()))
             .or_else(|| {
                 crate::cli::credentials::load()
                     .ok()
@@ -92,6 +94,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             "no API key for {host}: log in with `hoist login --host {host}` or set HOIST_API_KEY for the agent"
         );
     };
+    if let Some(p) = placeholder_key(key.expose()) {
+        anyhow::bail!(
+            "the agent's API key is {p:?}, a placeholder from the documentation: put your key (`hoist key create`) in HOIST_API_KEY; in Kubernetes, in the Secret hoist-api-key (README, \"Run the agent in Kubernetes\")"
+        );
+    }
     let client = crate::cli::make_client(&host, Some(key))?;
     let name = cfg.agent_name(&crate::agent_start::hostname());
     let work_root = cfg
@@ -124,4 +131,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     let stop = crate::agent_start::signal_watch();
     crate::agent_start::run(cfg, client, name, host, parts, args.drain, stop).await
+}
+
+/// The key itself when it is a documentation placeholder such as `<your-hoist-api-key>`
+/// (deploy/kubernetes ships one): safe to quote, as it is no key.
+fn placeholder_key(key: &str) -> Option<&str> {
+    let inner = key.strip_prefix('<')?.strip_suffix('>')?;
+    (!inner.is_empty()
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' ' | '.')))
+    .then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholder_key;
+
+    #[test]
+    fn placeholder_keys() {
+        assert_eq!(
+            placeholder_key("<your-hoist-api-key>"),
+            Some("<your-hoist-api-key>")
+        );
+        assert_eq!(placeholder_key("<API key>"), Some("<API key>"));
+        assert_eq!(placeholder_key("hoist_0123456789abcdef"), None);
+        assert_eq!(placeholder_key("<>"), None);
+        assert_eq!(placeholder_key("<a/b>"), None);
+        assert_eq!(placeholder_key("x<key>"), None);
+    }
 }
