@@ -269,19 +269,36 @@ impl K8sE2e {
                 a["name"] == self.agent_name.as_str()
                     && matches!(a["status"].as_str(), Some("polling" | "running"))
             });
-            if up && self.agents.last().expect("agent").log().contains("Agent registered") {
+            if up
+                && self
+                    .agents
+                    .last()
+                    .expect("agent")
+                    .log()
+                    .contains("Agent registered")
+            {
                 return;
             }
             if let Some(st) = self.agents.last_mut().expect("agent").try_wait() {
-                panic!("the agent exited early ({st})\n{}", self.agents.last().expect("agent").log());
+                panic!(
+                    "the agent exited early ({st})\n{}",
+                    self.agents.last().expect("agent").log()
+                );
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "the agent did not register");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the agent did not register"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn agent_log(&self) -> String {
-        self.agents.iter().map(AgentProc::log).collect::<Vec<_>>().join("\n---\n")
+        self.agents
+            .iter()
+            .map(AgentProc::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     }
 
     fn launch(&self, queue: &str, args: &[&str]) -> String {
@@ -374,13 +391,25 @@ fn seed_job_runs_end_to_end() {
     e.queue("kq", &seed_job(&e.ns.name, "", ""), &[]);
     e.agent(&["kq"]);
     let img = image();
-    let ok = e
-        .w
-        .run(&[
-            "launch", "--queue", "kq", "--image", &img, "--wait", "--", "sh", "-c",
-            "echo hello from kubernetes; echo to stderr >&2; echo token=${HOIST_RUN_TOKEN:+set}",
-        ]);
-    let id = ok.stdout.lines().next().unwrap_or_default().trim().to_string();
+    let ok = e.w.run(&[
+        "launch",
+        "--queue",
+        "kq",
+        "--image",
+        &img,
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from kubernetes; echo to stderr >&2; echo token=${HOIST_RUN_TOKEN:+set}",
+    ]);
+    let id = ok
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{r:#}\n{:#?}", e.logs(&id));
     assert_eq!(r["exit_code"], 0);
@@ -395,7 +424,10 @@ fn seed_job_runs_end_to_end() {
     assert_eq!(r["state"], "failed", "{r:#}");
     assert_eq!(r["exit_code"], 3, "{r:#}");
     assert!(
-        r["failure"]["message"].as_str().unwrap_or_default().contains("exit code 3"),
+        r["failure"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 3"),
         "{r:#}"
     );
     assert!(e.job_lines(&bad).iter().any(|l| l == "about to fail"));
@@ -426,7 +458,10 @@ fn parallel_pods_all_logs() {
     assert_eq!(pods.len(), 2, "two pods' lines, prefixed: {lines:?}");
     for p in &pods {
         assert!(p.starts_with('[') && p.ends_with("/main"), "{p}");
-        assert!(lines.iter().any(|l| *l == format!("{p}] second line")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| *l == format!("{p}] second line")),
+            "{lines:?}"
+        );
     }
     e.wait_nothing_left(&id);
 }
@@ -448,11 +483,9 @@ fn stop_deletes_in_the_foreground() {
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "stopped", "{r:#}");
     // The run ends only once its pods are gone.
-    let pods = e.ns.kubectl.names(
-        &e.ns.name,
-        "pods",
-        &format!("hoist.dev/run-id={}", id),
-    );
+    let pods =
+        e.ns.kubectl
+            .names(&e.ns.name, "pods", &format!("hoist.dev/run-id={}", id));
     let running: Vec<&String> = pods.iter().collect();
     assert!(
         running.is_empty(),
@@ -510,26 +543,35 @@ fn start_failures_are_reported_with_their_reason() {
     e.queue("kf", &seed_job(&e.ns.name, "", ""), &[]);
     e.queue(
         "kn",
-        &seed_job(&e.ns.name, "", "      nodeSelector:\n        hoist.dev/no-such-node: \"true\"\n"),
+        &seed_job(
+            &e.ns.name,
+            "",
+            "      nodeSelector:\n        hoist.dev/no-such-node: \"true\"\n",
+        ),
         &[],
     );
     e.agent(&["kf", "kn"]);
     let img = "hoist-test/no-such-image:never";
-    let id = e
-        .w
-        .run(&["launch", "--queue", "kf", "--image", img, "--", "true"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id =
+        e.w.run(&["launch", "--queue", "kf", "--image", img, "--", "true"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{r:#}");
-    let msg = r["failure"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = r["failure"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         msg.contains("ErrImagePull") || msg.contains("ImagePullBackOff"),
         "{msg}"
     );
-    assert!(!msg.contains("start_timeout"), "failed by the reason, not the timeout: {msg}");
+    assert!(
+        !msg.contains("start_timeout"),
+        "failed by the reason, not the timeout: {msg}"
+    );
     let states: Vec<&str> = r["timeline"]
         .as_array()
         .into_iter()
@@ -584,7 +626,11 @@ fn privileged_settings_are_refused_by_the_agent() {
         assert!(msg.contains("refused") && msg.contains(what), "{q}: {msg}");
         assert!(
             e.ns.kubectl
-                .names(&ns, "jobs,pods,secrets", &format!("hoist.dev/run-id={}", id))
+                .names(
+                    &ns,
+                    "jobs,pods,secrets",
+                    &format!("hoist.dev/run-id={}", id)
+                )
                 .is_empty(),
             "{q}: objects were created"
         );
@@ -648,7 +694,10 @@ spec:
     );
     e.queue("kc", &config, &[]);
     e.agent(&["kc"]);
-    let id = e.launch("kc", &["sh", "-c", "echo training step 1; echo training done"]);
+    let id = e.launch(
+        "kc",
+        &["sh", "-c", "echo training step 1; echo training done"],
+    );
     let sel = format!("hoist.dev/run-id={id}");
     // The controller: the run's Training, then its pod.
     let t0 = Instant::now();
@@ -657,7 +706,11 @@ spec:
         if let Some(o) = v["items"].as_array().and_then(|a| a.first()) {
             break o.clone();
         }
-        assert!(t0.elapsed() < LONG, "no Training for run {id}\n{}", e.agent_log());
+        assert!(
+            t0.elapsed() < LONG,
+            "no Training for run {id}\n{}",
+            e.agent_log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let name = obj["metadata"]["name"].as_str().expect("name").to_string();
@@ -676,8 +729,17 @@ spec:
     });
     k.ok(&["create", "-f", "-"], Some(&pod.to_string()));
     k.ok(
-        &["-n", &ns, "patch", "training", &name, "--type", "merge", "-p",
-          r#"{"status":{"phase":"Running"}}"#],
+        &[
+            "-n",
+            &ns,
+            "patch",
+            "training",
+            &name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+        ],
         None,
     );
     e.wait_state(&id, "running");

@@ -86,7 +86,13 @@ pub async fn resolve(
     match kube::discovery::pinned_kind(client, &gvk).await {
         Ok((resource, caps)) => Ok(Kind {
             resource,
-            namespaced: matches!(caps, ApiCapabilities { scope: Scope::Namespaced, .. }),
+            namespaced: matches!(
+                caps,
+                ApiCapabilities {
+                    scope: Scope::Namespaced,
+                    ..
+                }
+            ),
         }),
         Err(e) if unknown_kind(&e) => Err(RunnerError::Start {
             message: format!(
@@ -146,12 +152,11 @@ pub async fn create_or_adopt(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let obj: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| {
-        RunnerError::Start {
+    let obj: DynamicObject =
+        serde_json::from_value(object.clone()).map_err(|e| RunnerError::Start {
             message: format!("the {kind} {name} is not a Kubernetes object: {e}"),
             source: Some(Box::new(e)),
-        }
-    })?;
+        })?;
     let pp = PostParams {
         dry_run,
         field_manager: Some("hoist".into()),
@@ -236,7 +241,12 @@ pub async fn own_secrets(
     for s in secrets {
         api.patch(s, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| api_error(format!("making Secret {namespace}/{s} owned by {kind} {name}"), e))?;
+            .map_err(|e| {
+                api_error(
+                    format!("making Secret {namespace}/{s} owned by {kind} {name}"),
+                    e,
+                )
+            })?;
     }
     Ok(())
 }

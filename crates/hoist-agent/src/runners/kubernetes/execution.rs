@@ -252,16 +252,24 @@ struct Supervisor {
 enum End {
     Exit(Exit),
     /// The top object failed: the exit is worked out from the pods' final statuses.
-    TopFailed { reason: String, message: String },
+    TopFailed {
+        reason: String,
+        message: String,
+    },
     Lost(RunnerError),
 }
 
 impl Supervisor {
     async fn run(mut self) {
-        let top_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
-        let mut top = watcher(self.target.top(), top_cfg).default_backoff().boxed();
+        let top_cfg =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
+        let mut top = watcher(self.target.top(), top_cfg)
+            .default_backoff()
+            .boxed();
         let pod_cfg = watcher::Config::default().labels(&self.target.selector);
-        let mut pods = watcher(self.target.pods(), pod_cfg).default_backoff().boxed();
+        let mut pods = watcher(self.target.pods(), pod_cfg)
+            .default_backoff()
+            .boxed();
         let mut top_status = TopStatus::Pending;
         let mut top_seen = false;
         let mut top_gone = false;
@@ -326,7 +334,12 @@ impl Supervisor {
         let views: Vec<(String, status::PodView)> = self
             .pods
             .iter()
-            .map(|(n, p)| (n.clone(), status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null))))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null)),
+                )
+            })
             .collect();
         for (name, view) in &views {
             if view.running || !view.ended.is_empty() {
@@ -367,7 +380,9 @@ impl Supervisor {
                 *self.pending.lock().expect("pending") = None;
                 self.tx.send_modify(|p| p.running = Some(Ok(())));
             } else if let Some(f) = failure {
-                let since = *self.failing_since.get_or_insert_with(tokio::time::Instant::now);
+                let since = *self
+                    .failing_since
+                    .get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= START_FAILURE_WINDOW {
                     self.tx.send_modify(|p| {
                         p.running = Some(Err(Arc::new(RunnerError::start(f))));
@@ -438,7 +453,11 @@ impl Supervisor {
                 Exit::Failed {
                     reason: format!(
                         "{} {}/{}: container {} of pod {} {why}",
-                        self.target.kind_name, self.target.namespace, self.target.name, e.container, e.pod
+                        self.target.kind_name,
+                        self.target.namespace,
+                        self.target.name,
+                        e.container,
+                        e.pod
                     ) + &format!("; {top}"),
                     code: Some(e.exit_code),
                 }
@@ -592,6 +611,11 @@ pub fn prefixed(api_version: &str, kind: &str, object: &Value) -> bool {
     if n("/spec/parallelism") > 1 || n("/spec/completions") > 1 {
         return true;
     }
-    let count = |p: &str| object.pointer(p).and_then(Value::as_array).map_or(0, Vec::len);
+    let count = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
     count("/spec/template/spec/containers") + count("/spec/template/spec/initContainers") > 1
 }

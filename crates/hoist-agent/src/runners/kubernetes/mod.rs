@@ -220,9 +220,19 @@ impl Runner for KubernetesRunner {
             .api(&self.cluster.client, &sub.namespace)
             .get_opt(&sub.name)
             .await
-            .map_err(|e| api::api_error(format!("looking for {} {}/{}", sub.kind, sub.namespace, sub.name), e))?;
+            .map_err(|e| {
+                api::api_error(
+                    format!("looking for {} {}/{}", sub.kind, sub.namespace, sub.name),
+                    e,
+                )
+            })?;
         match found {
-            Some(o) if api::is_ours(&serde_json::to_value(&o).unwrap_or(Value::Null), &sub.labels) => {
+            Some(o)
+                if api::is_ours(
+                    &serde_json::to_value(&o).unwrap_or(Value::Null),
+                    &sub.labels,
+                ) =>
+            {
                 Ok(Adopted::Found(Box::new(KubeExecution::supervise(
                     target, logs, resume,
                 ))))
@@ -260,22 +270,27 @@ impl Runner for KubernetesRunner {
             Err(e) => return Err(api::api_error("listing this agent's Secrets", e)),
         };
         let jobs_kind = api::resolve(client, "batch/v1", "Job").await?;
-        let jobs = match Api::<kube::api::DynamicObject>::all_with(client.clone(), &jobs_kind.resource)
-            .list(&lp)
-            .await
-        {
-            Ok(l) => l.items,
-            Err(e) if api::status_code(&e) == Some(403) => jobs_kind
-                .api(client, &self.cluster.default_namespace)
+        let jobs =
+            match Api::<kube::api::DynamicObject>::all_with(client.clone(), &jobs_kind.resource)
                 .list(&lp)
                 .await
-                .map_err(|e| api::api_error("listing this agent's Jobs", e))?
-                .items,
-            Err(e) => return Err(api::api_error("listing this agent's Jobs", e)),
-        };
+            {
+                Ok(l) => l.items,
+                Err(e) if api::status_code(&e) == Some(403) => {
+                    jobs_kind
+                        .api(client, &self.cluster.default_namespace)
+                        .list(&lp)
+                        .await
+                        .map_err(|e| api::api_error("listing this agent's Jobs", e))?
+                        .items
+                }
+                Err(e) => return Err(api::api_error("listing this agent's Jobs", e)),
+            };
         // (namespace, run label) → top objects (apiVersion, kind, name).
-        let mut stale: std::collections::BTreeMap<(String, String), (String, Vec<(String, String, String)>)> =
-            Default::default();
+        let mut stale: std::collections::BTreeMap<
+            (String, String),
+            (String, Vec<(String, String, String)>),
+        > = Default::default();
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
@@ -316,13 +331,23 @@ impl Runner for KubernetesRunner {
                 .cloned()
                 .unwrap_or_default();
             let e = stale.entry((ns, label)).or_insert((run, Vec::new()));
-            e.1.push(("batch/v1".into(), "Job".into(), j.metadata.name.clone().unwrap_or_default()));
+            e.1.push((
+                "batch/v1".into(),
+                "Job".into(),
+                j.metadata.name.clone().unwrap_or_default(),
+            ));
         }
         let mut swept = Vec::new();
         for ((ns, label), (run, tops)) in stale {
             for (av, kind, name) in tops {
                 let k = api::resolve(client, &av, &kind).await?;
-                api::delete_named(&k.api(client, &ns), &name, &dp, &format!("{kind} {ns}/{name}")).await?;
+                api::delete_named(
+                    &k.api(client, &ns),
+                    &name,
+                    &dp,
+                    &format!("{kind} {ns}/{name}"),
+                )
+                .await?;
             }
             if !label.is_empty() {
                 api::delete_by_label(client, &ns, &format!("{}={label}", spec::LABEL_RUN_ID), &dp)
@@ -372,7 +397,10 @@ pub fn offline_dry_run(
     settings: &KubernetesSettings,
     secure_mode: bool,
 ) -> Result<DryRun, RunnerError> {
-    let default_namespace = settings.namespace.clone().unwrap_or_else(|| "default".into());
+    let default_namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let cx = spec::SpecContext {
         default_namespace: &default_namespace,
         settings,

@@ -101,13 +101,11 @@ fn dns_name(prefix: &str, run_id: &str) -> String {
 pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerError> {
     let mut obj = job.resource_config.clone();
     if !obj.is_object() {
-        return Err(RunnerError::Refused("the queue config is not an object".into()));
+        return Err(RunnerError::Refused(
+            "the queue config is not an object".into(),
+        ));
     }
-    let refusals = policy::refusals(
-        &privileged_settings(&obj),
-        cx.settings,
-        cx.secure_mode,
-    );
+    let refusals = policy::refusals(&privileged_settings(&obj), cx.settings, cx.secure_mode);
     if !refusals.is_empty() {
         return Err(RunnerError::Refused(refusals.join("; ")));
     }
@@ -152,7 +150,9 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
     for (k, v) in job.env.iter() {
         if k == "HOIST_RUN_TOKEN" || looks_secret(k) {
             secret_data.insert(k.to_string(), json!(v));
-            env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}}));
+            env.push(
+                json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}}),
+            );
         } else {
             env.push(json!({"name": k, "value": v}));
         }
@@ -196,7 +196,11 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
                         c["args"] = json!(job.args);
                     }
                 }
-                let mut e = c.get("env").and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut e = c
+                    .get("env")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 e.retain(|x| !job.env.contains_key(x["name"].as_str().unwrap_or("")));
                 e.extend(env.iter().cloned());
                 c["env"] = json!(e);

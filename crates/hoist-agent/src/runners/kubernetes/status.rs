@@ -50,7 +50,11 @@ pub fn job_status(v: &Value) -> TopStatus {
             message: c["message"].as_str().unwrap_or("").into(),
         };
     }
-    if v.pointer("/status/active").and_then(Value::as_i64).unwrap_or(0) > 0 {
+    if v.pointer("/status/active")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        > 0
+    {
         return TopStatus::Running;
     }
     TopStatus::Pending
@@ -83,10 +87,18 @@ pub fn custom_status(api_version: &str, kind: &str, v: &Value) -> TopStatus {
 }
 
 pub fn pod_view(v: &Value) -> PodView {
-    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut p = PodView {
         name: name.clone(),
-        phase: v.pointer("/status/phase").and_then(Value::as_str).unwrap_or("").into(),
+        phase: v
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
         ..PodView::default()
     };
     if let Some(cs) = v.pointer("/status/conditions").and_then(Value::as_array) {
@@ -100,14 +112,22 @@ pub fn pod_view(v: &Value) -> PodView {
             }
         }
     }
-    if p.phase == "Failed" && v.pointer("/status/reason").and_then(Value::as_str) == Some("Evicted") {
+    if p.phase == "Failed" && v.pointer("/status/reason").and_then(Value::as_str) == Some("Evicted")
+    {
         p.disrupted = Some(format!(
             "pod {name} was evicted: {}",
-            v.pointer("/status/message").and_then(Value::as_str).unwrap_or("")
+            v.pointer("/status/message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
         ));
     }
     for key in ["/status/initContainerStatuses", "/status/containerStatuses"] {
-        for s in v.pointer(key).and_then(Value::as_array).into_iter().flatten() {
+        for s in v
+            .pointer(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let st = &s["state"];
             let cname = s["name"].as_str().unwrap_or("").to_string();
             if st.get("running").is_some() && key.ends_with("/containerStatuses") {
@@ -120,7 +140,10 @@ pub fn pod_view(v: &Value) -> PodView {
                 }
                 if matches!(
                     r,
-                    "ErrImagePull" | "ImagePullBackOff" | "CreateContainerConfigError" | "InvalidImageName"
+                    "ErrImagePull"
+                        | "ImagePullBackOff"
+                        | "CreateContainerConfigError"
+                        | "InvalidImageName"
                 ) {
                     p.start_failure = Some((r.into(), w["message"].as_str().unwrap_or("").into()));
                 }
