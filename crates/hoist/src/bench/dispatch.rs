@@ -38,6 +38,15 @@ pub struct DispatchBench {
     /// Skip the Docker figures.
     #[arg(long)]
     pub no_docker: bool,
+    /// Also measure Kubernetes dispatch against the cluster of `KUBECONFIG` (the image
+    /// must be on the node already: it is not pulled).
+    #[cfg(feature = "kubernetes")]
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Sequential launches per Kubernetes dispatch figure (and as many for its floor).
+    #[cfg(feature = "kubernetes")]
+    #[arg(long, default_value_t = 50)]
+    pub kube_samples: usize,
 }
 
 pub(crate) struct AgentProcess(pub(crate) Child);
@@ -392,6 +401,12 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<()> {
             ratio99,
             None,
         );
+    }
+
+    #[cfg(feature = "kubernetes")]
+    if b.kubernetes {
+        super::kubernetes::run(&c, &srv.url, &srv.key, dir.path(), &b.image, b.kube_samples)
+            .await?;
     }
 
     // Short-job throughput through one agent at -j 16.

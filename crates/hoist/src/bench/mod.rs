@@ -7,6 +7,8 @@
 //! - [`dispatch`]: server + agent (launch-to-process latency for local processes and
 //!   containers against their floors, short-job throughput, idle agent), `hoist bench
 //!   dispatch`.
+//!   With `--kubernetes` ([`kubernetes`]): Kubernetes dispatch against the same Job
+//!   created directly, and the API requests each run costs.
 //! - [`logs`]: run logs (append and concurrent paging throughput, server peak memory
 //!   against raw file IO), `hoist bench logs`.
 //! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
@@ -21,6 +23,8 @@ use hoist_client::{Client, Secret};
 
 pub mod build;
 pub mod dispatch;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod logs;
 pub mod queue;
 
