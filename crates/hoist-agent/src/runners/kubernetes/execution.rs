@@ -305,20 +305,8 @@ enum End {
 
 impl Supervisor {
     async fn run(mut self) {
-<<<<<<< HEAD
         let mut top = top_watch(&self.target, Duration::ZERO);
         let mut pods = pod_watch(&self.target, Duration::ZERO);
-=======
-        let top_cfg =
-            watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
-        let mut top = watcher(self.target.top(), top_cfg)
-            .default_backoff()
-            .boxed();
-        let pod_cfg = watcher::Config::default().labels(&self.target.selector);
-        let mut pods = watcher(self.target.pods(), pod_cfg)
-            .default_backoff()
-            .boxed();
->>>>>>> wp/k8sbench
         let mut top_status = TopStatus::Pending;
         let mut top_seen = false;
         let mut top_gone = false;

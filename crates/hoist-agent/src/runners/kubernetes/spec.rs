@@ -246,7 +246,6 @@ pub fn object_name(prefix: Option<&str>, run_id: &str) -> String {
     }
 }
 
-<<<<<<< HEAD
 /// The `hoist.dev/*` labels of a run's objects (label-safe values).
 pub fn run_labels(job: &JobSpec) -> BTreeMap<String, String> {
     exact_values(job)
@@ -297,63 +296,6 @@ impl EnvSecret {
             .collect();
         let base = if base.is_empty() {
             "_".to_string()
-=======
-pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerError> {
-    let mut obj = job.resource_config.clone();
-    if !obj.is_object() {
-        return Err(RunnerError::Refused(
-            "the queue config is not an object".into(),
-        ));
-    }
-    let refusals = policy::refusals(&privileged_settings(&obj), cx.settings, cx.secure_mode);
-    if !refusals.is_empty() {
-        return Err(RunnerError::Refused(refusals.join("; ")));
-    }
-    let api_version = obj["apiVersion"].as_str().unwrap_or("batch/v1").to_string();
-    let kind = obj["kind"].as_str().unwrap_or("Job").to_string();
-    obj["apiVersion"] = json!(api_version);
-    obj["kind"] = json!(kind);
-    let prefix = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("hoist")
-        .to_string();
-    let name = dns_name(&prefix, &job.run_id);
-    let namespace = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or(cx.default_namespace)
-        .to_string();
-    let labels: BTreeMap<String, String> = [
-        (LABEL_RUN_ID, label_safe(&job.run_id)),
-        (LABEL_AGENT, label_safe(&job.agent_name)),
-        (LABEL_QUEUE, label_safe(&job.queue)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let annotations = json!({
-        "hoist.dev/run-id": job.run_id, "hoist.dev/agent": job.agent_name, "hoist.dev/queue": job.queue,
-    });
-    let meta = obj
-        .as_object_mut()
-        .unwrap()
-        .entry("metadata")
-        .or_insert(json!({}));
-    meta["name"] = json!(name);
-    meta["namespace"] = json!(namespace);
-    add_labels(meta, &labels);
-    meta["annotations"] = annotations.clone();
-    let secret_name = format!("{}-env", &name[..name.len().min(58)]);
-    let mut secret_data = serde_json::Map::new();
-    let mut env = Vec::new();
-    for (k, v) in job.env.iter() {
-        if k == "HOIST_RUN_TOKEN" || looks_secret(k) {
-            secret_data.insert(k.to_string(), json!(v));
-            env.push(
-                json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}}),
-            );
->>>>>>> wp/k8sbench
         } else {
             base
         };
@@ -370,17 +312,6 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Submission, RunnerEr
                     self.data.insert(key.clone(), value.to_string());
                     return key;
                 }
-<<<<<<< HEAD
-=======
-                let mut e = c
-                    .get("env")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                e.retain(|x| !job.env.contains_key(x["name"].as_str().unwrap_or("")));
-                e.extend(env.iter().cloned());
-                c["env"] = json!(e);
->>>>>>> wp/k8sbench
             }
         }
     }

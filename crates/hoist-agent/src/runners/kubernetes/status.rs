@@ -326,7 +326,6 @@ const START_FAILURES: &[&str] = &[
     "RunContainerError",
 ];
 
-<<<<<<< HEAD
 /// Pod `status.reason`s set when a node takes a pod's resources back or goes away.
 const DISRUPTIONS: &[&str] = &[
     "Evicted",
@@ -336,27 +335,6 @@ const DISRUPTIONS: &[&str] = &[
     "Terminated",
     "NodeLost",
 ];
-=======
-pub fn job_status(v: &Value) -> TopStatus {
-    if cond(v, "Complete").is_some() {
-        return TopStatus::Succeeded;
-    }
-    if let Some(c) = cond(v, "Failed") {
-        return TopStatus::Failed {
-            reason: c["reason"].as_str().unwrap_or("Failed").into(),
-            message: c["message"].as_str().unwrap_or("").into(),
-        };
-    }
-    if v.pointer("/status/active")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        > 0
-    {
-        return TopStatus::Running;
-    }
-    TopStatus::Pending
-}
->>>>>>> wp/k8sbench
 
 fn reason_message(reason: &str, message: &str) -> String {
     if message.is_empty() {
@@ -366,27 +344,11 @@ fn reason_message(reason: &str, message: &str) -> String {
     }
 }
 
-<<<<<<< HEAD
 /// Reads one pod.
 pub fn pod_view(pod: &Value) -> PodView {
     let name = str_at(pod, &["metadata", "name"]).unwrap_or("").to_string();
     let mut view = PodView {
         phase: str_at(pod, &["status", "phase"]).unwrap_or("").to_string(),
-=======
-pub fn pod_view(v: &Value) -> PodView {
-    let name = v
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let mut p = PodView {
-        name: name.clone(),
-        phase: v
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .into(),
->>>>>>> wp/k8sbench
         ..PodView::default()
     };
     let conds = conditions(pod);
@@ -420,7 +382,6 @@ pub fn pod_view(v: &Value) -> PodView {
                 view.start_failure = Some((reason.to_string(), message.to_string()));
             }
         }
-<<<<<<< HEAD
         if state.get("running").is_some() {
             view.running = true;
         }
@@ -442,54 +403,6 @@ pub fn pod_view(v: &Value) -> PodView {
                 reason: text("reason"),
                 message: text("message"),
             });
-=======
-    }
-    if p.phase == "Failed" && v.pointer("/status/reason").and_then(Value::as_str) == Some("Evicted")
-    {
-        p.disrupted = Some(format!(
-            "pod {name} was evicted: {}",
-            v.pointer("/status/message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        ));
-    }
-    for key in ["/status/initContainerStatuses", "/status/containerStatuses"] {
-        for s in v
-            .pointer(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let st = &s["state"];
-            let cname = s["name"].as_str().unwrap_or("").to_string();
-            if st.get("running").is_some() && key.ends_with("/containerStatuses") {
-                p.running = true;
-            }
-            if let Some(w) = st.get("waiting") {
-                let r = w["reason"].as_str().unwrap_or("");
-                if r == "ContainerCreating" || r == "PodInitializing" {
-                    p.pulling = true;
-                }
-                if matches!(
-                    r,
-                    "ErrImagePull"
-                        | "ImagePullBackOff"
-                        | "CreateContainerConfigError"
-                        | "InvalidImageName"
-                ) {
-                    p.start_failure = Some((r.into(), w["message"].as_str().unwrap_or("").into()));
-                }
-            }
-            if let Some(t) = st.get("terminated") {
-                p.ended.push(ContainerEnd {
-                    pod: name.clone(),
-                    container: cname,
-                    exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
-                    reason: t["reason"].as_str().unwrap_or("").into(),
-                    message: t["message"].as_str().unwrap_or("").into(),
-                });
-            }
->>>>>>> wp/k8sbench
         }
     }
     view.disrupted = conds
