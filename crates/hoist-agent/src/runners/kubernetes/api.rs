@@ -4,13 +4,16 @@
 //!
 //! Every request the runner sends, for the RBAC rules (`deploy/kubernetes`):
 //!
-//! | resource | verbs |
-//! |---|---|
-//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete |
-//! | `secrets` | create, get, list, patch, delete, deletecollection |
-//! | `pods` | get, list, watch, delete, deletecollection |
-//! | `pods/log` | get |
-//! | discovery (`/api`, `/apis/GROUP/VERSION`) | (non-resource, allowed to every authenticated user) |
+//! | resource | verbs | what for |
+//! |---|---|---|
+//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete | start (and `dryRun=All`), a 409's owner check, adopt, the watch, stop and cleanup |
+//! | `secrets` | create, get, list, patch, deletecollection | the run's Secrets, a 409's owner check, ownership, the sweep, cleanup |
+//! | `pods` | get, list, watch, deletecollection | the watch, the end's final look, a log stream's end, stop (grace period) and cleanup |
+//! | `pods/log` | get | the log followers |
+//! | discovery (`/api`, `/apis/GROUP/VERSION`) | get (non-resource URLs, granted to every authenticated user by `system:discovery`) | resolving `apiVersion`/`kind` |
+//!
+//! The sweep at agent start lists `secrets` and `batch` `jobs` across namespaces
+//! (a ClusterRole); where that is forbidden it lists the default namespace only.
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
