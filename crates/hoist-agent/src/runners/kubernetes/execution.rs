@@ -720,3 +720,28 @@ pub fn prefixed(api_version: &str, kind: &str, object: &Value) -> bool {
     };
     count("/spec/template/spec/containers") + count("/spec/template/spec/initContainers") > 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lines_are_prefixed_when_a_run_may_have_several_containers() {
+        let job = |spec: Value| json!({"spec": spec});
+        let one = job(json!({"template": {"spec": {"containers": [{"name": "main"}]}}}));
+        assert!(!prefixed("batch/v1", "Job", &one));
+        let par = job(
+            json!({"parallelism": 2, "template": {"spec": {"containers": [{"name": "main"}]}}}),
+        );
+        assert!(prefixed("batch/v1", "Job", &par));
+        let comp = job(
+            json!({"completions": 3, "template": {"spec": {"containers": [{"name": "main"}]}}}),
+        );
+        assert!(prefixed("batch/v1", "Job", &comp));
+        let two = job(json!({"template": {"spec": {
+            "initContainers": [{"name": "fetch"}], "containers": [{"name": "main"}]}}}));
+        assert!(prefixed("batch/v1", "Job", &two));
+        assert!(prefixed("kubeflow.org/v1", "PyTorchJob", &one));
+    }
+}
