@@ -431,3 +431,45 @@ async fn the_sweep_deletes_only_runs_that_are_over() {
             .is_empty()
     );
 }
+
+/// A pod deleted by someone else while it runs (a drain, an eviction through the API):
+/// the execution ends preempted, naming the pod, even though the Job's controller
+/// starts a replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_behind_hoists_back_is_a_preemption() {
+    require_k8s!();
+    let env = Env::new("k8s-preempt").await;
+    let id = "runpreempt";
+    let job = env.job(id, env.seed(), &["sh", "-c", "echo up; exec sleep 600"]);
+    let exec = env.runner.start(&job, LogSink::new()).await.expect("start");
+    tokio::time::timeout(LONG, exec.running())
+        .await
+        .expect("running in time")
+        .expect("runs");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let lp = ListParams::default().labels(&format!("hoist.dev/run-id={id}"));
+    let pod = pods.list(&lp).await.expect("pods").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    pods.delete(
+        &pod,
+        &DeleteParams {
+            grace_period_seconds: Some(1),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .expect("delete the pod");
+    let exit = tokio::time::timeout(LONG, exec.wait())
+        .await
+        .expect("ends in time")
+        .expect("exit");
+    match &exit {
+        Exit::Preempted { reason } => assert!(reason.contains(&pod), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    exec.cleanup().await;
+    env.wait_nothing_left(id).await;
+}

@@ -803,3 +803,53 @@ spec:
     }
     e.ns.kubectl.wait_none(&ns, "trainings,pods,secrets", &sel);
 }
+
+/// A pod deleted by someone else than hoist (a node drained, an eviction) while the
+/// run runs: the run goes back to its queue with the reason, runs again (a new Job of
+/// the same name once the old one is gone), and can be stopped.
+#[test]
+fn a_deleted_pod_requeues_the_run() {
+    require_k8s!();
+    let mut e = K8sE2e::new("k8s-preempt", "");
+    e.queue("kd", &seed_job(&e.ns.name, "", ""), &[]);
+    e.agent(&["kd"]);
+    let id = e.launch("kd", &["sh", "-c", "echo attempt; exec sleep 600"]);
+    e.wait_state(&id, "running");
+    let sel = format!("hoist.dev/run-id={id}");
+    let pods = e.ns.kubectl.names(&e.ns.name, "pods", &sel);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let pod = pods[0].split('/').nth(1).expect("pod name").to_string();
+    e.ns.kubectl.ok(
+        &[
+            "-n",
+            &e.ns.name,
+            "delete",
+            "pod",
+            &pod,
+            "--grace-period=1",
+            "--wait=false",
+        ],
+        None,
+    );
+    let r = e.wait_run(&id, "re-queued", |r| {
+        r["timeline"].as_array().into_iter().flatten().any(|t| {
+            t["to"] == "queued"
+                && t["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("preempted") && s.contains(&pod))
+        })
+    });
+    assert!(r["attempts"].as_i64().unwrap_or(0) >= 1, "{r:#}");
+    // Taken again and running in a new pod.
+    let r = e.wait_run(&id, "running again", |r| {
+        r["state"] == "running"
+            && r["timeline"]
+                .as_array()
+                .is_some_and(|t| t.iter().filter(|x| x["to"] == "running").count() == 2)
+    });
+    assert_eq!(r["state"], "running");
+    e.w.run(&["run", "stop", &id]).ok();
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "stopped", "{r:#}");
+    e.wait_nothing_left(&id);
+}

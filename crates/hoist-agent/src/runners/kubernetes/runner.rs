@@ -94,11 +94,16 @@ impl KubernetesRunner {
         let secrets = secret_kind.api(&self.cluster.client, &sub.namespace);
         let mut names = Vec::new();
         for s in &sub.secrets {
-            let o = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
-            names.push(o.metadata.name.unwrap_or_default());
+            let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
+            let name = o.metadata.name.unwrap_or_default();
+            if existed {
+                // An earlier attempt's: it may hold an earlier run token.
+                api::refresh_secret(&self.cluster.client, &sub.namespace, &name, s).await?;
+            }
+            names.push(name);
         }
         let top = target.kind.api(&self.cluster.client, &sub.namespace);
-        let created = api::create_or_adopt(&top, &sub.object, &sub.labels, false).await?;
+        let (created, _) = api::create_or_adopt(&top, &sub.object, &sub.labels, false).await?;
         undo.top_created = true;
         api::own_secrets(
             &self.cluster.client,
