@@ -61,7 +61,11 @@ fn unique(prefix: &str) -> String {
 
 fn settings() -> KubernetesSettings {
     KubernetesSettings {
-        kubeconfig: Some(std::env::var("HOIST_TEST_KUBECONFIG").expect("HOIST_TEST_KUBECONFIG").into()),
+        kubeconfig: Some(
+            std::env::var("HOIST_TEST_KUBECONFIG")
+                .expect("HOIST_TEST_KUBECONFIG")
+                .into(),
+        ),
         ..KubernetesSettings::default()
     }
 }
@@ -218,17 +222,35 @@ async fn a_job_runs_logs_and_is_cleaned_up() {
     let sink = LogSink::new();
     let exec = env.runner.start(&job, sink.clone()).await.expect("start");
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
-    let created = jobs.list(&ListParams::default().labels(&format!("hoist.dev/run-id={id}"))).await.expect("jobs");
+    let created = jobs
+        .list(&ListParams::default().labels(&format!("hoist.dev/run-id={id}")))
+        .await
+        .expect("jobs");
     let text = serde_json::to_string(&created.items).expect("json");
-    assert!(!text.contains("s3cret"), "the run token is literal in the Job: {text}");
-    tokio::time::timeout(LONG, exec.running()).await.expect("running in time").expect("runs");
-    let exit = tokio::time::timeout(LONG, exec.wait()).await.expect("ends in time").expect("exit");
+    assert!(
+        !text.contains("s3cret"),
+        "the run token is literal in the Job: {text}"
+    );
+    tokio::time::timeout(LONG, exec.running())
+        .await
+        .expect("running in time")
+        .expect("runs");
+    let exit = tokio::time::timeout(LONG, exec.wait())
+        .await
+        .expect("ends in time")
+        .expect("exit");
     match &exit {
-        Exit::Failed { code: Some(4), reason } => assert!(reason.contains("exit code 4"), "{reason}"),
+        Exit::Failed {
+            code: Some(4),
+            reason,
+        } => assert!(reason.contains("exit code 4"), "{reason}"),
         other => panic!("{other:?}"),
     }
     let lines = texts(&sink);
-    assert!(lines.contains(&"one".to_string()) && lines.contains(&"two".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"one".to_string()) && lines.contains(&"two".to_string()),
+        "{lines:?}"
+    );
     exec.cleanup().await;
     env.wait_nothing_left(id).await;
 }
@@ -241,11 +263,22 @@ async fn a_name_conflict_adopts_its_own_and_refuses_others() {
     let env = Env::new("k8s-409").await;
     let id = "run409";
     let job = env.job(id, env.seed(), &["sh", "-c", "echo once; sleep 2"]);
-    let first = env.runner.start(&job, LogSink::new()).await.expect("first start");
+    let first = env
+        .runner
+        .start(&job, LogSink::new())
+        .await
+        .expect("first start");
     // The same run started again (an attempt whose answer was lost): adopted.
     let sink = LogSink::new();
-    let second = env.runner.start(&job, sink.clone()).await.expect("second start adopts");
-    let exit = tokio::time::timeout(LONG, second.wait()).await.expect("in time").expect("exit");
+    let second = env
+        .runner
+        .start(&job, sink.clone())
+        .await
+        .expect("second start adopts");
+    let exit = tokio::time::timeout(LONG, second.wait())
+        .await
+        .expect("in time")
+        .expect("exit");
     assert_eq!(exit, Exit::Code(0));
     assert!(texts(&sink).contains(&"once".to_string()));
     drop(first);
@@ -260,7 +293,9 @@ async fn a_name_conflict_adopts_its_own_and_refuses_others() {
         "spec": {"template": {"spec": {"containers": [{"name": "c", "image": image(), "imagePullPolicy": "IfNotPresent", "args": ["true"]}], "restartPolicy": "Never"}}},
     }))
     .expect("job");
-    jobs.create(&PostParams::default(), &theirs).await.expect("create theirs");
+    jobs.create(&PostParams::default(), &theirs)
+        .await
+        .expect("create theirs");
     let err = env
         .runner
         .start(&env.job(other, env.seed(), &["true"]), LogSink::new())
@@ -269,8 +304,17 @@ async fn a_name_conflict_adopts_its_own_and_refuses_others() {
         .expect("refused");
     assert!(matches!(err, RunnerError::Start { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("already exists") && msg.contains(&format!("seed-job-{other}")), "{msg}");
-    assert!(jobs.get_opt(&format!("seed-job-{other}")).await.expect("get").is_some(), "theirs was deleted");
+    assert!(
+        msg.contains("already exists") && msg.contains(&format!("seed-job-{other}")),
+        "{msg}"
+    );
+    assert!(
+        jobs.get_opt(&format!("seed-job-{other}"))
+            .await
+            .expect("get")
+            .is_some(),
+        "theirs was deleted"
+    );
     // What this start created (its Secret) is deleted again.
     wait_until("the failed start's Secret to go", || async {
         env.left(other).await.is_empty()
@@ -295,7 +339,9 @@ async fn unknown_kinds_and_dry_runs() {
         .expect("refused");
     let msg = err.to_string();
     assert!(
-        msg.contains("Nothing") && msg.contains("nosuch.hoist.dev/v1") && msg.contains("CRD installed"),
+        msg.contains("Nothing")
+            && msg.contains("nosuch.hoist.dev/v1")
+            && msg.contains("CRD installed"),
         "{msg}"
     );
 
@@ -305,14 +351,21 @@ async fn unknown_kinds_and_dry_runs() {
     let text = serde_json::to_string(&dry.objects).expect("json");
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("seed-job-rundry"), "{text}");
-    assert!(env.left("rundry").await.is_empty(), "a dry run created objects");
+    assert!(
+        env.left("rundry").await.is_empty(),
+        "a dry run created objects"
+    );
     let offline = offline_dry_run(&job, &KubernetesSettings::default(), false).expect("offline");
     assert_eq!(offline.backend_check, None);
     assert_eq!(offline.objects.len(), dry.objects.len());
 
     let mut bad = env.seed();
     bad["spec"]["template"]["spec"]["containers"][0]["name"] = json!("Not_A_DNS_Label");
-    let dry = env.runner.dry_run(&env.job("rundrybad", bad, &["true"])).await.expect("dry run");
+    let dry = env
+        .runner
+        .dry_run(&env.job("rundrybad", bad, &["true"]))
+        .await
+        .expect("dry run");
     match &dry.backend_check {
         Some(Err(m)) => assert!(m.contains("Not_A_DNS_Label") || m.contains("name"), "{m}"),
         other => panic!("{other:?}"),
@@ -328,8 +381,16 @@ async fn the_sweep_deletes_only_runs_that_are_over() {
     let env = Env::new("k8s-sweep").await;
     let stale = env.job("runstale", env.seed(), &["sleep", "600"]);
     let kept = env.job("runkept", env.seed(), &["sh", "-c", "echo kept; sleep 3"]);
-    let a = env.runner.start(&stale, LogSink::new()).await.expect("start stale");
-    let b = env.runner.start(&kept, LogSink::new()).await.expect("start kept");
+    let a = env
+        .runner
+        .start(&stale, LogSink::new())
+        .await
+        .expect("start stale");
+    let b = env
+        .runner
+        .start(&kept, LogSink::new())
+        .await
+        .expect("start kept");
     // The agent dies: its executions are dropped, the objects stay.
     drop(a);
     drop(b);
@@ -340,16 +401,75 @@ async fn the_sweep_deletes_only_runs_that_are_over() {
         .expect("sweep");
     assert_eq!(swept, vec!["runstale".to_string()]);
     env.wait_nothing_left("runstale").await;
-    assert!(!env.left("runkept").await.is_empty(), "the kept run's objects were swept");
+    assert!(
+        !env.left("runkept").await.is_empty(),
+        "the kept run's objects were swept"
+    );
     let sink = LogSink::new();
-    let Adopted::Found(exec) = env.runner.adopt(&kept, sink.clone(), None).await.expect("adopt") else {
+    let Adopted::Found(exec) = env
+        .runner
+        .adopt(&kept, sink.clone(), None)
+        .await
+        .expect("adopt")
+    else {
         panic!("not found");
     };
-    let exit = tokio::time::timeout(LONG, exec.wait()).await.expect("in time").expect("exit");
+    let exit = tokio::time::timeout(LONG, exec.wait())
+        .await
+        .expect("in time")
+        .expect("exit");
     assert_eq!(exit, Exit::Code(0));
     assert!(texts(&sink).contains(&"kept".to_string()));
     exec.cleanup().await;
     env.wait_nothing_left("runkept").await;
     // Another agent's name sweeps nothing of these.
-    assert!(env.runner.sweep("someone-else", &[]).await.expect("sweep").is_empty());
+    assert!(
+        env.runner
+            .sweep("someone-else", &[])
+            .await
+            .expect("sweep")
+            .is_empty()
+    );
+}
+
+/// A pod deleted by someone else while it runs (a drain, an eviction through the API):
+/// the execution ends preempted, naming the pod, even though the Job's controller
+/// starts a replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_behind_hoists_back_is_a_preemption() {
+    require_k8s!();
+    let env = Env::new("k8s-preempt").await;
+    let id = "runpreempt";
+    let job = env.job(id, env.seed(), &["sh", "-c", "echo up; exec sleep 600"]);
+    let exec = env.runner.start(&job, LogSink::new()).await.expect("start");
+    tokio::time::timeout(LONG, exec.running())
+        .await
+        .expect("running in time")
+        .expect("runs");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let lp = ListParams::default().labels(&format!("hoist.dev/run-id={id}"));
+    let pod = pods.list(&lp).await.expect("pods").items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("name");
+    pods.delete(
+        &pod,
+        &DeleteParams {
+            grace_period_seconds: Some(1),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .expect("delete the pod");
+    let exit = tokio::time::timeout(LONG, exec.wait())
+        .await
+        .expect("ends in time")
+        .expect("exit");
+    match &exit {
+        Exit::Preempted { reason } => assert!(reason.contains(&pod), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    exec.cleanup().await;
+    env.wait_nothing_left(id).await;
 }

@@ -149,7 +149,11 @@ async fn kubernetes_runner(cfg: &AgentConfig) -> Result<(Arc<dyn Runner>, String
         .map_err(|e| format!("no Kubernetes cluster: {e}"))?;
     let version = match tokio::time::timeout(KUBERNETES_CHECK_WITHIN, cluster.check()).await {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(format!("no Kubernetes cluster answered when it started: {e}")),
+        Ok(Err(e)) => {
+            return Err(format!(
+                "no Kubernetes cluster answered when it started: {e}"
+            ));
+        }
         Err(_) => {
             return Err(format!(
                 "no Kubernetes cluster answered when it started: the API server at {} ({}) did not answer within {}s",

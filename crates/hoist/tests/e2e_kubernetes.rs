@@ -62,6 +62,16 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
 }
 
+/// The run id in `hoist launch --wait`'s stderr.
+fn launched_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("hoist: launched run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
+        .to_string()
+}
+
 /// The test cluster through its kubectl.
 struct Kubectl {
     bin: String,
@@ -269,19 +279,36 @@ impl K8sE2e {
                 a["name"] == self.agent_name.as_str()
                     && matches!(a["status"].as_str(), Some("polling" | "running"))
             });
-            if up && self.agents.last().expect("agent").log().contains("Agent registered") {
+            if up
+                && self
+                    .agents
+                    .last()
+                    .expect("agent")
+                    .log()
+                    .contains("Agent registered")
+            {
                 return;
             }
             if let Some(st) = self.agents.last_mut().expect("agent").try_wait() {
-                panic!("the agent exited early ({st})\n{}", self.agents.last().expect("agent").log());
+                panic!(
+                    "the agent exited early ({st})\n{}",
+                    self.agents.last().expect("agent").log()
+                );
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "the agent did not register");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the agent did not register"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn agent_log(&self) -> String {
-        self.agents.iter().map(AgentProc::log).collect::<Vec<_>>().join("\n---\n")
+        self.agents
+            .iter()
+            .map(AgentProc::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     }
 
     fn launch(&self, queue: &str, args: &[&str]) -> String {
@@ -374,28 +401,60 @@ fn seed_job_runs_end_to_end() {
     e.queue("kq", &seed_job(&e.ns.name, "", ""), &[]);
     e.agent(&["kq"]);
     let img = image();
-    let ok = e
-        .w
-        .run(&[
-            "launch", "--queue", "kq", "--image", &img, "--wait", "--", "sh", "-c",
+    let ok =
+        e.w.run(&[
+            "launch",
+            "--queue",
+            "kq",
+            "--image",
+            &img,
+            "--wait",
+            "--",
+            "sh",
+            "-c",
             "echo hello from kubernetes; echo to stderr >&2; echo token=${HOIST_RUN_TOKEN:+set}",
-        ]);
-    let id = ok.stdout.lines().next().unwrap_or_default().trim().to_string();
-    let r = e.wait_ended(&id);
-    assert_eq!(r["state"], "finished", "{r:#}\n{:#?}", e.logs(&id));
-    assert_eq!(r["exit_code"], 0);
-    let lines = e.job_lines(&id);
+        ])
+        .ok();
+    // A container's log is one stream: stderr lines come with stdout's.
     for want in ["hello from kubernetes", "to stderr", "token=set"] {
-        assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
+        assert!(
+            ok.stdout.lines().any(|l| l == want),
+            "{want:?} not in:\n{}",
+            ok.stdout
+        );
     }
+    let id = launched_id(&ok.stderr);
+    let r = e.show(&id);
+    assert_eq!(r["state"], "finished", "{r:#}");
+    assert_eq!(r["exit_code"], 0);
     e.wait_nothing_left(&id);
 
-    let bad = e.launch("kq", &["sh", "-c", "echo about to fail; exit 3"]);
-    let r = e.wait_ended(&bad);
+    let bad =
+        e.w.run(&[
+            "launch",
+            "--queue",
+            "kq",
+            "--image",
+            &img,
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo about to fail; exit 3",
+        ])
+        .code(1)
+        .stdout_has("about to fail")
+        .stderr_has("exit code 3");
+    let bad = launched_id(&bad.stderr);
+    let r = e.show(&bad);
     assert_eq!(r["state"], "failed", "{r:#}");
     assert_eq!(r["exit_code"], 3, "{r:#}");
+    assert_eq!(r["failure"]["stage"], "run", "{r:#}");
     assert!(
-        r["failure"]["message"].as_str().unwrap_or_default().contains("exit code 3"),
+        r["failure"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 3"),
         "{r:#}"
     );
     assert!(e.job_lines(&bad).iter().any(|l| l == "about to fail"));
@@ -426,7 +485,10 @@ fn parallel_pods_all_logs() {
     assert_eq!(pods.len(), 2, "two pods' lines, prefixed: {lines:?}");
     for p in &pods {
         assert!(p.starts_with('[') && p.ends_with("/main"), "{p}");
-        assert!(lines.iter().any(|l| *l == format!("{p}] second line")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| *l == format!("{p}] second line")),
+            "{lines:?}"
+        );
     }
     e.wait_nothing_left(&id);
 }
@@ -448,11 +510,9 @@ fn stop_deletes_in_the_foreground() {
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "stopped", "{r:#}");
     // The run ends only once its pods are gone.
-    let pods = e.ns.kubectl.names(
-        &e.ns.name,
-        "pods",
-        &format!("hoist.dev/run-id={}", id),
-    );
+    let pods =
+        e.ns.kubectl
+            .names(&e.ns.name, "pods", &format!("hoist.dev/run-id={}", id));
     let running: Vec<&String> = pods.iter().collect();
     assert!(
         running.is_empty(),
@@ -507,29 +567,44 @@ fn restart_readopts_with_the_full_log() {
 fn start_failures_are_reported_with_their_reason() {
     require_k8s!();
     let mut e = K8sE2e::new("k8s-fail", "start_timeout: 40s\n");
-    e.queue("kf", &seed_job(&e.ns.name, "", ""), &[]);
+    // The run's image goes into a container whose image is `${image_uri}`.
+    e.queue(
+        "kf",
+        &seed_job(&e.ns.name, "", "")
+            .replace(&format!("image: {}", image()), "image: ${image_uri}"),
+        &[],
+    );
     e.queue(
         "kn",
-        &seed_job(&e.ns.name, "", "      nodeSelector:\n        hoist.dev/no-such-node: \"true\"\n"),
+        &seed_job(
+            &e.ns.name,
+            "",
+            "      nodeSelector:\n        hoist.dev/no-such-node: \"true\"\n",
+        ),
         &[],
     );
     e.agent(&["kf", "kn"]);
     let img = "hoist-test/no-such-image:never";
-    let id = e
-        .w
-        .run(&["launch", "--queue", "kf", "--image", img, "--", "true"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id =
+        e.w.run(&["launch", "--queue", "kf", "--image", img, "--", "true"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{r:#}");
-    let msg = r["failure"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = r["failure"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         msg.contains("ErrImagePull") || msg.contains("ImagePullBackOff"),
         "{msg}"
     );
-    assert!(!msg.contains("start_timeout"), "failed by the reason, not the timeout: {msg}");
+    assert!(
+        !msg.contains("start_timeout"),
+        "failed by the reason, not the timeout: {msg}"
+    );
     let states: Vec<&str> = r["timeline"]
         .as_array()
         .into_iter()
@@ -584,7 +659,11 @@ fn privileged_settings_are_refused_by_the_agent() {
         assert!(msg.contains("refused") && msg.contains(what), "{q}: {msg}");
         assert!(
             e.ns.kubectl
-                .names(&ns, "jobs,pods,secrets", &format!("hoist.dev/run-id={}", id))
+                .names(
+                    &ns,
+                    "jobs,pods,secrets",
+                    &format!("hoist.dev/run-id={}", id)
+                )
                 .is_empty(),
             "{q}: objects were created"
         );
@@ -648,7 +727,10 @@ spec:
     );
     e.queue("kc", &config, &[]);
     e.agent(&["kc"]);
-    let id = e.launch("kc", &["sh", "-c", "echo training step 1; echo training done"]);
+    let id = e.launch(
+        "kc",
+        &["sh", "-c", "echo training step 1; echo training done"],
+    );
     let sel = format!("hoist.dev/run-id={id}");
     // The controller: the run's Training, then its pod.
     let t0 = Instant::now();
@@ -657,7 +739,11 @@ spec:
         if let Some(o) = v["items"].as_array().and_then(|a| a.first()) {
             break o.clone();
         }
-        assert!(t0.elapsed() < LONG, "no Training for run {id}\n{}", e.agent_log());
+        assert!(
+            t0.elapsed() < LONG,
+            "no Training for run {id}\n{}",
+            e.agent_log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let name = obj["metadata"]["name"].as_str().expect("name").to_string();
@@ -676,8 +762,17 @@ spec:
     });
     k.ok(&["create", "-f", "-"], Some(&pod.to_string()));
     k.ok(
-        &["-n", &ns, "patch", "training", &name, "--type", "merge", "-p",
-          r#"{"status":{"phase":"Running"}}"#],
+        &[
+            "-n",
+            &ns,
+            "patch",
+            "training",
+            &name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+        ],
         None,
     );
     e.wait_state(&id, "running");
@@ -707,4 +802,54 @@ spec:
         );
     }
     e.ns.kubectl.wait_none(&ns, "trainings,pods,secrets", &sel);
+}
+
+/// A pod deleted by someone else than hoist (a node drained, an eviction) while the
+/// run runs: the run goes back to its queue with the reason, runs again (a new Job of
+/// the same name once the old one is gone), and can be stopped.
+#[test]
+fn a_deleted_pod_requeues_the_run() {
+    require_k8s!();
+    let mut e = K8sE2e::new("k8s-preempt", "");
+    e.queue("kd", &seed_job(&e.ns.name, "", ""), &[]);
+    e.agent(&["kd"]);
+    let id = e.launch("kd", &["sh", "-c", "echo attempt; exec sleep 600"]);
+    e.wait_state(&id, "running");
+    let sel = format!("hoist.dev/run-id={id}");
+    let pods = e.ns.kubectl.names(&e.ns.name, "pods", &sel);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let pod = pods[0].split('/').nth(1).expect("pod name").to_string();
+    e.ns.kubectl.ok(
+        &[
+            "-n",
+            &e.ns.name,
+            "delete",
+            "pod",
+            &pod,
+            "--grace-period=1",
+            "--wait=false",
+        ],
+        None,
+    );
+    let r = e.wait_run(&id, "re-queued", |r| {
+        r["timeline"].as_array().into_iter().flatten().any(|t| {
+            t["to"] == "queued"
+                && t["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("preempted") && s.contains(&pod))
+        })
+    });
+    assert!(r["attempts"].as_i64().unwrap_or(0) >= 1, "{r:#}");
+    // Taken again and running in a new pod.
+    let r = e.wait_run(&id, "running again", |r| {
+        r["state"] == "running"
+            && r["timeline"]
+                .as_array()
+                .is_some_and(|t| t.iter().filter(|x| x["to"] == "running").count() == 2)
+    });
+    assert_eq!(r["state"], "running");
+    e.w.run(&["run", "stop", &id]).ok();
+    let r = e.wait_ended(&id);
+    assert_eq!(r["state"], "stopped", "{r:#}");
+    e.wait_nothing_left(&id);
 }

@@ -32,7 +32,6 @@ use crate::builders::BuildError;
 use crate::logs::LogSink;
 
 pub mod docker;
-#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod local_process;
 

@@ -4,13 +4,16 @@
 //!
 //! Every request the runner sends, for the RBAC rules (`deploy/kubernetes`):
 //!
-//! | resource | verbs |
-//! |---|---|
-//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete |
-//! | `secrets` | create, get, list, patch, delete, deletecollection |
-//! | `pods` | get, list, watch, delete, deletecollection |
-//! | `pods/log` | get |
-//! | discovery (`/api`, `/apis/GROUP/VERSION`) | (non-resource, allowed to every authenticated user) |
+//! | resource | verbs | what for |
+//! |---|---|---|
+//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete | start (and `dryRun=All`), a 409's owner check, adopt, the watch, stop and cleanup |
+//! | `secrets` | create, get, list, patch, deletecollection | the run's Secrets, a 409's owner check, ownership, the sweep, cleanup |
+//! | `pods` | get, list, watch, deletecollection | the watch, the end's final look, a log stream's end, stop (grace period) and cleanup |
+//! | `pods/log` | get | the log followers |
+//! | discovery (`/api`, `/apis/GROUP/VERSION`) | get (non-resource URLs, granted to every authenticated user by `system:discovery`) | resolving `apiVersion`/`kind` |
+//!
+//! The sweep at agent start lists `secrets` and `batch` `jobs` across namespaces
+//! (a ClusterRole); where that is forbidden it lists the default namespace only.
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -86,7 +89,13 @@ pub async fn resolve(
     match kube::discovery::pinned_kind(client, &gvk).await {
         Ok((resource, caps)) => Ok(Kind {
             resource,
-            namespaced: matches!(caps, ApiCapabilities { scope: Scope::Namespaced, .. }),
+            namespaced: matches!(
+                caps,
+                ApiCapabilities {
+                    scope: Scope::Namespaced,
+                    ..
+                }
+            ),
         }),
         Err(e) if unknown_kind(&e) => Err(RunnerError::Start {
             message: format!(
@@ -128,13 +137,14 @@ pub(crate) fn uid_of(obj: &DynamicObject) -> Option<String> {
 }
 
 /// Creates `object`; a 409 (same name) is answered with the existing object when it is
-/// this run's (an earlier attempt), and refused otherwise.
+/// this run's (an earlier attempt), and refused otherwise. The flag says whether the
+/// object existed already.
 pub async fn create_or_adopt(
     api: &Api<DynamicObject>,
     object: &Value,
     labels: &std::collections::BTreeMap<String, String>,
     dry_run: bool,
-) -> Result<DynamicObject, RunnerError> {
+) -> Result<(DynamicObject, bool), RunnerError> {
     let kind = object["kind"].as_str().unwrap_or("object").to_string();
     let name = object
         .pointer("/metadata/name")
@@ -146,18 +156,17 @@ pub async fn create_or_adopt(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let obj: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| {
-        RunnerError::Start {
+    let obj: DynamicObject =
+        serde_json::from_value(object.clone()).map_err(|e| RunnerError::Start {
             message: format!("the {kind} {name} is not a Kubernetes object: {e}"),
             source: Some(Box::new(e)),
-        }
-    })?;
+        })?;
     let pp = PostParams {
         dry_run,
         field_manager: Some("hoist".into()),
     };
     match api.create(&pp, &obj).await {
-        Ok(o) => Ok(o),
+        Ok(o) => Ok((o, false)),
         Err(e) if status_code(&e) == Some(409) && !dry_run => {
             let existing = api
                 .get_opt(&name)
@@ -188,7 +197,7 @@ pub async fn create_or_adopt(
                     transient: true,
                 });
             }
-            Ok(existing)
+            Ok((existing, true))
         }
         Err(e) if dry_run => Err(RunnerError::Start {
             message: format!(
@@ -216,6 +225,28 @@ pub(crate) fn server_message(e: &kube::Error) -> String {
     }
 }
 
+/// Replaces the data of an existing Secret of the run with `secret`'s (an earlier
+/// attempt's Secret holds that attempt's run token).
+pub async fn refresh_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    secret: &Value,
+) -> Result<(), RunnerError> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    let mut body = json!({"data": null, "stringData": null});
+    for key in ["data", "stringData"] {
+        if let Some(v) = secret.get(key) {
+            body[key] = v.clone();
+        }
+    }
+    let pp = PatchParams::default();
+    api.patch(name, &pp, &Patch::Merge(&body))
+        .await
+        .map_err(|e| api_error(format!("updating Secret {namespace}/{name}"), e))?;
+    Ok(())
+}
+
 /// Makes each Secret owned by the top object, so that deleting it deletes them.
 pub async fn own_secrets(
     client: &kube::Client,
@@ -236,7 +267,12 @@ pub async fn own_secrets(
     for s in secrets {
         api.patch(s, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| api_error(format!("making Secret {namespace}/{s} owned by {kind} {name}"), e))?;
+            .map_err(|e| {
+                api_error(
+                    format!("making Secret {namespace}/{s} owned by {kind} {name}"),
+                    e,
+                )
+            })?;
     }
     Ok(())
 }

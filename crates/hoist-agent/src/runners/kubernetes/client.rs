@@ -124,14 +124,14 @@ impl Cluster {
 
     /// Asks the API server for its version: `v1.20.2`.
     pub async fn check(&self) -> Result<String, ClusterError> {
-        let v = self
-            .client
-            .apiserver_version()
-            .await
-            .map_err(|source| ClusterError::Unreachable {
-                url: self.url.clone(),
-                source,
-            })?;
+        let v =
+            self.client
+                .apiserver_version()
+                .await
+                .map_err(|source| ClusterError::Unreachable {
+                    url: self.url.clone(),
+                    source,
+                })?;
         Ok(v.git_version)
     }
 }
@@ -153,7 +153,10 @@ async fn load(settings: &KubernetesSettings) -> Result<(Config, String), Cluster
             .filter(|v| !v.is_empty())
             .map(|v| {
                 let shown = PathBuf::from(&v);
-                (shown.clone(), format!("KUBECONFIG={}{ctx_note}", shown.display()))
+                (
+                    shown.clone(),
+                    format!("KUBECONFIG={}{ctx_note}", shown.display()),
+                )
             }),
     };
     let (file, what) = match explicit {
@@ -171,9 +174,8 @@ async fn load(settings: &KubernetesSettings) -> Result<(Config, String), Cluster
         let from_env = settings.kubeconfig.is_none() && std::env::var_os("KUBECONFIG").is_some();
         let read = tokio::task::spawn_blocking(move || {
             if from_env {
-                Kubeconfig::from_env().and_then(|k| {
-                    k.ok_or(kube::config::KubeconfigError::MissingClusterUrl)
-                })
+                Kubeconfig::from_env()
+                    .and_then(|k| k.ok_or(kube::config::KubeconfigError::MissingClusterUrl))
             } else {
                 Kubeconfig::read_from(&path)
             }
@@ -249,9 +251,16 @@ mod tests {
         let ClusterError::NoConfig { attempts } = &err else {
             panic!("{err}");
         };
-        assert_eq!(attempts.len(), 1, "no in-cluster attempt when a file is named");
+        assert_eq!(
+            attempts.len(),
+            1,
+            "no in-cluster attempt when a file is named"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("nope.yaml") && msg.contains("context ctx"), "{msg}");
+        assert!(
+            msg.contains("nope.yaml") && msg.contains("context ctx"),
+            "{msg}"
+        );
         assert!(!err.is_transient());
     }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff;
 use kube::api::{Api, DeleteParams, DynamicObject, PropagationPolicy};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
@@ -44,8 +45,17 @@ use crate::runners::{Execution, Exit, LogResume, RunnerError};
 /// wrong image name should fail it in seconds, not at `start_timeout`.
 pub const START_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
+/// How long a disruption (a pod evicted, or deleted by someone other than hoist) waits
+/// for the top object's verdict before it counts as a preemption: a Job's controller
+/// deletes the pods of a Job past its `activeDeadlineSeconds` before it marks the Job
+/// failed (`DeadlineExceeded`), which is a failure, not a preemption.
+const DISRUPTION_SETTLE: Duration = Duration::from_secs(5);
+
 /// How long the end waits for the containers' logs to be read to their end.
 const LOG_DRAIN: Duration = Duration::from_secs(60);
+
+/// How long a preempted or lost run's logs are still read (its containers may go on).
+const PARTIAL_LOG_DRAIN: Duration = Duration::from_secs(3);
 
 /// What the supervisor has seen, for the execution's waiters.
 #[derive(Clone, Default)]
@@ -122,6 +132,9 @@ impl KubeExecution {
             failing_since: None,
             warned: HashSet::new(),
             disrupted: None,
+            disrupted_at: None,
+            top_created: None,
+            deleted: Vec::new(),
         };
         let task = tokio::spawn(sup.run());
         KubeExecution {
@@ -246,32 +259,51 @@ struct Supervisor {
     /// Warnings written once each.
     warned: HashSet<String>,
     disrupted: Option<String>,
+    /// When the disruption was seen.
+    disrupted_at: Option<tokio::time::Instant>,
+    /// When the top object was created: pods created before it belong to an earlier
+    /// attempt of the run (being deleted) and are ignored.
+    top_created: Option<jiff::Timestamp>,
+    /// Pods deleted before they ended, judged once the top object is known.
+    deleted: Vec<Pod>,
 }
 
 /// How the supervision ends.
 enum End {
     Exit(Exit),
     /// The top object failed: the exit is worked out from the pods' final statuses.
-    TopFailed { reason: String, message: String },
+    TopFailed {
+        reason: String,
+        message: String,
+    },
     Lost(RunnerError),
 }
 
 impl Supervisor {
     async fn run(mut self) {
-        let top_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
-        let mut top = watcher(self.target.top(), top_cfg).default_backoff().boxed();
+        let top_cfg =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.target.name));
+        let mut top = watcher(self.target.top(), top_cfg)
+            .default_backoff()
+            .boxed();
         let pod_cfg = watcher::Config::default().labels(&self.target.selector);
-        let mut pods = watcher(self.target.pods(), pod_cfg).default_backoff().boxed();
+        let mut pods = watcher(self.target.pods(), pod_cfg)
+            .default_backoff()
+            .boxed();
         let mut top_status = TopStatus::Pending;
         let mut top_seen = false;
         let mut top_gone = false;
         let end = loop {
             let fail_at = self.failing_since.map(|t| t + START_FAILURE_WINDOW);
+            let settle_at = self.disrupted_at.map(|t| t + DISRUPTION_SETTLE);
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 ev = top.next() => match ev {
                     Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => {
                         top_seen = true;
+                        if let Some(t) = &o.metadata.creation_timestamp {
+                            self.top_created = Some(t.0);
+                        }
                         let v = serde_json::to_value(&o).unwrap_or(Value::Null);
                         top_status = status::custom_status(&self.target.api_version, &self.target.kind_name, &v);
                     }
@@ -297,8 +329,8 @@ impl Supervisor {
                     Some(Ok(watcher::Event::Delete(p))) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         self.pods.remove(&name);
-                        if !self.stopping.load(Ordering::SeqCst) && !pod_done(&p) && self.disrupted.is_none() {
-                            self.disrupted = Some(format!("pod {name} was deleted before it ended"));
+                        if !self.stopping.load(Ordering::SeqCst) && !pod_done(&p) {
+                            self.deleted.push(p);
                         }
                     }
                     Some(Ok(_)) => {}
@@ -309,6 +341,7 @@ impl Supervisor {
                     None => break End::Lost(RunnerError::Gone(format!("the watch of the pods of {} ended", self.target.describe()))),
                 },
                 _ = sleep_until_opt(fail_at) => {}
+                _ = sleep_until_opt(settle_at) => {}
             }
             if let Some(end) = self.evaluate(&top_status, top_gone) {
                 break end;
@@ -323,10 +356,39 @@ impl Supervisor {
         let mut any_running = false;
         let mut failure: Option<String> = None;
         let mut to_follow = Vec::new();
+        // Nothing is judged before the top object is known (its creation time tells
+        // this attempt's pods from an earlier one's).
+        if self.top_created.is_none() && !top_gone {
+            return None;
+        }
+        // Deleted, not by hoist, before they ended: a disruption (a drain, an eviction
+        // through the API, a person).
+        let mut disruptions = Vec::new();
+        for p in std::mem::take(&mut self.deleted) {
+            if self.current(&p) {
+                disruptions.push(p.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        for p in self.pods.values() {
+            if p.metadata.deletion_timestamp.is_some() && !pod_done(p) && self.current(p) {
+                disruptions.push(p.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        if !stopping {
+            for name in disruptions {
+                self.disrupt(format!("pod {name} was deleted before it ended"));
+            }
+        }
         let views: Vec<(String, status::PodView)> = self
             .pods
             .iter()
-            .map(|(n, p)| (n.clone(), status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null))))
+            .filter(|(_, p)| self.current(p))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    status::pod_view(&serde_json::to_value(p).unwrap_or(Value::Null)),
+                )
+            })
             .collect();
         for (name, view) in &views {
             if view.running || !view.ended.is_empty() {
@@ -348,9 +410,8 @@ impl Supervisor {
             }
             if let Some(d) = &view.disrupted
                 && !stopping
-                && self.disrupted.is_none()
             {
-                self.disrupted = Some(d.clone());
+                self.disrupt(format!("pod {name} was disrupted: {d}"));
             }
             if let Some(pod) = self.pods.get(name) {
                 for c in started_containers(pod) {
@@ -367,7 +428,9 @@ impl Supervisor {
                 *self.pending.lock().expect("pending") = None;
                 self.tx.send_modify(|p| p.running = Some(Ok(())));
             } else if let Some(f) = failure {
-                let since = *self.failing_since.get_or_insert_with(tokio::time::Instant::now);
+                let since = *self
+                    .failing_since
+                    .get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= START_FAILURE_WINDOW {
                     self.tx.send_modify(|p| {
                         p.running = Some(Err(Arc::new(RunnerError::start(f))));
@@ -376,6 +439,10 @@ impl Supervisor {
             } else {
                 self.failing_since = None;
             }
+        }
+        if self.tx.borrow().running.is_some() {
+            // Decided: no start-failure deadline to wake up for.
+            self.failing_since = None;
         }
         if stopping {
             if top_gone && self.pods.is_empty() {
@@ -386,8 +453,29 @@ impl Supervisor {
             }
             return None;
         }
-        if let Some(d) = &self.disrupted {
-            return Some(End::Exit(Exit::Preempted { reason: d.clone() }));
+        if let Some(d) = self.disrupted.clone() {
+            return match top {
+                TopStatus::Succeeded => Some(End::Exit(Exit::Code(0))),
+                TopStatus::Failed { reason, message } if reason == "DeadlineExceeded" => {
+                    Some(End::TopFailed {
+                        reason: reason.clone(),
+                        message: message.clone(),
+                    })
+                }
+                // The disrupted pod counted as a failure (a Job with `backoffLimit: 0`).
+                TopStatus::Failed { .. } => Some(End::Exit(Exit::Preempted { reason: d })),
+                _ if top_gone => Some(End::Lost(RunnerError::Gone(format!(
+                    "{} was deleted outside hoist",
+                    self.target.describe()
+                )))),
+                _ if self
+                    .disrupted_at
+                    .is_some_and(|t| t.elapsed() >= DISRUPTION_SETTLE) =>
+                {
+                    Some(End::Exit(Exit::Preempted { reason: d }))
+                }
+                _ => None,
+            };
         }
         match top {
             TopStatus::Succeeded => return Some(End::Exit(Exit::Code(0))),
@@ -406,6 +494,24 @@ impl Supervisor {
             ))));
         }
         None
+    }
+
+    /// True when `pod` belongs to this attempt: created no earlier than the top object
+    /// (timestamps have whole seconds; an earlier attempt's object was deleted before
+    /// this one was created).
+    fn current(&self, pod: &Pod) -> bool {
+        match (&self.top_created, &pod.metadata.creation_timestamp) {
+            (Some(top), Some(p)) => p.0 >= *top,
+            _ => true,
+        }
+    }
+
+    /// Records the first disruption seen.
+    fn disrupt(&mut self, why: String) {
+        if self.disrupted.is_none() {
+            self.disrupted = Some(why);
+            self.disrupted_at = Some(tokio::time::Instant::now());
+        }
     }
 
     fn last_failed_code(&self, views: &[(String, status::PodView)]) -> Option<i32> {
@@ -430,15 +536,18 @@ impl Supervisor {
         };
         match ended {
             Some(e) => {
-                let why = if e.reason.is_empty() || e.reason == "Error" {
-                    format!("exited with code {}", e.exit_code)
-                } else {
-                    format!("{} (exit code {})", e.reason, e.exit_code)
+                let why = match e.reason.as_deref() {
+                    None | Some("" | "Error") => format!("ended with exit code {}", e.exit_code),
+                    Some(r) => format!("{r} (exit code {})", e.exit_code),
                 };
                 Exit::Failed {
                     reason: format!(
                         "{} {}/{}: container {} of pod {} {why}",
-                        self.target.kind_name, self.target.namespace, self.target.name, e.container, e.pod
+                        self.target.kind_name,
+                        self.target.namespace,
+                        self.target.name,
+                        e.container,
+                        e.pod
                     ) + &format!("; {top}"),
                     code: Some(e.exit_code),
                 }
@@ -492,6 +601,7 @@ impl Supervisor {
                 let views: Vec<(String, status::PodView)> = self
                     .pods
                     .iter()
+                    .filter(|(_, p)| self.current(p))
                     .map(|(n, p)| {
                         (
                             n.clone(),
@@ -507,6 +617,7 @@ impl Supervisor {
         let names: Vec<(String, Vec<String>)> = self
             .pods
             .iter()
+            .filter(|(_, p)| self.current(p))
             .map(|(n, p)| (n.clone(), started_containers(p)))
             .collect();
         for (pod, cs) in names {
@@ -514,18 +625,27 @@ impl Supervisor {
                 self.follow(&pod, &c);
             }
         }
+        // A run that ended by its top object's status has its containers ended: their
+        // logs end. A preemption or a lost object may leave containers running (a
+        // replacement pod): their logs are read for a moment only.
+        let drain = match &end {
+            End::Exit(Exit::Preempted { .. }) | End::Lost(_) => PARTIAL_LOG_DRAIN,
+            _ => LOG_DRAIN,
+        };
         let drained = tokio::select! {
-            r = tokio::time::timeout(LOG_DRAIN, async {
+            r = tokio::time::timeout(drain, async {
                 while self.followers.join_next().await.is_some() {}
             }) => r.is_ok(),
             _ = self.cancel.cancelled() => return,
         };
         if !drained {
-            self.sink.system(&format!(
-                "[hoist: the logs of {} did not end within {}s of the run's end; they may be incomplete]",
-                self.target.describe(),
-                LOG_DRAIN.as_secs()
-            ));
+            if drain == LOG_DRAIN {
+                self.sink.system(&format!(
+                    "[hoist: the logs of {} did not end within {}s of the run's end; they may be incomplete]",
+                    self.target.describe(),
+                    LOG_DRAIN.as_secs()
+                ));
+            }
             self.followers.abort_all();
         }
         let result = match end {
@@ -592,6 +712,36 @@ pub fn prefixed(api_version: &str, kind: &str, object: &Value) -> bool {
     if n("/spec/parallelism") > 1 || n("/spec/completions") > 1 {
         return true;
     }
-    let count = |p: &str| object.pointer(p).and_then(Value::as_array).map_or(0, Vec::len);
+    let count = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
     count("/spec/template/spec/containers") + count("/spec/template/spec/initContainers") > 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lines_are_prefixed_when_a_run_may_have_several_containers() {
+        let job = |spec: Value| json!({"spec": spec});
+        let one = job(json!({"template": {"spec": {"containers": [{"name": "main"}]}}}));
+        assert!(!prefixed("batch/v1", "Job", &one));
+        let par = job(
+            json!({"parallelism": 2, "template": {"spec": {"containers": [{"name": "main"}]}}}),
+        );
+        assert!(prefixed("batch/v1", "Job", &par));
+        let comp = job(
+            json!({"completions": 3, "template": {"spec": {"containers": [{"name": "main"}]}}}),
+        );
+        assert!(prefixed("batch/v1", "Job", &comp));
+        let two = job(json!({"template": {"spec": {
+            "initContainers": [{"name": "fetch"}], "containers": [{"name": "main"}]}}}));
+        assert!(prefixed("batch/v1", "Job", &two));
+        assert!(prefixed("kubeflow.org/v1", "PyTorchJob", &one));
+    }
 }

@@ -160,11 +160,7 @@ pub fn container_ended(pod: &Pod, container: &str) -> bool {
         .flatten()
         .chain(st.init_container_statuses.iter().flatten())
         .filter(|c| c.name == container)
-        .any(|c| {
-            c.state
-                .as_ref()
-                .is_some_and(|s| s.terminated.is_some())
-        })
+        .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
 }
 
 fn to_jiff(t: DateTime<Utc>) -> Option<k8s_openapi::jiff::Timestamp> {

@@ -1,0 +1,370 @@
+//! [`KubernetesRunner`]: the [`Runner`] of kubernetes queues.
+//!
+//! A start creates the Secrets, then the top object, then makes the Secrets owned by
+//! it (deleting it deletes everything). A 409 on create is an earlier attempt of the
+//! same run when the object carries the run's labels (adopted), a clear failure
+//! otherwise. Objects are deleted by hoist once the logs are in (no TTL), or by
+//! [`Runner::sweep`] at the next start of the agent when it died first.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hoist_core::resource::ResourceType;
+use hoist_core::secret::Secret;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
+use kube::core::ApiResource;
+use serde_json::Value;
+
+use crate::config::KubernetesSettings;
+use crate::logs::LogSink;
+use crate::runners::{
+    Adopted, Capabilities, DryRun, Execution, JobSpec, LogResume, Runner, RunnerError,
+};
+
+use super::execution::{self, KubeExecution, Target};
+use super::{Cluster, api, spec};
+
+/// Runs jobs as Kubernetes objects.
+pub struct KubernetesRunner {
+    cluster: Cluster,
+    settings: KubernetesSettings,
+    secure_mode: bool,
+    /// The agent's registry credentials as a `.dockerconfigjson`, for a per-run pull
+    /// Secret.
+    docker_config_json: Option<Secret>,
+}
+
+impl KubernetesRunner {
+    pub fn new(cluster: Cluster, settings: KubernetesSettings, secure_mode: bool) -> Self {
+        KubernetesRunner {
+            cluster,
+            settings,
+            secure_mode,
+            docker_config_json: None,
+        }
+    }
+
+    /// Registry credentials (a `.dockerconfigjson` document) that runs get as a pull
+    /// Secret.
+    pub fn with_docker_config_json(mut self, json: Option<Secret>) -> Self {
+        self.docker_config_json = json;
+        self
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn build(&self, job: &JobSpec) -> Result<spec::Submission, RunnerError> {
+        let cx = spec::SpecContext {
+            default_namespace: &self.cluster.default_namespace,
+            settings: &self.settings,
+            secure_mode: self.secure_mode,
+            docker_config_json: self.docker_config_json.as_ref(),
+        };
+        spec::build(job, &cx)
+    }
+
+    async fn target(&self, sub: &spec::Submission) -> Result<Target, RunnerError> {
+        let kind = api::resolve(&self.cluster.client, &sub.api_version, &sub.kind).await?;
+        Ok(Target {
+            client: self.cluster.client.clone(),
+            kind,
+            api_version: sub.api_version.clone(),
+            kind_name: sub.kind.clone(),
+            namespace: sub.namespace.clone(),
+            name: sub.name.clone(),
+            selector: sub.selector(),
+            prefixed: execution::prefixed(&sub.api_version, &sub.kind, &sub.object),
+        })
+    }
+
+    /// Creates the submission's objects (Secrets, the top object, ownership). What was
+    /// created is deleted again when a later step fails, or when the caller gives up
+    /// before it finished (the future dropped).
+    async fn create(&self, sub: &spec::Submission, target: &Target) -> Result<(), RunnerError> {
+        let mut undo = Undo {
+            target: Some(target.clone()),
+            top_created: false,
+        };
+        let secret_kind = api::Kind {
+            resource: ApiResource::erase::<KubeSecret>(&()),
+            namespaced: true,
+        };
+        let secrets = secret_kind.api(&self.cluster.client, &sub.namespace);
+        let mut names = Vec::new();
+        for s in &sub.secrets {
+            let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
+            let name = o.metadata.name.unwrap_or_default();
+            if existed {
+                // An earlier attempt's: it may hold an earlier run token.
+                api::refresh_secret(&self.cluster.client, &sub.namespace, &name, s).await?;
+            }
+            names.push(name);
+        }
+        let top = target.kind.api(&self.cluster.client, &sub.namespace);
+        let (created, _) = api::create_or_adopt(&top, &sub.object, &sub.labels, false).await?;
+        undo.top_created = true;
+        api::own_secrets(
+            &self.cluster.client,
+            &sub.namespace,
+            &names,
+            &created,
+            &sub.api_version,
+            &sub.kind,
+        )
+        .await?;
+        undo.target = None;
+        Ok(())
+    }
+}
+
+/// Deletes a run's objects when dropped armed (a start that failed or was given up
+/// part-way): its Secrets and pods by label, and the top object only once this start
+/// created (or adopted) it (a same-named object of someone else is never touched).
+struct Undo {
+    target: Option<Target>,
+    top_created: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(target) = self.target.take() else {
+            return;
+        };
+        let top_created = self.top_created;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                let r = if top_created {
+                    target.delete_all(&dp).await
+                } else {
+                    api::delete_by_label(&target.client, &target.namespace, &target.selector, &dp)
+                        .await
+                };
+                if let Err(e) = r {
+                    tracing::warn!(message = "Could not delete what a failed start created; the agent's next start deletes it.", error = %e);
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for KubernetesRunner {
+    fn resource(&self) -> ResourceType {
+        ResourceType::Kubernetes
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            needs_image: true,
+            survives_restart: true,
+            needs_registry: true,
+            reports_pending: true,
+        }
+    }
+
+    async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
+        let sub = self.build(job)?;
+        let target = self.target(&sub).await?;
+        self.create(&sub, &target).await?;
+        Ok(Box::new(KubeExecution::supervise(
+            target,
+            logs,
+            LogResume::default(),
+        )))
+    }
+
+    async fn adopt(
+        &self,
+        job: &JobSpec,
+        logs: LogSink,
+        logs_since: Option<DateTime<Utc>>,
+    ) -> Result<Adopted, RunnerError> {
+        self.adopt_resuming(job, logs, LogResume::after(logs_since))
+            .await
+    }
+
+    /// The run's objects have a name derived from the run (the same submission is
+    /// built again): found by name, checked by label, supervised again; the logs
+    /// resume after what the server has.
+    async fn adopt_resuming(
+        &self,
+        job: &JobSpec,
+        logs: LogSink,
+        resume: LogResume,
+    ) -> Result<Adopted, RunnerError> {
+        let sub = self.build(job)?;
+        let target = self.target(&sub).await?;
+        let found = target
+            .kind
+            .api(&self.cluster.client, &sub.namespace)
+            .get_opt(&sub.name)
+            .await
+            .map_err(|e| {
+                api::api_error(
+                    format!("looking for {} {}/{}", sub.kind, sub.namespace, sub.name),
+                    e,
+                )
+            })?;
+        match found {
+            Some(o)
+                if api::is_ours(
+                    &serde_json::to_value(&o).unwrap_or(Value::Null),
+                    &sub.labels,
+                ) =>
+            {
+                Ok(Adopted::Found(Box::new(KubeExecution::supervise(
+                    target, logs, resume,
+                ))))
+            }
+            Some(_) => Ok(Adopted::Gone(format!(
+                "the {} {}/{} is not this run's any more (its hoist.dev labels differ)",
+                sub.kind, sub.namespace, sub.name
+            ))),
+            None => Ok(Adopted::Gone(format!(
+                "the {} {}/{} of this run no longer exists (deleted while the agent was away)",
+                sub.kind, sub.namespace, sub.name
+            ))),
+        }
+    }
+
+    /// Deletes the objects of this agent's runs that the server no longer assigns to
+    /// it: found through the run Secrets (every run has one; its owner reference names
+    /// the top object) and Jobs labelled with the agent, across namespaces (or in the
+    /// default namespace when the agent may not list cluster-wide).
+    async fn sweep(&self, agent: &str, keep: &[String]) -> Result<Vec<String>, RunnerError> {
+        let client = &self.cluster.client;
+        let selector = spec::agent_selector(agent);
+        let lp = ListParams::default().labels(&selector);
+        let all: Api<KubeSecret> = Api::all(client.clone());
+        let secrets = match all.list(&lp).await {
+            Ok(l) => l.items,
+            Err(e) if api::status_code(&e) == Some(403) => {
+                let ns: Api<KubeSecret> =
+                    Api::namespaced(client.clone(), &self.cluster.default_namespace);
+                ns.list(&lp)
+                    .await
+                    .map_err(|e| api::api_error("listing this agent's Secrets", e))?
+                    .items
+            }
+            Err(e) => return Err(api::api_error("listing this agent's Secrets", e)),
+        };
+        let jobs_kind = api::resolve(client, "batch/v1", "Job").await?;
+        let jobs =
+            match Api::<kube::api::DynamicObject>::all_with(client.clone(), &jobs_kind.resource)
+                .list(&lp)
+                .await
+            {
+                Ok(l) => l.items,
+                Err(e) if api::status_code(&e) == Some(403) => {
+                    jobs_kind
+                        .api(client, &self.cluster.default_namespace)
+                        .list(&lp)
+                        .await
+                        .map_err(|e| api::api_error("listing this agent's Jobs", e))?
+                        .items
+                }
+                Err(e) => return Err(api::api_error("listing this agent's Jobs", e)),
+            };
+        // (namespace, run label) → top objects (apiVersion, kind, name).
+        let mut stale: std::collections::BTreeMap<
+            (String, String),
+            (String, Vec<(String, String, String)>),
+        > = Default::default();
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        for s in &secrets {
+            let v = serde_json::to_value(s).unwrap_or(Value::Null);
+            let (Some(run), Some(ns)) = (api::run_id_of(&v), s.metadata.namespace.clone()) else {
+                continue;
+            };
+            if keep.contains(&run) {
+                continue;
+            }
+            let label = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(spec::LABEL_RUN_ID))
+                .cloned()
+                .unwrap_or_default();
+            let e = stale.entry((ns, label)).or_insert((run, Vec::new()));
+            for o in s.metadata.owner_references.iter().flatten() {
+                e.1.push((o.api_version.clone(), o.kind.clone(), o.name.clone()));
+            }
+        }
+        for j in &jobs {
+            let v = serde_json::to_value(j).unwrap_or(Value::Null);
+            let (Some(run), Some(ns)) = (api::run_id_of(&v), j.metadata.namespace.clone()) else {
+                continue;
+            };
+            if keep.contains(&run) {
+                continue;
+            }
+            let label = j
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(spec::LABEL_RUN_ID))
+                .cloned()
+                .unwrap_or_default();
+            let e = stale.entry((ns, label)).or_insert((run, Vec::new()));
+            e.1.push((
+                "batch/v1".into(),
+                "Job".into(),
+                j.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        let mut swept = Vec::new();
+        for ((ns, label), (run, tops)) in stale {
+            for (av, kind, name) in tops {
+                let k = api::resolve(client, &av, &kind).await?;
+                api::delete_named(
+                    &k.api(client, &ns),
+                    &name,
+                    &dp,
+                    &format!("{kind} {ns}/{name}"),
+                )
+                .await?;
+            }
+            if !label.is_empty() {
+                api::delete_by_label(client, &ns, &format!("{}={label}", spec::LABEL_RUN_ID), &dp)
+                    .await?;
+            }
+            swept.push(run);
+        }
+        Ok(swept)
+    }
+
+    /// The objects a start would create, masked, and the API server's own check of
+    /// each (`dryRun=All`).
+    async fn dry_run(&self, job: &JobSpec) -> Result<DryRun, RunnerError> {
+        let sub = self.build(job)?;
+        let check = async {
+            let target = self.target(&sub).await?;
+            let secret_kind = api::Kind {
+                resource: ApiResource::erase::<KubeSecret>(&()),
+                namespaced: true,
+            };
+            let secrets = secret_kind.api(&self.cluster.client, &sub.namespace);
+            for s in &sub.secrets {
+                api::create_or_adopt(&secrets, s, &sub.labels, true).await?;
+            }
+            let top = target.kind.api(&self.cluster.client, &sub.namespace);
+            api::create_or_adopt(&top, &sub.object, &sub.labels, true).await?;
+            Ok::<(), RunnerError>(())
+        };
+        let backend_check = Some(check.await.map_err(|e| e.to_string()));
+        Ok(DryRun {
+            objects: sub.masked(),
+            backend_check,
+        })
+    }
+}
