@@ -6,6 +6,8 @@
 //! - [`agent`]: registration, the long-poll claim loop, heartbeats, shutdown.
 //! - [`run`]: one run's life in phases: prepare, build, start (or adopt), supervise,
 //!   report; driven by cancellation tokens.
+//! - [`dry_run`]: `hoist launch --dry-run` on this machine: the prepare phase and the
+//!   runner's checks for a run that was never claimed, creating nothing.
 //! - [`macros`]: `${project_name}`-style queue-config macros and their secret filter.
 //! - [`host_env`]: the agent's own environment and what of it jobs and macros may see.
 //! - [`logs`]: bounded log capture and batched shipping to the server.
@@ -21,6 +23,7 @@
 pub mod agent;
 pub mod builders;
 pub mod config;
+pub mod dry_run;
 pub mod environments;
 pub mod host_env;
 pub mod logs;

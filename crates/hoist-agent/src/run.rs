@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Shared;
+use crate::host_env::HostEnv;
 use crate::logs::{LogSink, ship};
 use crate::macros::{self, MacroContext};
 use crate::runners::{
@@ -437,8 +438,38 @@ fn interrupted_before_start(ctx: &RunCtx, when: &str) -> Ending {
 /// built. Returns the spec and what the macros did (for the `starting` report).
 fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
     let shared = &ctx.shared;
-    let run = &ctx.run;
-    let env_lookup = |n: &str| shared.host_env.raw(n).map(str::to_string);
+    prepare_job(&Preparation {
+        run: &ctx.run,
+        token: &ctx.token,
+        agent_name: &shared.name,
+        base_url: &shared.base_url,
+        host_env: &shared.host_env,
+        env_allow_list: &shared.config.env_allow_list,
+    })
+}
+
+/// What [`prepare_job`] works from: a run as the server hands it out, and the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Preparation<'a> {
+    pub run: &'a Run,
+    /// The run token handed to the job as `HOIST_RUN_TOKEN`.
+    pub token: &'a Secret,
+    pub agent_name: &'a str,
+    /// `HOIST_BASE_URL`: the server as the agent reaches it.
+    pub base_url: &'a str,
+    /// The agent's environment (for `${NAME}` macros).
+    pub host_env: &'a HostEnv,
+    /// The agent config's `env-allow-list`.
+    pub env_allow_list: &'a [String],
+}
+
+/// The prepare phase's pure part: the queue config's macros filled, hoist's `HOIST_*`
+/// variables over the run's env, the `hoist.*` labels: the [`JobSpec`] a runner gets.
+/// Returns it and what the macros did. A claimed run and a dry run
+/// ([`dry_run_job`]) both come here.
+pub fn prepare_job(p: &Preparation<'_>) -> (JobSpec, String) {
+    let run = p.run;
+    let env_lookup = |n: &str| p.host_env.raw(n).map(str::to_string);
     let mctx = MacroContext {
         project: &run.project,
         entity: &run.entity,
@@ -446,7 +477,7 @@ fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
         run_name: &run.name,
         image_uri: run.image.as_deref(),
         env: &env_lookup,
-        allow: &shared.config.env_allow_list,
+        allow: p.env_allow_list,
     };
     let (resource_config, report) = macros::apply(&run.resource_config, &mctx);
     let queue = format!("{}/{}", run.entity, run.queue);
@@ -457,15 +488,15 @@ fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
         ("HOIST_PROJECT", run.project.clone()),
         ("HOIST_ENTITY", run.entity.clone()),
         ("HOIST_QUEUE", queue.clone()),
-        ("HOIST_BASE_URL", shared.base_url.clone()),
-        ("HOIST_RUN_TOKEN", ctx.token.expose().to_string()),
+        ("HOIST_BASE_URL", p.base_url.to_string()),
+        ("HOIST_RUN_TOKEN", p.token.expose().to_string()),
         ("HOIST_RUN_CONFIG", run.config.to_string()),
     ] {
         env.insert(k.to_string(), v);
     }
     let labels = [
         (runners::LABEL_RUN_ID, run.id.clone()),
-        (runners::LABEL_AGENT, shared.name.clone()),
+        (runners::LABEL_AGENT, p.agent_name.to_string()),
         (runners::LABEL_QUEUE, run.queue.clone()),
         (runners::LABEL_ENTITY, run.entity.clone()),
         (runners::LABEL_PROJECT, run.project.clone()),
@@ -479,7 +510,7 @@ fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
         project: run.project.clone(),
         entity: run.entity.clone(),
         queue,
-        agent_name: shared.name.clone(),
+        agent_name: p.agent_name.to_string(),
         image: run.image.clone(),
         entry_point: run.entry_point.clone(),
         args: run.args.clone(),
@@ -492,6 +523,85 @@ fn job_spec(ctx: &RunCtx) -> (JobSpec, String) {
             .filter(|s| !matches!(s, JobSource::Image { .. })),
     };
     (job, report.summary())
+}
+
+/// `HOIST_RUN_TOKEN` in a dry run: a placeholder, never a real token (a dry-run launch
+/// issues none), and masked wherever the dry run is shown.
+pub const DRY_RUN_TOKEN: &str = "dry-run-placeholder-not-a-run-token";
+
+/// What an agent would hand its runner for a run, without a claim.
+#[derive(Debug, Clone)]
+pub struct DryRunJob {
+    pub job: JobSpec,
+    /// What the agent would do besides (an image build, the macros it filled or
+    /// withheld), for people.
+    pub notes: Vec<String>,
+}
+
+/// The prepare phase of [`supervise`] for `run` as a dry-run launch answers it (`POST
+/// /api/v1/runs` with `dry_run`), for an agent with `config`, named `agent_name`,
+/// reaching the server at `base_url`, in `host_env`, whose runner for the run has
+/// `caps`. The run token is [`DRY_RUN_TOKEN`]. A git or code job that the agent would
+/// build first (`caps.needs_image`) gets a placeholder image naming the job, and a note:
+/// its tag is a hash of the source, known only once it is fetched.
+pub fn dry_run_job(
+    run: &Run,
+    config: &crate::config::AgentConfig,
+    host_env: &HostEnv,
+    agent_name: &str,
+    base_url: &str,
+    caps: Capabilities,
+) -> DryRunJob {
+    let mut run = run.clone();
+    let mut notes = Vec::new();
+    let build = caps.needs_image
+        && matches!(
+            run.job_source,
+            Some(JobSource::Git { .. } | JobSource::Code { .. })
+        );
+    if build {
+        let job = run
+            .job
+            .as_ref()
+            .map(|j| j.to_string())
+            .unwrap_or_else(|| "of the run".to_string());
+        let image = format!("hoist-dry-run/image-of-job-{}", placeholder_name(&job));
+        notes.push(format!(
+            "the {} builder would first build (or find) the image of job {job}: its tag is a hash of the job's source, so it is shown as {image}",
+            config.builder.kind_type().as_str()
+        ));
+        run.image = Some(image);
+    }
+    let token = Secret::new(DRY_RUN_TOKEN);
+    let (job, macros) = prepare_job(&Preparation {
+        run: &run,
+        token: &token,
+        agent_name,
+        base_url,
+        host_env,
+        env_allow_list: &config.env_allow_list,
+    });
+    if !macros.is_empty() {
+        notes.push(macros);
+    }
+    notes.push(
+        "HOIST_RUN_TOKEN is a placeholder: a real run gets a run-scoped token when an agent claims it"
+            .to_string(),
+    );
+    DryRunJob { job, notes }
+}
+
+/// `name:v3` → `name-v3`, lowercase, for a placeholder image reference.
+fn placeholder_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Starts the job (retrying transient failures), reports `starting`, waits until it
@@ -727,7 +837,10 @@ async fn supervise_execution(
                 tracing::warn!(message = "Stopping a run failed.", run = %ctx.run.id, error = %e);
             }
             let result = exec.wait().await;
-            return Ending::Report(outcome(result, stopping, ctx.sink.tail()), Some(exec));
+            return Ending::Report(
+                outcome(result, stopping, requeues(ctx), ctx.sink.tail()),
+                Some(exec),
+            );
         }
         if signals.stop.is_cancelled() && !stopping {
             stopping = true;
@@ -742,12 +855,36 @@ async fn supervise_execution(
         tokio::select! {
             biased;
             r = exec.wait() => {
-                return Ending::Report(outcome(r, stopping, ctx.sink.tail()), Some(exec));
+                return Ending::Report(outcome(r, stopping, requeues(ctx), ctx.sink.tail()), Some(exec));
             }
             _ = signals.abandon.cancelled() => {}
             _ = signals.shutdown.cancelled() => {}
             _ = signals.stop.cancelled(), if !stopping => {}
         }
+    }
+}
+
+/// How often a preempted run may still go back to its queue: [`Run::attempts`] (how
+/// many times the server handed the run to an agent, this time included) against the
+/// agent config's `max_requeues`. The server has its own bound (`--max-requeues`) on
+/// every kind of re-queue; this one is the agent owner's, for preemptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Requeues {
+    attempts: u32,
+    max: u32,
+}
+
+impl Requeues {
+    /// Re-queuing now would be re-queue number `attempts`: allowed up to `max`.
+    fn allowed(self) -> bool {
+        self.attempts <= self.max
+    }
+}
+
+fn requeues(ctx: &RunCtx) -> Requeues {
+    Requeues {
+        attempts: ctx.run.attempts,
+        max: ctx.shared.config.max_requeues,
     }
 }
 
@@ -760,13 +897,29 @@ async fn supervise_execution(
 /// | exit code 0 | `finished` |
 /// | another exit code, a signal | `failed` (stage run), "the job ended with …" |
 /// | failed, the backend saying why | `failed` (stage run), the backend's reason |
-/// | preempted | `queued` (the server re-queues it, a bounded number of times) |
+/// | preempted, handed out at most `max_requeues` times so far | `queued` (the server re-queues it, within its own bound) |
+/// | preempted, handed out more often | `failed` (stage run), naming the preemption and `max_requeues` |
 /// | lost (removed, the backend gone) | `failed`, the error's stage |
-fn outcome(result: Result<Exit, RunnerError>, stopping: bool, log_tail: Vec<String>) -> Report {
+fn outcome(
+    result: Result<Exit, RunnerError>,
+    stopping: bool,
+    requeues: Requeues,
+    log_tail: Vec<String>,
+) -> Report {
     match result {
-        Ok(Exit::Preempted { reason }) if !stopping => Report::progress(
+        Ok(Exit::Preempted { reason }) if !stopping && requeues.allowed() => Report::progress(
             RunState::Queued,
             format!("preempted: {reason}; back to the queue"),
+        ),
+        Ok(Exit::Preempted { reason }) if !stopping => Report::failed(
+            FailureStage::Run,
+            format!(
+                "preempted: {reason}; the run was handed to agents {} times (re-queued {} times already), and the agent's max_requeues is {}, so it fails instead of going back to its queue (raise max_requeues in the agent config to allow more)",
+                requeues.attempts,
+                requeues.attempts.saturating_sub(1),
+                requeues.max
+            ),
+            log_tail,
         ),
         Ok(exit) if stopping => Report {
             state: RunState::Stopped,
@@ -958,11 +1111,25 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
 mod tests {
     use super::*;
 
+    /// A first attempt, under the default bound.
+    const FIRST: Requeues = Requeues {
+        attempts: 1,
+        max: crate::config::DEFAULT_MAX_REQUEUES,
+    };
+
     fn reported(
         r: Result<Exit, RunnerError>,
         stopping: bool,
     ) -> (RunState, String, Option<i32>, Option<FailureStage>) {
-        let r = outcome(r, stopping, vec!["tail".into()]);
+        reported_after(r, stopping, FIRST)
+    }
+
+    fn reported_after(
+        r: Result<Exit, RunnerError>,
+        stopping: bool,
+        requeues: Requeues,
+    ) -> (RunState, String, Option<i32>, Option<FailureStage>) {
+        let r = outcome(r, stopping, requeues, vec!["tail".into()]);
         (r.state, r.reason, r.exit_code, r.failure.map(|f| f.stage))
     }
 
@@ -1015,8 +1182,52 @@ mod tests {
                 None
             )
         );
-        // A stop wins over how the job happened to end.
+        // Preempted again and again: back to the queue while the run was handed out at
+        // most max_requeues times, then failed, naming the preemption and the key.
+        for attempts in 1..=3 {
+            let bound = Requeues { attempts, max: 3 };
+            assert_eq!(
+                reported_after(Ok(preempted()), false, bound).0,
+                RunState::Queued,
+                "attempt {attempts}"
+            );
+        }
+        assert_eq!(
+            reported_after(Ok(preempted()), false, Requeues { attempts: 4, max: 3 }),
+            (
+                RunState::Failed,
+                "preempted: the spot instance was reclaimed; the run was handed to agents 4 times (re-queued 3 times already), and the agent's max_requeues is 3, so it fails instead of going back to its queue (raise max_requeues in the agent config to allow more)".into(),
+                None,
+                Some(FailureStage::Run)
+            )
+        );
+        // max_requeues: 0 fails a preempted run at once.
+        assert_eq!(
+            reported_after(
+                Ok(preempted()),
+                false,
+                Requeues {
+                    attempts: 1,
+                    max: 0
+                }
+            )
+            .0,
+            RunState::Failed
+        );
+        // A stop wins over how the job happened to end, and over the bound.
         assert_eq!(reported(Ok(preempted()), true).0, RunState::Stopped);
+        assert_eq!(
+            reported_after(
+                Ok(preempted()),
+                true,
+                Requeues {
+                    attempts: 9,
+                    max: 0
+                }
+            )
+            .0,
+            RunState::Stopped
+        );
         assert_eq!(
             reported(Ok(Exit::Signal(9)), true),
             (

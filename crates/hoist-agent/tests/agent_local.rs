@@ -1168,6 +1168,51 @@ async fn a_preempted_run_goes_back_to_its_queue() {
     e.server.unwrap().shutdown().await;
 }
 
+/// A run preempted more often than the agent's `max_requeues` allows fails instead of
+/// going back to its queue again; the failure names the preemption and the key. (The
+/// server's own bound is higher, so this is the agent's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_preempted_beyond_max_requeues_fails() {
+    let e = env().await;
+    queue_of(&e.client, "k8s", "kubernetes", json!({})).await;
+    let a = start_agent_with(
+        &e,
+        "prebound",
+        &["k8s"],
+        1,
+        |c| c.max_requeues = 1,
+        gated(&e, "prebound", None, false),
+    );
+    // Preempted on every attempt.
+    let run = launch_k8s(&e.client, "k8s", &["sh", "-c", "echo attempt; exit 75"]).await;
+    let r = ended(&e.client, &run.id, LONG).await;
+    assert_eq!(r.state, RunState::Failed, "{:?}", r.state_reason);
+    assert_eq!(r.attempts, 2, "one re-queue, then failed");
+    let failure = r.failure.expect("a failure");
+    assert_eq!(failure.stage, FailureStage::Run);
+    assert!(
+        failure.message.starts_with(
+            "preempted: the test node was reclaimed; the run was handed to agents 2 times"
+        ) && failure.message.contains("max_requeues is 1"),
+        "{}",
+        failure.message
+    );
+    let tl = r.timeline.unwrap();
+    let requeued = tl
+        .iter()
+        .filter(|t| t.to == RunState::Queued && t.from == Some(RunState::Running))
+        .count();
+    assert_eq!(requeued, 1, "{tl:?}");
+    let logs = log_text(&e.client, &run.id).await;
+    assert_eq!(
+        logs.iter().filter(|l| *l == "attempt").count(),
+        2,
+        "{logs:?}"
+    );
+    a.shutdown().await.unwrap();
+    e.server.unwrap().shutdown().await;
+}
+
 /// A queue whose target pulls images from a registry is refused at agent start when the
 /// agent config has no `registry`, naming the queue and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use hoist_agent::config::{
     AgentConfig, BuildContextStore, BuilderKind, BuilderType, ConfigErrors, ConfigOverrides,
-    DockerHost, EnvironmentConfig, LoadedConfig, MaxJobs, RegistryConfig, default_agent_name, load,
-    load_str,
+    DockerHost, EnvironmentConfig, KubernetesSettings, LoadedConfig, MaxJobs, RegistryConfig,
+    default_agent_name, load, load_str,
 };
 
 const FILE: &str = "launch-config.yaml";
@@ -353,6 +353,170 @@ fn hoist_keys() {
 }
 
 #[test]
+fn kubernetes_and_wandb_schema_keys() {
+    let loaded = fixture("hoist-02-kubernetes-and-wandb-schema-keys.yaml");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.project.as_deref(), Some("launch-agents"));
+    assert!(c.secure_mode);
+    assert!(
+        c.docker.secure_mode,
+        "secure_mode reaches the docker runner's policy"
+    );
+    assert_eq!(c.max_requeues, 5);
+    assert_eq!(c.max_jobs, limit(8));
+    assert_eq!(c.max_schedulers, limit(2));
+    assert_eq!(c.verbosity, 1);
+    assert_eq!(c.stopped_run_timeout, Duration::from_secs(120));
+    // builder.destination is the registry, read as `registry: {uri: …}` would be.
+    let RegistryConfig::Ecr(ecr) = &c.registry else {
+        panic!("{:?}", c.registry)
+    };
+    assert_eq!(
+        ecr.uri().as_deref(),
+        Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/launch-images")
+    );
+    assert_eq!(c.builder.platform.as_deref(), Some("linux/arm64"));
+    let BuilderKind::Kaniko(k) = &c.builder.kind else {
+        panic!("{:?}", c.builder)
+    };
+    assert_eq!(
+        k.kaniko_image.as_deref(),
+        Some("gcr.io/kaniko-project/executor:v1.23.2")
+    );
+    assert_eq!(
+        c.kubernetes,
+        KubernetesSettings {
+            kubeconfig: Some("/etc/hoist/kubeconfig".into()),
+            context: Some("training-cluster".into()),
+            namespace: Some("ml-jobs".into()),
+            allow_privileged: false,
+            allow_privilege_escalation: true,
+            allow_cap_add: vec!["SYS_PTRACE".into(), "NET_ADMIN".into()],
+            allow_host_network: true,
+            allow_host_pid: false,
+            allow_host_ipc: true,
+            host_path_allow_list: vec!["/data/datasets".into(), "/scratch".into()],
+            require_non_root: true,
+        }
+    );
+}
+
+/// Every field of W&B's agent-config schema (`wandb/sdk/launch/agent/config.py`), spelt
+/// as W&B spells it, is accepted with its meaning.
+#[test]
+fn every_wandb_schema_key_is_accepted() {
+    let c = ok("\
+queues: [q1, q2]
+project: my-project
+entity: my-team
+max_jobs: 2
+max_schedulers: 3
+secure_mode: true
+registry:
+  type: ecr
+  uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-repo
+environment:
+  type: aws
+  region: us-east-1
+builder:
+  type: docker
+  platform: linux/amd64
+verbosity: 2
+stopped_run_timeout: 30
+");
+    assert_eq!(c.queues, ["q1", "q2"]);
+    assert_eq!(c.project.as_deref(), Some("my-project"));
+    assert_eq!(c.entity.as_deref(), Some("my-team"));
+    assert_eq!((c.max_jobs, c.max_schedulers), (limit(2), limit(3)));
+    assert!(c.secure_mode);
+    assert!(matches!(c.registry, RegistryConfig::Ecr(_)));
+    assert!(matches!(c.environment, Some(EnvironmentConfig::Aws { .. })));
+    assert_eq!(c.builder.kind, BuilderKind::Docker);
+    assert_eq!(c.builder.platform.as_deref(), Some("linux/amd64"));
+    assert_eq!(c.verbosity, 2);
+    assert_eq!(c.stopped_run_timeout, Duration::from_secs(30));
+    // The builder keys W&B's schema has besides (its kaniko builder's).
+    let c = ok("\
+environment: {type: gcp, region: us-central1}
+builder:
+  type: kaniko
+  destination: us-central1-docker.pkg.dev/my-gcp-project/my-repo/my-image
+  platform: linux/arm64
+  build-context-store: gs://my-bucket/ctx
+  build-job-name: wandb-launch-container-build
+  secret-name: kaniko-secret
+  secret-key: credentials
+  kaniko-image: gcr.io/kaniko-project/executor:latest
+");
+    let RegistryConfig::Gcr(gcr) = &c.registry else {
+        panic!("{:?}", c.registry)
+    };
+    assert_eq!(
+        gcr.uri().as_deref(),
+        Some("us-central1-docker.pkg.dev/my-gcp-project/my-repo/my-image")
+    );
+    let BuilderKind::Kaniko(k) = &c.builder.kind else {
+        panic!("{:?}", c.builder)
+    };
+    assert_eq!(k.build_job_name, "wandb-launch-container-build");
+    assert!(k.secret.is_some() && k.kaniko_image.is_some());
+}
+
+#[test]
+fn kubernetes_keys_small_forms() {
+    let env = env_of(&[("HOME", "/home/ml")]);
+    let c = load_str(
+        "kubernetes:\n  kubeconfig: ~/.kube/config\n  host_path_allow_list: [~/data, /mnt/b]\n  allow-cap-add: [all, cap_sys_admin]\n",
+        FILE,
+        &env,
+        &ConfigOverrides::default(),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.kubernetes.kubeconfig.as_deref(),
+        Some(Path::new("/home/ml/.kube/config"))
+    );
+    assert_eq!(c.kubernetes.allow_cap_add, ["ALL", "SYS_ADMIN"]);
+    assert_eq!(
+        c.kubernetes.host_path_allow_list,
+        [PathBuf::from("/home/ml/data"), PathBuf::from("/mnt/b")]
+    );
+    // Nothing else changes: the defaults allow nothing.
+    assert_eq!(
+        c.kubernetes,
+        KubernetesSettings {
+            kubeconfig: c.kubernetes.kubeconfig.clone(),
+            allow_cap_add: c.kubernetes.allow_cap_add.clone(),
+            host_path_allow_list: c.kubernetes.host_path_allow_list.clone(),
+            ..KubernetesSettings::default()
+        }
+    );
+    // max_requeues: 0 is allowed (a preempted run fails at once); secure_mode off by
+    // default, and then the docker policy is not in secure mode either.
+    let c = ok("max-requeues: 0\nsecure-mode: false\n");
+    assert_eq!(c.max_requeues, 0);
+    assert!(!c.secure_mode && !c.docker.secure_mode);
+    assert_eq!(ok("max_requeues: '7'").max_requeues, 7);
+    // A destination without a type is any OCI registry, for every builder.
+    let c = ok("builder: {destination: 'http://127.0.0.1:5000/hoist/images'}");
+    assert!(
+        matches!(&c.registry, RegistryConfig::Oci(r) if r.host == "127.0.0.1:5000" && r.repository == "hoist/images" && r.plain_http),
+        "{:?}",
+        c.registry
+    );
+    assert_eq!(c.builder.kind, BuilderKind::Docker);
+    assert_eq!(
+        ok("builder: {platform: linux/arm/v7}")
+            .builder
+            .platform
+            .as_deref(),
+        Some("linux/arm/v7")
+    );
+}
+
+#[test]
 fn defaults() {
     let c = ok("");
     assert_eq!(c, AgentConfig::default());
@@ -362,6 +526,11 @@ fn defaults() {
     assert_eq!(c.start_timeout, Duration::from_secs(300));
     assert_eq!(c.heartbeat_interval, None);
     assert_eq!(c.builder.kind, BuilderKind::Docker);
+    assert_eq!(c.max_requeues, 3);
+    assert!(!c.secure_mode);
+    assert_eq!(c.kubernetes, KubernetesSettings::default());
+    assert_eq!(c.project, None);
+    assert_eq!(c.builder.platform, None);
     assert_eq!(ok("# just a comment\n"), AgentConfig::default());
     // null = not set, as in W&B.
     assert_eq!(
@@ -429,6 +598,16 @@ fn ignored_keys_are_warnings() {
         ]
     );
     assert_eq!(
+        warnings("builder: {type: noop, platform: linux/amd64}\n"),
+        ["launch-config.yaml:1:23: builder.platform: not used by the noop builder; ignored"]
+    );
+    assert_eq!(
+        warnings("builder:\n  platform: linux/amd64\n"),
+        [
+            "launch-config.yaml:2:3: builder.platform: not used by the docker builder (builder.type is not set; the default is docker): it builds for the Docker daemon's own platform; ignored"
+        ]
+    );
+    assert_eq!(
         warnings("queues: [a, b, a]\n"),
         ["launch-config.yaml:1:16: queues[2]: queue \"a\" is listed twice; ignored"]
     );
@@ -478,7 +657,7 @@ fn bad_configs() {
         ),
         (
             "colour: blue\n",
-            vec![r#"launch-config.yaml:1:1: unknown key "colour"; expected one of entity, max_jobs, queues, base_url, environment, registry, builder, verbosity, max_schedulers, name, docker, local-process, env-allow-list, stopped_run_timeout, start_timeout, heartbeat_interval"#.into()],
+            vec![r#"launch-config.yaml:1:1: unknown key "colour"; expected one of entity, project, max_jobs, queues, base_url, environment, registry, builder, verbosity, max_schedulers, name, docker, kubernetes, secure_mode, max_requeues, local-process, env-allow-list, stopped_run_timeout, start_timeout, heartbeat_interval"#.into()],
         ),
         (
             "api_key: 0123456789abcdef\n",
@@ -674,6 +853,88 @@ fn bad_configs() {
         (
             "env-allow-list: [MY-TOKEN]\n",
             vec![r#"launch-config.yaml:1:18: env-allow-list[0]: invalid environment variable name "MY-TOKEN"; expected letters, digits and '_', not starting with a digit"#.into()],
+        ),
+        // The kubernetes section.
+        (
+            "kubernetes:\n  namespace: ML_Jobs\n",
+            vec![r#"launch-config.yaml:2:3: kubernetes.namespace: invalid namespace "ML_Jobs"; expected a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"#.into()],
+        ),
+        (
+            "kubernetes:\n  allow-host-netwrok: true\n",
+            vec![r#"launch-config.yaml:2:3: kubernetes: unknown key "allow-host-netwrok"; did you mean "allow-host-network"?"#.into()],
+        ),
+        (
+            "kubernetes:\n  host-path-allow-list: [/data, data/sets]\n",
+            vec![r#"launch-config.yaml:2:33: kubernetes.host-path-allow-list[1]: relative path "data/sets"; expected an absolute path (or one starting with ~/)"#.into()],
+        ),
+        (
+            "kubernetes:\n  allow-cap-add: [sys ptrace]\n",
+            vec![r#"launch-config.yaml:2:19: kubernetes.allow-cap-add[0]: invalid capability "sys ptrace"; expected a Linux capability name such as SYS_PTRACE or NET_ADMIN"#.into()],
+        ),
+        (
+            "kubernetes:\n  kubeconfig: kube/config\n",
+            vec![r#"launch-config.yaml:2:3: kubernetes.kubeconfig: relative path "kube/config"; expected an absolute path (or one starting with ~/)"#.into()],
+        ),
+        (
+            "kubernetes:\n  require-non-root: maybe\n  allow-privileged: 1\n",
+            vec![
+                r#"launch-config.yaml:2:3: kubernetes.require-non-root: found the string "maybe"; expected true or false"#.into(),
+                "launch-config.yaml:3:3: kubernetes.allow-privileged: found the integer 1; expected true or false".into(),
+            ],
+        ),
+        (
+            "kubernetes: ml-jobs\n",
+            vec![r#"launch-config.yaml:1:1: kubernetes: found the string "ml-jobs"; expected a mapping such as {namespace: ml-jobs}"#.into()],
+        ),
+        (
+            "kubernetes:\n  context: ''\n",
+            vec!["launch-config.yaml:2:3: kubernetes.context: empty value; expected a context of the kubeconfig".into()],
+        ),
+        // secure_mode, max_requeues, project.
+        (
+            "secure_mode: yes\n",
+            vec![r#"launch-config.yaml:1:1: secure_mode: found the string "yes"; expected true or false"#.into()],
+        ),
+        (
+            "secure-mode: true\nsecure_mode: false\n",
+            vec![r#"launch-config.yaml:2:1: secure_mode: the same key as "secure-mode" on line 1; give only one of them"#.into()],
+        ),
+        (
+            "max_requeues: -1\n",
+            vec!["launch-config.yaml:1:1: max_requeues: invalid value -1; expected an integer, 0 or more (0: a preempted run fails at once)".into()],
+        ),
+        (
+            "max-requeues: 2.5\n",
+            vec!["launch-config.yaml:1:1: max-requeues: found the number 2.5; expected an integer, 0 or more (0: a preempted run fails at once)".into()],
+        ),
+        (
+            "max_requeues: 99999999999\n",
+            vec!["launch-config.yaml:1:1: max_requeues: 99999999999 is too large; expected an integer, 0 or more (0: a preempted run fails at once)".into()],
+        ),
+        (
+            "max_requeue: 2\n",
+            vec![r#"launch-config.yaml:1:1: unknown key "max_requeue"; did you mean "max_requeues"?"#.into()],
+        ),
+        (
+            "project: my project\n",
+            vec![r#"launch-config.yaml:1:1: project: invalid project name "my project": may contain only ASCII letters, digits, '-', '_' and '.'"#.into()],
+        ),
+        // builder.platform and builder.destination.
+        (
+            "builder:\n  platform: amd64\n",
+            vec![r#"launch-config.yaml:2:3: builder.platform: invalid platform "amd64"; expected OS/ARCH or OS/ARCH/VARIANT, such as linux/amd64 or linux/arm64"#.into()],
+        ),
+        (
+            "registry:\n  uri: 127.0.0.1:5000/a\nbuilder:\n  destination: 127.0.0.1:5000/b\n",
+            vec!["launch-config.yaml:4:3: builder.destination: give either registry (line 1) or builder.destination, not both; builder.destination is the registry's URI".into()],
+        ),
+        (
+            "builder:\n  destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/launch\n",
+            vec!["launch-config.yaml:2:3: builder.destination: an ecr registry needs an aws environment (environment: {type: aws, region: REGION}); none is configured".into()],
+        ),
+        (
+            "builder:\n  destination: registry.example.com\n",
+            vec![r#"launch-config.yaml:2:3: builder.destination: invalid registry URI "registry.example.com" (no repository); expected HOST[:PORT]/REPOSITORY"#.into()],
         ),
         (
             "verbosity: 9\n",

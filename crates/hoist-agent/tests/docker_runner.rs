@@ -1254,3 +1254,116 @@ async fn docker_env_passthrough_withholds_credentials() {
     );
     exec.cleanup().await;
 }
+
+/// `dry_run` shows what `start` creates: the same name, image, command, environment
+/// (secret-looking values masked), labels and host config; it creates nothing, and
+/// refuses what `start` refuses (under `secure_mode` whatever the allow-lists say).
+#[tokio::test]
+async fn docker_dry_run_is_what_start_creates() {
+    require_docker!();
+    let mut g = Guard::new();
+    let r = runner(&DockerSettings::default()).await;
+    let id = g.run("dry");
+    let mut j = job(
+        &id,
+        &["sh", "-c", "exit 0"],
+        json!({
+            "network": "none",
+            "memory": "64m",
+            "workdir": "/tmp",
+            "env": ["A=1", "API_TOKEN=tok-s3cret"],
+            "labels": {"team": "ml"},
+        }),
+    );
+    j.env
+        .insert("DB".into(), "postgres://app:pw-s3cret@db/x".into());
+    let dry = r.dry_run(&j).await.expect("dry run");
+    assert_eq!(dry.backend_check, None);
+    assert_eq!(dry.objects.len(), 1);
+    let d = &dry.objects[0];
+    let shown = d.to_string();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        containers_with_label(r.client(), &format!("{LABEL_RUN_ID}={id}"))
+            .await
+            .is_empty(),
+        "the dry run created a container"
+    );
+
+    let sink = LogSink::new();
+    let exec = start(&r, &j, &sink).await;
+    let name = d["name"].as_str().unwrap();
+    let c = inspect(&r, name).await;
+    assert_eq!(c.name.as_deref(), Some(format!("/{name}").as_str()));
+    let config = c.config.expect("config");
+    let body = &d["body"];
+    assert_eq!(config.image.as_deref(), body["Image"].as_str());
+    assert_eq!(
+        json!(config.cmd.unwrap_or_default()),
+        body["Cmd"],
+        "the command"
+    );
+    assert_eq!(config.working_dir.as_deref(), body["WorkingDir"].as_str());
+    let labels: Value = json!(config.labels.unwrap_or_default());
+    for (k, v) in body["Labels"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "label {k}");
+    }
+    let env = config.env.unwrap_or_default();
+    for e in body["Env"].as_array().unwrap() {
+        let e = e.as_str().unwrap();
+        let (k, v) = e.split_once('=').unwrap();
+        let real = env
+            .iter()
+            .find_map(|x| x.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} not in the container's env {env:?}"));
+        if v == "********" {
+            assert!(matches!(k, "API_TOKEN" | "DB"), "{k} masked for no reason");
+            assert!(real.contains("s3cret"), "{k}={real}");
+        } else {
+            assert_eq!(real, v, "{k}");
+        }
+    }
+    let host = c.host_config.expect("host config");
+    assert_eq!(json!(host.memory), body["HostConfig"]["Memory"]);
+    assert_eq!(
+        host.network_mode.as_deref(),
+        body["HostConfig"]["NetworkMode"].as_str()
+    );
+    assert_eq!(wait_exit(exec.as_ref()).await, Exit::Code(0));
+    exec.cleanup().await;
+
+    // Refused as `start` refuses, creating nothing: by default, and under secure_mode
+    // even when the allow-list says yes.
+    let id = g.run("dry-priv");
+    let privileged = job(
+        &id,
+        &["true"],
+        json!({"privileged": true, "network": "none"}),
+    );
+    let e = r.dry_run(&privileged).await.unwrap_err();
+    assert!(matches!(e, RunnerError::Refused(_)), "{e}");
+    let allowing = runner(&DockerSettings {
+        allow_privileged: true,
+        ..DockerSettings::default()
+    })
+    .await;
+    allowing.dry_run(&privileged).await.expect("allowed");
+    let secure = runner(&DockerSettings {
+        allow_privileged: true,
+        secure_mode: true,
+        ..DockerSettings::default()
+    })
+    .await;
+    let e = secure.dry_run(&privileged).await.unwrap_err();
+    assert!(
+        matches!(&e, RunnerError::Refused(m) if m.contains("secure_mode: true")),
+        "{e}"
+    );
+    let e = start_err(&secure, &privileged).await;
+    assert!(matches!(e, RunnerError::Refused(_)), "{e}");
+    assert!(
+        containers_with_label(r.client(), &format!("{LABEL_RUN_ID}={id}"))
+            .await
+            .is_empty()
+    );
+}

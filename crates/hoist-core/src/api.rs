@@ -415,7 +415,16 @@ pub struct LaunchRequest {
     pub template_values: BTreeMap<String, Value>,
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Check the launch exactly as a real one and answer (200) with the run it would
+    /// create, storing nothing (`hoist launch --dry-run`). Left out of requests when
+    /// false, so a server that does not know it refuses it (an unknown field) rather
+    /// than enqueueing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
+
+/// The `state_reason` of the run a dry-run launch answers with.
+pub const DRY_RUN_REASON: &str = "dry run: nothing was enqueued";
 
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

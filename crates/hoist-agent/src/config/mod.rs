@@ -2,9 +2,11 @@
 //!
 //! A W&B user's `launch-config.yaml` works unchanged: every key the W&B Launch
 //! documentation shows is read with the same meaning (`entity`, `max_jobs`, `queues`,
-//! `base_url`, `environment`, `registry`, `builder`), with kebab-case and snake_case
-//! both accepted where W&B uses either. hoist adds its own keys, documented on
-//! [`AgentConfig`].
+//! `base_url`, `environment`, `registry`, `builder`), and so is every key of W&B's
+//! agent-config schema (`project`, `max_schedulers`, `secure_mode`, `verbosity`,
+//! `stopped_run_timeout`, `builder.destination`, `builder.platform`,
+//! `builder.kaniko-image`), with kebab-case and snake_case both accepted where W&B uses
+//! either. hoist adds its own keys, documented on [`AgentConfig`].
 //!
 //! # Example
 //!
@@ -52,6 +54,15 @@
 //!   them, rather than refused.
 //! - `queues` defaults to `[default]`, `max_jobs` to 1, as in W&B.
 //! - Strings like `<aws-region>` are refused as documentation placeholders.
+//! - `builder.destination` (W&B's newer spelling of the registry: "an image repository
+//!   URI") is read exactly as `registry: {uri: DESTINATION}` — type inferred from the
+//!   URI, the same environment checks — and becomes [`AgentConfig::registry`], for
+//!   every builder; giving both `registry` and `builder.destination` is an error.
+//! - `secure_mode` keeps W&B's name; in hoist it means that every privileged setting of
+//!   a queue config is refused, whatever the `docker` / `kubernetes` allow-lists say.
+//!   No `HOIST_*` variable sets it (an environment variable should not be able to turn
+//!   it off behind the file's back), nor `max_requeues` (`HOIST_MAX_REQUEUES` is the
+//!   server's, and `hoist up` runs both in one environment).
 
 mod error;
 mod read;
@@ -104,6 +115,7 @@ pub const ENV_VARS: &[&str] = &[
 /// | key | type | default |
 /// |-----|------|---------|
 /// | `entity` | entity name | the logged-in user |
+/// | `project` | project name; accepted for W&B compatibility (W&B logs the agent's own run there), unused: every run names its own project | none |
 /// | `max_jobs` (`max-jobs`) | positive integer, or -1 = no limit | 1 |
 /// | `queues` | list of `QUEUE` or `ENTITY/QUEUE` (a single string is a list of one) | `[default]` |
 /// | `base_url` (`base-url`) | `http(s)://HOST[:PORT][/PATH]` of the hoist server | the logged-in server |
@@ -115,8 +127,8 @@ pub const ENV_VARS: &[&str] = &[
 /// | `name` | agent name | [`default_agent_name`] |
 /// | `docker` | [`DockerSettings`] | nothing dangerous allowed |
 /// | `kubernetes` | [`KubernetesSettings`] | inferred client config; nothing dangerous allowed |
-/// | `secure_mode` (`secure-mode`) | bool: refuse every privileged setting whatever the allow-lists say | false |
-/// | `max_requeues` (`max-requeues`) | a preempted run goes back to its queue at most this often, then fails | 3 |
+/// | `secure_mode` (`secure-mode`) | bool: refuse every privileged setting of a queue config (docker and kubernetes), whatever the allow-lists say | false |
+/// | `max_requeues` (`max-requeues`) | integer ≥ 0: a run preempted on this agent goes back to its queue only while it was handed to agents at most this many times (`Run::attempts`); then it fails | 3 |
 /// | `local-process` (`local_process`) | [`LocalProcessSettings`] | |
 /// | `env-allow-list` (`env_allow_list`) | list of agent environment variable names that queue-config macros may use even though their names look secret | empty |
 /// | `stopped_run_timeout` (`stopped-run-timeout`) | duration: grace period between stop and kill | 60s |
@@ -132,6 +144,8 @@ pub struct AgentConfig {
     pub name: Option<String>,
     /// `entity`: the entity whose queues are meant by bare queue names.
     pub entity: Option<String>,
+    /// W&B's `project` (where W&B's agent logs itself); accepted, not used by hoist.
+    pub project: Option<String>,
     /// `queues`: `QUEUE` or `ENTITY/QUEUE`, without duplicates.
     pub queues: Vec<String>,
     pub max_jobs: MaxJobs,
@@ -163,6 +177,7 @@ impl Default for AgentConfig {
         AgentConfig {
             name: None,
             entity: None,
+            project: None,
             queues: vec![DEFAULT_QUEUE.to_string()],
             max_jobs: MaxJobs::default(),
             max_schedulers: MaxJobs::default(),
@@ -480,17 +495,27 @@ impl BuilderType {
 /// ```yaml
 /// builder:
 ///   type: kaniko                       # docker (default) | kaniko | noop
+///   destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-repo  # = registry: {uri: …}
+///   platform: linux/amd64              # what kaniko builds for (docker: the daemon's)
 ///   build-context-store: s3://my-bucket/build-contexts/
 ///   build-job-name: wandb-image-build  # name prefix of the kaniko Jobs
 ///   secret-name: kaniko-credentials    # Kubernetes secret with cloud credentials…
 ///   secret-key: credentials            # …and the key in it (both or neither)
 ///   kaniko-config: {spec: …}           # merged into the kaniko Job
+///   kaniko-image: gcr.io/kaniko-project/executor:v1.23.2  # the executor image
 ///   base-image: python:3.12-slim       # hoist: base of generated Dockerfiles
 ///   cache: true                        # hoist: use layer caches
 /// ```
+///
+/// `destination` is not kept here: it is the registry ([`AgentConfig::registry`]), read
+/// as `registry: {uri: …}` would be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuilderConfig {
     pub kind: BuilderKind,
+    /// `platform` (W&B): `OS/ARCH[/VARIANT]` the images are built for (`linux/amd64`,
+    /// `linux/arm64`); `None`: the build machine's. For the kaniko builder; the docker
+    /// builder builds for its daemon's platform and warns that it ignores it.
+    pub platform: Option<String>,
     /// `base-image` (hoist): the base image of the Dockerfiles hoist generates.
     pub base_image: String,
     /// `cache` (hoist): whether builds may reuse cached layers. Default true.
@@ -501,6 +526,7 @@ impl Default for BuilderConfig {
     fn default() -> Self {
         BuilderConfig {
             kind: BuilderKind::Docker,
+            platform: None,
             base_image: DEFAULT_BASE_IMAGE.to_string(),
             cache: true,
         }
@@ -534,10 +560,8 @@ pub struct KanikoSettings {
     pub secret: Option<KanikoSecret>,
     /// `kaniko-config`: a partial Kubernetes Job, merged into the build Job.
     pub kaniko_config: Option<serde_json::Value>,
-    /// `kaniko-image` (W&B): the kaniko executor image.
+    /// `kaniko-image` (W&B): the kaniko executor image; `None`: the builder's default.
     pub kaniko_image: Option<String>,
-    /// `destination` (W&B): image repository to push to, instead of `registry`.
-    pub destination: Option<String>,
 }
 
 /// `secret-name` + `secret-key`: a Kubernetes secret holding cloud credentials for
@@ -626,6 +650,9 @@ pub struct DockerSettings {
     pub allow_host_pid: bool,
     pub allow_host_ipc: bool,
     pub volume_allow_list: Vec<PathBuf>,
+    /// Not a key of this section: the top-level `secure_mode`, copied here so that the
+    /// docker runner refuses every privileged option whatever the lists above say.
+    pub secure_mode: bool,
 }
 
 /// `kubernetes` (hoist): the Kubernetes runner's client and what it lets a queue config
@@ -635,21 +662,26 @@ pub struct DockerSettings {
 /// ```yaml
 /// kubernetes:
 ///   kubeconfig: ~/.kube/config      # else in-cluster, KUBECONFIG, ~/.kube/config
+///                                   # (absolute, or ~/…)
 ///   context: my-cluster             # a context of that kubeconfig
 ///   namespace: ml-jobs              # runs' namespace when the queue config names none
 ///   allow-privileged: false         # securityContext.privileged, procMount, unconfined profiles
 ///   allow-privilege-escalation: false
-///   allow-cap-add: [SYS_PTRACE]     # capabilities a container may add
+///   allow-cap-add: [SYS_PTRACE]     # capabilities a container may add (CAP_ and case
+///                                   # are normalised: cap_sys_ptrace = SYS_PTRACE; ALL)
 ///   allow-host-network: false
 ///   allow-host-pid: false
 ///   allow-host-ipc: false
-///   host-path-allow-list: [/data]   # hostPath volumes under these paths
+///   host-path-allow-list: [/data]   # hostPath volumes under these absolute paths
 ///   require-non-root: false         # refuse pods that may run as root
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KubernetesSettings {
+    /// `None`: in-cluster, else `KUBECONFIG`, else `~/.kube/config` (as kube-rs infers).
     pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig; `None`: its current context.
     pub context: Option<String>,
+    /// A DNS label; `None`: the context's namespace, else `default`.
     pub namespace: Option<String>,
     pub allow_privileged: bool,
     pub allow_privilege_escalation: bool,

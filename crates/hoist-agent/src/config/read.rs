@@ -10,8 +10,8 @@ use super::tree::{Node, Pos, pos_of};
 use super::values::{self, DURATION_FORM, REPOSITORY_FORM};
 use super::{
     AcrRegistry, BuildContextStore, BuilderType, DockerSettings, EcrRegistry, EnvironmentConfig,
-    EnvironmentType, GcrRegistry, LocalProcessSettings, MaxJobs, OciRegistry, RegistryConfig,
-    RegistryType,
+    EnvironmentType, GcrRegistry, KubernetesSettings, LocalProcessSettings, MaxJobs, OciRegistry,
+    RegistryConfig, RegistryType,
 };
 
 /// Where a value came from, and its key path.
@@ -31,6 +31,14 @@ impl At {
 
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         self.error_key(&self.key, message)
+    }
+
+    /// The line in the file (0 when not from the file).
+    pub fn line(&self) -> u32 {
+        match &self.origin {
+            Origin::File { line, .. } => *line,
+            _ => 0,
+        }
     }
 
     /// An error at this place about another key (e.g. a missing one).
@@ -55,6 +63,7 @@ type Spec = (&'static str, &'static [&'static str]);
 
 const TOP: &[Spec] = &[
     ("entity", &[]),
+    ("project", &[]),
     ("max_jobs", &["max-jobs"]),
     ("queues", &[]),
     ("base_url", &["base-url"]),
@@ -65,6 +74,9 @@ const TOP: &[Spec] = &[
     ("max_schedulers", &["max-schedulers"]),
     ("name", &[]),
     ("docker", &[]),
+    ("kubernetes", &[]),
+    ("secure_mode", &["secure-mode"]),
+    ("max_requeues", &["max-requeues"]),
     ("local-process", &["local_process"]),
     ("env-allow-list", &["env_allow_list"]),
     ("stopped_run_timeout", &["stopped-run-timeout"]),
@@ -94,6 +106,7 @@ const BUILDER: &[Spec] = &[
     ("kaniko-config", &["kaniko_config"]),
     ("kaniko-image", &["kaniko_image"]),
     ("destination", &[]),
+    ("platform", &[]),
     ("base-image", &["base_image"]),
     ("cache", &[]),
 ];
@@ -107,6 +120,23 @@ const DOCKER: &[Spec] = &[
     ("allow-host-pid", &["allow_host_pid"]),
     ("allow-host-ipc", &["allow_host_ipc"]),
     ("volume-allow-list", &["volume_allow_list"]),
+];
+
+const KUBERNETES: &[Spec] = &[
+    ("kubeconfig", &[]),
+    ("context", &[]),
+    ("namespace", &[]),
+    ("allow-privileged", &["allow_privileged"]),
+    (
+        "allow-privilege-escalation",
+        &["allow_privilege_escalation"],
+    ),
+    ("allow-cap-add", &["allow_cap_add"]),
+    ("allow-host-network", &["allow_host_network"]),
+    ("allow-host-pid", &["allow_host_pid"]),
+    ("allow-host-ipc", &["allow_host_ipc"]),
+    ("host-path-allow-list", &["host_path_allow_list"]),
+    ("require-non-root", &["require_non_root"]),
 ];
 
 const LOCAL_PROCESS: &[Spec] = &[
@@ -169,7 +199,9 @@ pub(crate) struct RawBuilder {
     pub secret_key: Option<Val<String>>,
     pub kaniko_config: Option<Val<serde_json::Value>>,
     pub kaniko_image: Option<Val<String>>,
+    /// Already turned into the registry by [`Reader::read`]; kept for messages.
     pub destination: Option<Val<String>>,
+    pub platform: Option<Val<String>>,
     pub base_image: Option<Val<String>>,
     pub cache: Option<Val<bool>>,
 }
@@ -184,7 +216,6 @@ impl RawBuilder {
             self.secret_key.as_ref().map(|v| &v.at),
             self.kaniko_config.as_ref().map(|v| &v.at),
             self.kaniko_image.as_ref().map(|v| &v.at),
-            self.destination.as_ref().map(|v| &v.at),
         ]
         .into_iter()
         .flatten()
@@ -196,6 +227,7 @@ impl RawBuilder {
 #[derive(Debug, Clone)]
 pub(crate) struct RawConfig {
     pub entity: Option<Val<String>>,
+    pub project: Option<Val<String>>,
     pub max_jobs: Option<Val<MaxJobs>>,
     pub max_schedulers: Option<Val<MaxJobs>>,
     pub queues: Option<Val<Vec<String>>>,
@@ -205,6 +237,9 @@ pub(crate) struct RawConfig {
     pub registry: RegistryConfig,
     pub builder: RawBuilder,
     pub docker: DockerSettings,
+    pub kubernetes: KubernetesSettings,
+    pub secure_mode: Option<Val<bool>>,
+    pub max_requeues: Option<Val<u32>>,
     pub local_process: LocalProcessSettings,
     pub env_allow_list: Vec<String>,
     pub stopped_run_timeout: Option<Val<Duration>>,
@@ -217,6 +252,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             entity: None,
+            project: None,
             max_jobs: None,
             max_schedulers: None,
             queues: None,
@@ -226,6 +262,9 @@ impl Default for RawConfig {
             registry: RegistryConfig::Local,
             builder: RawBuilder::default(),
             docker: DockerSettings::default(),
+            kubernetes: KubernetesSettings::default(),
+            secure_mode: None,
+            max_requeues: None,
             local_process: LocalProcessSettings::default(),
             env_allow_list: Vec::new(),
             stopped_run_timeout: None,
@@ -611,6 +650,9 @@ impl<'f> Reader<'f> {
         raw.entity = f
             .get("entity")
             .and_then(|e| self.parsed(e, "an entity name", |s| check_name("entity", s)));
+        raw.project = f
+            .get("project")
+            .and_then(|e| self.parsed(e, "a project name", |s| check_name("project", s)));
         raw.max_jobs = f.get("max_jobs").and_then(|e| self.max_jobs(e));
         raw.max_schedulers = f.get("max_schedulers").and_then(|e| self.max_jobs(e));
         raw.queues = f.get("queues").and_then(|e| self.queues(e));
@@ -630,9 +672,34 @@ impl<'f> Reader<'f> {
         if let Some(e) = f.get("builder") {
             raw.builder = self.builder(e);
         }
+        if let Some(d) = raw.builder.destination.clone() {
+            // W&B's newer spelling of the registry: read as `registry: {uri: …}`.
+            match f.get("registry") {
+                Some(r) => self.err(d.at.error(format!(
+                    "give either registry (line {}) or builder.destination, not both; builder.destination is the registry's URI",
+                    r.at.line()
+                ))),
+                None => {
+                    raw.registry = self.registry_of(
+                        d.at.clone(),
+                        None,
+                        Some(d),
+                        None,
+                        None,
+                        None,
+                        &raw.environment,
+                    )
+                }
+            }
+        }
         if let Some(e) = f.get("docker") {
             raw.docker = self.docker(e);
         }
+        if let Some(e) = f.get("kubernetes") {
+            raw.kubernetes = self.kubernetes(e);
+        }
+        raw.secure_mode = f.get("secure_mode").and_then(|e| self.boolean(e));
+        raw.max_requeues = f.get("max_requeues").and_then(|e| self.max_requeues(e));
         if let Some(e) = f.get("local-process") {
             raw.local_process = self.local_process(e);
         }
@@ -662,6 +729,22 @@ impl<'f> Reader<'f> {
             Ok(v) => Some(Val { v, at: n.at }),
             Err(msg) => {
                 self.err(n.at.error(msg));
+                None
+            }
+        }
+    }
+
+    fn max_requeues(&mut self, e: &Entry<'_>) -> Option<Val<u32>> {
+        const FORM: &str = "an integer, 0 or more (0: a preempted run fails at once)";
+        let n = self.integer(e, FORM)?;
+        match u32::try_from(n.v) {
+            Ok(v) => Some(Val { v, at: n.at }),
+            Err(_) if n.v < 0 => {
+                self.err(n.at.error(format!("invalid value {}; expected {FORM}", n.v)));
+                None
+            }
+            Err(_) => {
+                self.err(n.at.error(format!("{} is too large; expected {FORM}", n.v)));
                 None
             }
         }
@@ -857,7 +940,31 @@ impl<'f> Reader<'f> {
             .get("image-name")
             .and_then(|r| self.string(r, "an image name"));
         let credentials_file = f.get("credentials-file").and_then(|c| self.path(c));
+        self.registry_of(
+            e.at.clone(),
+            explicit,
+            uri,
+            repository,
+            image_name,
+            credentials_file,
+            env,
+        )
+    }
 
+    /// The registry from its keys (`at`: the section, for missing keys), checked
+    /// against the environment. `registry: {…}` and `builder.destination` (a lone URI)
+    /// both come here.
+    #[allow(clippy::too_many_arguments)]
+    fn registry_of(
+        &mut self,
+        at: At,
+        explicit: Option<Val<RegistryType>>,
+        uri: Option<Val<String>>,
+        repository: Option<Val<String>>,
+        image_name: Option<Val<String>>,
+        credentials_file: Option<Val<PathBuf>>,
+        env: &EnvState,
+    ) -> RegistryConfig {
         let ty = match (explicit, &uri) {
             (Some(t), _) => t,
             (None, Some(u)) => {
@@ -876,7 +983,7 @@ impl<'f> Reader<'f> {
                 }
             }
             (None, None) => {
-                self.err(e.at.error_key(
+                self.err(at.error_key(
                     "registry.uri",
                     format!(
                         "missing; expected the URI of a registry repository ({}), or a type (ecr, gcr, acr) with its keys",
@@ -1263,9 +1370,13 @@ impl<'f> Reader<'f> {
         b.kaniko_image = f
             .get("kaniko-image")
             .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
+        // Checked as the registry's URI (in `read`).
         b.destination = f
             .get("destination")
-            .and_then(|d| self.parsed(d, "an image repository URI", values::parse_image_ref));
+            .and_then(|d| self.string(d, "an image repository URI"));
+        b.platform = f
+            .get("platform")
+            .and_then(|p| self.parsed(p, values::PLATFORM_FORM, values::parse_platform));
         b.base_image = f
             .get("base-image")
             .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
@@ -1321,6 +1432,72 @@ impl<'f> Reader<'f> {
             });
         }
         d
+    }
+
+    fn kubernetes(&mut self, e: &Entry<'_>) -> KubernetesSettings {
+        let mut k = KubernetesSettings::default();
+        let Some(f) = self.fields(
+            "kubernetes",
+            &e.at,
+            e.node,
+            KUBERNETES,
+            "a mapping such as {namespace: ml-jobs}",
+        ) else {
+            return k;
+        };
+        if let Some(p) = f.get("kubeconfig") {
+            k.kubeconfig = self.path(p).map(|v| v.v);
+        }
+        k.context = f.get("context").and_then(|c| {
+            self.parsed(c, "a context of the kubeconfig", |s| {
+                if s.chars().any(char::is_control) || s.len() > 253 {
+                    Err(format!(
+                        "invalid context name {:?}; expected the name of a context in the kubeconfig (`kubectl config get-contexts`)",
+                        values::shown(s)
+                    ))
+                } else {
+                    Ok(s.to_string())
+                }
+            })
+            .map(|v| v.v)
+        });
+        k.namespace = f.get("namespace").and_then(|n| {
+            self.parsed(
+                n,
+                "a Kubernetes namespace",
+                valid_if(
+                    |s| values::is_k8s_label(s, 63),
+                    "namespace",
+                    "a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+                ),
+            )
+            .map(|v| v.v)
+        });
+        let flag = |r: &mut Self, key: &str, slot: &mut bool| {
+            if let Some(x) = f.get(key).and_then(|x| r.boolean(x)) {
+                *slot = x.v;
+            }
+        };
+        flag(self, "allow-privileged", &mut k.allow_privileged);
+        flag(
+            self,
+            "allow-privilege-escalation",
+            &mut k.allow_privilege_escalation,
+        );
+        flag(self, "allow-host-network", &mut k.allow_host_network);
+        flag(self, "allow-host-pid", &mut k.allow_host_pid);
+        flag(self, "allow-host-ipc", &mut k.allow_host_ipc);
+        flag(self, "require-non-root", &mut k.require_non_root);
+        if let Some(c) = f.get("allow-cap-add") {
+            k.allow_cap_add = self.list_values(c, "capability names", values::parse_capability);
+        }
+        if let Some(c) = f.get("host-path-allow-list") {
+            let home = self.home.clone();
+            k.host_path_allow_list = self.list_values(c, "absolute host paths", |s| {
+                values::parse_abs_path(s, home.as_deref())
+            });
+        }
+        k
     }
 
     fn local_process(&mut self, e: &Entry<'_>) -> LocalProcessSettings {

@@ -52,6 +52,7 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
     let mut top = Map::new();
     put(&mut top, "name", cfg.name.clone().map(Value::String));
     put(&mut top, "entity", cfg.entity.clone().map(Value::String));
+    put(&mut top, "project", cfg.project.clone().map(Value::String));
     top.insert("max_jobs".into(), json!(cfg.max_jobs.as_i64()));
     top.insert("queues".into(), json!(cfg.queues));
     put(
@@ -109,6 +110,11 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
 
     let mut b = Map::new();
     b.insert("type".into(), json!(cfg.builder.kind_type().as_str()));
+    put(
+        &mut b,
+        "platform",
+        cfg.builder.platform.clone().map(Value::String),
+    );
     if let BuilderKind::Kaniko(k) = &cfg.builder.kind {
         b.insert(
             "build-context-store".into(),
@@ -128,11 +134,6 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
             &mut b,
             "kaniko-image",
             k.kaniko_image.clone().map(Value::String),
-        );
-        put(
-            &mut b,
-            "destination",
-            k.destination.as_deref().map(|d| json!(mask_url(d))),
         );
     }
     b.insert("base-image".into(), json!(cfg.builder.base_image));
@@ -154,6 +155,39 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
     docker.insert("allow-host-ipc".into(), json!(d.allow_host_ipc));
     docker.insert("volume-allow-list".into(), paths(&d.volume_allow_list));
     top.insert("docker".into(), Value::Object(docker));
+
+    let k = &cfg.kubernetes;
+    let mut kube = Map::new();
+    put(
+        &mut kube,
+        "kubeconfig",
+        k.kubeconfig
+            .as_ref()
+            .map(|p| json!(p.display().to_string())),
+    );
+    put(&mut kube, "context", k.context.clone().map(Value::String));
+    put(
+        &mut kube,
+        "namespace",
+        k.namespace.clone().map(Value::String),
+    );
+    kube.insert("allow-privileged".into(), json!(k.allow_privileged));
+    kube.insert(
+        "allow-privilege-escalation".into(),
+        json!(k.allow_privilege_escalation),
+    );
+    kube.insert("allow-cap-add".into(), json!(k.allow_cap_add));
+    kube.insert("allow-host-network".into(), json!(k.allow_host_network));
+    kube.insert("allow-host-pid".into(), json!(k.allow_host_pid));
+    kube.insert("allow-host-ipc".into(), json!(k.allow_host_ipc));
+    kube.insert(
+        "host-path-allow-list".into(),
+        paths(&k.host_path_allow_list),
+    );
+    kube.insert("require-non-root".into(), json!(k.require_non_root));
+    top.insert("kubernetes".into(), Value::Object(kube));
+    top.insert("secure_mode".into(), json!(cfg.secure_mode));
+    top.insert("max_requeues".into(), json!(cfg.max_requeues));
 
     let mut local = Map::new();
     put(

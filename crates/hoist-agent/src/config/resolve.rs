@@ -299,9 +299,11 @@ impl Resolver<'_> {
         }
 
         let builder = self.builder(&raw);
+        let secure_mode = raw.secure_mode.is_some_and(|v| v.v);
         AgentConfig {
             name: raw.name.map(|v| v.v),
             entity: raw.entity.map(|v| v.v),
+            project: raw.project.map(|v| v.v),
             queues: raw
                 .queues
                 .map(|v| v.v)
@@ -315,11 +317,15 @@ impl Resolver<'_> {
             },
             registry: raw.registry,
             builder,
-            docker: raw.docker,
-            // Not read from the file yet (wp/k8scfg parses them).
-            kubernetes: super::KubernetesSettings::default(),
-            secure_mode: false,
-            max_requeues: super::DEFAULT_MAX_REQUEUES,
+            docker: super::DockerSettings {
+                secure_mode,
+                ..raw.docker
+            },
+            kubernetes: raw.kubernetes,
+            secure_mode,
+            max_requeues: raw
+                .max_requeues
+                .map_or(super::DEFAULT_MAX_REQUEUES, |v| v.v),
             local_process: raw.local_process,
             env_allow_list: raw.env_allow_list,
             stopped_run_timeout: raw
@@ -339,8 +345,10 @@ impl Resolver<'_> {
             .as_ref()
             .map_or_else(|| DEFAULT_BASE_IMAGE.to_string(), |v| v.v.clone());
         let cache = b.cache.as_ref().is_none_or(|v| v.v);
+        let platform = b.platform.as_ref().map(|v| v.v.clone());
         let done = |kind| BuilderConfig {
             kind,
+            platform: platform.clone(),
             base_image: base_image.clone(),
             cache,
         };
@@ -366,6 +374,16 @@ impl Resolver<'_> {
                         "not used by the {} builder{why}; ignored",
                         ty.v.as_str()
                     )));
+                }
+                if let Some(p) = &b.platform {
+                    // Kept (and rendered): the kaniko builder is the one that uses it.
+                    self.warnings.push(p.at.error(if ty.v == BuilderType::Docker {
+                        format!(
+                            "not used by the docker builder{why}: it builds for the Docker daemon's own platform; ignored"
+                        )
+                    } else {
+                        "not used by the noop builder; ignored".to_string()
+                    }));
                 }
                 done(if ty.v == BuilderType::Docker {
                     BuilderKind::Docker
@@ -438,7 +456,6 @@ impl Resolver<'_> {
                             secret,
                             kaniko_config: b.kaniko_config.as_ref().map(|v| v.v.clone()),
                             kaniko_image: b.kaniko_image.as_ref().map(|v| v.v.clone()),
-                            destination: b.destination.as_ref().map(|v| v.v.clone()),
                         })))
                     }
                     _ => done(BuilderKind::Docker),

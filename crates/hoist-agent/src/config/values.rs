@@ -696,6 +696,28 @@ pub(crate) fn parse_capability(s: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+pub(crate) const PLATFORM_FORM: &str =
+    "OS/ARCH or OS/ARCH/VARIANT, such as linux/amd64 or linux/arm64";
+
+/// A build platform (`linux/amd64`, `linux/arm/v7`): two or three lowercase parts.
+pub(crate) fn parse_platform(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let part_ok = |p: &&str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if (2..=3).contains(&parts.len()) && parts.iter().all(part_ok) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid platform {:?}; expected {PLATFORM_FORM}",
+            shown(s)
+        ))
+    }
+}
+
 /// An absolute path (`~/` is expanded with `home`); `..` components are refused.
 pub(crate) fn parse_abs_path(text: &str, home: Option<&str>) -> Result<PathBuf, String> {
     let quoted = shown(text);

@@ -43,7 +43,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{Adopted, Capabilities, Execution, Exit, JobSpec, Runner, RunnerError};
+use super::{Adopted, Capabilities, DryRun, Execution, Exit, JobSpec, Runner, RunnerError};
 use crate::config::{BASE_ENV, LocalProcessSettings};
 use crate::host_env::{HostEnv, Lookup};
 use crate::logs::{LogSink, pump};
@@ -194,13 +194,10 @@ impl LocalProcessRunner {
         }
     }
 
-    /// Everything of `start` after the run directory exists.
-    async fn spawn(
-        &self,
+    /// The queue config and the command line of `job`, checked: what `start` runs.
+    fn command_of(
         job: &JobSpec,
-        logs: &LogSink,
-        run_dir: &Path,
-    ) -> Result<LocalExecution, RunnerError> {
+    ) -> Result<(local_process::LocalProcessOptions, Vec<String>), RunnerError> {
         let opts = local_process::parse(&job.resource_config).map_err(|p| {
             RunnerError::Refused(format!(
                 "the local-process config is not valid: {}",
@@ -219,6 +216,17 @@ impl LocalProcessRunner {
         if opts.shell {
             argv = vec!["sh".into(), "-c".into(), argv.join(" ")];
         }
+        Ok((opts, argv))
+    }
+
+    /// Everything of `start` after the run directory exists.
+    async fn spawn(
+        &self,
+        job: &JobSpec,
+        logs: &LogSink,
+        run_dir: &Path,
+    ) -> Result<LocalExecution, RunnerError> {
+        let (opts, argv) = Self::command_of(job)?;
         let mut dir = match &opts.working_dir {
             Some(d) => PathBuf::from(d),
             None => run_dir.to_path_buf(),
@@ -529,6 +537,63 @@ impl Runner for LocalProcessRunner {
             needs_registry: false,
             reports_pending: false,
         }
+    }
+
+    /// The command, its working directory and its environment (values that look secret
+    /// masked), as `start` would run them; nothing is created.
+    async fn dry_run(&self, job: &JobSpec) -> Result<DryRun, RunnerError> {
+        let (opts, argv) = Self::command_of(job)?;
+        let run_dir = self.run_dir(&job.run_id);
+        let working_dir = match (&job.source, &opts.working_dir) {
+            (None, Some(d)) => d.clone(),
+            (None, None) => run_dir.display().to_string(),
+            // A git or code job runs in its checked-out source (a relative working_dir
+            // inside it).
+            (Some(_), Some(d)) if Path::new(d).is_absolute() => d.clone(),
+            (Some(_), d) => {
+                let mut s = format!("{}/<the job's source>", run_dir.join("src").display());
+                if let Some(d) = d {
+                    s.push('/');
+                    s.push_str(d);
+                }
+                s
+            }
+        };
+        let (env, mut notes) = self.environment(job, &opts);
+        // Later entries win, as for the process.
+        let env: std::collections::BTreeMap<String, String> = env
+            .into_iter()
+            .map(|(k, v)| {
+                let v = hoist_core::secret::masked_value(&k, &v).map_or(v, str::to_string);
+                (k, v)
+            })
+            .collect();
+        if let Some(src) = &job.source {
+            notes.push(format!(
+                "the job's {} source would be checked out into {} first (at most {})",
+                match src {
+                    hoist_core::api::JobSource::Git { .. } => "git",
+                    hoist_core::api::JobSource::Code { .. } => "code",
+                    hoist_core::api::JobSource::Image { .. } => "image",
+                },
+                run_dir.join("src").display(),
+                human_bytes(self.settings.max_run_dir_bytes)
+            ));
+        }
+        let mut object = serde_json::json!({
+            "command": argv,
+            "working_dir": working_dir,
+            "process_group": "its own (a stop signals the whole group)",
+            "env": env,
+        });
+        if !notes.is_empty() {
+            object["notes"] = serde_json::json!(notes);
+        }
+        crate::dry_run::mask_value_tree(&mut object);
+        Ok(DryRun {
+            objects: vec![object],
+            backend_check: None,
+        })
     }
 
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {

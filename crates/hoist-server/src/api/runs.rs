@@ -30,7 +30,7 @@ use crate::dispatch::Waiter;
 use crate::error::{ApiError, ApiResult};
 use crate::logs::MAX_PAGE_BYTES;
 use crate::store::rows::RunSpec;
-use crate::store::runs::{NewRun, RunFilter};
+use crate::store::runs::{NewRun, RunFilter, queued_run};
 
 /// Most lines in one log batch.
 pub const MAX_LOG_BATCH: usize = 10_000;
@@ -73,16 +73,41 @@ async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Ru
     }
 }
 
-/// Enqueue a run. Answered once the run is durable.
+/// Enqueue a run. Answered once the run is durable. With `dry_run`, the launch is
+/// checked exactly as a real one and answered with the run it would create (its id is
+/// fresh and used nowhere); nothing is stored and no agent hears of it.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = LaunchRequest,
-    responses((status = 201, body = Run), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 201, body = Run), (status = 200, body = Run, description = "dry_run: the run a launch would create; nothing was stored"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn launch(
     State(s): State<AppState>,
     User(u): User,
     Json(req): Json<LaunchRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Run>)> {
-    let queue = resolve_queue(&s, &u, req.entity.as_deref(), &req.queue).await?;
+    let dry_run = req.dry_run;
+    let (new, queue_id) = checked_launch(&s, &u, req).await?;
+    if dry_run {
+        let mut run = queued_run(new, s.now());
+        run.state_reason = hoist_core::api::DRY_RUN_REASON.to_string();
+        return Ok((StatusCode::OK, axum::Json(mask(run))));
+    }
+    let run = s.store.launch(new, s.now()).await?;
+    metrics::counter!("hoist_launches_total").increment(1);
+    s.dispatch.wake_queue(&queue_id);
+    Ok((StatusCode::CREATED, axum::Json(mask(run))))
+}
+
+/// Every check of a launch, in order, and the run it makes (with its queue's id):
+/// the queue, the input, the job, template values, resource args merged and checked
+/// against the schema and the privileged-settings policy. Writes nothing: a real launch
+/// and a dry run share it, and differ only in whether the run is then stored.
+async fn checked_launch(
+    s: &AppState,
+    u: &UserPrincipal,
+    req: LaunchRequest,
+) -> ApiResult<(NewRun, String)> {
+    let queue = resolve_queue(s, u, req.entity.as_deref(), &req.queue).await?;
     let project = req.project.clone().unwrap_or_else(|| "default".into());
     names::validate("project", &project).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(n) = &req.name
@@ -130,7 +155,7 @@ async fn launch(
     // A code artifact of the caller's own job, launched onto another entity's queue.
     let mut hand_over = None;
     if let Some(jr) = &req.job {
-        let (job_entity, version) = resolve_for_launch(&s, &u, &queue.entity, jr).await?;
+        let (job_entity, version) = resolve_for_launch(s, u, &queue.entity, jr).await?;
         match &version.source {
             JobSource::Image { image: img } => image = Some(img.clone()),
             JobSource::Code { artifact, .. } if job_entity != queue.entity => {
@@ -193,42 +218,36 @@ async fn launch(
         return Err(config_problems(queue.resource, refused));
     }
     let id = crate::secrets::new_id(12);
-    let run = s
-        .store
-        .launch(
-            NewRun {
-                name: req.name.clone().unwrap_or_else(|| id.clone()),
-                id,
-                queue_id: queue.id.clone(),
-                entity: queue.entity.clone(),
-                queue_name: queue.name.clone(),
-                project,
-                spec: RunSpec {
-                    image,
-                    job,
-                    job_source,
-                    entry_point,
-                    args: req.args,
-                    env: req.env,
-                    config,
-                    resource_args,
-                    template_values: values,
-                },
-                resource: queue.resource,
-                resource_config,
-                priority: req.priority.unwrap_or_default(),
-                prioritize: queue.prioritize,
-                created_by: u.name.clone(),
-                // The queue's agents fetch the artifact with their own keys; the
-                // reference is recorded with the launch, or not at all.
-                hand_over,
+    Ok((
+        NewRun {
+            name: req.name.clone().unwrap_or_else(|| id.clone()),
+            id,
+            queue_id: queue.id.clone(),
+            entity: queue.entity.clone(),
+            queue_name: queue.name.clone(),
+            project,
+            spec: RunSpec {
+                image,
+                job,
+                job_source,
+                entry_point,
+                args: req.args,
+                env: req.env,
+                config,
+                resource_args,
+                template_values: values,
             },
-            s.now(),
-        )
-        .await?;
-    metrics::counter!("hoist_launches_total").increment(1);
-    s.dispatch.wake_queue(&queue.id);
-    Ok((StatusCode::CREATED, axum::Json(mask(run))))
+            resource: queue.resource,
+            resource_config,
+            priority: req.priority.unwrap_or_default(),
+            prioritize: queue.prioritize,
+            created_by: u.name.clone(),
+            // The queue's agents fetch the artifact with their own keys; the
+            // reference is recorded with the launch, or not at all.
+            hand_over,
+        },
+        queue.id,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

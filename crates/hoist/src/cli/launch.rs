@@ -1,5 +1,15 @@
-//! `hoist launch`: put a run on a queue, optionally wait for it with its logs live.
+//! `hoist launch`: put a run on a queue, optionally wait for it with its logs live;
+//! or, with `--dry-run`, show what the run would submit and enqueue nothing.
+//!
+//! A dry run goes through everything a launch and an agent do up to the start: the
+//! server checks the launch exactly as a real one and answers with the run it would
+//! create (`dry_run` in the request); this machine's agent config (`--agent-config`,
+//! else `~/.config/hoist/launch-config.yaml`) then prepares it as a claimed run
+//! (macros, `HOIST_*` variables with a placeholder run token) and the queue's runner
+//! checks and maps it ([`hoist_agent::dry_run`]). The objects go to stdout (YAML, or
+//! JSON with `-o json`), secrets masked; what was checked goes to stderr.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,7 +29,8 @@ use super::{Ctx, Exit, invalid, shell_words, split_ref};
 Examples:
   hoist launch --queue default -- python3 train.py --epochs 3
   hoist launch --queue gpu --image ghcr.io/me/train:1 --env EPOCHS=3 -- --lr 0.1
-  id=$(hoist launch -q gpu --image me/train:1 --set-var gpus=2 --priority high)")]
+  id=$(hoist launch -q gpu --image me/train:1 --set-var gpus=2 --priority high)
+  hoist launch -q gpu --image me/train:1 --dry-run      # show what would be submitted")]
 pub struct LaunchArgs {
     /// The queue: NAME (among your entities, yours first) or ENTITY/NAME.
     #[arg(short, long)]
@@ -62,8 +73,17 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Follow the run's logs until it ends; exit 0 if it finished, 1 otherwise.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Enqueue nothing: print what the queue's runner would submit (the container
+    /// config, the command, the Kubernetes objects), checked by the server and by the
+    /// runner as this machine's agent config sets it up; exit 2 when refused.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: the agent config to prepare the run with (default:
+    /// ~/.config/hoist/launch-config.yaml, when it exists).
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub agent_config: Option<PathBuf>,
     /// Without --image, --job or --entry-point: the command to run (local-process
     /// queues). Otherwise: arguments for the entry point.
     #[arg(last = true, value_name = "ARGS")]
@@ -131,12 +151,17 @@ pub fn request(a: LaunchArgs) -> anyhow::Result<LaunchRequest> {
             .map(|(k, v)| (k, Value::String(v)))
             .collect(),
         priority: a.priority,
+        dry_run: a.dry_run,
     })
 }
 
 pub async fn launch(ctx: &Ctx, a: LaunchArgs) -> anyhow::Result<()> {
     let wait = a.wait;
+    let agent_config = a.agent_config.clone();
     let req = request(a)?;
+    if req.dry_run {
+        return dry_run(ctx, &req, agent_config).await;
+    }
     let client = ctx.client()?;
     let run = client.launch(&req).await?;
     if !wait {
@@ -168,6 +193,128 @@ pub async fn launch(ctx: &Ctx, a: LaunchArgs) -> anyhow::Result<()> {
         }
     };
     finish(ctx, &run)
+}
+
+/// `hoist launch --dry-run`: the server's dry-run answer, prepared and checked by the
+/// runner as this machine's agent would.
+async fn dry_run(
+    ctx: &Ctx,
+    req: &LaunchRequest,
+    agent_config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use hoist_agent::config::{self, ConfigOverrides};
+    use hoist_agent::dry_run::{DryRunAgent, dry_run};
+    use hoist_agent::runners::RunnerError;
+
+    // The agent config first: a bad one is found before anything is sent.
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let path = agent_config.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        config::load(path.as_deref(), &env, &ConfigOverrides::default())
+    })
+    .await?
+    .map_err(|e| invalid(format!("the agent configuration is not valid:\n{e}")))?;
+    for w in &loaded.warnings {
+        err_line(&format!("warning: {w}"));
+    }
+    let cfg = loaded.config;
+    let target = ctx.target()?;
+    let client = ctx.client()?;
+    let run = client.launch(req).await?;
+    if run.state_reason != hoist_core::api::DRY_RUN_REASON {
+        // A server that took the launch for real (it cannot: an unknown field is
+        // refused), said so plainly.
+        anyhow::bail!(
+            "the server enqueued run {} instead of a dry run; cancel it with `hoist run cancel {}`",
+            run.id,
+            run.id
+        );
+    }
+    let base_url = cfg.base_url.clone().unwrap_or_else(|| target.host.clone());
+    let agent_name = cfg.agent_name(&crate::agent_start::hostname());
+    let work_root = cfg
+        .local_process
+        .work_dir
+        .clone()
+        .unwrap_or_else(crate::agent_start::default_work_root);
+    let agent = DryRunAgent {
+        config: &cfg,
+        host_env: std::sync::Arc::new(hoist_agent::host_env::HostEnv::capture()),
+        agent_name: &agent_name,
+        base_url: &base_url,
+        work_root,
+    };
+    let config_from = match &loaded.path {
+        Some(p) => p.display().to_string(),
+        None => "the default agent config (no launch-config.yaml)".to_string(),
+    };
+    err_line(&format!(
+        "hoist: dry run of a {} run on {}/{}, prepared as agent {agent_name} would with {config_from}",
+        run.resource, run.entity, run.queue
+    ));
+    err_line("checked by the server: ok");
+    let report = dry_run(&run, &agent).await;
+    let (objects, notes, runner_check, backend_check) = match &report {
+        Ok(r) => (
+            r.result.objects.clone(),
+            r.notes.clone(),
+            Ok(()),
+            r.result.backend_check.clone(),
+        ),
+        Err(e @ (RunnerError::Refused(_) | RunnerError::Start { .. })) => {
+            (Vec::new(), Vec::new(), Err(e.to_string()), None)
+        }
+        Err(e) => {
+            err_line(&format!("hoist: the runner's checks were not made: {e}"));
+            err_line("nothing was enqueued");
+            return Err(Exit(1).into());
+        }
+    };
+    let refused = runner_check.is_err() || matches!(backend_check, Some(Err(_)));
+    if ctx.json() {
+        let check = |c: &Result<(), String>| match c {
+            Ok(()) => serde_json::json!("ok"),
+            Err(m) => serde_json::json!({"refused": m}),
+        };
+        json(&serde_json::json!({
+            "run": run,
+            "objects": objects,
+            "notes": notes,
+            "runner_check": check(&runner_check),
+            "backend_check": backend_check.as_ref().map(check),
+            "enqueued": false,
+        }))?;
+    } else {
+        let docs: Vec<String> = objects
+            .iter()
+            .map(|o| {
+                serde_saphyr::to_string(o)
+                    .unwrap_or_else(|_| serde_json::to_string_pretty(o).unwrap_or_default())
+            })
+            .collect();
+        if !docs.is_empty() {
+            print!("{}", docs.join("---\n"));
+        }
+    }
+    for n in &notes {
+        err_line(&format!("note: {n}"));
+    }
+    match &runner_check {
+        Ok(()) => err_line("checked by the runner: ok"),
+        Err(m) => err_line(&format!("refused by the runner: {m}")),
+    }
+    match &backend_check {
+        None => {}
+        Some(Ok(())) => err_line("checked by the backend (server-side dry run): ok"),
+        Some(Err(m)) => err_line(&format!(
+            "refused by the backend (server-side dry run): {m}"
+        )),
+    }
+    err_line("nothing was enqueued");
+    if refused {
+        return Err(Exit(2).into());
+    }
+    Ok(())
 }
 
 /// Follows the log until the run has ended and returns the ended run. Reconnects from

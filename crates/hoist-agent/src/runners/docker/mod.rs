@@ -19,6 +19,9 @@
 //!   survive an agent restart (left running on shutdown, re-adopted); the image comes
 //!   from the local daemon (no registry needed); a started container runs at once.
 //! - `env: [NAME]` takes the agent's variable only under [`crate::host_env`]'s rule.
+//! - [`dry_run`] (and `Runner::dry_run`): the policy check and the create request of
+//!   `start`, without a daemon: the container's name, platform and create body, env
+//!   values that look secret masked.
 
 mod execution;
 mod policy;
@@ -46,8 +49,17 @@ use crate::config::{DockerHost, DockerSettings};
 use crate::host_env::HostEnv;
 use crate::logs::LogSink;
 use crate::runners::{
-    Adopted, Capabilities, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, LogResume, Runner,
-    RunnerError,
+    Adopted, Capabilities, DryRun, Execution, JobSpec, LABEL_AGENT, LABEL_RUN_ID, LogResume,
+    Runner, RunnerError,
+};
+
+/// What the docker runner's target does: runs need an image, containers survive an
+/// agent restart, images come from the local daemon, a started container runs.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    needs_image: true,
+    survives_restart: true,
+    needs_registry: false,
+    reports_pending: false,
 };
 
 /// Seconds bollard waits for the daemon to answer a request (streams excepted once
@@ -381,25 +393,23 @@ impl Runner for DockerRunner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_image: true,
-            survives_restart: true,
-            needs_registry: false,
-            reports_pending: false,
-        }
+        CAPABILITIES
+    }
+
+    async fn dry_run(&self, job: &JobSpec) -> Result<DryRun, RunnerError> {
+        let (job, settings, env, allow) = (
+            job.clone(),
+            self.settings.clone(),
+            self.host_env.clone(),
+            self.env_allow_list.clone(),
+        );
+        tokio::task::spawn_blocking(move || dry_run(&job, &settings, &env, &allow))
+            .await
+            .map_err(|e| RunnerError::start(format!("the docker dry run failed: {e}")))?
     }
 
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
-        let image = job
-            .image
-            .as_deref()
-            .filter(|i| !i.trim().is_empty())
-            .ok_or_else(|| {
-                RunnerError::start(format!(
-                    "run {} has no image to run: a docker queue needs the job's image (or a build)",
-                    job.run_id
-                ))
-            })?;
+        let image = image_of(job)?;
         // The policy resolves host paths (symbolic links): a filesystem walk, so off the
         // runtime.
         let (config, settings) = (job.resource_config.clone(), self.settings.clone());
@@ -529,6 +539,57 @@ impl Runner for DockerRunner {
             read_logs,
         ))))
     }
+}
+
+/// The run's image, or why it has none.
+fn image_of(job: &JobSpec) -> Result<&str, RunnerError> {
+    job.image
+        .as_deref()
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            RunnerError::start(format!(
+                "run {} has no image to run: a docker queue needs the job's image (or a build)",
+                job.run_id
+            ))
+        })
+}
+
+/// What `start` would send to the daemon for `job` under `settings`, checked the same
+/// way (the agent's policy, the queue config's mapping), without a daemon: one object
+/// `{name, platform, body}` (`POST /containers/create?name=…&platform=…` with `body`),
+/// env values that look secret masked. Blocking: the policy resolves host paths.
+pub fn dry_run(
+    job: &JobSpec,
+    settings: &DockerSettings,
+    host_env: &HostEnv,
+    env_allow_list: &[String],
+) -> Result<DryRun, RunnerError> {
+    let image = image_of(job)?;
+    let opts = options(&job.resource_config, settings)?;
+    let prepared = spec::prepare(job, image, &opts, host_env, env_allow_list).map_err(|e| {
+        RunnerError::start(format!("the queue's docker config cannot be applied: {e}"))
+    })?;
+    let mut body = prepared.body;
+    if let Some(env) = body.env.as_mut() {
+        for e in env.iter_mut() {
+            *e = crate::dry_run::mask_env_entry(e);
+        }
+    }
+    let mut body = serde_json::to_value(&body)
+        .map_err(|e| RunnerError::start(format!("the container config is not JSON: {e}")))?;
+    crate::dry_run::mask_value_tree(&mut body);
+    let mut object = serde_json::json!({
+        "name": spec::container_name(&job.run_id),
+        "platform": prepared.platform,
+        "body": body,
+    });
+    if !prepared.notes.is_empty() {
+        object["notes"] = serde_json::json!(prepared.notes);
+    }
+    Ok(DryRun {
+        objects: vec![object],
+        backend_check: None,
+    })
 }
 
 /// `DOCKER_HOST`: `unix:///path`, or `tcp://HOST:PORT` / `http://HOST:PORT`

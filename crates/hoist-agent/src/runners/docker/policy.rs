@@ -24,6 +24,9 @@
 //! A privileged container already has every capability and device, so
 //! `allow-privileged` also lets those through; it does not open host namespaces or
 //! host paths, which have their own keys.
+//!
+//! With `secure_mode: true` in the agent config, every one of them is refused, whatever
+//! the `docker` keys say.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -33,6 +36,19 @@ use crate::config::DockerSettings;
 
 /// Every refusal for `uses` (in document order), or nothing when all are allowed.
 pub(crate) fn refusals(uses: &[PrivilegedUse], settings: &DockerSettings) -> Vec<String> {
+    if settings.secure_mode {
+        return uses
+            .iter()
+            .map(|u| {
+                format!(
+                    "queue config asks for `{}: {}`{}; the agent runs with secure_mode: true, which refuses every privileged setting whatever its docker allow-lists say",
+                    u.option,
+                    u.value,
+                    at(u)
+                )
+            })
+            .collect();
+    }
     uses.iter().filter_map(|u| refusal(u, settings)).collect()
 }
 
@@ -258,6 +274,16 @@ mod tests {
             ..DockerSettings::default()
         };
         assert!(refusals(&uses, &allowed).is_empty());
+        // secure_mode refuses them all the same.
+        let secure = DockerSettings {
+            secure_mode: true,
+            ..allowed
+        };
+        let refused = refusals(&uses, &secure);
+        assert_eq!(refused.len(), expected.len(), "{refused:#?}");
+        for msg in &refused {
+            assert!(msg.contains("secure_mode: true"), "{msg}");
+        }
     }
 
     #[test]
