@@ -116,7 +116,12 @@ impl Cluster {
     /// `kubectl ARGS`, which must succeed: its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let o = self.output(args);
-        assert!(o.status.success(), "kubectl {}: {}", args.join(" "), show(&o));
+        assert!(
+            o.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            show(&o)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -146,7 +151,12 @@ impl Cluster {
             return true;
         }
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("NotFound"), "kubectl {}: {}", args.join(" "), show(&o));
+        assert!(
+            err.contains("NotFound"),
+            "kubectl {}: {}",
+            args.join(" "),
+            show(&o)
+        );
         false
     }
 }
@@ -187,7 +197,12 @@ impl Drop for Owned<'_> {
         if self.namespaces.is_empty() {
             return;
         }
-        let mut args = vec!["delete", "namespace", "--ignore-not-found", "--timeout=180s"];
+        let mut args = vec![
+            "delete",
+            "namespace",
+            "--ignore-not-found",
+            "--timeout=180s",
+        ];
         args.extend(self.namespaces.iter().map(String::as_str));
         let o = self.cluster.output(&args);
         if !o.status.success() {
@@ -206,7 +221,10 @@ impl Drop for Owned<'_> {
 fn kind_name(o: &Value) -> (String, String) {
     (
         o["kind"].as_str().unwrap_or_default().to_string(),
-        o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -371,7 +389,16 @@ fn check_base(objs: &[Value]) {
         }
         for v in &verbs {
             assert!(
-                ["create", "get", "list", "watch", "delete", "patch", "deletecollection"].contains(v),
+                [
+                    "create",
+                    "get",
+                    "list",
+                    "watch",
+                    "delete",
+                    "patch",
+                    "deletecollection"
+                ]
+                .contains(v),
                 "verb {v} in {rule}"
             );
         }
@@ -391,7 +418,10 @@ fn check_base(objs: &[Value]) {
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "hoist-agent");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none());
     let containers = pod["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1);
@@ -417,7 +447,10 @@ fn check_base(objs: &[Value]) {
     let r = &key["valueFrom"]["secretKeyRef"];
     assert_eq!(r["name"], secret_name);
     let k = r["key"].as_str().expect("secretKeyRef.key");
-    assert!(secret["data"][k].is_string(), "the Secret has no {k}: {secret}");
+    assert!(
+        secret["data"][k].is_string(),
+        "the Secret has no {k}: {secret}"
+    );
     for e in env {
         let name = e["name"].as_str().expect("env name");
         if e.get("value").is_some() {
@@ -602,8 +635,9 @@ fn the_base_placeholders_stop_the_agent() {
     assert_eq!(err.matches("is a placeholder").count(), 3, "{}", show(&o));
 
     // The example overlay's config is complete.
-    let example = std::fs::read_to_string(repo_root().join("deploy/overlays/example/launch-config.yaml"))
-        .expect("the example's launch-config.yaml");
+    let example =
+        std::fs::read_to_string(repo_root().join("deploy/overlays/example/launch-config.yaml"))
+            .expect("the example's launch-config.yaml");
     let o = agent_with(&example, "hoist_not_a_real_key", true);
     assert!(o.status.success(), "{}", show(&o));
 
@@ -723,7 +757,11 @@ impl AgentPod<'_> {
     fn assert_alive(&self) {
         let pods = self.state();
         for p in pods["items"].as_array().into_iter().flatten() {
-            for cs in p["status"]["containerStatuses"].as_array().into_iter().flatten() {
+            for cs in p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 let ended = cs["state"]["terminated"].is_object()
                     || cs["lastState"]["terminated"].is_object()
                     || cs["state"]["waiting"]["reason"]
@@ -839,8 +877,14 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     // local-process and a kubernetes queue, and an API key for the agent.
     let w = World::start();
     w.login_admin();
-    w.run(&["queue", "create", "in-cluster", "--resource", "local-process"])
-        .ok();
+    w.run(&[
+        "queue",
+        "create",
+        "in-cluster",
+        "--resource",
+        "local-process",
+    ])
+    .ok();
     let queue_config = w.file("in-cluster-k8s.yaml", SEED_JOB);
     w.run(&[
         "queue",
@@ -958,7 +1002,10 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
         "rootfs=ro".to_string(),
         format!("ns={agent_ns}"),
     ] {
-        assert!(lines.contains(&want), "no {want:?} in the run's log: {lines:?}");
+        assert!(
+            lines.contains(&want),
+            "no {want:?} in the run's log: {lines:?}"
+        );
     }
 
     // A kubernetes run: a Job in the runs' namespace, created, watched, its log
@@ -966,7 +1013,10 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     // need the namespace's default service account (made by the controller manager).
     let t0 = Instant::now();
     while !cluster.exists(&["get", "serviceaccount", "default", "-n", &runs_ns]) {
-        assert!(t0.elapsed() < LONG, "no default service account in {runs_ns}");
+        assert!(
+            t0.elapsed() < LONG,
+            "no default service account in {runs_ns}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let id = w
@@ -989,7 +1039,10 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     assert_eq!(r["state"], "finished", "{r:#}");
     let lines = job_lines(&w, &id);
     for want in ["hello-from-a-job".to_string(), format!("ns={runs_ns}")] {
-        assert!(lines.contains(&want), "no {want:?} in the run's log: {lines:?}");
+        assert!(
+            lines.contains(&want),
+            "no {want:?} in the run's log: {lines:?}"
+        );
     }
     let selector = format!("hoist.dev/run-id={id}");
     let t0 = Instant::now();
