@@ -19,7 +19,9 @@ use hoist_agent::config::{AgentConfig, MaxJobs, OciRegistry, RegistryConfig};
 use hoist_agent::host_env::HostEnv;
 use hoist_agent::logs::LogSink;
 use hoist_agent::runners::local_process::LocalProcessRunner;
-use hoist_agent::runners::{Adopted, Capabilities, Execution, Exit, JobSpec, Runner, RunnerError};
+use hoist_agent::runners::{
+    Adopted, Capabilities, Execution, Exit, JobSpec, LogResume, Runner, RunnerError,
+};
 use hoist_client::{Client, Secret};
 use hoist_core::api::*;
 use hoist_core::resource::ResourceType;
@@ -1026,13 +1028,13 @@ impl Runner for GatedRunner {
         }))
     }
 
-    async fn adopt(
+    async fn adopt_resuming(
         &self,
         job: &JobSpec,
         logs: LogSink,
-        since: Option<chrono::DateTime<chrono::Utc>>,
+        resume: LogResume,
     ) -> Result<Adopted, RunnerError> {
-        self.inner.adopt(job, logs, since).await
+        self.inner.adopt_resuming(job, logs, resume).await
     }
 }
 

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use hoist_core::api::LogStream;
 use hoist_core::resource::{ResourceType, local_process};
 use nix::sys::signal::{Signal, killpg};
@@ -43,7 +42,9 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{Adopted, Capabilities, DryRun, Execution, Exit, JobSpec, Runner, RunnerError};
+use super::{
+    Adopted, Capabilities, DryRun, Execution, Exit, JobSpec, LogResume, Runner, RunnerError,
+};
 use crate::config::{BASE_ENV, LocalProcessSettings};
 use crate::host_env::{HostEnv, Lookup};
 use crate::logs::{LogSink, pump};
@@ -630,11 +631,11 @@ impl Runner for LocalProcessRunner {
         }
     }
 
-    async fn adopt(
+    async fn adopt_resuming(
         &self,
         job: &JobSpec,
         _logs: LogSink,
-        _since: Option<DateTime<Utc>>,
+        _resume: LogResume,
     ) -> Result<Adopted, RunnerError> {
         let base = "agent restarted: local processes are not re-adopted (their output went to the previous agent process)";
         let what = self

@@ -410,23 +410,24 @@ pub trait Runner: Send + Sync {
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError>;
 
     /// Finds a run started by an earlier process of this agent (by its `hoist.run-id`
-    /// label) and resumes its log stream after `logs_since`.
-    async fn adopt(
-        &self,
-        job: &JobSpec,
-        logs: LogSink,
-        logs_since: Option<DateTime<Utc>>,
-    ) -> Result<Adopted, RunnerError>;
-
-    /// [`Runner::adopt`], resuming the log where the server's copy of it ends (see
-    /// [`LogResume`]). Runners that cannot re-adopt need not implement it.
+    /// label) and resumes its log stream where the server's copy of it ends (see
+    /// [`LogResume`]).
     async fn adopt_resuming(
         &self,
         job: &JobSpec,
         logs: LogSink,
         resume: LogResume,
+    ) -> Result<Adopted, RunnerError>;
+
+    /// [`Runner::adopt_resuming`], resuming the log after the exact time `logs_since`.
+    async fn adopt(
+        &self,
+        job: &JobSpec,
+        logs: LogSink,
+        logs_since: Option<DateTime<Utc>>,
     ) -> Result<Adopted, RunnerError> {
-        self.adopt(job, logs, resume.from()).await
+        self.adopt_resuming(job, logs, LogResume::after(logs_since))
+            .await
     }
 
     /// Deletes what an earlier process of agent `agent` left in the backend for runs

@@ -36,7 +36,6 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hoist_core::resource::ResourceType;
 use hoist_core::resource::docker::{self as options, DockerOptions};
@@ -452,16 +451,6 @@ impl Runner for DockerRunner {
             LogResume::default(),
             read_logs,
         )))
-    }
-
-    async fn adopt(
-        &self,
-        job: &JobSpec,
-        logs: LogSink,
-        logs_since: Option<DateTime<Utc>>,
-    ) -> Result<Adopted, RunnerError> {
-        self.adopt_resuming(job, logs, LogResume::after(logs_since))
-            .await
     }
 
     async fn adopt_resuming(

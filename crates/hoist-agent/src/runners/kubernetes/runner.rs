@@ -7,7 +7,6 @@
 //! [`Runner::sweep`] at the next start of the agent when it died first.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use hoist_core::resource::ResourceType;
 use hoist_core::secret::Secret;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
@@ -179,16 +178,6 @@ impl Runner for KubernetesRunner {
         )))
     }
 
-    async fn adopt(
-        &self,
-        job: &JobSpec,
-        logs: LogSink,
-        logs_since: Option<DateTime<Utc>>,
-    ) -> Result<Adopted, RunnerError> {
-        self.adopt_resuming(job, logs, LogResume::after(logs_since))
-            .await
-    }
-
     /// The run's objects have a name derived from the run (the same submission is
     /// built again): found by name, checked by label, supervised again; the logs
     /// resume after what the server has.
@@ -271,56 +260,31 @@ impl Runner for KubernetesRunner {
                 }
                 Err(e) => return Err(api::api_error("listing this agent's Jobs", e)),
             };
-        // (namespace, run label) → top objects (apiVersion, kind, name).
-        let mut stale: std::collections::BTreeMap<
-            (String, String),
-            (String, Vec<(String, String, String)>),
-        > = Default::default();
+        // (namespace, run label) → the run and its top objects (apiVersion, kind, name).
+        let mut stale = Stale::new();
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
         for s in &secrets {
-            let v = serde_json::to_value(s).unwrap_or(Value::Null);
-            let (Some(run), Some(ns)) = (api::run_id_of(&v), s.metadata.namespace.clone()) else {
-                continue;
-            };
-            if keep.contains(&run) {
-                continue;
-            }
-            let label = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(spec::LABEL_RUN_ID))
-                .cloned()
-                .unwrap_or_default();
-            let e = stale.entry((ns, label)).or_insert((run, Vec::new()));
-            for o in s.metadata.owner_references.iter().flatten() {
-                e.1.push((o.api_version.clone(), o.kind.clone(), o.name.clone()));
+            if let Some(tops) = stale_tops(&mut stale, s, &s.metadata, keep) {
+                tops.extend(
+                    s.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .map(|o| (o.api_version.clone(), o.kind.clone(), o.name.clone())),
+                );
             }
         }
         for j in &jobs {
-            let v = serde_json::to_value(j).unwrap_or(Value::Null);
-            let (Some(run), Some(ns)) = (api::run_id_of(&v), j.metadata.namespace.clone()) else {
-                continue;
-            };
-            if keep.contains(&run) {
-                continue;
+            if let Some(tops) = stale_tops(&mut stale, j, &j.metadata, keep) {
+                tops.push((
+                    "batch/v1".into(),
+                    "Job".into(),
+                    j.metadata.name.clone().unwrap_or_default(),
+                ));
             }
-            let label = j
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(spec::LABEL_RUN_ID))
-                .cloned()
-                .unwrap_or_default();
-            let e = stale.entry((ns, label)).or_insert((run, Vec::new()));
-            e.1.push((
-                "batch/v1".into(),
-                "Job".into(),
-                j.metadata.name.clone().unwrap_or_default(),
-            ));
         }
         let mut swept = Vec::new();
         for ((ns, label), (run, tops)) in stale {
@@ -367,4 +331,31 @@ impl Runner for KubernetesRunner {
             backend_check,
         })
     }
+}
+
+/// Top objects (apiVersion, kind, name) of one run.
+type Tops = Vec<(String, String, String)>;
+/// Runs that are over, by (namespace, run label): the run's id and its top objects.
+type Stale = std::collections::BTreeMap<(String, String), (String, Tops)>;
+
+/// The top objects of the run `obj` (with metadata `meta`) belongs to, when that run is
+/// over (not in `keep`); `None` for an object of a run to keep, or of no run.
+fn stale_tops<'s>(
+    stale: &'s mut Stale,
+    obj: &impl serde::Serialize,
+    meta: &kube::api::ObjectMeta,
+    keep: &[String],
+) -> Option<&'s mut Tops> {
+    let run = api::run_id_of(&serde_json::to_value(obj).ok()?)?;
+    let ns = meta.namespace.clone()?;
+    if keep.contains(&run) {
+        return None;
+    }
+    let label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(spec::LABEL_RUN_ID))
+        .cloned()
+        .unwrap_or_default();
+    Some(&mut stale.entry((ns, label)).or_insert((run, Vec::new())).1)
 }
