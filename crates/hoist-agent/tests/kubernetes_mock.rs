@@ -605,6 +605,33 @@ async fn a_forbidden_create_names_the_verb_the_resource_the_namespace_and_the_ro
     }
 }
 
+/// A container's stdout and stderr are stamped by separate copiers, so a log stream's
+/// stamps are not monotonic: a stderr line may be stamped before the stdout line that
+/// precedes it. Every line of one stream is shipped, in the stream's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_stamped_out_of_order_in_one_stream_are_all_shipped() {
+    let mock = KubeMock::start().await;
+    let runner = mock.runner().await;
+    let id = "runorder";
+    let sink = LogSink::new();
+    let (exec, pod) = started_and_running(&mock, &runner, id, &sink).await;
+    let base = base_second();
+    mock.log(NS, &pod, "main", ms(base, 200), "stdout first");
+    mock.log(NS, &pod, "main", ms(base, 150), "stderr, stamped earlier");
+    mock.log(NS, &pod, "main", ms(base, 300), "stdout last");
+    mock.set_pod(NS, &pod, PodState::Exited(0));
+    mock.end_log(NS, &pod, "main");
+    mock.complete_job(NS, &format!("train-{id}"));
+    let exit = within("the end", exec.wait()).await.expect("exit");
+    assert_eq!(exit, Exit::Code(0), "{}", mock.journal());
+    assert_eq!(
+        output(&sink),
+        ["stdout first", "stderr, stamped earlier", "stdout last"],
+        "every line once, in the stream's order"
+    );
+    exec.cleanup().await;
+}
+
 /// RBAC refuses the pod's log: the log is not retried in a loop, the run's log says
 /// why it has no output, and the run still ends by the Job's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

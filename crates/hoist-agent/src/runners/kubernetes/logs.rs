@@ -74,6 +74,12 @@ impl Follower {
                 ..LogParams::default()
             };
             let mut got_line = false;
+            // Lines of this stream at or before `seen` were read by an earlier stream.
+            // Within one stream nothing is skipped: a container's stdout and stderr are
+            // stamped by separate copiers, so the stamps of a stream are not monotonic
+            // (skipping by `last` there dropped a stderr line stamped before the stdout
+            // line read just before it).
+            let seen = last;
             let opened = tokio::select! {
                 r = self.pods.log_stream(&self.pod, &lp) => r,
                 _ = self.cancel.cancelled() => return,
@@ -90,10 +96,10 @@ impl Follower {
                             Ok(Some(line)) => {
                                 let (ts, text) = split_line(&line);
                                 let ts = ts.unwrap_or_else(Utc::now);
-                                if last.is_some_and(|l| ts <= l) {
+                                if seen.is_some_and(|l| ts <= l) {
                                     continue;
                                 }
-                                last = Some(ts);
+                                last = last.max(Some(ts));
                                 if self.resume.lock().expect("resume").skip(ts, false) {
                                     continue;
                                 }
