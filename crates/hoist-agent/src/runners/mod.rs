@@ -1,6 +1,6 @@
 //! Runners: one per target resource. A runner turns a prepared [`JobSpec`] into an
 //! [`Execution`] it can wait for, stop and clean up, and finds executions again after
-//! an agent restart ([`Runner::adopt`]).
+//! an agent restart ([`Runner::adopt_resuming`]).
 //!
 //! - [`local_process`]: the command on the agent's machine, in its own process group.
 //! - [`docker`]: a container through the Docker Engine API.
@@ -378,7 +378,7 @@ impl LogResume {
     }
 }
 
-/// What [`Runner::adopt`] found.
+/// What [`Runner::adopt_resuming`] found.
 pub enum Adopted {
     /// Still there (running, or ended and not yet collected): supervise it.
     Found(Box<dyn Execution>),
