@@ -80,16 +80,6 @@ pub async fn components(
             format!("no Docker daemon answered when it started: {why}"),
         );
     }
-    let kubernetes = kubernetes_runner(cfg).await;
-    match &kubernetes {
-        Ok((runner, _)) => {
-            runners.insert(ResourceType::Kubernetes, runner.clone());
-        }
-        Err(why) => {
-            unavailable.insert(ResourceType::Kubernetes, why.clone());
-        }
-    }
-    let kubernetes = kubernetes.map(|(_, note)| note);
     let (env, environment) = match &cfg.environment {
         None => (None, None),
         Some(e) => {
@@ -114,16 +104,28 @@ pub async fn components(
             (Some(env), Some(note))
         }
     };
-    let builder =
-        match registries::from_config(&cfg.registry, env.as_ref(), docker_client.as_ref()).await {
-            Ok(registry) => {
-                builders::builder_from_config(cfg, docker_client.as_ref(), registry, client.clone())
-            }
-            Err(e) => Arc::new(builders::UnavailableBuilder {
-                kind: "docker",
-                message: format!("the agent's registry is not usable: {e}"),
-            }) as Arc<dyn Builder>,
-        };
+    let registry = registries::from_config(&cfg.registry, env.as_ref(), docker_client.as_ref())
+        .await
+        .map_err(|e| format!("the agent's registry is not usable: {e}"));
+    let kubernetes = kubernetes_runner(cfg, registry.as_ref().ok().cloned()).await;
+    match &kubernetes {
+        Ok((runner, _)) => {
+            runners.insert(ResourceType::Kubernetes, runner.clone());
+        }
+        Err(why) => {
+            unavailable.insert(ResourceType::Kubernetes, why.clone());
+        }
+    }
+    let kubernetes = kubernetes.map(|(_, note)| note);
+    let builder = match registry {
+        Ok(registry) => {
+            builders::builder_from_config(cfg, docker_client.as_ref(), registry, client.clone())
+        }
+        Err(message) => Arc::new(builders::UnavailableBuilder {
+            kind: "docker",
+            message,
+        }) as Arc<dyn Builder>,
+    };
     Ok(Components {
         runners,
         unavailable,
@@ -140,39 +142,31 @@ pub async fn components(
 const KUBERNETES_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The Kubernetes runner when a cluster answers (with a note saying which), else why
-/// not.
+/// not. Runs whose image is in `registry` get its credentials as a pull Secret.
 #[cfg(feature = "kubernetes")]
-async fn kubernetes_runner(cfg: &AgentConfig) -> Result<(Arc<dyn Runner>, String), String> {
-    use hoist_agent::runners::kubernetes::{Cluster, KubernetesRunner};
-    let cluster = Cluster::connect(&cfg.kubernetes)
+async fn kubernetes_runner(
+    cfg: &AgentConfig,
+    registry: Option<Arc<dyn registries::Registry>>,
+) -> Result<(Arc<dyn Runner>, String), String> {
+    use hoist_agent::runners::kubernetes::Cluster;
+    use hoist_agent::runners::kubernetes::KubernetesRunner;
+    let (cluster, version) = Cluster::connect_checked(&cfg.kubernetes, KUBERNETES_CHECK_WITHIN)
         .await
-        .map_err(|e| format!("no Kubernetes cluster: {e}"))?;
-    let version = match tokio::time::timeout(KUBERNETES_CHECK_WITHIN, cluster.check()).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "no Kubernetes cluster answered when it started: {e}"
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "no Kubernetes cluster answered when it started: the API server at {} ({}) did not answer within {}s",
-                cluster.url,
-                cluster.source,
-                KUBERNETES_CHECK_WITHIN.as_secs()
-            ));
-        }
-    };
+        .map_err(|e| format!("no Kubernetes cluster answered when it started: {e}"))?;
     let note = format!(
         "Kubernetes {version} at {} ({}; runs go to namespace {} by default)",
         cluster.url, cluster.source, cluster.default_namespace
     );
-    let runner = KubernetesRunner::new(cluster, cfg.kubernetes.clone(), cfg.secure_mode);
+    let runner = KubernetesRunner::new(cluster, cfg.kubernetes.clone(), cfg.secure_mode)
+        .with_registry(registry);
     Ok((Arc::new(runner), note))
 }
 
 #[cfg(not(feature = "kubernetes"))]
-async fn kubernetes_runner(_cfg: &AgentConfig) -> Result<(Arc<dyn Runner>, String), String> {
+async fn kubernetes_runner(
+    _cfg: &AgentConfig,
+    _registry: Option<Arc<dyn registries::Registry>>,
+) -> Result<(Arc<dyn Runner>, String), String> {
     Err("this hoist was built without the `kubernetes` feature".into())
 }
 

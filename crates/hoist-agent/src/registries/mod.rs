@@ -50,6 +50,26 @@ pub struct RegistryAuth {
     pub password: Secret,
 }
 
+impl RegistryAuth {
+    /// The credentials as a Docker `config.json` document (`{"auths": {HOST: {…}}}`),
+    /// the form of a Kubernetes `kubernetes.io/dockerconfigjson` Secret and of Kaniko's
+    /// `/kaniko/.docker/config.json`. A secret itself.
+    pub fn docker_config_json(&self) -> Secret {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.username, self.password.expose());
+        let doc = serde_json::json!({
+            "auths": {
+                self.server.as_str(): {
+                    "username": self.username,
+                    "password": self.password.expose(),
+                    "auth": base64::engine::general_purpose::STANDARD.encode(pair),
+                }
+            }
+        });
+        Secret::new(doc.to_string())
+    }
+}
+
 /// Why a registry could not be used. Each variant keeps its cause as
 /// [`std::error::Error::source`] (the message, which a person reads in the run's
 /// failure, already quotes it) and never contains a credential.

@@ -45,13 +45,23 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
+    /// The API server did not answer within the time the caller gave it.
+    #[error("the Kubernetes API server at {url} ({what}) did not answer within {}s", .within.as_secs_f64())]
+    Timeout {
+        url: String,
+        what: String,
+        within: std::time::Duration,
+    },
 }
 
 impl ClusterError {
     /// An unreachable API server may answer later; a configuration does not repair
     /// itself.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ClusterError::Unreachable { .. })
+        matches!(
+            self,
+            ClusterError::Unreachable { .. } | ClusterError::Timeout { .. }
+        )
     }
 }
 
@@ -129,6 +139,24 @@ impl Cluster {
     }
 
     /// Asks the API server for its version: `v1.20.2`.
+    /// [`Cluster::connect`], then [`Cluster::check`] within `within`: the cluster and
+    /// the API server's version.
+    pub async fn connect_checked(
+        settings: &KubernetesSettings,
+        within: std::time::Duration,
+    ) -> Result<(Cluster, String), ClusterError> {
+        let cluster = Cluster::connect(settings).await?;
+        match tokio::time::timeout(within, cluster.check()).await {
+            Ok(Ok(version)) => Ok((cluster, version)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClusterError::Timeout {
+                url: cluster.url.clone(),
+                what: cluster.source.clone(),
+                within,
+            }),
+        }
+    }
+
     pub async fn check(&self) -> Result<String, ClusterError> {
         let v =
             self.client

@@ -6,6 +6,8 @@
 //! otherwise. Objects are deleted by hoist once the logs are in (no TTL), or by
 //! [`Runner::sweep`] at the next start of the agent when it died first.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use hoist_core::resource::ResourceType;
 use hoist_core::secret::Secret;
@@ -16,6 +18,7 @@ use serde_json::Value;
 
 use crate::config::KubernetesSettings;
 use crate::logs::LogSink;
+use crate::registries::Registry;
 use crate::runners::{
     Adopted, Capabilities, DryRun, Execution, JobSpec, LogResume, Runner, RunnerError,
 };
@@ -28,9 +31,10 @@ pub struct KubernetesRunner {
     cluster: Cluster,
     settings: KubernetesSettings,
     secure_mode: bool,
-    /// The agent's registry credentials as a `.dockerconfigjson`, for a per-run pull
+    /// The agent's registry: a run whose image is in it gets the registry's credentials
+    /// (fetched at the run's start, so short-lived tokens are fresh) as a per-run pull
     /// Secret.
-    docker_config_json: Option<Secret>,
+    registry: Option<Arc<dyn Registry>>,
 }
 
 impl KubernetesRunner {
@@ -39,27 +43,56 @@ impl KubernetesRunner {
             cluster,
             settings,
             secure_mode,
-            docker_config_json: None,
+            registry: None,
         }
     }
 
-    /// Registry credentials (a `.dockerconfigjson` document) that runs get as a pull
-    /// Secret.
-    pub fn with_docker_config_json(mut self, json: Option<Secret>) -> Self {
-        self.docker_config_json = json;
+    /// The agent's registry: runs whose image is in it get its credentials as a
+    /// per-run `kubernetes.io/dockerconfigjson` Secret in `imagePullSecrets`.
+    pub fn with_registry(mut self, registry: Option<Arc<dyn Registry>>) -> Self {
+        self.registry = registry;
         self
+    }
+
+    /// The pull credentials for `job`'s image: the agent registry's, when the image
+    /// is in that registry (same host) and it has credentials; `None` otherwise (an
+    /// image from elsewhere, a registry without credentials, images in the node's own
+    /// daemon).
+    async fn pull_credentials(&self, job: &JobSpec) -> Result<Option<Secret>, RunnerError> {
+        let (Some(registry), Some(image)) = (&self.registry, &job.image) else {
+            return Ok(None);
+        };
+        let Some(repository) = registry.repository() else {
+            return Ok(None);
+        };
+        let host = |r: &str| r.split('/').next().unwrap_or_default().to_string();
+        if host(image) != host(&repository) || !image.contains('/') {
+            return Ok(None);
+        }
+        let auth = registry.auth().await.map_err(|e| RunnerError::Api {
+            message: format!(
+                "the credentials of the agent's {} registry {} (for the run's pull Secret): {e}",
+                registry.kind(),
+                host(&repository)
+            ),
+            transient: e.is_transient(),
+            source: Box::new(e),
+        })?;
+        Ok(auth.map(|a| a.docker_config_json()))
     }
 
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
 
-    fn build(&self, job: &JobSpec) -> Result<spec::Submission, RunnerError> {
+    /// The submission for `job`, with `pull` (a `.dockerconfigjson`) as its pull
+    /// Secret.
+    fn build(&self, job: &JobSpec, pull: Option<&Secret>) -> Result<spec::Submission, RunnerError> {
         let cx = spec::SpecContext {
             default_namespace: &self.cluster.default_namespace,
             settings: &self.settings,
             secure_mode: self.secure_mode,
-            docker_config_json: self.docker_config_json.as_ref(),
+            docker_config_json: pull,
         };
         spec::build(job, &cx)
     }
@@ -159,16 +192,12 @@ impl Runner for KubernetesRunner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_image: true,
-            survives_restart: true,
-            needs_registry: true,
-            reports_pending: true,
-        }
+        super::CAPABILITIES
     }
 
     async fn start(&self, job: &JobSpec, logs: LogSink) -> Result<Box<dyn Execution>, RunnerError> {
-        let sub = self.build(job)?;
+        let pull = self.pull_credentials(job).await?;
+        let sub = self.build(job, pull.as_ref())?;
         let target = self.target(&sub).await?;
         self.create(&sub, &target).await?;
         Ok(Box::new(KubeExecution::supervise(
@@ -187,7 +216,8 @@ impl Runner for KubernetesRunner {
         logs: LogSink,
         resume: LogResume,
     ) -> Result<Adopted, RunnerError> {
-        let sub = self.build(job)?;
+        // Only the names and labels matter here: no credentials are fetched.
+        let sub = self.build(job, None)?;
         let target = self.target(&sub).await?;
         let found = target
             .kind
@@ -310,7 +340,8 @@ impl Runner for KubernetesRunner {
     /// The objects a start would create, masked, and the API server's own check of
     /// each (`dryRun=All`).
     async fn dry_run(&self, job: &JobSpec) -> Result<DryRun, RunnerError> {
-        let sub = self.build(job)?;
+        let pull = self.pull_credentials(job).await?;
+        let sub = self.build(job, pull.as_ref())?;
         let check = async {
             let target = self.target(&sub).await?;
             let secret_kind = api::Kind {
