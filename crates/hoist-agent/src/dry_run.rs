@@ -26,7 +26,7 @@ use crate::config::AgentConfig;
 use crate::host_env::HostEnv;
 use crate::run::{DryRunJob, dry_run_job};
 use crate::runners::local_process::LocalProcessRunner;
-use crate::runners::{Capabilities, DryRun, JobSpec, Runner, RunnerError, docker};
+use crate::runners::{Capabilities, DryRun, JobSpec, Runner, RunnerError, docker, kubernetes};
 
 /// The agent this machine would run, as far as a dry run needs it.
 #[derive(Debug, Clone)]
@@ -94,16 +94,10 @@ pub async fn dry_run(run: &Run, agent: &DryRunAgent<'_>) -> Result<DryRunReport,
             (prepared, result)
         }
         ResourceType::Kubernetes => {
-            // k8s dry run: wired by the lead after merge. Behind
-            // `#[cfg(feature = "kubernetes")]`: when the cluster answers, the
-            // KubernetesRunner's `dry_run` (which also asks the API server with
-            // dryRun=All), else `runners::kubernetes::offline_dry_run(&job,
-            // &cfg.kubernetes, cfg.secure_mode)`, with the job from
-            // `prepare(Capabilities { needs_image: true, .. })`.
-            return Err(RunnerError::Setup(
-                "this hoist has no Kubernetes dry run yet: the server's checks passed, the runner's were not made"
-                    .to_string(),
-            ));
+            let mut prepared = prepare(kubernetes::CAPABILITIES);
+            let (result, notes) = kubernetes_dry_run(&prepared.job, cfg).await?;
+            prepared.notes.extend(notes);
+            (prepared, result)
         }
         other => {
             return Err(RunnerError::Setup(format!(
@@ -113,6 +107,51 @@ pub async fn dry_run(run: &Run, agent: &DryRunAgent<'_>) -> Result<DryRunReport,
     };
     let DryRunJob { job, notes } = prepared;
     Ok(DryRunReport { job, notes, result })
+}
+
+/// How long a dry run waits for a Kubernetes API server to answer before it shows the
+/// objects without the server's own check.
+pub const KUBERNETES_DRY_RUN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A Kubernetes run's objects: checked by the API server too (`dryRun=All`) when the
+/// agent config's cluster answers within [`KUBERNETES_DRY_RUN_WITHIN`], by the
+/// agent's policy only otherwise (with a note saying why). The registry's pull Secret
+/// is not made: a dry run fetches no registry credentials.
+async fn kubernetes_dry_run(
+    job: &JobSpec,
+    cfg: &AgentConfig,
+) -> Result<(DryRun, Vec<String>), RunnerError> {
+    let mut notes = Vec::new();
+    if !matches!(cfg.registry, crate::config::RegistryConfig::Local) {
+        notes.push(
+            "a run whose image is in the agent's registry also gets a pull Secret `<name>-pull` with the registry's credentials (not fetched by a dry run)"
+                .to_string(),
+        );
+    }
+    #[cfg(feature = "kubernetes")]
+    {
+        use kubernetes::{Cluster, KubernetesRunner};
+        match Cluster::connect_checked(&cfg.kubernetes, KUBERNETES_DRY_RUN_WITHIN).await {
+            Ok((cluster, version)) => {
+                notes.push(format!(
+                    "asked the Kubernetes {version} API server at {} ({}) to check the objects (dryRun=All)",
+                    cluster.url, cluster.source
+                ));
+                let runner = KubernetesRunner::new(cluster, cfg.kubernetes.clone(), cfg.secure_mode);
+                return Ok((runner.dry_run(job).await?, notes));
+            }
+            Err(e) => notes.push(format!(
+                "no Kubernetes cluster answered ({e}): the objects were checked by the agent's policy only, not by an API server"
+            )),
+        }
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    notes.push(
+        "this hoist was built without the `kubernetes` feature: the objects were checked by the agent's policy only, not by an API server"
+            .to_string(),
+    );
+    let result = kubernetes::offline_dry_run(job, &cfg.kubernetes, cfg.secure_mode)?;
+    Ok((result, notes))
 }
 
 /// `NAME=VALUE` with the value masked when the name looks secret or the value looks

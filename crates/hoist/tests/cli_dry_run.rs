@@ -325,6 +325,150 @@ fn dry_run_reports_the_agents_refusal_of_a_privileged_config() {
     assert_eq!(run_count(&w), 0);
 }
 
+/// A Kubernetes run when no cluster answers: the Job and its Secret as the runner
+/// would submit them (masked), checked by the agent's policy, with a note that no API
+/// server checked them; a setting the agent refuses is exit 2 with its path.
+#[test]
+fn dry_run_of_a_kubernetes_run_without_a_cluster() {
+    let w = world();
+    let qcfg = w.file(
+        "kq.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: train\n  namespace: ml\nspec:\n  template:\n    spec:\n      containers:\n        - name: main\n          image: ${image_uri}\n",
+    );
+    w.run(&[
+        "queue",
+        "create",
+        "kq",
+        "--resource",
+        "kubernetes",
+        "--config",
+        qcfg.to_str().unwrap(),
+    ])
+    .ok();
+    // A cluster that does not answer: nothing listens on port 9 here.
+    let kubeconfig = w.file(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: down\n  cluster:\n    server: https://127.0.0.1:9\n    insecure-skip-tls-verify: true\ncontexts:\n- name: down\n  context:\n    cluster: down\n    user: u\ncurrent-context: down\nusers:\n- name: u\n  user:\n    token: kube-token-never-shown\n",
+    );
+    let agent_cfg = w.file(
+        "launch-config.yaml",
+        &format!("kubernetes:\n  kubeconfig: {}\n", kubeconfig.display()),
+    );
+    let r = w
+        .run(&[
+            "launch",
+            "-q",
+            "kq",
+            "--image",
+            "busybox:1",
+            "--env",
+            "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz0123",
+            "--env",
+            "EPOCHS=3",
+            "--dry-run",
+            "--agent-config",
+            agent_cfg.to_str().unwrap(),
+            "--",
+            "echo",
+            "hi",
+        ])
+        .ok()
+        .stderr_has("no Kubernetes cluster answered")
+        .stderr_has("checked by the runner: ok")
+        .stderr_has("nothing was enqueued");
+    assert!(!r.stderr.contains("checked by the backend"), "{}", r.stderr);
+    let docs = documents(&r.stdout);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Secret", "Job"], "{}", r.stdout);
+    let job = &docs[1];
+    let run_id = job["metadata"]["labels"]["hoist.dev/run-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(job["metadata"]["namespace"], "ml");
+    assert_eq!(
+        job["metadata"]["name"].as_str().unwrap(),
+        format!("train-{}", run_id.to_ascii_lowercase())
+    );
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["hoist.dev/run-id"],
+        run_id.as_str()
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "busybox:1");
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let cmd: Vec<&str> = c["command"]
+        .as_array()
+        .into_iter()
+        .chain(c["args"].as_array())
+        .flatten()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(cmd, ["echo", "hi"], "{c:#}");
+    let env = c["env"].as_array().unwrap();
+    let by_name = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {env:?}"))
+    };
+    // Credentials by reference to the run's Secret, never as values.
+    for secret in ["HOIST_RUN_TOKEN", "HF_TOKEN"] {
+        let e = by_name(secret);
+        assert!(e.get("value").is_none(), "{e}");
+        assert_eq!(
+            e["valueFrom"]["secretKeyRef"]["name"],
+            docs[0]["metadata"]["name"]
+        );
+    }
+    assert_eq!(by_name("EPOCHS")["value"], "3");
+    for leaked in [
+        "hf_abcdefghij",
+        "dry-run-placeholder",
+        "kube-token-never-shown",
+    ] {
+        assert!(
+            !r.stdout.contains(leaked) && !r.stderr.contains(leaked),
+            "{leaked} shown:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+    // hostNetwork, let into a queue by an admin, is refused by this agent's policy.
+    let hcfg = w.file(
+        "hq.yaml",
+        "apiVersion: batch/v1\nkind: Job\nspec:\n  template:\n    spec:\n      hostNetwork: true\n      containers:\n        - name: main\n",
+    );
+    w.run(&[
+        "queue",
+        "create",
+        "hq",
+        "--resource",
+        "kubernetes",
+        "--allow-privileged",
+        "--config",
+        hcfg.to_str().unwrap(),
+    ])
+    .ok();
+    w.run(&[
+        "launch",
+        "-q",
+        "hq",
+        "--image",
+        "busybox:1",
+        "--dry-run",
+        "--agent-config",
+        agent_cfg.to_str().unwrap(),
+    ])
+    .code(2)
+    .stderr_has("refused by the runner")
+    .stderr_has("spec.template.spec.hostNetwork")
+    .stderr_has("nothing was enqueued");
+    assert_eq!(run_count(&w), 0);
+}
+
 #[test]
 fn dry_run_bad_input() {
     let w = world();

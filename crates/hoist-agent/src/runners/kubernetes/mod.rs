@@ -26,7 +26,17 @@
 //! - `logs`: one log follower per container.
 
 use crate::config::KubernetesSettings;
-use crate::runners::{DryRun, JobSpec, RunnerError};
+use crate::runners::{Capabilities, DryRun, JobSpec, RunnerError};
+
+/// What the Kubernetes runner does: runs need an image, and one that the cluster can
+/// pull (a registry, unless the nodes share the agent's daemon); the objects outlive
+/// the agent; a pod waits to be scheduled and pulled before it runs.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    needs_image: true,
+    survives_restart: true,
+    needs_registry: true,
+    reports_pending: true,
+};
 
 pub mod policy;
 pub mod spec;
