@@ -45,6 +45,10 @@ struct Buf {
     /// Lines taken by the shipper and not yet acknowledged by the server.
     in_flight: usize,
     tail: VecDeque<String>,
+    /// Warnings not yet taken by the shipper.
+    warnings: Vec<String>,
+    /// Warnings pushed so far (bounded like the server's list).
+    warned: usize,
 }
 
 /// Where a run's output goes. Cheap to clone; never blocks the writer.
@@ -121,6 +125,20 @@ impl LogSink {
         self.push(LogStream::System, text);
     }
 
+    /// A warning about the run from hoist: a line of the log, and an entry of the run's
+    /// warnings on the server (`hoist run show`). The same text twice is one entry;
+    /// past [`hoist_core::api::MAX_RUN_WARNINGS`] they are log lines only.
+    pub fn warn(&self, text: &str) {
+        {
+            let mut b = self.buf.lock().expect("log buffer");
+            if b.warned < hoist_core::api::MAX_RUN_WARNINGS {
+                b.warned += 1;
+                b.warnings.push(text.to_string());
+            }
+        }
+        self.system(&format!("[hoist: warning: {text}]"));
+    }
+
     /// The last lines written (for failure reports).
     pub fn tail(&self) -> Vec<String> {
         self.buf
@@ -150,8 +168,9 @@ impl LogSink {
         self.ready.notify_one();
     }
 
-    fn take_batch(&self) -> (Vec<LogLine>, bool) {
+    fn take_batch(&self) -> (Vec<LogLine>, Vec<String>, bool) {
         let mut b = self.buf.lock().expect("log buffer");
+        let warnings = std::mem::take(&mut b.warnings);
         let mut out = Vec::new();
         let mut bytes = 0;
         while let Some(l) = b.lines.front() {
@@ -164,8 +183,8 @@ impl LogSink {
         }
         b.bytes -= bytes;
         b.in_flight += out.len();
-        let done = b.closed && b.lines.is_empty();
-        (out, done)
+        let done = b.closed && b.lines.is_empty() && b.warnings.is_empty();
+        (out, warnings, done)
     }
 
     /// Waits until everything pushed so far has been shipped (or the shipper gave up).
@@ -189,17 +208,20 @@ impl LogSink {
 pub async fn ship(sink: LogSink, client: Client, run_id: String, session: String) {
     let mut backoff = Duration::from_millis(100);
     let mut pending: Vec<LogLine> = Vec::new();
+    let mut pending_warnings: Vec<String> = Vec::new();
     loop {
         let notified = sink.ready.notified();
-        let done = if pending.is_empty() {
-            let (batch, done) = sink.take_batch();
+        let done = if pending.is_empty() && pending_warnings.is_empty() {
+            let (batch, warnings, done) = sink.take_batch();
             pending = batch;
+            pending_warnings = warnings;
             done
         } else {
             false
         };
-        if !pending.is_empty() {
+        if !pending.is_empty() || !pending_warnings.is_empty() {
             let batch = LogBatch {
+                warnings: std::mem::take(&mut pending_warnings),
                 session: Some(session.clone()),
                 lines: std::mem::take(&mut pending),
             };
@@ -216,6 +238,7 @@ pub async fn ship(sink: LogSink, client: Client, run_id: String, session: String
                 Err(e) if e.is_transient() => {
                     tracing::debug!(message = "Log shipping failed; retrying.", run = %run_id, error = %e);
                     pending = batch.lines;
+                    pending_warnings = batch.warnings;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -299,7 +322,7 @@ mod tests {
         let s = LogSink::new();
         let long = "x".repeat(MAX_LINE_BYTES * 2 + 5);
         s.push(LogStream::Stdout, &long);
-        let (b, _) = s.take_batch();
+        let (b, _, _) = s.take_batch();
         assert_eq!(b.len(), 3);
         assert_eq!(b[2].text.len(), 5);
         // Fill beyond the budget: the overflow is counted, then noted.
@@ -311,7 +334,7 @@ mod tests {
         assert_eq!(s.buf.lock().unwrap().dropped, 10);
         while !s.take_batch().0.is_empty() {}
         s.push(LogStream::Stderr, "after");
-        let (b, _) = s.take_batch();
+        let (b, _, _) = s.take_batch();
         assert!(b[0].text.contains("10 line(s) dropped"), "{:?}", b[0]);
         assert_eq!(b[1].text, "after");
         assert_eq!(s.tail().last().unwrap(), "after");
@@ -324,7 +347,7 @@ mod tests {
         data.extend(std::iter::repeat_n(b'z', MAX_LINE_BYTES + 10));
         data.extend(b"\nlast-no-newline");
         pump(&data[..], LogStream::Stdout, s.clone()).await;
-        let (b, _) = s.take_batch();
+        let (b, _, _) = s.take_batch();
         let texts: Vec<_> = b.iter().map(|l| l.text.len()).collect();
         assert_eq!(b[0].text, "one");
         assert_eq!(b[1].text, "two");

@@ -1037,6 +1037,7 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
         .append_logs(
             run_id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: vec![],
             },

@@ -496,7 +496,23 @@ pub struct Run {
     /// Every state change; present in `GET /runs/{id}`, absent in lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<Transition>>,
+    /// What the agent noticed without the state changing (a pod that cannot be
+    /// scheduled…), oldest first; present in `GET /runs/{id}`, absent in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<RunWarning>>,
 }
+
+/// Something the agent holding a run noticed about it that did not change its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunWarning {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// Most warnings kept per run (the agent's first ones; later ones are dropped).
+pub const MAX_RUN_WARNINGS: usize = 50;
+/// Longest warning kept, in bytes (longer ones are cut at a character boundary).
+pub const MAX_RUN_WARNING_BYTES: usize = 2048;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
@@ -554,6 +570,10 @@ pub struct LogBatch {
     #[serde(default)]
     pub session: Option<String>,
     pub lines: Vec<LogLine>,
+    /// Warnings about the run (see [`RunWarning`]): only from the agent holding the
+    /// run, with its `session`; each is also a line of the log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A line as stored, with its position.

@@ -584,6 +584,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
     job.append_logs(
         &run.id,
         &LogBatch {
+            warnings: Vec::new(),
             session: None,
             lines: vec![LogLine {
                 ts: chrono::Utc::now(),
@@ -639,6 +640,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
         job.append_logs(
             &run.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: vec![],
             },
@@ -648,6 +650,102 @@ async fn lifecycle_claim_to_finish_with_timeline() {
         ErrorCode::Unauthenticated,
     );
     assert!(msg.contains("run has ended"), "{msg}");
+    t.stop().await;
+}
+
+/// Warnings ride on the agent's log batches: stored once per message with the run,
+/// shown by `GET /runs/{id}` (and each is a log line too, written by the agent). A
+/// job's run token may not send any; a session that no longer holds the run adds
+/// nothing; a flood is bounded.
+#[tokio::test]
+async fn agent_warnings_are_kept_with_the_run() {
+    let t = TestServer::start().await;
+    let c = t.admin();
+    local_queue(&c, "lp").await;
+    let run = c.launch(&launch_cmd("lp", &["true"])).await.unwrap();
+    let s = register(&c, "warner", &["lp"], 1).await;
+    let got = claim(&c, &s, 1, Duration::from_secs(1)).await;
+    let cr = &got.runs[0];
+    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    let warn = |session: Option<String>, ws: &[&str]| LogBatch {
+        session,
+        lines: vec![LogLine {
+            ts: chrono::Utc::now(),
+            stream: LogStream::System,
+            text: "[hoist: warning: …]".into(),
+        }],
+        warnings: ws.iter().map(|w| w.to_string()).collect(),
+    };
+    let unschedulable = "pod p-1 cannot be scheduled: 0/1 nodes are available";
+    c.append_logs(&run.id, &warn(Some(s.session.clone()), &[unschedulable]))
+        .await
+        .unwrap();
+    // The same warning again (the agent saw the pod again) is one entry.
+    c.append_logs(
+        &run.id,
+        &warn(
+            Some(s.session.clone()),
+            &[unschedulable, "image pulling slowly"],
+        ),
+    )
+    .await
+    .unwrap();
+    let shown = c.get_run(&run.id).await.unwrap();
+    assert_eq!(shown.state, RunState::Starting);
+    let ws: Vec<_> = shown
+        .warnings
+        .unwrap()
+        .into_iter()
+        .map(|w| w.message)
+        .collect();
+    assert_eq!(ws, vec![unschedulable, "image pulling slowly"]);
+    // Lists stay light.
+    let listed = c.list_runs(&Default::default()).await.unwrap();
+    assert!(listed.runs.iter().all(|r| r.warnings.is_none()));
+    // The job itself may not warn: refused, and nothing stored.
+    let job = t.client(cr.token.expose());
+    api_err(
+        job.append_logs(&run.id, &warn(None, &["fake hoist warning"]))
+            .await,
+        403,
+        ErrorCode::Forbidden,
+    );
+    // Without a session, or with one that is not the holder's: the lines are stored,
+    // the warnings are not.
+    api_err(
+        c.append_logs(&run.id, &warn(None, &["no session"])).await,
+        403,
+        ErrorCode::Forbidden,
+    );
+    c.append_logs(&run.id, &warn(Some("made-up".into()), &["wrong session"]))
+        .await
+        .unwrap();
+    // A flood: bounded per batch and per run; long messages are cut.
+    let many: Vec<String> = (0..MAX_RUN_WARNINGS + 1).map(|i| format!("w{i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    api_err(
+        c.append_logs(&run.id, &warn(Some(s.session.clone()), &many_refs))
+            .await,
+        413,
+        ErrorCode::PayloadTooLarge,
+    );
+    let long = "é".repeat(MAX_RUN_WARNING_BYTES);
+    c.append_logs(&run.id, &warn(Some(s.session.clone()), &[long.as_str()]))
+        .await
+        .unwrap();
+    c.append_logs(
+        &run.id,
+        &warn(Some(s.session.clone()), &many_refs[..MAX_RUN_WARNINGS]),
+    )
+    .await
+    .unwrap();
+    let ws = c.get_run(&run.id).await.unwrap().warnings.unwrap();
+    assert_eq!(ws.len(), MAX_RUN_WARNINGS);
+    assert!(ws[2].message.len() <= MAX_RUN_WARNING_BYTES && ws[2].message.starts_with('é'));
+    let texts: Vec<&str> = ws.iter().map(|w| w.message.as_str()).collect();
+    for absent in ["fake hoist warning", "no session", "wrong session"] {
+        assert!(!texts.contains(&absent), "{absent} stored: {texts:?}");
+    }
     t.stop().await;
 }
 
@@ -846,6 +944,7 @@ async fn logs_follow_streams_until_run_ends() {
         c.append_logs(
             &run.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: Some(s.session.clone()),
                 lines: (0..100)
                     .map(|j| LogLine {

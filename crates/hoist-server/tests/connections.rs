@@ -232,6 +232,7 @@ async fn idle_keep_alive_connections_close_but_requests_in_flight_survive() {
         .append_logs(
             &run.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: vec![LogLine {
                     ts: chrono::Utc::now(),

@@ -204,6 +204,7 @@ async fn quota_stores_a_marker_then_drops_lines_and_answers_normally() {
     local_queue(&c, "q").await;
     let run = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
     let batch = |tag: &str| LogBatch {
+        warnings: Vec::new(),
         session: None,
         lines: lines(100, tag, 200),
     };
@@ -262,6 +263,7 @@ async fn a_page_never_exceeds_the_byte_cap_whatever_the_limit() {
         c.append_logs(
             &run.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: lines(250, &format!("p{i}-"), 10 << 10),
             },
@@ -324,6 +326,7 @@ async fn follow_reads_across_chunks_and_segments() {
         c.append_logs(
             &run.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: a,
             },
@@ -340,6 +343,7 @@ async fn follow_reads_across_chunks_and_segments() {
     c.append_logs(
         &run.id,
         &LogBatch {
+            warnings: Vec::new(),
             session: None,
             lines: tail,
         },
@@ -379,6 +383,7 @@ async fn retention_deletes_the_logs_of_runs_that_ended_long_ago() {
         c.append_logs(
             &r.id,
             &LogBatch {
+                warnings: Vec::new(),
                 session: None,
                 lines: lines(500, "r", 100),
             },
@@ -442,6 +447,7 @@ async fn an_interrupted_log_deletion_is_finished_by_the_next_sweep() {
     c.append_logs(
         &run.id,
         &LogBatch {
+            warnings: Vec::new(),
             session: None,
             lines: lines(300, "x", 100),
         },

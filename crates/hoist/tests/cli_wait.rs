@@ -90,6 +90,7 @@ impl FakeAgent {
             .append_logs(
                 id,
                 &LogBatch {
+                    warnings: Vec::new(),
                     session: Some(self.session.clone()),
                     lines: lines
                         .iter()

@@ -318,6 +318,7 @@ async fn get_run(
         Principal::RunToken { .. } => return Err(run_not_found(&id)),
     };
     run.timeline = Some(s.store.timeline(&id).await?);
+    run.warnings = Some(s.store.warnings(&id).await?);
     Ok(axum::Json(mask(run)))
 }
 
@@ -565,8 +566,39 @@ async fn append_logs(
             format!("a log batch holds at most {MAX_LOG_BATCH} lines; send smaller batches"),
         ));
     }
+    if !batch.warnings.is_empty() {
+        // Only the agent holding the run warns about it (a job's own lines are log
+        // lines, nothing more).
+        let (Principal::User(_), Some(_)) = (&who, &batch.session) else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                hoist_core::api::ErrorCode::Forbidden,
+                "only the agent holding a run may send warnings about it (with its session)",
+            ));
+        };
+        if batch.warnings.len() > hoist_core::api::MAX_RUN_WARNINGS {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                hoist_core::api::ErrorCode::PayloadTooLarge,
+                format!(
+                    "a log batch holds at most {} warnings",
+                    hoist_core::api::MAX_RUN_WARNINGS
+                ),
+            ));
+        }
+    }
     let stored = !batch.lines.is_empty();
     let r = s.logs.append(&id, batch.lines).await?;
+    if let (false, Some(session)) = (batch.warnings.is_empty(), &batch.session) {
+        // Advisory: lines already stored stay stored whatever happens to these.
+        if let Err(e) = s
+            .store
+            .add_warnings(&id, session, batch.warnings, s.now())
+            .await
+        {
+            tracing::info!(message = "An agent's warnings about a run were not stored.", run = %id, error = %e);
+        }
+    }
     if stored {
         s.dispatch.wake_run(&id);
     }

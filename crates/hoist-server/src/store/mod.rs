@@ -76,6 +76,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/sqlite/0004_log_segments.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_run_warnings.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -87,6 +91,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_log_segments.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_run_warnings.sql"),
     ),
 ];
 

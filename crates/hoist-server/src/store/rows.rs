@@ -102,5 +102,6 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
             .map(|c| c as i32),
         failure,
         timeline: None,
+        warnings: None,
     })
 }

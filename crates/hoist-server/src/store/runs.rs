@@ -13,7 +13,10 @@
 
 use std::sync::LazyLock;
 
-use hoist_core::api::{ClaimedRun, Failure, Run, RunUpdate, Transition};
+use hoist_core::api::{
+    ClaimedRun, Failure, MAX_RUN_WARNING_BYTES, MAX_RUN_WARNINGS, Run, RunUpdate, RunWarning,
+    Transition,
+};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Actor, FailureStage, Priority, RunState, check_transition};
 use serde_json::Value;
@@ -404,6 +407,7 @@ pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
         exit_code: None,
         failure: None,
         timeline: None,
+        warnings: None,
     }
 }
 
@@ -661,6 +665,78 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The warnings agents reported about run `id`, oldest first.
+    pub async fn warnings(&self, id: &str) -> Result<Vec<RunWarning>, StoreError> {
+        let rows =
+            sqlx::query("SELECT at, message FROM run_warnings WHERE run_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(self.reader())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunWarning {
+                    at: to_datetime(r.try_get("at")?),
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records `messages` as warnings about run `run_id`, from the agent holding it
+    /// with `session` (else the session's error, or a conflict). A message the run
+    /// already has is not stored again; beyond [`MAX_RUN_WARNINGS`] nothing more is
+    /// stored; each is cut to [`MAX_RUN_WARNING_BYTES`]. Returns how many were stored.
+    pub async fn add_warnings(
+        &self,
+        run_id: &str,
+        session: &str,
+        messages: Vec<String>,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let run_id = run_id.to_string();
+        let session = session.to_string();
+        let max_requeues = self.options().max_requeues;
+        self.write(move |c| {
+            Box::pin(async move {
+                let (run, _) = fetch_run(c, &run_id).await?;
+                let Some(agent) = run.agent else {
+                    return Err(StoreError::Conflict(format!(
+                        "run {run_id} is not held by any agent (it is {}): no agent may warn about it",
+                        run.state
+                    )));
+                };
+                check_agent(c, &agent.id, &session, Check::Session, now, max_requeues).await?;
+                let have: Vec<String> =
+                    sqlx::query_scalar("SELECT message FROM run_warnings WHERE run_id = $1")
+                        .bind(&run_id)
+                        .fetch_all(&mut *c)
+                        .await?;
+                let mut have: std::collections::HashSet<String> = have.into_iter().collect();
+                let mut stored = 0;
+                for m in messages {
+                    if have.len() >= MAX_RUN_WARNINGS {
+                        break;
+                    }
+                    let m = cut_to(m, MAX_RUN_WARNING_BYTES);
+                    if m.is_empty() || !have.insert(m.clone()) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO run_warnings (run_id, at, message) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&run_id)
+                    .bind(now)
+                    .bind(&m)
+                    .execute(&mut *c)
+                    .await?;
+                    stored += 1;
+                }
+                Ok(stored)
+            })
+        })
+        .await
     }
 
     /// Newest first. Returns the runs and the cursor of the next page.
@@ -1217,4 +1293,16 @@ impl Store {
         }
         Ok(done)
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut_to(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
 }

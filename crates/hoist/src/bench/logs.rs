@@ -48,6 +48,7 @@ pub struct LogsBench {
 fn batch(first: u64, n: usize, width: usize) -> LogBatch {
     let ts = chrono::Utc::now();
     LogBatch {
+        warnings: Vec::new(),
         session: None,
         lines: (0..n as u64)
             .map(|i| {

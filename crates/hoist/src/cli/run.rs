@@ -297,6 +297,16 @@ fn describe(r: &Run) -> String {
                 .join("\n"),
         );
     }
+    if let Some(ws) = r.warnings.as_ref().filter(|w| !w.is_empty()) {
+        s.push_str("\nwarnings (UTC):");
+        for w in ws {
+            s.push_str(&format!(
+                "\n  {}  {}",
+                w.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                w.message
+            ));
+        }
+    }
     s
 }
 

@@ -491,8 +491,8 @@ impl Supervisor {
                 let warning = format!("pod {name} cannot be scheduled: {msg}");
                 *self.pending.lock().expect("pending") = Some(warning.clone());
                 if self.warned.insert(warning.clone()) {
-                    self.sink.system(&format!(
-                        "[hoist: warning: {warning}; the run stays starting until it is scheduled or start_timeout fires]"
+                    self.sink.warn(&format!(
+                        "{warning} (the run stays starting until it is scheduled or start_timeout fires)"
                     ));
                 }
             }
