@@ -224,15 +224,22 @@ apiVersion: batch/v1
 
 impl K8sE2e {
     fn new(prefix: &str, agent_config: &str) -> K8sE2e {
+        let registry = format!(
+            "registry:\n  type: oci\n  uri: {}/hoist-e2e\n",
+            std::env::var("HOIST_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+        );
+        K8sE2e::with_registry(prefix, &registry, agent_config)
+    }
+
+    /// With `registry` (the agent config's `registry:` block) instead of the test
+    /// registry without auth.
+    fn with_registry(prefix: &str, registry: &str, agent_config: &str) -> K8sE2e {
         let w = World::start_with_log_level("info");
         w.login_admin();
         let ns = Namespace::create(prefix);
         let config = w.file(
             "launch-config.yaml",
-            &format!(
-                "registry:\n  type: oci\n  uri: {}/hoist-e2e\nstopped_run_timeout: 5s\n{agent_config}",
-                std::env::var("HOIST_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
-            ),
+            &format!("{registry}stopped_run_timeout: 5s\n{agent_config}"),
         );
         K8sE2e {
             w,
@@ -615,11 +622,31 @@ fn start_failures_are_reported_with_their_reason() {
     e.wait_nothing_left(&id);
 
     let id = e.launch("kn", &["true"]);
-    e.wait_run(&id, "warned", |_| {
+    // While the pod is pending: a warning on the run, and a line in its log.
+    let r = e.wait_run(&id, "warned", |r| {
+        r["warnings"].as_array().is_some_and(|ws| {
+            ws.iter().any(|w| {
+                w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot be scheduled"))
+            })
+        })
+    });
+    assert_eq!(r["state"], "starting", "{r:#}");
+    let shown = e.w.run(&["run", "show", &id]).ok().stdout;
+    let warnings = shown
+        .split_once("warnings (UTC):")
+        .map(|(_, w)| w.to_string())
+        .unwrap_or_else(|| panic!("no warnings in `run show`:\n{shown}"));
+    assert!(
+        warnings.contains("cannot be scheduled") && warnings.contains("didn't match"),
+        "{shown}"
+    );
+    assert!(
         e.logs(&id)
             .iter()
             .any(|(s, t)| s == "system" && t.contains("cannot be scheduled"))
-    });
+    );
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{r:#}");
     let msg = r["failure"]["message"].as_str().unwrap_or_default();
@@ -852,4 +879,156 @@ fn a_deleted_pod_requeues_the_run() {
     let r = e.wait_ended(&id);
     assert_eq!(r["state"], "stopped", "{r:#}");
     e.wait_nothing_left(&id);
+}
+
+/// `hoist launch --dry-run` when the cluster answers: the objects are also checked by
+/// the API server (`dryRun=All`) and nothing is created; an object the API server
+/// refuses (a namespace that does not exist) is exit 2 with its answer.
+#[test]
+fn dry_run_asks_the_api_server() {
+    require_k8s!();
+    let e = K8sE2e::new("k8s-dry", "");
+    e.queue("kq", &seed_job(&e.ns.name, "", ""), &[]);
+    e.queue("kgone", &seed_job("hoist-no-such-namespace", "", ""), &[]);
+    let kubeconfig = env("HOIST_TEST_KUBECONFIG");
+    let cfg = e.config.to_string_lossy().to_string();
+    let img = image();
+    let dry = |queue: &str| {
+        e.w.run_env(
+            &[
+                "launch",
+                "-q",
+                queue,
+                "--image",
+                &img,
+                "--dry-run",
+                "--agent-config",
+                &cfg,
+                "--",
+                "echo",
+                "hi",
+            ],
+            &[("KUBECONFIG", &kubeconfig)],
+        )
+    };
+    let r = dry("kq")
+        .ok()
+        .stderr_has("asked the Kubernetes v1.20")
+        .stderr_has("checked by the runner: ok")
+        .stderr_has("checked by the backend (server-side dry run): ok")
+        .stderr_has("nothing was enqueued");
+    let run_id = r
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hoist.dev/run-id: "))
+        .unwrap_or_else(|| panic!("no run-id label in:\n{}", r.stdout))
+        .trim_matches('\'')
+        .to_string();
+    assert!(r.stdout.contains("kind: Job"), "{}", r.stdout);
+    assert!(
+        e.ns.kubectl
+            .names(
+                &e.ns.name,
+                "jobs,pods,secrets",
+                &format!("hoist.dev/run-id={run_id}")
+            )
+            .is_empty(),
+        "the dry run created objects"
+    );
+    dry("kgone")
+        .code(2)
+        .stderr_has("checked by the runner: ok")
+        .stderr_has("refused by the backend (server-side dry run)")
+        .stderr_has("hoist-no-such-namespace")
+        .stderr_has("nothing was enqueued");
+    let runs = e.w.run(&["run", "list", "-o", "json"]).ok().json();
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+}
+
+/// The agent's registry credentials reach the cluster as the run's pull Secret: an
+/// image that is only in the password-protected test registry (removed from the
+/// node's daemon first) is pulled with them, the run finishes, and the Secret goes
+/// with the run.
+#[test]
+fn image_in_the_agents_registry_is_pulled_with_its_credentials() {
+    require_k8s!();
+    let host = env("HOIST_TEST_AUTH_REGISTRY");
+    let user = env("HOIST_TEST_AUTH_REGISTRY_USER");
+    let password = std::fs::read_to_string(env("HOIST_TEST_AUTH_REGISTRY_PASSWORD_FILE"))
+        .expect("registry password")
+        .trim()
+        .to_string();
+    let docker_dir = tempfile::tempdir().expect("tempdir");
+    {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        std::fs::write(
+            docker_dir.path().join("config.json"),
+            serde_json::json!({"auths": {host.as_str(): {"auth": auth}}}).to_string(),
+        )
+        .expect("docker config");
+    }
+    let image_ref = format!("{host}/hoist-e2e/{}:v1", unique("pull"));
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .arg("--config")
+            .arg(docker_dir.path())
+            .args(args)
+            .output()
+            .expect("run docker");
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    docker(&["tag", &image(), &image_ref]);
+    docker(&["push", &image_ref]);
+    // Only the registry has it now: the kubelet must pull it.
+    docker(&["rmi", &image_ref]);
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rmi", &self.0]).output();
+        }
+    }
+    let _untag = Untag(image_ref.clone());
+    let registry = format!(
+        "registry:\n  type: oci\n  uri: {host}/hoist-e2e\n  credentials-file: {}\n",
+        docker_dir.path().join("config.json").display()
+    );
+    let mut e = K8sE2e::with_registry("k8s-pull", &registry, "");
+    e.queue(
+        "kq",
+        &seed_job(&e.ns.name, "", "")
+            .replace(&format!("image: {}", image()), "image: ${image_uri}"),
+        &[],
+    );
+    e.agent(&["kq"]);
+    let r = e.w.run(&[
+        "launch",
+        "--queue",
+        "kq",
+        "--image",
+        &image_ref,
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo pulled with credentials",
+    ]);
+    let id = launched_id(&r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l == "pulled with credentials"),
+        "{}\n{}\nagent:\n{}",
+        r.stdout,
+        r.stderr,
+        e.agent_log()
+    );
+    assert_eq!(e.show(&id)["state"], "finished");
+    e.wait_nothing_left(&id);
+    assert!(
+        !e.agent_log().contains(&password),
+        "the registry password is in the agent's log"
+    );
 }
