@@ -42,6 +42,43 @@ const STAMP: &str = "echo $EPOCHREALTIME";
 struct Counts {
     requests: AtomicU64,
     watches: AtomicU64,
+    /// Requests by kind ([`request_kind`]).
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Counts {
+    fn by_kind(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_kind.lock().expect("counts").clone()
+    }
+}
+
+/// A request's method, resource and flags, without names: `GET pods/log follow`,
+/// `POST jobs`, `GET pods watch`, `GET /apis/batch/v1`.
+fn request_kind(method: &str, path: &str, query: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut kind = match segs.iter().position(|s| *s == "namespaces") {
+        Some(i) if segs.len() > i + 2 => {
+            let mut k = segs[i + 2].to_string();
+            if let Some(sub) = segs.get(i + 4) {
+                k.push('/');
+                k.push_str(sub);
+            } else if segs.len() > i + 3 {
+                k.push_str("/NAME");
+            }
+            k
+        }
+        _ => path.to_string(),
+    };
+    for flag in ["watch", "follow"] {
+        if query
+            .split('&')
+            .any(|p| p == format!("{flag}=true") || p == format!("{flag}=1"))
+        {
+            kind.push(' ');
+            kind.push_str(flag);
+        }
+    }
+    format!("{method} {kind}")
 }
 
 #[derive(Clone)]
@@ -67,6 +104,12 @@ impl Drop for Proxy {
 async fn forward(State(st): State<ProxyState>, req: Request) -> Response {
     st.counts.requests.fetch_add(1, Ordering::Relaxed);
     let query = req.uri().query().unwrap_or_default();
+    *st.counts
+        .by_kind
+        .lock()
+        .expect("counts")
+        .entry(request_kind(req.method().as_str(), req.uri().path(), query))
+        .or_default() += 1;
     if query
         .split('&')
         .any(|p| p == "watch=true" || p == "watch=1")
@@ -303,7 +346,9 @@ async fn figures(
     dispatch(c, &quick, 3).await?; // warm up (image on the node, discovery cached)
     let before = proxy.counts.requests.load(Ordering::Relaxed);
     let watches_before = proxy.counts.watches.load(Ordering::Relaxed);
+    let kinds_0 = proxy.counts.by_kind();
     let d = dispatch(c, &quick, samples).await?;
+    let kinds_1 = proxy.counts.by_kind();
     let quick_reqs =
         (proxy.counts.requests.load(Ordering::Relaxed) - before) as f64 / samples as f64;
     let quick_watches =
@@ -317,6 +362,7 @@ async fn figures(
     let before = proxy.counts.requests.load(Ordering::Relaxed);
     dispatch(c, &slow, slow_n).await?;
     let slow_reqs = (proxy.counts.requests.load(Ordering::Relaxed) - before) as f64 / slow_n as f64;
+    let kinds_2 = proxy.counts.by_kind();
     drop(agent);
 
     let f = floor(client, ns, image, samples).await?;
@@ -380,6 +426,23 @@ async fn figures(
         growth,
         Some(Target::AtMost(1.2, "1.2×")),
     );
+    // Where the requests go, per run, for both kinds of run.
+    let per_run = |a: &std::collections::BTreeMap<String, u64>,
+                   b: &std::collections::BTreeMap<String, u64>,
+                   k: &str,
+                   n: usize| {
+        (b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)) as f64 / n as f64
+    };
+    println!("  requests per run by kind (quick / 5 s):");
+    for k in kinds_2.keys() {
+        let (q, l) = (
+            per_run(&kinds_0, &kinds_1, k, samples),
+            per_run(&kinds_1, &kinds_2, k, slow_n),
+        );
+        if q > 0.0 || l > 0.0 {
+            println!("    {k:<40} {q:>6.2} / {l:>6.2}");
+        }
+    }
     // Nothing of the runs may be left in the namespace.
     let left = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels("hoist.dev/run-id"))

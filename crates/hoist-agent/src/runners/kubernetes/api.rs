@@ -166,6 +166,50 @@ pub async fn resolve(
     }
 }
 
+/// How long a kind found by discovery is used without asking again. A CRD removed
+/// meanwhile makes the create fail with 404 (and the entry is dropped).
+pub const KIND_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Kinds found by discovery, by (apiVersion, kind), for [`KIND_CACHE_TTL`]: a start
+/// costs no discovery request when the queue's kind was resolved recently.
+#[derive(Debug, Default)]
+pub struct KindCache {
+    kinds:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (Kind, tokio::time::Instant)>>,
+}
+
+impl KindCache {
+    /// [`resolve`], answered from the cache when fresh. Unknown kinds are not cached.
+    pub async fn resolve(
+        &self,
+        client: &kube::Client,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Kind, RunnerError> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some((k, at)) = self.kinds.lock().expect("kinds").get(&key)
+            && at.elapsed() < KIND_CACHE_TTL
+        {
+            return Ok(k.clone());
+        }
+        let k = resolve(client, api_version, kind).await?;
+        self.kinds
+            .lock()
+            .expect("kinds")
+            .insert(key, (k.clone(), tokio::time::Instant::now()));
+        Ok(k)
+    }
+
+    /// Forgets `kind` of `api_version` (its objects cannot be created: the CRD may
+    /// have gone).
+    pub fn forget(&self, api_version: &str, kind: &str) {
+        self.kinds
+            .lock()
+            .expect("kinds")
+            .remove(&(api_version.to_string(), kind.to_string()));
+    }
+}
+
 fn unknown_kind(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Discovery(_)) || status_code(e) == Some(404)
 }

@@ -35,6 +35,9 @@ pub struct KubernetesRunner {
     /// (fetched at the run's start, so short-lived tokens are fresh) as a per-run pull
     /// Secret.
     registry: Option<Arc<dyn Registry>>,
+    /// Kinds found by discovery (a start needs no discovery request for a kind seen
+    /// within a minute).
+    kinds: api::KindCache,
 }
 
 impl KubernetesRunner {
@@ -44,6 +47,7 @@ impl KubernetesRunner {
             settings,
             secure_mode,
             registry: None,
+            kinds: api::KindCache::default(),
         }
     }
 
@@ -98,7 +102,10 @@ impl KubernetesRunner {
     }
 
     async fn target(&self, sub: &spec::Submission) -> Result<Target, RunnerError> {
-        let kind = api::resolve(&self.cluster.client, &sub.api_version, &sub.kind).await?;
+        let kind = self
+            .kinds
+            .resolve(&self.cluster.client, &sub.api_version, &sub.kind)
+            .await?;
         Ok(Target {
             client: self.cluster.client.clone(),
             kind,
@@ -135,7 +142,9 @@ impl KubernetesRunner {
             names.push(name);
         }
         let top = target.kind.api(&self.cluster.client, &sub.namespace);
-        let (created, _) = api::create_or_adopt(&top, &sub.object, &sub.labels, false).await?;
+        let (created, _) = api::create_or_adopt(&top, &sub.object, &sub.labels, false)
+            .await
+            .inspect_err(|_| self.kinds.forget(&sub.api_version, &sub.kind))?;
         undo.top_created = true;
         api::own_secrets(
             &self.cluster.client,
@@ -273,7 +282,7 @@ impl Runner for KubernetesRunner {
             }
             Err(e) => return Err(api::api_error("listing this agent's Secrets", e)),
         };
-        let jobs_kind = api::resolve(client, "batch/v1", "Job").await?;
+        let jobs_kind = self.kinds.resolve(client, "batch/v1", "Job").await?;
         let jobs =
             match Api::<kube::api::DynamicObject>::all_with(client.clone(), &jobs_kind.resource)
                 .list(&lp)
@@ -319,7 +328,7 @@ impl Runner for KubernetesRunner {
         let mut swept = Vec::new();
         for ((ns, label), (run, tops)) in stale {
             for (av, kind, name) in tops {
-                let k = api::resolve(client, &av, &kind).await?;
+                let k = self.kinds.resolve(client, &av, &kind).await?;
                 api::delete_named(
                     &k.api(client, &ns),
                     &name,
