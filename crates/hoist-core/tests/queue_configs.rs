@@ -277,9 +277,22 @@ metadata: {creationTimestamp: "2024-01-01T00:00:00Z", uid: x}
             "apiVersion: v1\nkind: Job\nspec: {template: {spec: {containers: [{name: a}]}}}\n",
             &[r#"apiVersion: a Job is served as batch/v1, not "v1""#],
         ),
-        // Any other kind is a custom object, checked only for its shape.
+        // Of batch/v1 only a Job runs to an end; a typo gets a hint.
         (
             "apiVersion: batch/v1\nkind: CronJob\nspec: {schedule: '@daily', whatever: 1}\n",
+            &[
+                "kind: batch/v1 has no runnable kind `CronJob`: a run is a batch/v1 `Job`, or an object of a custom resource (its own apiVersion, e.g. kubeflow.org/v1 PyTorchJob)",
+            ],
+        ),
+        (
+            "apiVersion: batch/v1\nkind: Jbo\nspec: {}\n",
+            &[
+                "kind: batch/v1 has no runnable kind `Jbo` (did you mean `Job`?): a run is a batch/v1 `Job`, or an object of a custom resource (its own apiVersion, e.g. kubeflow.org/v1 PyTorchJob)",
+            ],
+        ),
+        // Any other kind is a custom object, checked only for its shape.
+        (
+            "apiVersion: example.com/v1\nkind: Trainer\nspec: {whatever: 1}\n",
             &[],
         ),
         (

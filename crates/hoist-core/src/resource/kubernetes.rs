@@ -206,6 +206,27 @@ pub fn validate(config: &Value) -> Vec<ConfigProblem> {
     c.problems
 }
 
+/// `batch/v1` is Kubernetes' own group: of its kinds only `Job` runs to an end (a
+/// `CronJob` never does), so another kind there is a mistake, most often a typo.
+fn batch_kind(c: &mut Checker, obj: &Map<String, Value>, kind: &Value) {
+    let (Some("batch/v1"), Some(kind)) =
+        (obj.get("apiVersion").and_then(Value::as_str), kind.as_str())
+    else {
+        return;
+    };
+    let hint = if crate::names::edit_distance(&kind.to_ascii_lowercase(), "job") <= 2 {
+        " (did you mean `Job`?)"
+    } else {
+        ""
+    };
+    c.report(
+        "kind",
+        format!(
+            "batch/v1 has no runnable kind `{kind}`{hint}: a run is a batch/v1 `Job`, or an object of a custom resource (its own apiVersion, e.g. kubeflow.org/v1 PyTorchJob)"
+        ),
+    );
+}
+
 fn custom_object(c: &mut Checker, obj: &Map<String, Value>) {
     for name in ["apiVersion", "kind"] {
         match obj.get(name) {
@@ -217,6 +238,7 @@ fn custom_object(c: &mut Checker, obj: &Map<String, Value>) {
                     c.matching(v, name, &API_VERSION, "an apiVersion like v1, batch/v1 or example.com/v1alpha1");
                 } else {
                     c.nonempty(v, name);
+                    batch_kind(c, obj, v);
                 }
             }
         }
