@@ -13,8 +13,9 @@
 #![cfg(feature = "kubernetes")]
 
 mod kube_mock;
+mod kube_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,28 +48,7 @@ fn seed() -> Value {
 }
 
 fn job(run_id: &str, config: Value) -> JobSpec {
-    JobSpec {
-        run_id: run_id.into(),
-        run_name: run_id.into(),
-        project: "p".into(),
-        entity: "admin".into(),
-        queue: "admin/kq".into(),
-        agent_name: "mock-agent".into(),
-        image: Some("hoist-test/busybox:latest".into()),
-        entry_point: None,
-        args: vec!["sh".into(), "-c".into(), "echo hi".into()],
-        env: [
-            ("HOIST_RUN_ID", run_id),
-            ("HOIST_RUN_TOKEN", "hrt_s3cret-run-token"),
-            ("PLAIN", "visible"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        resource_config: config,
-        labels: BTreeMap::new(),
-        source: None,
-    }
+    kube_support::job_spec(run_id, "mock-agent", config, &["sh", "-c", "echo hi"])
 }
 
 fn job_path() -> String {

@@ -9,7 +9,8 @@
 
 #![cfg(feature = "kubernetes")]
 
-use std::collections::BTreeMap;
+mod kube_support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,28 +72,7 @@ impl Env {
     }
 
     fn job(&self, run_id: &str, config: Value, args: &[&str]) -> JobSpec {
-        JobSpec {
-            run_id: run_id.into(),
-            run_name: run_id.into(),
-            project: "p".into(),
-            entity: "admin".into(),
-            queue: "admin/kq".into(),
-            agent_name: self.agent.clone(),
-            image: Some(image()),
-            entry_point: None,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: [
-                ("HOIST_RUN_ID", run_id),
-                ("HOIST_RUN_TOKEN", "hrt_s3cret-run-token"),
-                ("PLAIN", "visible"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            resource_config: config,
-            labels: BTreeMap::new(),
-            source: None,
-        }
+        kube_support::job_spec(run_id, &self.agent, config, args)
     }
 
     fn seed(&self) -> Value {
