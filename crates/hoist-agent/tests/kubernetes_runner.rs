@@ -260,18 +260,18 @@ async fn a_start_given_up_midway_leaves_nothing() {
     require_k8s!();
     let proxy = HoldingProxy::start(&admin_kubeconfig()).await;
     let env = Env::via("k8s-giveup", &proxy.kubeconfig()).await;
-    let steps: [(&str, &str, fn(&str) -> bool, &[&str], u16); 2] = [
+    let steps: [(&str, &str, fn(&str, &str) -> bool, &[&str], u16); 2] = [
         (
             "rungiveupjob",
             "POST",
-            |p| p.ends_with("/jobs"),
+            |p, _| p.ends_with("/jobs"),
             &["secret/"],
             201,
         ),
         (
             "rungiveupown",
             "PATCH",
-            |p| p.contains("/secrets/"),
+            |p, _| p.contains("/secrets/"),
             &["secret/", "job/"],
             200,
         ),

@@ -32,11 +32,12 @@ struct Shared {
     holds: Mutex<Vec<Arc<Slot>>>,
 }
 
-type PathMatch = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whether a request (its path, its query without the `?`) is the one to hold.
+type RequestMatch = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 struct Slot {
     method: String,
-    path: PathMatch,
+    matches: RequestMatch,
     state: Mutex<SlotState>,
     /// `None` while held; `Some(true)`: forward it; `Some(false)`: never.
     go: watch::Sender<Option<bool>>,
@@ -50,8 +51,8 @@ struct SlotState {
     answer: Option<u16>,
 }
 
-/// One request held by the proxy: the first one matching its method and path that
-/// arrives after [`HoldingProxy::hold`].
+/// One request held by the proxy: the first one matching its method, path and query
+/// that arrives after [`HoldingProxy::hold`].
 #[derive(Clone)]
 pub struct Hold {
     slot: Arc<Slot>,
@@ -133,13 +134,17 @@ impl HoldingProxy {
         self.kubeconfig.path().to_path_buf()
     }
 
-    /// Holds the first request from now on whose method is `method` and whose path
-    /// (without the query) satisfies `path`.
-    pub fn hold(&self, method: &str, path: impl Fn(&str) -> bool + Send + Sync + 'static) -> Hold {
+    /// Holds the first request from now on whose method is `method` and whose path and
+    /// query (without the `?`) satisfy `matches`, e.g. `|path, _| path.ends_with("/jobs")`.
+    pub fn hold(
+        &self,
+        method: &str,
+        matches: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+    ) -> Hold {
         let (go, _) = watch::channel(None);
         let slot = Arc::new(Slot {
             method: method.to_string(),
-            path: Box::new(path),
+            matches: Box::new(matches),
             state: Mutex::new(SlotState::default()),
             go,
         });
@@ -185,10 +190,18 @@ fn write_kubeconfig(url: &str) -> tempfile::NamedTempFile {
 }
 
 /// The slot that takes this request, if any (each takes one request).
-fn take_slot(shared: &Shared, method: &str, path: &str, what: &str) -> Option<Arc<Slot>> {
+fn take_slot(
+    shared: &Shared,
+    method: &str,
+    uri: &axum::http::Uri,
+    what: &str,
+) -> Option<Arc<Slot>> {
+    let (path, query) = (uri.path(), uri.query().unwrap_or(""));
     let holds = shared.holds.lock().expect("holds");
     let slot = holds.iter().find(|s| {
-        s.method == method && (s.path)(path) && s.state.lock().expect("hold").held.is_none()
+        s.method == method
+            && (s.matches)(path, query)
+            && s.state.lock().expect("hold").held.is_none()
     })?;
     slot.state.lock().expect("hold").held = Some(what.to_string());
     Some(slot.clone())
@@ -209,7 +222,7 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
-    let slot = take_slot(&shared, parts.method.as_str(), parts.uri.path(), &what);
+    let slot = take_slot(&shared, parts.method.as_str(), &parts.uri, &what);
     let mut out = axum::http::Request::builder()
         .method(parts.method)
         .uri(parts.uri);

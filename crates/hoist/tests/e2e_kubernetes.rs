@@ -307,15 +307,21 @@ fn restart_readopts_with_the_full_log() {
     e.wait_nothing_left(&id);
 }
 
-/// A Job with two containers writing numbered lines at different rates: `kill -9` of
-/// the agent while both write, a restart (same name) that re-adopts the run, and every
-/// line of each container is in the run's log exactly once, in order. Each container's
-/// lines carry their source (`[pod/container] `) and resume after that source's own
-/// last line on the server (`LogResume::for_source`), not after the run's last line.
+/// A Job with two containers writing numbered lines at different rates, one of them
+/// behind: the agent talks to the cluster through a proxy that holds the `slow`
+/// container's log stream, so at the `kill -9` the server has `main`'s lines up to
+/// some time T and none of `slow`'s, though `slow` wrote lines before T. The restarted
+/// agent (same name) re-adopts the run, and every line of each container is in the
+/// run's log exactly once, in order: each container's follower resumes after its own
+/// source's last line on the server (`[pod/container] ` lines, `LogResume::for_source`;
+/// a source the server has nothing of resumes by the absent-stream rule), where
+/// resuming every follower after the run's last line (T) lost `slow`'s early lines.
 #[test]
 fn two_containers_readopt_with_every_line_once() {
     require_k8s!();
     let mut e = K8sE2e::new("k8s-readopt2", "");
+    let proxy = HoldingProxy::start_blocking(&e.kubeconfig);
+    e.kubeconfig = proxy.kubeconfig();
     let slow = format!(
         "        - name: slow
           image: {img}
@@ -326,6 +332,9 @@ fn two_containers_readopt_with_every_line_once() {
     );
     e.queue("k2", &seed_job_with(&e.ns.name, "", "", &slow), &[]);
     e.agent(&["k2"]);
+    let held = proxy.hold("GET", |p, q| {
+        p.ends_with("/log") && q.split('&').any(|kv| kv == "container=slow")
+    });
     let id = e.launch(
         "k2",
         &[
@@ -334,14 +343,36 @@ fn two_containers_readopt_with_every_line_once() {
             "i=0; while [ $i -lt 240 ]; do echo fast $i; i=$((i+1)); sleep 0.05; done",
         ],
     );
-    // Both containers have shipped lines, and both go on writing.
-    e.w.wait_run(&id, "logging from both containers", |_| {
-        let lines = e.w.job_lines(&id);
-        lines.iter().any(|l| l.ends_with("/main] fast 40"))
-            && lines.iter().any(|l| l.ends_with("/slow] slow 4"))
+    wait_until("slow's log stream held", LONG, || held.held().is_some());
+    // `slow` has written lines; then `main`'s lines written after them reach the server.
+    let pod =
+        e.ns.kubectl
+            .names(&e.ns.name, "pods", &format!("hoist.dev/run-id={id}"))[0]
+            .split('/')
+            .nth(1)
+            .expect("pod name")
+            .to_string();
+    wait_until("slow's first lines", LONG, || {
+        e.ns.kubectl
+            .ok(&["-n", &e.ns.name, "logs", &pod, "-c", "slow"])
+            .contains("slow 3")
     });
+    let shipped = |w: &World| {
+        w.job_lines(&id)
+            .iter()
+            .filter(|l| l.contains("/main] fast "))
+            .count()
+    };
+    let then = shipped(&e.w);
+    wait_until("main's later lines on the server", LONG, || {
+        shipped(&e.w) >= then + 10
+    });
+    let before = e.w.job_lines(&id);
+    assert!(
+        !before.iter().any(|l| l.contains("/slow] ")),
+        "slow's log was held, yet: {before:?}"
+    );
     e.agents.last_mut().expect("agent").kill_9();
-    let before = e.w.job_lines(&id).len();
     e.agent(&["k2"]);
     let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{r:#}\n{}", e.agent_log());
@@ -353,15 +384,11 @@ fn two_containers_readopt_with_every_line_once() {
         e.w.run_logs(&id)
     );
     let lines = e.w.job_lines(&id);
-    assert!(
-        lines.len() > before,
-        "nothing was shipped after the restart ({before} lines before)"
-    );
     for (container, word, n) in [("main", "fast", 240), ("slow", "slow", 24)] {
-        let suffix = format!("/{container}] {word} ");
+        let infix = format!("{pod}/{container}] {word} ");
         let got: Vec<String> = lines
             .iter()
-            .filter_map(|l| l.split_once(&suffix).map(|(_, n)| n.to_string()))
+            .filter_map(|l| l.split_once(&infix).map(|(_, n)| n.to_string()))
             .collect();
         let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
         assert_eq!(
@@ -385,7 +412,7 @@ fn cancel_while_starting_leaves_nothing() {
     e.kubeconfig = proxy.kubeconfig();
     e.queue("kc", &seed_job(&e.ns.name, "", ""), &[]);
     e.agent(&["kc"]);
-    let hold = proxy.hold("POST", |p| p.ends_with("/jobs"));
+    let hold = proxy.hold("POST", |p, _| p.ends_with("/jobs"));
     let id = e.launch("kc", &["sh", "-c", "echo never seen; exec sleep 600"]);
     wait_until("the Job's create held", LONG, || hold.held().is_some());
     let sel = format!("hoist.dev/run-id={id}");
