@@ -260,24 +260,40 @@ async fn a_start_given_up_midway_leaves_nothing() {
     require_k8s!();
     let proxy = HoldingProxy::start(&admin_kubeconfig()).await;
     let env = Env::via("k8s-giveup", &proxy.kubeconfig()).await;
-    let steps: [(&str, &str, fn(&str, &str) -> bool, &[&str], u16); 2] = [
-        (
-            "rungiveupjob",
-            "POST",
-            |p, _| p.ends_with("/jobs"),
-            &["secret/"],
-            201,
-        ),
-        (
-            "rungiveupown",
-            "PATCH",
-            |p, _| p.contains("/secrets/"),
-            &["secret/", "job/"],
-            200,
-        ),
+    /// Where the start is given up: while `method` of a request that `held` matches
+    /// is in flight, with `existing` objects there; the API server's answer to it.
+    struct Step {
+        id: &'static str,
+        method: &'static str,
+        held: fn(&str, &str) -> bool,
+        existing: &'static [&'static str],
+        status: u16,
+    }
+    let steps = [
+        Step {
+            id: "rungiveupjob",
+            method: "POST",
+            held: |path, _| path.ends_with("/jobs"),
+            existing: &["secret/"],
+            status: 201,
+        },
+        Step {
+            id: "rungiveupown",
+            method: "PATCH",
+            held: |path, _| path.contains("/secrets/"),
+            existing: &["secret/", "job/"],
+            status: 200,
+        },
     ];
-    for (id, method, path, existing, status) in steps {
-        let hold = proxy.hold(method, path);
+    for Step {
+        id,
+        method,
+        held,
+        existing,
+        status,
+    } in steps
+    {
+        let hold = proxy.hold(method, held);
         let job = env.job(id, env.seed(), &["sh", "-c", "echo never seen; sleep 600"]);
         let mut start = Box::pin(env.runner.start(&job, LogSink::new()));
         let what = format!("{id}: a {method} held");
