@@ -51,6 +51,31 @@ struct Buf {
     warned: usize,
 }
 
+/// The start of a line of a run whose output comes from several sources at once (the
+/// containers of a Kubernetes run's pods): `[source] `. The server keeps a line's text
+/// only, so this prefix is how a line read back says where it came from
+/// ([`source_of`]): the run task resumes a re-adopted run's log per source
+/// ([`crate::runners::LogResume::for_source`]). A source name is not empty and holds no
+/// whitespace, `[` or `]` (a pod and container name, `pod/container`, never does).
+/// A run with one source writes its lines as they are, and is never asked for sources.
+pub fn source_prefix(source: &str) -> String {
+    debug_assert!(is_source_name(source), "not a log source name: {source:?}");
+    format!("[{source}] ")
+}
+
+/// The source of a line written with [`source_prefix`]: `Some("pod/main")` for
+/// `[pod/main] text` (and for `[pod/main] `, an empty line); `None` for a line that does
+/// not start with a source.
+pub fn source_of(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix('[')?;
+    let (name, after) = rest.split_once(']')?;
+    (is_source_name(name) && after.starts_with(' ')).then_some(name)
+}
+
+fn is_source_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '[' || c == ']')
+}
+
 /// Where a run's output goes. Cheap to clone; never blocks the writer.
 #[derive(Clone, Default)]
 pub struct LogSink {
@@ -338,6 +363,24 @@ mod tests {
         assert!(b[0].text.contains("10 line(s) dropped"), "{:?}", b[0]);
         assert_eq!(b[1].text, "after");
         assert_eq!(s.tail().last().unwrap(), "after");
+    }
+
+    #[test]
+    fn lines_name_their_source() {
+        let line = format!("{}text", source_prefix("pod-0/main"));
+        assert_eq!(line, "[pod-0/main] text");
+        assert_eq!(source_of(&line), Some("pod-0/main"));
+        assert_eq!(
+            source_of(&source_prefix("p/c")),
+            Some("p/c"),
+            "an empty line"
+        );
+        assert_eq!(source_of("[p/c] [INFO] x"), Some("p/c"));
+        for no in [
+            "text", "[] x", "[a b] x", "[p/c]x", "[p/c]", "[[p] x", " [p] x",
+        ] {
+            assert_eq!(source_of(no), None, "{no:?}");
+        }
     }
 
     #[tokio::test]

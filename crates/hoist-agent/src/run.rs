@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_client::Client;
-use hoist_core::api::{ClaimedRun, Failure, JobSource, LogBatch, LogStream, Run, RunUpdate};
+use hoist_core::api::{ClaimedRun, Failure, JobSource, LogBatch, Run, RunUpdate};
 use hoist_core::run::{FailureStage, RunState};
 use hoist_core::secret::{EnvVars, Secret};
 use tokio::sync::mpsc;
@@ -54,8 +54,7 @@ use crate::host_env::HostEnv;
 use crate::logs::{LogSink, ship};
 use crate::macros::{self, MacroContext};
 use crate::runners::{
-    self, Adopted, Capabilities, Execution, Exit, JobSpec, LogResume, Runner, RunnerError,
-    StreamResume,
+    self, Adopted, Capabilities, Execution, Exit, JobSpec, LogResume, Runner, RunnerError, TailScan,
 };
 
 /// What the agent tells one run task.
@@ -746,7 +745,10 @@ async fn adopt(
     let mut backoff = Duration::from_secs(1);
     let deadline = Instant::now() + ctx.shared.config.start_timeout;
     let found = loop {
-        match runner.adopt_resuming(job, ctx.sink.clone(), resume).await {
+        match runner
+            .adopt_resuming(job, ctx.sink.clone(), resume.clone())
+            .await
+        {
             Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
                 tracing::warn!(message = "Finding a run's execution failed; retrying.", run = %ctx.run.id, error = %e, retry_in_s = backoff.as_secs());
                 tokio::select! {
@@ -1027,11 +1029,9 @@ async fn read_log_range(
     Some(out)
 }
 
-/// Which of a run's lines the server has (to resume after them), per stream: the time
-/// of the last stdout and stderr line, and how many lines of that stream it holds from
-/// that same millisecond. The server keeps timestamps to the millisecond, a runner's
-/// are finer (Docker's are nanoseconds): resuming after the stored time alone would
-/// ship that line again.
+/// Which of a run's lines the server has (to resume after them), per stream and per
+/// source ([`TailScan`]): read back from the log's end, page by page, until the last
+/// millisecond of every stream and source seen is counted (or [`RESUME_PAGES`] pages).
 async fn log_resume(client: &Client, run_id: &str) -> LogResume {
     let Ok(len) = client
         .append_logs(
@@ -1047,14 +1047,10 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
     else {
         return LogResume::default();
     };
-    // Per stream: the last line's time, and how many lines share it.
-    let mut last: [Option<(chrono::DateTime<chrono::Utc>, usize)>; 2] = [None, None];
-    let mut done = [false; 2];
+    let mut scan = TailScan::default();
     let mut end = len;
-    // The oldest job line read back.
-    let mut oldest = None;
     for _ in 0..RESUME_PAGES {
-        if end == 0 || done.iter().all(|d| *d) {
+        if end == 0 || scan.done() {
             break;
         }
         let start = end.saturating_sub(RESUME_PAGE);
@@ -1064,48 +1060,10 @@ async fn log_resume(client: &Client, run_id: &str) -> LogResume {
         if lines.is_empty() {
             break;
         }
-        for l in lines.iter().rev() {
-            let i = match l.stream {
-                LogStream::Stdout => 0,
-                LogStream::Stderr => 1,
-                LogStream::System => continue,
-            };
-            oldest = Some(l.ts);
-            if done[i] {
-                continue;
-            }
-            match &mut last[i] {
-                None => last[i] = Some((l.ts, 1)),
-                Some((t, n)) if *t == l.ts => *n += 1,
-                Some(_) => done[i] = true,
-            }
-        }
+        scan.page(&lines);
         end = start;
     }
-    let stream = |i: usize| match last[i] {
-        Some((t, n)) => StreamResume {
-            after: Some(t - chrono::TimeDelta::nanoseconds(1)),
-            until: Some(t + chrono::TimeDelta::milliseconds(1)),
-            shipped: n,
-        },
-        // Not in the lines read back (the other stream is): nothing of it was shipped
-        // since the oldest of them; what came well before would have been shipped
-        // with it (and is in the log, before them, when it was not all read back).
-        None => StreamResume {
-            after: oldest.map(|t| {
-                t - if end == 0 {
-                    chrono::TimeDelta::seconds(1)
-                } else {
-                    chrono::TimeDelta::nanoseconds(1)
-                }
-            }),
-            ..StreamResume::default()
-        },
-    };
-    LogResume {
-        stdout: stream(0),
-        stderr: stream(1),
-    }
+    scan.finish(end == 0)
 }
 
 #[cfg(test)]

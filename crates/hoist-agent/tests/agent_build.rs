@@ -20,19 +20,9 @@ use hoist_core::api::*;
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{FailureStage, RunState};
 use hoist_server::{Server, ServerConfig};
+use hoist_testkit::docker_available;
 use serde_json::json;
 use tokio::sync::watch;
-
-fn docker_available() -> bool {
-    if std::env::var_os("HOIST_TEST_DOCKER").is_some() {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!("HOIST_TEST_DOCKER is not set but services are required");
-    }
-    eprintln!("skipping: no Docker daemon (HOIST_TEST_DOCKER unset)");
-    false
-}
 
 struct Env {
     server: Server,
@@ -292,8 +282,7 @@ async fn docker_code_job_is_built_then_a_cache_hit() {
     if !docker_available() {
         return;
     }
-    let image = std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".into());
+    let image = hoist_testkit::busybox_image();
     let e = start(true).await;
     let nonce = format!(
         "{:x}",

@@ -23,6 +23,7 @@ use hoist_core::api::*;
 use hoist_core::resource::ResourceType;
 use hoist_core::run::RunState;
 use hoist_server::{Server, ServerConfig};
+use hoist_testkit::{busybox_image as image, docker_available};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -67,17 +68,6 @@ impl Captured {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("capture")).into_owned()
     }
-}
-
-fn docker_available() -> bool {
-    if std::env::var("HOIST_TEST_DOCKER").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!("HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_DOCKER is not");
-    }
-    eprintln!("skipping: no Docker daemon for tests (HOIST_TEST_DOCKER is not 1)");
-    false
 }
 
 struct World {
@@ -189,11 +179,6 @@ async fn whole_run(w: &World, queue: &str, runner: Arc<dyn Runner>) -> Vec<Strin
         .collect();
     assert!(token.starts_with("hrt_"), "a run token: {}", token.len());
     vec![secret, credential, token]
-}
-
-fn image() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
 }
 
 fn assert_absent(captured: &str, secrets: &[String]) {

@@ -41,41 +41,13 @@ use hoist_agent::runners::docker::DockerRunner;
 use hoist_client::{Client, Secret};
 use hoist_context::{PackOptions, pack_dir};
 use hoist_core::api::{JobSource, Run};
+use hoist_testkit::{python_image, require_docker};
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn docker_available() -> bool {
-    if std::env::var("HOIST_TEST_DOCKER").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_DOCKER is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
-        );
-    }
-    eprintln!(
-        "skipping: no Docker daemon for tests (HOIST_TEST_DOCKER is not 1; run scripts/test-env.sh)"
-    );
-    false
-}
-
-macro_rules! require_docker {
-    () => {
-        if !docker_available() {
-            return;
-        }
-    };
-}
-
 fn busybox() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
-}
-
-fn python_image() -> String {
-    std::env::var("HOIST_TEST_PYTHON_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/python:3-slim".to_string())
+    hoist_testkit::busybox_image()
 }
 
 fn nonce() -> String {

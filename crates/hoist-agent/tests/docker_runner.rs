@@ -26,38 +26,11 @@ use hoist_agent::runners::{
     LABEL_RUN_ID, Runner, RunnerError,
 };
 use hoist_core::api::{LogLine, LogStream};
+use hoist_testkit::{busybox_image as image, require_docker};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
 const AGENT: &str = "hoist-test-docker-runner";
-
-fn docker_available() -> bool {
-    if std::env::var("HOIST_TEST_DOCKER").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_DOCKER is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
-        );
-    }
-    eprintln!(
-        "skipping: no Docker daemon for tests (HOIST_TEST_DOCKER is not 1; run scripts/test-env.sh)"
-    );
-    false
-}
-
-macro_rules! require_docker {
-    () => {
-        if !docker_available() {
-            return;
-        }
-    };
-}
-
-fn image() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
-}
 
 fn run_id(name: &str) -> String {
     format!("dt-{name}-{:08x}", rand::random::<u32>())

@@ -13,8 +13,9 @@
 #![cfg(feature = "kubernetes")]
 
 mod kube_mock;
+mod kube_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,28 +48,7 @@ fn seed() -> Value {
 }
 
 fn job(run_id: &str, config: Value) -> JobSpec {
-    JobSpec {
-        run_id: run_id.into(),
-        run_name: run_id.into(),
-        project: "p".into(),
-        entity: "admin".into(),
-        queue: "admin/kq".into(),
-        agent_name: "mock-agent".into(),
-        image: Some("hoist-test/busybox:latest".into()),
-        entry_point: None,
-        args: vec!["sh".into(), "-c".into(), "echo hi".into()],
-        env: [
-            ("HOIST_RUN_ID", run_id),
-            ("HOIST_RUN_TOKEN", "hrt_s3cret-run-token"),
-            ("PLAIN", "visible"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        resource_config: config,
-        labels: BTreeMap::new(),
-        source: None,
-    }
+    kube_support::job_spec(run_id, "mock-agent", config, &["sh", "-c", "echo hi"])
 }
 
 fn job_path() -> String {
@@ -354,15 +334,18 @@ async fn a_stop_seen_only_through_a_relist_ends() {
     );
 }
 
-/// The Job is created but the answer is lost (a 504): the start fails transiently; the
-/// next start's create is a 409 on an object with the run's labels, which is adopted —
-/// no third create, ownership of the Secret moved to it, supervision goes on to the
-/// end.
+/// The Job is created but the answer is lost (a 504): the start fails transiently, and
+/// what it created is deleted before the error comes back: its Secret, and the Job it
+/// never saw created (the run's by its labels, deleted by its uid), so that nothing is
+/// left when the run task does not try again (a stop or a cancel meanwhile,
+/// `start_timeout`). The next start creates them anew, owned as usual, and runs to the
+/// end. (An object of an earlier attempt that is still there is adopted on a 409: the
+/// cluster test `a_name_conflict_adopts_its_own_and_refuses_others`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_create_whose_answer_was_lost_is_adopted_on_409() {
+async fn a_create_whose_answer_was_lost_is_undone_and_retried() {
     let mock = KubeMock::start().await;
     let runner = mock.runner().await;
-    let id = "run409own";
+    let id = "run504lost";
     let name = format!("train-{id}");
     mock.on(Rule::new(
         Method::POST,
@@ -381,37 +364,28 @@ async fn a_create_whose_answer_was_lost_is_adopted_on_409() {
         .expect("the lost answer fails the start");
     assert!(err.is_transient(), "a 504 is worth another try: {err}");
     assert!(
-        mock.get(&jobs(), NS, &name).is_some(),
-        "the Job was created all the same"
+        left(&mock, id).is_empty(),
+        "left behind by the failed start: {:?}\n{}",
+        left(&mock, id),
+        mock.journal()
     );
-    // What the failed start created of its own is deleted (its Secret, by label); the
-    // Job, which it never saw created, is not.
-    mock.wait_request("the failed start's Secrets deleted", |r| {
-        r.is("DELETE", &secret_path())
-    })
-    .await;
-    mock.wait_request("the failed start's pods deleted", |r| {
-        r.is("DELETE", &pod_path())
-    })
-    .await;
+    assert_eq!(
+        mock.count(|r| r.is("DELETE", &format!("{}/{name}", job_path()))),
+        1,
+        "the Job of the lost answer was not deleted by name:\n{}",
+        mock.journal()
+    );
 
     let mark = mock.requests().len();
     let sink = LogSink::new();
     let exec = runner
         .start(&job(id, seed()), sink.clone())
         .await
-        .expect("the retry adopts");
+        .expect("the retry starts");
     let after = since(&mock, mark);
     let creates: Vec<&Request> = after.iter().filter(|r| r.is("POST", &job_path())).collect();
     assert_eq!(creates.len(), 1, "{}", mock.journal());
-    assert_eq!(creates[0].status, 409);
-    assert!(
-        after
-            .iter()
-            .any(|r| r.is("GET", &format!("{}/{name}", job_path()))),
-        "the existing Job was not read:\n{}",
-        mock.journal()
-    );
+    assert_eq!(creates[0].status, 201, "{}", mock.journal());
     let stored = mock.get(&jobs(), NS, &name).expect("job");
     let secret = mock
         .list(&secrets(), NS)
@@ -420,12 +394,7 @@ async fn a_create_whose_answer_was_lost_is_adopted_on_409() {
         .expect("the retry's Secret");
     assert_eq!(
         secret["metadata"]["ownerReferences"][0]["uid"], stored["metadata"]["uid"],
-        "the Secret is owned by the adopted Job"
-    );
-    assert_eq!(
-        mock.count(|r| r.method == "DELETE" && r.path == format!("{}/{name}", job_path())),
-        0,
-        "the adopted Job was deleted"
+        "the Secret is owned by the new Job"
     );
 
     mock.wait_watching(&jobs()).await;

@@ -1,103 +1,68 @@
 //! The Kubernetes runner against the real test cluster (`source
 //! ~/.cache/hoist/test-env.sh`, written by `scripts/test-env.sh`), driven directly
-//! (no server): create/409, dry runs, discovery failures, the sweep of a dead agent's
-//! leftovers, logs and exits.
+//! (no server): create/409, a start given up midway, dry runs, discovery failures, the
+//! sweep of a dead agent's leftovers, logs and exits.
 //!
 //! Without `HOIST_TEST_K8S=1` each test is skipped with a note, unless
 //! `HOIST_TEST_REQUIRE_SERVICES` is set (then it fails). Each test uses its own
-//! namespace, created and deleted by the test (through the runner's own client).
+//! namespace, created and deleted by the test (`hoist_testkit::TestNamespace`).
 
 #![cfg(feature = "kubernetes")]
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+mod kube_support;
+
+use std::path::Path;
+use std::time::Duration;
 
 use hoist_agent::config::KubernetesSettings;
 use hoist_agent::logs::LogSink;
 use hoist_agent::runners::kubernetes::{Cluster, KubernetesRunner, offline_dry_run};
 use hoist_agent::runners::{Adopted, Exit, JobSpec, Runner, RunnerError};
+use hoist_testkit::{HoldingProxy, TestNamespace, busybox_image as image, require_k8s, unique};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-const LONG: Duration = Duration::from_secs(120);
+const LONG: Duration = hoist_testkit::LONG;
 
-fn k8s_available() -> bool {
-    if std::env::var("HOIST_TEST_K8S").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_K8S is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
-        );
-    }
-    eprintln!(
-        "skipping: no Kubernetes cluster for tests (HOIST_TEST_K8S is not 1; run scripts/test-env.sh)"
-    );
-    false
-}
-
-macro_rules! require_k8s {
-    () => {
-        if !k8s_available() {
-            return;
-        }
-    };
-}
-
-fn image() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos();
-    format!("{prefix}-{}-{nanos:08x}", std::process::id())
-}
-
-fn settings() -> KubernetesSettings {
-    KubernetesSettings {
-        kubeconfig: Some(
-            std::env::var("HOIST_TEST_KUBECONFIG")
-                .expect("HOIST_TEST_KUBECONFIG")
-                .into(),
-        ),
-        ..KubernetesSettings::default()
-    }
+fn admin_kubeconfig() -> std::path::PathBuf {
+    hoist_testkit::env("HOIST_TEST_KUBECONFIG").into()
 }
 
 /// A namespace of one test (deleted when dropped) and a runner.
 struct Env {
     runner: KubernetesRunner,
+    /// The admin's client, straight to the API server.
     client: kube::Client,
-    ns: String,
+    ns: TestNamespace,
     agent: String,
 }
 
 impl Env {
     async fn new(prefix: &str) -> Env {
-        let cluster = Cluster::connect(&settings()).await.expect("cluster config");
-        cluster.check().await.expect("the test cluster answers");
-        let client = cluster.client.clone();
-        let ns = unique(prefix);
-        let nss: Api<Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace"),
-        )
-        .await
-        .expect("create namespace");
-        // Pods are admitted once the namespace has its default service account.
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &ns);
-        wait_until("the default service account", || async {
-            sas.get_opt("default").await.ok().flatten().is_some()
-        })
-        .await;
+        Env::via(prefix, &admin_kubeconfig()).await
+    }
+
+    /// A runner whose client configuration is `kubeconfig` (a [`HoldingProxy`]'s).
+    async fn via(prefix: &str, kubeconfig: &Path) -> Env {
+        let connect = |kubeconfig: &Path| {
+            let settings = KubernetesSettings {
+                kubeconfig: Some(kubeconfig.to_path_buf()),
+                ..KubernetesSettings::default()
+            };
+            async move {
+                let cluster = Cluster::connect(&settings).await.expect("cluster config");
+                cluster.check().await.expect("the test cluster answers");
+                cluster
+            }
+        };
+        let client = connect(&admin_kubeconfig()).await.client;
+        let cluster = connect(kubeconfig).await;
+        let p = prefix.to_string();
+        let ns = tokio::task::spawn_blocking(move || TestNamespace::create(&p))
+            .await
+            .expect("namespace");
         Env {
             runner: KubernetesRunner::new(cluster, KubernetesSettings::default(), false),
             client,
@@ -107,35 +72,14 @@ impl Env {
     }
 
     fn job(&self, run_id: &str, config: Value, args: &[&str]) -> JobSpec {
-        JobSpec {
-            run_id: run_id.into(),
-            run_name: run_id.into(),
-            project: "p".into(),
-            entity: "admin".into(),
-            queue: "admin/kq".into(),
-            agent_name: self.agent.clone(),
-            image: Some(image()),
-            entry_point: None,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: [
-                ("HOIST_RUN_ID", run_id),
-                ("HOIST_RUN_TOKEN", "hrt_s3cret-run-token"),
-                ("PLAIN", "visible"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            resource_config: config,
-            labels: BTreeMap::new(),
-            source: None,
-        }
+        kube_support::job_spec(run_id, &self.agent, config, args)
     }
 
     fn seed(&self) -> Value {
         json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": "seed-job", "namespace": self.ns},
+            "metadata": {"name": "seed-job", "namespace": self.ns.name},
             "spec": {"template": {"spec": {
                 "containers": [{"name": "main", "image": image(), "imagePullPolicy": "IfNotPresent"}],
                 "restartPolicy": "Never",
@@ -143,27 +87,32 @@ impl Env {
         })
     }
 
-    /// Names of the run's Jobs, pods and Secrets.
+    /// Names of the run's Jobs, pods, Secrets and ConfigMaps.
     async fn left(&self, run_id: &str) -> Vec<String> {
         let lp = ListParams::default().labels(&format!("hoist.dev/run-id={run_id}"));
+        let ns = &self.ns.name;
         let mut out = Vec::new();
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
         for j in jobs.list(&lp).await.expect("jobs").items {
             out.push(format!("job/{}", j.metadata.name.unwrap_or_default()));
         }
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         for p in pods.list(&lp).await.expect("pods").items {
             out.push(format!("pod/{}", p.metadata.name.unwrap_or_default()));
         }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         for s in secrets.list(&lp).await.expect("secrets").items {
             out.push(format!("secret/{}", s.metadata.name.unwrap_or_default()));
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        for m in maps.list(&lp).await.expect("configmaps").items {
+            out.push(format!("configmap/{}", m.metadata.name.unwrap_or_default()));
         }
         out
     }
 
     async fn wait_nothing_left(&self, run_id: &str) {
-        let t0 = Instant::now();
+        let t0 = std::time::Instant::now();
         loop {
             let left = self.left(run_id).await;
             if left.is_empty() {
@@ -175,35 +124,12 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let client = self.client.clone();
-        let ns = self.ns.clone();
-        // A runtime of its own: the test's is being torn down.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let nss: Api<Namespace> = Api::all(client);
-                let _ = nss.delete(&ns, &DeleteParams::default()).await;
-            });
-        })
-        .join();
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, mut f: F)
+async fn wait_until<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < LONG, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    hoist_testkit::wait_until_async(what, LONG, f).await
 }
 
 fn texts(sink: &LogSink) -> Vec<String> {
@@ -221,7 +147,7 @@ async fn a_job_runs_logs_and_is_cleaned_up() {
     let job = env.job(id, env.seed(), &["sh", "-c", "echo one; echo two; exit 4"]);
     let sink = LogSink::new();
     let exec = env.runner.start(&job, sink.clone()).await.expect("start");
-    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns.name);
     let created = jobs
         .list(&ListParams::default().labels(&format!("hoist.dev/run-id={id}")))
         .await
@@ -287,9 +213,9 @@ async fn a_name_conflict_adopts_its_own_and_refuses_others() {
 
     // Someone else's Job under the name this run would use.
     let other = "run409other";
-    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns.name);
     let theirs: Job = serde_json::from_value(json!({
-        "metadata": {"name": format!("seed-job-{other}"), "namespace": env.ns},
+        "metadata": {"name": format!("seed-job-{other}"), "namespace": env.ns.name},
         "spec": {"template": {"spec": {"containers": [{"name": "c", "image": image(), "imagePullPolicy": "IfNotPresent", "args": ["true"]}], "restartPolicy": "Never"}}},
     }))
     .expect("job");
@@ -320,6 +246,79 @@ async fn a_name_conflict_adopts_its_own_and_refuses_others() {
         env.left(other).await.is_empty()
     })
     .await;
+}
+
+/// A start given up while the runner creates the run's objects (its future dropped, as
+/// when `start_timeout` fires or the run task ends) leaves nothing behind, whichever
+/// request was in flight. The runner talks to the cluster through a proxy that holds
+/// one request until the test releases it, so the start is given up at a known step:
+/// - the Job's create in flight (the Secret exists): the API server creates the Job
+///   after its client went away; the start's undo must delete it too;
+/// - the Secret's ownership patch in flight (the Secret and the Job exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_given_up_midway_leaves_nothing() {
+    require_k8s!();
+    let proxy = HoldingProxy::start(&admin_kubeconfig()).await;
+    let env = Env::via("k8s-giveup", &proxy.kubeconfig()).await;
+    /// Where the start is given up: while `method` of a request that `held` matches
+    /// is in flight, with `existing` objects there; the API server's answer to it.
+    struct Step {
+        id: &'static str,
+        method: &'static str,
+        held: fn(&str, &str) -> bool,
+        existing: &'static [&'static str],
+        status: u16,
+    }
+    let steps = [
+        Step {
+            id: "rungiveupjob",
+            method: "POST",
+            held: |path, _| path.ends_with("/jobs"),
+            existing: &["secret/"],
+            status: 201,
+        },
+        Step {
+            id: "rungiveupown",
+            method: "PATCH",
+            held: |path, _| path.contains("/secrets/"),
+            existing: &["secret/", "job/"],
+            status: 200,
+        },
+    ];
+    for Step {
+        id,
+        method,
+        held,
+        existing,
+        status,
+    } in steps
+    {
+        let hold = proxy.hold(method, held);
+        let job = env.job(id, env.seed(), &["sh", "-c", "echo never seen; sleep 600"]);
+        let mut start = Box::pin(env.runner.start(&job, LogSink::new()));
+        let what = format!("{id}: a {method} held");
+        tokio::select! {
+            r = &mut start => panic!("{id}: the start ended before {method} was held: {:?}", r.err()),
+            _ = wait_until(&what, || async { hold.held().is_some() }) => {}
+        }
+        let before = env.left(id).await;
+        for kind in existing {
+            assert!(
+                before.iter().any(|o| o.starts_with(kind)),
+                "{id}: no {kind} while {:?} is held: {before:?}",
+                hold.held()
+            );
+        }
+        // The caller gives up; then the API server gets the request in flight.
+        drop(start);
+        hold.release();
+        wait_until(&format!("{id}: the held {method} answered"), || async {
+            hold.answer().is_some()
+        })
+        .await;
+        assert_eq!(hold.answer(), Some(status), "{id}: {:?}", hold.held());
+        env.wait_nothing_left(id).await;
+    }
 }
 
 /// A kind the cluster does not serve fails the start with a clear message; a dry run
@@ -446,7 +445,7 @@ async fn a_pod_deleted_behind_hoists_back_is_a_preemption() {
         .await
         .expect("running in time")
         .expect("runs");
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns.name);
     let lp = ListParams::default().labels(&format!("hoist.dev/run-id={id}"));
     let pod = pods.list(&lp).await.expect("pods").items[0]
         .metadata

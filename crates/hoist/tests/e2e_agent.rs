@@ -17,51 +17,20 @@
 
 mod cli_support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
-use cli_support::{AgentProc, World};
+use cli_support::{AgentProc, World, is_terminal, launched_id};
+use hoist_testkit::{busybox_image as image, require_docker};
 use serde_json::Value;
 
 /// How long a run may take to reach a state it is expected to reach.
 const LONG: Duration = Duration::from_secs(120);
 
-fn docker_available() -> bool {
-    if std::env::var("HOIST_TEST_DOCKER").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_DOCKER is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
-        );
-    }
-    eprintln!(
-        "skipping: no Docker daemon for tests (HOIST_TEST_DOCKER is not 1; run scripts/test-env.sh)"
-    );
-    false
-}
-
-macro_rules! require_docker {
-    () => {
-        if !docker_available() {
-            return;
-        }
-    };
-}
-
-fn image() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
-}
-
 /// A name no other test (or earlier run of this one) uses.
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos();
-    format!("e2e-{prefix}-{}-{nanos:08x}", std::process::id())
+    hoist_testkit::unique(&format!("e2e-{prefix}"))
 }
 
 // ---------------------------------------------------------------------------------
@@ -228,141 +197,13 @@ impl E2e {
 
     /// Waits until every named agent is registered and connected.
     fn wait_agents(&mut self, names: &[&str]) {
-        let t0 = Instant::now();
-        loop {
-            let list = self.w.run(&["agent", "list", "-o", "json"]).ok().json();
-            let up: BTreeSet<String> = list
-                .as_array()
-                .expect("agent list is an array")
-                .iter()
-                .filter(|a| matches!(a["status"].as_str(), Some("polling" | "running")))
-                .filter_map(|a| a["name"].as_str().map(str::to_string))
-                .collect();
-            if names.iter().all(|n| up.contains(*n)) {
-                return;
-            }
-            // The newest process of each name must still be there.
-            for n in names {
-                if let Some(a) = self.agents.iter_mut().rev().find(|a| a.name == *n)
-                    && let Some(st) = a.try_wait()
-                {
-                    panic!("agent {} exited early ({st})\n{}", a.name, a.log());
-                }
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "agents {names:?} did not register; registered: {up:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.w.wait_agents(&mut self.agents, names);
     }
 
     /// `hoist launch --queue Q --image IMG -- ARGS…`: the run id.
     fn launch(&self, queue: &str, args: &[&str]) -> String {
-        let img = image();
-        let mut a = vec!["launch", "--queue", queue, "--image", &img, "--"];
-        a.extend_from_slice(args);
-        let r = self.w.run(&a).ok();
-        let id = r.stdout.trim().to_string();
-        assert!(!id.is_empty(), "no run id printed");
-        id
+        self.w.launch_image(queue, &image(), args)
     }
-
-    fn show(&self, id: &str) -> Value {
-        self.w.run(&["run", "show", id, "-o", "json"]).ok().json()
-    }
-
-    /// Polls the run until `pred` holds; panics with the last state after `within`.
-    fn wait_run(
-        &self,
-        id: &str,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let r = self.show(id);
-            if pred(&r) {
-                return r;
-            }
-            assert!(
-                t0.elapsed() < within,
-                "run {id}: not {what} after {within:?}:\n{}\nlogs:\n{:#?}",
-                serde_json::to_string_pretty(&r).unwrap_or_default(),
-                self.logs(id)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn wait_state(&self, id: &str, state: &str) -> Value {
-        self.wait_run(id, state, LONG, |r| r["state"] == state)
-    }
-
-    fn wait_ended(&self, id: &str) -> Value {
-        self.wait_run(id, "ended", LONG, is_terminal)
-    }
-
-    /// The run's log as (stream, text) pairs (`hoist run logs -o json`).
-    fn logs(&self, id: &str) -> Vec<(String, String)> {
-        let r = self.w.run(&["run", "logs", id, "-o", "json"]).ok();
-        r.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let v: Value = serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"));
-                (
-                    v["stream"].as_str().unwrap_or_default().to_string(),
-                    v["text"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// The lines the job wrote (stdout and stderr, not hoist's own).
-    fn job_lines(&self, id: &str) -> Vec<String> {
-        self.logs(id)
-            .into_iter()
-            .filter(|(s, _)| s != "system")
-            .map(|(_, t)| t)
-            .collect()
-    }
-
-    /// Waits until the run's log holds a line equal to `text`.
-    fn wait_log_line(&self, id: &str, text: &str) {
-        let t0 = Instant::now();
-        loop {
-            if self.logs(id).iter().any(|(_, t)| t == text) {
-                return;
-            }
-            assert!(
-                t0.elapsed() < LONG,
-                "run {id}: no log line {text:?} after {LONG:?}:\n{:#?}\n{}",
-                self.logs(id),
-                serde_json::to_string_pretty(&self.show(id)).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-}
-
-fn is_terminal(r: &Value) -> bool {
-    matches!(
-        r["state"].as_str(),
-        Some("finished" | "failed" | "stopped" | "cancelled")
-    )
-}
-
-/// The run id a `hoist launch --wait` names on stderr.
-fn launched_id(stderr: &str) -> String {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("hoist: launched run "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
-        .to_string()
 }
 
 /// The timeline's transitions as (to, at, reason).
@@ -487,7 +328,7 @@ fn e2e_docker_launch_logs_exit_codes() {
         ok.stderr
     );
     let ok_id = launched_id(&ok.stderr);
-    let r = e.show(&ok_id);
+    let r = e.w.show_run(&ok_id);
     assert_eq!(r["state"], "finished", "{}", pretty(&r));
     assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
 
@@ -509,7 +350,7 @@ fn e2e_docker_launch_logs_exit_codes() {
         .stderr_has("exit code 5")
         .stderr_has("in the run stage");
     let bad_id = launched_id(&bad.stderr);
-    let r = e.show(&bad_id);
+    let r = e.w.show_run(&bad_id);
     assert_eq!(r["state"], "failed", "{}", pretty(&r));
     assert_eq!(r["exit_code"], 5, "{}", pretty(&r));
     assert_eq!(r["failure"]["stage"], "run", "{}", pretty(&r));
@@ -542,12 +383,12 @@ fn e2e_docker_launch_logs_exit_codes() {
         let l = e.w.run(&["run", "logs", id]).ok();
         assert!(l.stdout.lines().any(|x| x == "out"), "{id}: {}", l.stdout);
         assert!(l.stderr.lines().any(|x| x == "err"), "{id}: {}", l.stderr);
-        let streams: BTreeMap<String, String> = e
-            .logs(id)
-            .into_iter()
-            .filter(|(s, _)| s != "system")
-            .map(|(s, t)| (t, s))
-            .collect();
+        let streams: BTreeMap<String, String> =
+            e.w.run_logs(id)
+                .into_iter()
+                .filter(|(s, _)| s != "system")
+                .map(|(s, t)| (t, s))
+                .collect();
         assert_eq!(streams.get("out").map(String::as_str), Some("stdout"));
         assert_eq!(streams.get("err").map(String::as_str), Some("stderr"));
     }
@@ -592,8 +433,8 @@ fn e2e_docker_stop_within_grace() {
         ],
     );
     for id in [&polite, &stubborn] {
-        e.wait_state(id, "running");
-        e.wait_log_line(id, "ready");
+        e.w.wait_state(id, "running");
+        e.w.wait_log_line(id, "ready");
     }
 
     let t0 = Instant::now();
@@ -602,9 +443,9 @@ fn e2e_docker_stop_within_grace() {
         .stdout_has("Stop requested");
     e.w.run(&["run", "stop", &stubborn]).ok();
 
-    let p = e.wait_state(&polite, "stopped");
+    let p = e.w.wait_state(&polite, "stopped");
     let polite_wall = t0.elapsed();
-    let s = e.wait_state(&stubborn, "stopped");
+    let s = e.w.wait_state(&stubborn, "stopped");
     let stubborn_wall = t0.elapsed();
 
     // Server-side times: from the stop request to the end.
@@ -618,13 +459,13 @@ fn e2e_docker_stop_within_grace() {
         "polite: stopped {p_took:?} after the request ({polite_wall:?} wall); stubborn: {s_took:?} ({stubborn_wall:?} wall)"
     );
     assert!(
-        e.job_lines(&polite).iter().any(|l| l == "bye"),
+        e.w.job_lines(&polite).iter().any(|l| l == "bye"),
         "no `bye` in the polite job's logs: {:?}",
-        e.logs(&polite)
+        e.w.run_logs(&polite)
     );
     assert_eq!(p["exit_code"], 0, "{}", pretty(&p));
     // TERM first, then the job ran on until the kill after the grace period.
-    let lines = e.job_lines(&stubborn);
+    let lines = e.w.job_lines(&stubborn);
     let term = lines
         .iter()
         .position(|l| l == "term-ignored")
@@ -659,13 +500,13 @@ fn e2e_cancel_queued_run() {
             "trap \"echo bye; exit 0\" TERM; echo busy; while true; do sleep 0.1; done",
         ],
     );
-    e.wait_state(&busy, "running");
-    e.wait_log_line(&busy, "busy");
+    e.w.wait_state(&busy, "running");
+    e.w.wait_log_line(&busy, "busy");
     let victim = e.launch("dq", &["sh", "-c", "echo victim"]);
     e.w.run(&["run", "cancel", &victim])
         .ok()
         .stdout_has("cancelled");
-    let v = e.show(&victim);
+    let v = e.w.show_run(&victim);
     assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
 
     let later = e.launch("dq", &["sh", "-c", "echo later"]);
@@ -679,7 +520,7 @@ fn e2e_cancel_queued_run() {
             e.docker().run_containers(&victim).is_empty(),
             "the cancelled run {victim} got a container"
         );
-        let l = e.show(&later);
+        let l = e.w.show_run(&later);
         if is_terminal(&l) {
             assert_eq!(l["state"], "finished", "{}", pretty(&l));
             break;
@@ -691,10 +532,10 @@ fn e2e_cancel_queued_run() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(e.job_lines(&later), ["later"]);
-    let b = e.wait_ended(&busy);
+    assert_eq!(e.w.job_lines(&later), ["later"]);
+    let b = e.w.wait_ended(&busy);
     assert_eq!(b["state"], "stopped", "{}", pretty(&b));
-    let l = e.show(&later);
+    let l = e.w.show_run(&later);
     assert!(
         entered(&l, "claimed") >= entered(&b, "stopped"),
         "-j 1: the later run was claimed before the busy one ended:\n{}\n{}",
@@ -702,7 +543,7 @@ fn e2e_cancel_queued_run() {
         pretty(&l)
     );
 
-    let v = e.show(&victim);
+    let v = e.w.show_run(&victim);
     assert_eq!(v["state"], "cancelled", "{}", pretty(&v));
     assert!(
         v["agent"].is_null(),
@@ -712,7 +553,11 @@ fn e2e_cancel_queued_run() {
     assert!(v["exit_code"].is_null(), "{}", pretty(&v));
     let states: Vec<String> = timeline(&v).into_iter().map(|(to, _, _)| to).collect();
     assert_eq!(states, ["queued", "cancelled"], "{}", pretty(&v));
-    assert!(e.logs(&victim).is_empty(), "{:?}", e.logs(&victim));
+    assert!(
+        e.w.run_logs(&victim).is_empty(),
+        "{:?}",
+        e.w.run_logs(&victim)
+    );
     assert!(e.docker().run_containers(&victim).is_empty());
 }
 
@@ -735,7 +580,7 @@ fn e2e_docker_agent_kill_9_readopts() {
             "for i in 1 2 3 4 5 6 7 8; do echo line$i; sleep 0.5; done",
         ],
     );
-    e.wait_log_line(&id, "line2");
+    e.w.wait_log_line(&id, "line2");
     e.agents[first].kill_9();
 
     let containers = e.docker().run_containers(&id);
@@ -750,11 +595,11 @@ fn e2e_docker_agent_kill_9_readopts() {
     );
 
     e.agent(&agent, &["-q", "dq"]);
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{}", pretty(&r));
     assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
 
-    let lines = e.job_lines(&id);
+    let lines = e.w.job_lines(&id);
     for i in 1..=8 {
         let want = format!("line{i}");
         let n = lines.iter().filter(|l| **l == want).count();
@@ -766,15 +611,15 @@ fn e2e_docker_agent_kill_9_readopts() {
     let in_timeline = timeline(&r)
         .iter()
         .any(|(_, _, why)| why.contains("re-adopted"));
-    let in_logs = e
-        .logs(&id)
-        .iter()
-        .any(|(s, t)| s == "system" && t.contains("re-adopted"));
+    let in_logs =
+        e.w.run_logs(&id)
+            .iter()
+            .any(|(s, t)| s == "system" && t.contains("re-adopted"));
     assert!(
         in_timeline || in_logs,
         "neither the timeline nor the log mentions the re-adoption:\n{}\n{:#?}",
         pretty(&r),
-        e.logs(&id)
+        e.w.run_logs(&id)
     );
     e.docker().wait_no_container(&id, Duration::from_secs(30));
 }
@@ -797,7 +642,7 @@ fn e2e_local_process_agent_kill_9_fails_with_agent_restarted() {
             .stdout
             .trim()
             .to_string();
-    e.wait_state(&id, "running");
+    e.w.wait_state(&id, "running");
     // The job's process (found by its environment), to clean up after.
     let t0 = Instant::now();
     let procs = loop {
@@ -812,7 +657,7 @@ fn e2e_local_process_agent_kill_9_fails_with_agent_restarted() {
 
     e.agents[first].kill_9();
     e.agent(&agent, &["-q", "lq"]);
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{}", pretty(&r));
     let reason = r["state_reason"].as_str().unwrap_or_default();
     let message = r["failure"]["message"].as_str().unwrap_or_default();
@@ -859,8 +704,8 @@ fn e2e_server_restart_while_docker_job_runs() {
     e.wait_agents(&[&agent]);
 
     let id = e.launch("dq", &["sh", "-c", "echo before; sleep 3; echo after"]);
-    e.wait_state(&id, "running");
-    e.wait_log_line(&id, "before");
+    e.w.wait_state(&id, "running");
+    e.w.wait_log_line(&id, "before");
 
     let t0 = Instant::now();
     let seen_before = e.agents[0]
@@ -892,11 +737,11 @@ fn e2e_server_restart_while_docker_job_runs() {
         t0.elapsed()
     );
 
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{}", pretty(&r));
     assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
-    let lines = e.job_lines(&id);
-    assert_eq!(lines, ["before", "after"], "{:#?}", e.logs(&id));
+    let lines = e.w.job_lines(&id);
+    assert_eq!(lines, ["before", "after"], "{:#?}", e.w.run_logs(&id));
     let retries = e.agents[0]
         .log()
         .lines()
@@ -932,7 +777,7 @@ fn e2e_many_agents_one_queue_docker() {
         .collect();
     let mut by_agent: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
-        let r = e.wait_ended(id);
+        let r = e.w.wait_ended(id);
         assert_eq!(r["state"], "finished", "{}", pretty(&r));
         assert_eq!(r["exit_code"], 0, "{}", pretty(&r));
         assert_eq!(r["attempts"], 1, "handed out once:\n{}", pretty(&r));
@@ -942,7 +787,7 @@ fn e2e_many_agents_one_queue_docker() {
             .count();
         assert_eq!(runs, 1, "started once:\n{}", pretty(&r));
         assert_eq!(
-            e.job_lines(id),
+            e.w.job_lines(id),
             [format!("ran-{id}")],
             "exactly one line, from this run's container"
         );
@@ -972,7 +817,7 @@ fn e2e_privileged_refused() {
     e.wait_agents(&[&agent]);
 
     let id = e.launch("pq", &["sh", "-c", "echo should-not-run"]);
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{}", pretty(&r));
     assert_eq!(r["failure"]["stage"], "agent", "{}", pretty(&r));
     let msg = r["failure"]["message"].as_str().unwrap_or_default();
@@ -983,11 +828,11 @@ fn e2e_privileged_refused() {
     );
     assert!(r["exit_code"].is_null(), "{}", pretty(&r));
     assert!(
-        !e.job_lines(&id)
+        !e.w.job_lines(&id)
             .iter()
             .any(|l| l.contains("should-not-run")),
         "{:?}",
-        e.logs(&id)
+        e.w.run_logs(&id)
     );
     assert!(e.docker().run_containers(&id).is_empty());
     assert!(
@@ -1059,9 +904,9 @@ fn e2e_agent_environment_never_reaches_local_jobs() {
             .stdout
             .trim()
             .to_string();
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{}", pretty(&r));
-    let lines = e.job_lines(&id);
+    let lines = e.w.job_lines(&id);
     let admin_key = e.w.admin_key_text();
     for secret in [
         "db-s3cret",
@@ -1081,10 +926,10 @@ fn e2e_agent_environment_never_reaches_local_jobs() {
     );
     assert!(lines.iter().any(|l| l.starts_with("PATH=")), "{lines:?}");
     assert!(
-        e.logs(&id).iter().any(|(s, t)| s == "system"
+        e.w.run_logs(&id).iter().any(|(s, t)| s == "system"
             && t.contains("DATABASE_URL")
             && t.contains("looks like a credential")),
         "{:#?}",
-        e.logs(&id)
+        e.w.run_logs(&id)
     );
 }

@@ -12,197 +12,37 @@
 mod cli_support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cli_support::{AgentProc, World};
-use serde_json::Value;
+use cli_support::{AgentProc, World, launched_id};
+use hoist_testkit::{
+    HoldingProxy, Kubectl, TestNamespace, busybox_image as image, env, require_k8s, unique,
+    wait_until,
+};
 
 /// How long a run may take to reach a state it is expected to reach.
-const LONG: Duration = Duration::from_secs(180);
+const LONG: Duration = hoist_testkit::LONG;
 
-fn k8s_available() -> bool {
-    if std::env::var("HOIST_TEST_K8S").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!(
-            "HOIST_TEST_REQUIRE_SERVICES is set but HOIST_TEST_K8S is not: run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh"
-        );
-    }
-    eprintln!(
-        "skipping: no Kubernetes cluster for tests (HOIST_TEST_K8S is not 1; run scripts/test-env.sh)"
-    );
-    false
-}
-
-macro_rules! require_k8s {
-    () => {
-        if !k8s_available() {
-            return;
-        }
-    };
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (source test-env.sh)"))
-}
-
-fn image() -> String {
-    std::env::var("HOIST_TEST_BUSYBOX_IMAGE")
-        .unwrap_or_else(|_| "hoist-test/busybox:latest".to_string())
-}
-
-/// A name no other test (or earlier run of this one) uses: DNS-safe.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos();
-    format!("{prefix}-{}-{nanos:08x}", std::process::id())
-}
-
-/// The run id in `hoist launch --wait`'s stderr.
-fn launched_id(stderr: &str) -> String {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("hoist: launched run "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
-        .to_string()
-}
-
-/// The test cluster through its kubectl.
-struct Kubectl {
-    bin: String,
-    kubeconfig: String,
-}
-
-impl Kubectl {
-    fn new() -> Kubectl {
-        Kubectl {
-            bin: env("HOIST_TEST_KUBECTL"),
-            kubeconfig: env("HOIST_TEST_KUBECONFIG"),
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-        use std::io::Write;
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        c.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("run kubectl");
-        if let Some(s) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(s.as_bytes())
-                .expect("write kubectl stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("kubectl output")
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let o = self.run(args, stdin);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a, None)).expect("kubectl JSON")
-    }
-
-    /// Names of the objects of `kinds` (comma-separated) in `ns` matching `selector`.
-    fn names(&self, ns: &str, kinds: &str, selector: &str) -> Vec<String> {
-        let v = self.json(&["-n", ns, "get", kinds, "-l", selector]);
-        v["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap_or("?"),
-                    o["metadata"]["name"].as_str().unwrap_or("?")
-                )
-            })
-            .collect()
-    }
-
-    /// Waits until nothing of `kinds` in `ns` matches `selector`.
-    fn wait_none(&self, ns: &str, kinds: &str, selector: &str) {
-        let t0 = Instant::now();
-        loop {
-            let left = self.names(ns, kinds, selector);
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                t0.elapsed() < LONG,
-                "still there after {LONG:?} ({selector} in {ns}): {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-/// A namespace of one test, deleted when dropped.
-struct Namespace {
-    kubectl: Kubectl,
-    name: String,
-}
-
-impl Namespace {
-    fn create(prefix: &str) -> Namespace {
-        let kubectl = Kubectl::new();
-        let name = unique(prefix);
-        kubectl.ok(&["create", "namespace", &name], None);
-        // The namespace's default service account (pods need it to be admitted).
-        let t0 = Instant::now();
-        while kubectl
-            .run(&["-n", &name, "get", "serviceaccount", "default"], None)
-            .status
-            .code()
-            != Some(0)
-        {
-            assert!(t0.elapsed() < LONG, "no default service account in {name}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Namespace { kubectl, name }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = self
-            .kubectl
-            .run(&["delete", "namespace", &self.name, "--wait=false"], None);
-    }
-}
-
-/// A server, an agent serving one kubernetes queue, the test's namespace.
+/// A server, an agent serving kubernetes queues, the test's namespace.
 struct K8sE2e {
     w: World,
-    ns: Namespace,
+    ns: TestNamespace,
     agents: Vec<AgentProc>,
     agent_name: String,
     config: std::path::PathBuf,
+    /// The agent's kubeconfig: the test cluster's admin one, or a proxy's.
+    kubeconfig: std::path::PathBuf,
 }
 
 /// The seed's queue config (W&B's "Kubernetes" tab), placeholders filled: the test
 /// image, never pulled, in the test's namespace.
 fn seed_job(ns: &str, extra_spec: &str, extra_pod: &str) -> String {
+    seed_job_with(ns, extra_spec, extra_pod, "")
+}
+
+/// [`seed_job`] with `more` (YAML lines) after the run's container, at its indentation:
+/// more containers.
+fn seed_job_with(ns: &str, extra_spec: &str, extra_pod: &str, more: &str) -> String {
     format!(
         "kind: Job
 spec:
@@ -212,7 +52,7 @@ spec:
         - name: main
           image: {img}
           imagePullPolicy: IfNotPresent
-      restartPolicy: Never
+{more}      restartPolicy: Never
 metadata:
   name: seed-job
   namespace: {ns}
@@ -236,7 +76,7 @@ impl K8sE2e {
     fn with_registry(prefix: &str, registry: &str, agent_config: &str) -> K8sE2e {
         let w = World::start_with_log_level("info");
         w.login_admin();
-        let ns = Namespace::create(prefix);
+        let ns = TestNamespace::create(prefix);
         let config = w.file(
             "launch-config.yaml",
             &format!("{registry}stopped_run_timeout: 5s\n{agent_config}"),
@@ -247,6 +87,7 @@ impl K8sE2e {
             ns,
             agents: Vec::new(),
             config,
+            kubeconfig: env("HOIST_TEST_KUBECONFIG").into(),
         }
     }
 
@@ -274,40 +115,13 @@ impl K8sE2e {
             args.push(q.to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let kubeconfig = env("HOIST_TEST_KUBECONFIG");
+        let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
         let a = self
             .w
             .spawn_agent_env(&self.agent_name, &args, &[("KUBECONFIG", &kubeconfig)]);
         self.agents.push(a);
-        let t0 = Instant::now();
-        loop {
-            let list = self.w.run(&["agent", "list", "-o", "json"]).ok().json();
-            let up = list.as_array().into_iter().flatten().any(|a| {
-                a["name"] == self.agent_name.as_str()
-                    && matches!(a["status"].as_str(), Some("polling" | "running"))
-            });
-            if up
-                && self
-                    .agents
-                    .last()
-                    .expect("agent")
-                    .log()
-                    .contains("Agent registered")
-            {
-                return;
-            }
-            if let Some(st) = self.agents.last_mut().expect("agent").try_wait() {
-                panic!(
-                    "the agent exited early ({st})\n{}",
-                    self.agents.last().expect("agent").log()
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the agent did not register"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let name = self.agent_name.clone();
+        self.w.wait_agents(&mut self.agents, &[&name]);
     }
 
     fn agent_log(&self) -> String {
@@ -319,82 +133,13 @@ impl K8sE2e {
     }
 
     fn launch(&self, queue: &str, args: &[&str]) -> String {
-        let img = image();
-        let mut a = vec!["launch", "--queue", queue, "--image", &img, "--"];
-        a.extend_from_slice(args);
-        let r = self.w.run(&a).ok();
-        let id = r.stdout.trim().to_string();
-        assert!(!id.is_empty(), "no run id printed");
-        id
-    }
-
-    fn show(&self, id: &str) -> Value {
-        self.w.run(&["run", "show", id, "-o", "json"]).ok().json()
-    }
-
-    fn wait_run(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let r = self.show(id);
-            if pred(&r) {
-                return r;
-            }
-            assert!(
-                t0.elapsed() < LONG,
-                "run {id}: not {what} after {LONG:?}:\n{}\nlogs:\n{:#?}\nagent:\n{}",
-                serde_json::to_string_pretty(&r).unwrap_or_default(),
-                self.logs(id),
-                self.agent_log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn wait_state(&self, id: &str, state: &str) -> Value {
-        self.wait_run(id, state, |r| r["state"] == state)
-    }
-
-    fn wait_ended(&self, id: &str) -> Value {
-        self.wait_run(id, "ended", |r| {
-            matches!(
-                r["state"].as_str(),
-                Some("finished" | "failed" | "stopped" | "cancelled")
-            )
-        })
-    }
-
-    /// The run's log as (stream, text).
-    fn logs(&self, id: &str) -> Vec<(String, String)> {
-        let r = self.w.run(&["run", "logs", id, "-o", "json"]);
-        r.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| {
-                (
-                    v["stream"].as_str().unwrap_or_default().to_string(),
-                    v["text"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    fn job_lines(&self, id: &str) -> Vec<String> {
-        self.logs(id)
-            .into_iter()
-            .filter(|(s, _)| s != "system")
-            .map(|(_, t)| t)
-            .collect()
+        self.w.launch_image(queue, &image(), args)
     }
 
     /// Waits until nothing hoist created for run `id` is left: Jobs, pods, Secrets,
     /// ConfigMaps.
     fn wait_nothing_left(&self, id: &str) {
-        self.ns.kubectl.wait_none(
-            &self.ns.name,
-            "jobs,pods,secrets,configmaps",
-            &format!("hoist.dev/run-id={}", id),
-        );
+        self.ns.wait_run_gone(id);
     }
 }
 
@@ -431,7 +176,7 @@ fn seed_job_runs_end_to_end() {
         );
     }
     let id = launched_id(&ok.stderr);
-    let r = e.show(&id);
+    let r = e.w.show_run(&id);
     assert_eq!(r["state"], "finished", "{r:#}");
     assert_eq!(r["exit_code"], 0);
     e.wait_nothing_left(&id);
@@ -453,7 +198,7 @@ fn seed_job_runs_end_to_end() {
         .stdout_has("about to fail")
         .stderr_has("exit code 3");
     let bad = launched_id(&bad.stderr);
-    let r = e.show(&bad);
+    let r = e.w.show_run(&bad);
     assert_eq!(r["state"], "failed", "{r:#}");
     assert_eq!(r["exit_code"], 3, "{r:#}");
     assert_eq!(r["failure"]["stage"], "run", "{r:#}");
@@ -464,7 +209,7 @@ fn seed_job_runs_end_to_end() {
             .contains("exit code 3"),
         "{r:#}"
     );
-    assert!(e.job_lines(&bad).iter().any(|l| l == "about to fail"));
+    assert!(e.w.job_lines(&bad).iter().any(|l| l == "about to fail"));
     e.wait_nothing_left(&bad);
 }
 
@@ -481,9 +226,9 @@ fn parallel_pods_all_logs() {
     );
     e.agent(&["kp"]);
     let id = e.launch("kp", &["sh", "-c", "echo pod says hi; echo second line"]);
-    let r = e.wait_ended(&id);
-    assert_eq!(r["state"], "finished", "{r:#}\n{:#?}", e.logs(&id));
-    let lines = e.job_lines(&id);
+    let r = e.w.wait_ended(&id);
+    assert_eq!(r["state"], "finished", "{r:#}\n{:#?}", e.w.run_logs(&id));
+    let lines = e.w.job_lines(&id);
     let pods: BTreeSet<String> = lines
         .iter()
         .filter(|l| l.ends_with("] pod says hi"))
@@ -509,12 +254,12 @@ fn stop_deletes_in_the_foreground() {
     e.queue("ks", &seed_job(&e.ns.name, "", ""), &[]);
     e.agent(&["ks"]);
     let id = e.launch("ks", &["sh", "-c", "echo started; exec sleep 600"]);
-    e.wait_state(&id, "running");
-    e.wait_run(&id, "logging", |_| {
-        e.job_lines(&id).iter().any(|l| l == "started")
+    e.w.wait_state(&id, "running");
+    e.w.wait_run(&id, "logging", |_| {
+        e.w.job_lines(&id).iter().any(|l| l == "started")
     });
     e.w.run(&["run", "stop", &id]).ok();
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "stopped", "{r:#}");
     // The run ends only once its pods are gone.
     let pods =
@@ -545,26 +290,156 @@ fn restart_readopts_with_the_full_log() {
             "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.25; done",
         ],
     );
-    e.wait_run(&id, "logging", |_| {
-        e.job_lines(&id).iter().any(|l| l == "line 5")
+    e.w.wait_run(&id, "logging", |_| {
+        e.w.job_lines(&id).iter().any(|l| l == "line 5")
     });
     e.agents.last_mut().expect("agent").kill_9();
     e.agent(&["kr"]);
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{r:#}\n{}", e.agent_log());
-    let lines: Vec<String> = e
-        .job_lines(&id)
-        .into_iter()
-        .filter(|l| l.starts_with("line "))
-        .collect();
+    let lines: Vec<String> =
+        e.w.job_lines(&id)
+            .into_iter()
+            .filter(|l| l.starts_with("line "))
+            .collect();
     let want: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, want, "every line once, in order");
     assert!(
-        e.logs(&id).iter().any(|(_, t)| t.contains("re-adopted")),
+        e.w.run_logs(&id)
+            .iter()
+            .any(|(_, t)| t.contains("re-adopted")),
         "{:#?}",
-        e.logs(&id)
+        e.w.run_logs(&id)
     );
     e.wait_nothing_left(&id);
+}
+
+/// A Job with two containers writing numbered lines at different rates, one of them
+/// behind: the agent talks to the cluster through a proxy that holds the `slow`
+/// container's log stream, so at the `kill -9` the server has `main`'s lines up to
+/// some time T and none of `slow`'s, though `slow` wrote lines before T. The restarted
+/// agent (same name) re-adopts the run, and every line of each container is in the
+/// run's log exactly once, in order: each container's follower resumes after its own
+/// source's last line on the server (`[pod/container] ` lines, `LogResume::for_source`;
+/// a source the server has nothing of resumes by the absent-stream rule), where
+/// resuming every follower after the run's last line (T) lost `slow`'s early lines.
+#[test]
+fn two_containers_readopt_with_every_line_once() {
+    require_k8s!();
+    let mut e = K8sE2e::new("k8s-readopt2", "");
+    let proxy = HoldingProxy::start_blocking(&e.kubeconfig);
+    e.kubeconfig = proxy.kubeconfig();
+    let slow = format!(
+        "        - name: slow
+          image: {img}
+          imagePullPolicy: IfNotPresent
+          command: [sh, -c, 'i=0; while [ $i -lt 24 ]; do echo slow $i; i=$((i+1)); sleep 0.5; done']
+",
+        img = image()
+    );
+    e.queue("k2", &seed_job_with(&e.ns.name, "", "", &slow), &[]);
+    e.agent(&["k2"]);
+    let held = proxy.hold("GET", |p, q| {
+        p.ends_with("/log") && q.split('&').any(|kv| kv == "container=slow")
+    });
+    let id = e.launch(
+        "k2",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 240 ]; do echo fast $i; i=$((i+1)); sleep 0.05; done",
+        ],
+    );
+    wait_until("slow's log stream held", LONG, || held.held().is_some());
+    // `slow` has written lines; then `main`'s lines written after them reach the server.
+    let pod =
+        e.ns.kubectl
+            .names(&e.ns.name, "pods", &format!("hoist.dev/run-id={id}"))[0]
+            .split('/')
+            .nth(1)
+            .expect("pod name")
+            .to_string();
+    wait_until("slow's first lines", LONG, || {
+        e.ns.kubectl
+            .ok(&["-n", &e.ns.name, "logs", &pod, "-c", "slow"])
+            .contains("slow 3")
+    });
+    let shipped = |w: &World| {
+        w.job_lines(&id)
+            .iter()
+            .filter(|l| l.contains("/main] fast "))
+            .count()
+    };
+    let then = shipped(&e.w);
+    wait_until("main's later lines on the server", LONG, || {
+        shipped(&e.w) >= then + 10
+    });
+    let before = e.w.job_lines(&id);
+    assert!(
+        !before.iter().any(|l| l.contains("/slow] ")),
+        "slow's log was held, yet: {before:?}"
+    );
+    e.agents.last_mut().expect("agent").kill_9();
+    e.agent(&["k2"]);
+    let r = e.w.wait_ended(&id);
+    assert_eq!(r["state"], "finished", "{r:#}\n{}", e.agent_log());
+    assert!(
+        e.w.run_logs(&id)
+            .iter()
+            .any(|(_, t)| t.contains("re-adopted")),
+        "{:#?}",
+        e.w.run_logs(&id)
+    );
+    let lines = e.w.job_lines(&id);
+    for (container, word, n) in [("main", "fast", 240), ("slow", "slow", 24)] {
+        let infix = format!("{pod}/{container}] {word} ");
+        let got: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.split_once(&infix).map(|(_, n)| n.to_string()))
+            .collect();
+        let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(
+            got, want,
+            "container {container}: every line once, in order"
+        );
+    }
+    e.wait_nothing_left(&id);
+}
+
+/// `hoist run cancel` on a run the agent is starting: its Secret exists and the Job's
+/// create is in flight (the agent talks to the cluster through a proxy that holds that
+/// request). The run is `cancelled` and stays so; the held create then reaches the API
+/// server (the Job is created after the cancel), and the agent deletes everything of
+/// the run all the same.
+#[test]
+fn cancel_while_starting_leaves_nothing() {
+    require_k8s!();
+    let mut e = K8sE2e::new("k8s-cancel", "");
+    let proxy = HoldingProxy::start_blocking(&e.kubeconfig);
+    e.kubeconfig = proxy.kubeconfig();
+    e.queue("kc", &seed_job(&e.ns.name, "", ""), &[]);
+    e.agent(&["kc"]);
+    let hold = proxy.hold("POST", |p, _| p.ends_with("/jobs"));
+    let id = e.launch("kc", &["sh", "-c", "echo never seen; exec sleep 600"]);
+    wait_until("the Job's create held", LONG, || hold.held().is_some());
+    let sel = format!("hoist.dev/run-id={id}");
+    let secrets = e.ns.kubectl.names(&e.ns.name, "secrets", &sel);
+    assert!(
+        !secrets.is_empty(),
+        "no Secret while the Job's create is held"
+    );
+    e.w.run(&["run", "cancel", &id]).ok();
+    assert_eq!(e.w.show_run(&id)["state"], "cancelled");
+    hold.release();
+    wait_until("the held create answered", LONG, || hold.answer().is_some());
+    assert_eq!(
+        hold.answer(),
+        Some(201),
+        "the Job was created after the cancel"
+    );
+    e.wait_nothing_left(&id);
+    let r = e.w.show_run(&id);
+    assert_eq!(r["state"], "cancelled", "{r:#}\n{}", e.agent_log());
 }
 
 /// An image that cannot be pulled fails the run at `starting` with the reason, well
@@ -598,7 +473,7 @@ fn start_failures_are_reported_with_their_reason() {
             .stdout
             .trim()
             .to_string();
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{r:#}");
     let msg = r["failure"]["message"]
         .as_str()
@@ -623,7 +498,7 @@ fn start_failures_are_reported_with_their_reason() {
 
     let id = e.launch("kn", &["true"]);
     // While the pod is pending: a warning on the run, and a line in its log.
-    let r = e.wait_run(&id, "warned", |r| {
+    let r = e.w.wait_run(&id, "warned", |r| {
         r["warnings"].as_array().is_some_and(|ws| {
             ws.iter().any(|w| {
                 w["message"]
@@ -643,11 +518,11 @@ fn start_failures_are_reported_with_their_reason() {
         "{shown}"
     );
     assert!(
-        e.logs(&id)
+        e.w.run_logs(&id)
             .iter()
             .any(|(s, t)| s == "system" && t.contains("cannot be scheduled"))
     );
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "failed", "{r:#}");
     let msg = r["failure"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -680,7 +555,7 @@ fn privileged_settings_are_refused_by_the_agent() {
     e.agent(&["kpriv", "khost", "kpath"]);
     for (q, _, what) in &configs {
         let id = e.launch(q, &["true"]);
-        let r = e.wait_ended(&id);
+        let r = e.w.wait_ended(&id);
         assert_eq!(r["state"], "failed", "{q}: {r:#}");
         let msg = r["failure"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("refused") && msg.contains(what), "{q}: {msg}");
@@ -706,7 +581,7 @@ fn custom_object_runs_through_its_status() {
     require_k8s!();
     let mut e = K8sE2e::new("k8s-crd", "");
     let ns = e.ns.name.clone();
-    let k = Kubectl::new();
+    let k = Kubectl::from_env();
     // Cluster-scoped and shared by every run of this test: created when missing.
     let crd = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -725,10 +600,10 @@ spec:
           type: object
           x-kubernetes-preserve-unknown-fields: true
 "#;
-    k.ok(&["apply", "-f", "-"], Some(crd));
+    k.ok_with_input(&["apply", "-f", "-"], crd);
     let t0 = Instant::now();
     while !k
-        .ok(&["api-resources", "--api-group=e2e.hoist.dev"], None)
+        .ok(&["api-resources", "--api-group=e2e.hoist.dev"])
         .contains("Training")
     {
         assert!(t0.elapsed() < LONG, "the CRD is not served");
@@ -787,22 +662,19 @@ spec:
         },
         "spec": tpl["spec"],
     });
-    k.ok(&["create", "-f", "-"], Some(&pod.to_string()));
-    k.ok(
-        &[
-            "-n",
-            &ns,
-            "patch",
-            "training",
-            &name,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"status":{"phase":"Running"}}"#,
-        ],
-        None,
-    );
-    e.wait_state(&id, "running");
+    k.ok_with_input(&["create", "-f", "-"], &pod.to_string());
+    k.ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "training",
+        &name,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    e.w.wait_state(&id, "running");
     // The pod ends; the controller says so on the object.
     let t0 = Instant::now();
     loop {
@@ -813,14 +685,20 @@ spec:
         assert!(t0.elapsed() < LONG, "the pod did not succeed: {p:#}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    k.ok(
-        &["-n", &ns, "patch", "training", &name, "--type", "merge", "-p",
-          r#"{"status":{"phase":"Succeeded","conditions":[{"type":"Succeeded","status":"True"}]}}"#],
-        None,
-    );
-    let r = e.wait_ended(&id);
+    k.ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "training",
+        &name,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded","conditions":[{"type":"Succeeded","status":"True"}]}}"#,
+    ]);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "finished", "{r:#}\n{}", e.agent_log());
-    let lines = e.job_lines(&id);
+    let lines = e.w.job_lines(&id);
     let prefix = format!("[{name}-worker-0/worker] ");
     for want in ["training step 1", "training done"] {
         assert!(
@@ -841,24 +719,21 @@ fn a_deleted_pod_requeues_the_run() {
     e.queue("kd", &seed_job(&e.ns.name, "", ""), &[]);
     e.agent(&["kd"]);
     let id = e.launch("kd", &["sh", "-c", "echo attempt; exec sleep 600"]);
-    e.wait_state(&id, "running");
+    e.w.wait_state(&id, "running");
     let sel = format!("hoist.dev/run-id={id}");
     let pods = e.ns.kubectl.names(&e.ns.name, "pods", &sel);
     assert_eq!(pods.len(), 1, "{pods:?}");
     let pod = pods[0].split('/').nth(1).expect("pod name").to_string();
-    e.ns.kubectl.ok(
-        &[
-            "-n",
-            &e.ns.name,
-            "delete",
-            "pod",
-            &pod,
-            "--grace-period=1",
-            "--wait=false",
-        ],
-        None,
-    );
-    let r = e.wait_run(&id, "re-queued", |r| {
+    e.ns.kubectl.ok(&[
+        "-n",
+        &e.ns.name,
+        "delete",
+        "pod",
+        &pod,
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+    let r = e.w.wait_run(&id, "re-queued", |r| {
         r["timeline"].as_array().into_iter().flatten().any(|t| {
             t["to"] == "queued"
                 && t["reason"]
@@ -868,7 +743,7 @@ fn a_deleted_pod_requeues_the_run() {
     });
     assert!(r["attempts"].as_i64().unwrap_or(0) >= 1, "{r:#}");
     // Taken again and running in a new pod.
-    let r = e.wait_run(&id, "running again", |r| {
+    let r = e.w.wait_run(&id, "running again", |r| {
         r["state"] == "running"
             && r["timeline"]
                 .as_array()
@@ -876,7 +751,7 @@ fn a_deleted_pod_requeues_the_run() {
     });
     assert_eq!(r["state"], "running");
     e.w.run(&["run", "stop", &id]).ok();
-    let r = e.wait_ended(&id);
+    let r = e.w.wait_ended(&id);
     assert_eq!(r["state"], "stopped", "{r:#}");
     e.wait_nothing_left(&id);
 }
@@ -970,7 +845,7 @@ fn image_in_the_agents_registry_is_pulled_with_its_credentials() {
     }
     let image_ref = format!("{host}/hoist-e2e/{}:v1", unique("pull"));
     let docker = |args: &[&str]| {
-        let o = Command::new("docker")
+        let o = std::process::Command::new("docker")
             .arg("--config")
             .arg(docker_dir.path())
             .args(args)
@@ -989,7 +864,9 @@ fn image_in_the_agents_registry_is_pulled_with_its_credentials() {
     struct Untag(String);
     impl Drop for Untag {
         fn drop(&mut self) {
-            let _ = Command::new("docker").args(["rmi", &self.0]).output();
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &self.0])
+                .output();
         }
     }
     let _untag = Untag(image_ref.clone());
@@ -1025,7 +902,7 @@ fn image_in_the_agents_registry_is_pulled_with_its_credentials() {
         r.stderr,
         e.agent_log()
     );
-    assert_eq!(e.show(&id)["state"], "finished");
+    assert_eq!(e.w.show_run(&id)["state"], "finished");
     e.wait_nothing_left(&id);
     assert!(
         !e.agent_log().contains(&password),

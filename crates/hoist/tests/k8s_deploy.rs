@@ -33,132 +33,43 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use cli_support::{HOIST, World};
+use cli_support::{HOIST, World, is_terminal};
+use hoist_testkit::{Kubectl as Cluster, service_missing, show_output as show};
 use serde_json::{Value, json};
 
 /// How long the cluster may take to do something it is expected to do.
-const LONG: Duration = Duration::from_secs(180);
+const LONG: Duration = hoist_testkit::LONG;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `Some(why)` when a service the test needs is missing: the test is skipped, or fails
-/// under `HOIST_TEST_REQUIRE_SERVICES`.
-fn skip(missing: &[(&str, &str)]) -> bool {
-    let absent: Vec<String> = missing
-        .iter()
-        .filter(|(var, want)| std::env::var(var).ok().as_deref() != Some(want))
-        .map(|(var, want)| format!("{var}={want}"))
-        .collect();
-    if absent.is_empty() {
-        return false;
-    }
-    let why = format!(
-        "not set: {} (run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh)",
-        absent.join(", ")
-    );
-    if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
-        panic!("HOIST_TEST_REQUIRE_SERVICES is set but {why}");
-    }
-    eprintln!("skipping: {why}");
-    true
-}
-
 /// A name no other test (or earlier run of this one) uses: a DNS label.
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos();
-    format!("k8sdeploy-{prefix}-{}-{nanos:08x}", std::process::id())
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    hoist_testkit::unique(&format!("k8sdeploy-{prefix}"))
 }
 
 // ---------------------------------------------------------------------------------
 // The cluster, through the test environment's kubectl 1.20 and admin kubeconfig.
 
-struct Cluster {
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
+/// `kubectl kustomize DIR` as objects.
+fn render(cluster: &Cluster, dir: &Path) -> Vec<Value> {
+    let text = cluster.ok(&["kustomize", &dir.to_string_lossy()]);
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text)
+        .unwrap_or_else(|e| panic!("kubectl kustomize printed no YAML objects: {e}\n{text}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
-impl Cluster {
-    fn from_env() -> Cluster {
-        let var = |k: &str| {
-            PathBuf::from(std::env::var_os(k).unwrap_or_else(|| panic!("{k} is not set")))
-        };
-        Cluster {
-            kubectl: var("HOIST_TEST_KUBECTL"),
-            kubeconfig: var("HOIST_TEST_KUBECONFIG"),
-        }
-    }
-
-    /// `kubectl ARGS` on the host (the API server is forwarded there).
-    fn output(&self, args: &[&str]) -> Output {
-        Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// `kubectl ARGS`, which must succeed: its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.output(args);
-        assert!(
-            o.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            show(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `kubectl kustomize DIR` as objects.
-    fn render(&self, dir: &Path) -> Vec<Value> {
-        let text = self.ok(&["kustomize", &dir.to_string_lossy()]);
-        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text)
-            .unwrap_or_else(|e| panic!("kubectl kustomize printed no YAML objects: {e}\n{text}"));
-        docs.into_iter().filter(|d| !d.is_null()).collect()
-    }
-
-    /// `kubectl apply -f` of `objects` (as one List), with `extra` flags: stdout.
-    fn apply(&self, objects: &[Value], extra: &[&str]) -> String {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("objects.json");
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        std::fs::write(&file, serde_json::to_vec_pretty(&list).expect("json")).expect("write");
-        let file = file.to_string_lossy().into_owned();
-        let mut args = vec!["apply", "-f", file.as_str()];
-        args.extend_from_slice(extra);
-        self.ok(&args)
-    }
-
-    fn exists(&self, args: &[&str]) -> bool {
-        let o = self.output(args);
-        if o.status.success() {
-            return true;
-        }
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("NotFound"),
-            "kubectl {}: {}",
-            args.join(" "),
-            show(&o)
-        );
-        false
-    }
+/// `kubectl apply -f` of `objects` (as one List), with `extra` flags: stdout.
+fn apply(cluster: &Cluster, objects: &[Value], extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("objects.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(&file, serde_json::to_vec_pretty(&list).expect("json")).expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let mut args = vec!["apply", "-f", file.as_str()];
+    args.extend_from_slice(extra);
+    cluster.ok(&args)
 }
 
 /// Namespaces and cluster roles of one test: created by it, deleted when it ends
@@ -526,7 +437,7 @@ fn dry_run(cluster: &Cluster, objs: &[Value], namespaces: &[&str]) {
     for ns in map.values() {
         owned.namespace(ns);
     }
-    let out = cluster.apply(&objs, &["--dry-run=server"]);
+    let out = apply(cluster, &objs, &["--dry-run=server"]);
     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), objs.len(), "one line per object:\n{out}");
     for (kind, name) in objs.iter().map(kind_name) {
@@ -547,17 +458,17 @@ fn dry_run(cluster: &Cluster, objs: &[Value], namespaces: &[&str]) {
 
 #[test]
 fn kustomize_base_and_example_overlay_pass_a_server_dry_run() {
-    if skip(&[("HOIST_TEST_K8S", "1")]) {
+    if service_missing(&[("HOIST_TEST_K8S", "1")]) {
         return;
     }
     let cluster = Cluster::from_env();
-    let base = cluster.render(&repo_root().join("deploy/kubernetes"));
+    let base = render(&cluster, &repo_root().join("deploy/kubernetes"));
     check_base(&base);
     dry_run(&cluster, &base, &["hoist", "hoist-runs"]);
 
     // The example overlay: the base plus a run namespace, its own config, key and image.
     let copy = deploy_copy();
-    let example = cluster.render(&copy.path().join("deploy/overlays/example"));
+    let example = render(&cluster, &copy.path().join("deploy/overlays/example"));
     let d = one(&example, "Deployment");
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -610,11 +521,11 @@ fn agent_with(config: &str, key: &str, check: bool) -> Output {
 
 #[test]
 fn the_base_placeholders_stop_the_agent() {
-    if skip(&[("HOIST_TEST_K8S", "1")]) {
+    if service_missing(&[("HOIST_TEST_K8S", "1")]) {
         return;
     }
     let cluster = Cluster::from_env();
-    let base = cluster.render(&repo_root().join("deploy/kubernetes"));
+    let base = render(&cluster, &repo_root().join("deploy/kubernetes"));
     let config = one(&base, "ConfigMap")["data"]["launch-config.yaml"]
         .as_str()
         .expect("launch-config.yaml")
@@ -790,46 +701,13 @@ impl Drop for AgentPod<'_> {
     }
 }
 
-/// Polls `hoist run show` until the run ended: its JSON.
+/// Polls `hoist run show` until the run ended (the agent's pod still running): its
+/// JSON.
 fn wait_ended(w: &World, id: &str, pod: &AgentPod) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let r = w.run(&["run", "show", id, "-o", "json"]).ok().json();
-        if matches!(
-            r["state"].as_str(),
-            Some("finished" | "failed" | "stopped" | "cancelled")
-        ) {
-            return r;
-        }
+    w.wait_run(id, "ended", |r| {
         pod.assert_alive();
-        assert!(
-            t0.elapsed() < LONG,
-            "run {id} did not end within {LONG:?}: {r:#}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// The lines the run's job wrote.
-fn job_lines(w: &World, id: &str) -> Vec<String> {
-    let r = w.run(&["run", "logs", id, "-o", "json"]).ok();
-    r.stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| {
-            let v: Value = serde_json::from_str(l).expect("a log line as JSON");
-            (v["stream"] != "system").then(|| v["text"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
-/// The names of `kinds` objects in `ns` that carry `selector`.
-fn labelled(cluster: &Cluster, ns: &str, kinds: &str, selector: &str) -> Vec<String> {
-    cluster
-        .ok(&["get", kinds, "-n", ns, "-l", selector, "-o", "name"])
-        .lines()
-        .map(str::to_string)
-        .collect()
+        is_terminal(r)
+    })
 }
 
 /// The seed's Job (W&B's Kubernetes queue config), without a namespace: the run goes to
@@ -850,7 +728,7 @@ spec:
 
 #[test]
 fn agent_image_runs_as_the_deployment_and_serves_queues() {
-    if skip(&[
+    if service_missing(&[
         ("HOIST_TEST_K8S", "1"),
         ("HOIST_TEST_K8S_HOST_API", "1"),
         ("HOIST_TEST_DOCKER", "1"),
@@ -908,7 +786,7 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     let image = AgentImage::build(&base_image);
 
     // The base, in namespaces of this test, with the test's image, config and key.
-    let mut objs = cluster.render(&repo_root().join("deploy/kubernetes"));
+    let mut objs = render(&cluster, &repo_root().join("deploy/kubernetes"));
     rename_namespaces(&mut objs, &map);
     let role = format!("{tag}-runner");
     rename_cluster_role(&mut objs, "hoist-agent-runner", &role);
@@ -943,7 +821,7 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
         owned.namespace(ns);
     }
     owned.cluster_roles.push(role.clone());
-    cluster.apply(&objs, &[]);
+    apply(&cluster, &objs, &[]);
     let pod = AgentPod {
         cluster: &cluster,
         namespace: agent_ns.clone(),
@@ -996,7 +874,7 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
         .to_string();
     let r = wait_ended(&w, &id, &pod);
     assert_eq!(r["state"], "finished", "{r:#}");
-    let lines = job_lines(&w, &id);
+    let lines = w.job_lines(&id);
     for want in [
         "uid=1000".to_string(),
         "rootfs=ro".to_string(),
@@ -1037,26 +915,18 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
         .to_string();
     let r = wait_ended(&w, &id, &pod);
     assert_eq!(r["state"], "finished", "{r:#}");
-    let lines = job_lines(&w, &id);
+    let lines = w.job_lines(&id);
     for want in ["hello-from-a-job".to_string(), format!("ns={runs_ns}")] {
         assert!(
             lines.contains(&want),
             "no {want:?} in the run's log: {lines:?}"
         );
     }
-    let selector = format!("hoist.dev/run-id={id}");
-    let t0 = Instant::now();
-    loop {
-        let left = labelled(&cluster, &runs_ns, "jobs,pods,secrets", &selector);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < LONG,
-            "the run's objects are still in {runs_ns}: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    cluster.wait_none(
+        &runs_ns,
+        "jobs,pods,secrets",
+        &format!("hoist.dev/run-id={id}"),
+    );
 
     // The base's RBAC was enough: the API server refused the agent nothing.
     let log = pod.logs();

@@ -34,6 +34,9 @@ use crate::logs::LogSink;
 pub mod docker;
 pub mod kubernetes;
 pub mod local_process;
+mod resume;
+
+pub use resume::{LogResume, SourceResume, StreamResume, TailScan};
 
 /// Labels every container and cloud object hoist creates carries.
 pub const LABEL_RUN_ID: &str = "hoist.run-id";
@@ -312,72 +315,6 @@ fn docker_transient(e: &bollard::errors::Error) -> bool {
     }
 }
 
-/// Where one stream of a re-adopted run's log resumes: which of its lines the server
-/// already has.
-///
-/// Lines stamped at or before `after` were shipped. The server keeps timestamps to the
-/// millisecond, so its last line only tells in which millisecond that line was
-/// written: of the lines stamped after `after` and before `until`, the first
-/// `shipped` were shipped too, and the others were not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StreamResume {
-    pub after: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub shipped: usize,
-}
-
-impl StreamResume {
-    /// True when the next line (in the stream's order), stamped `ts`, was shipped.
-    fn skip(&mut self, ts: DateTime<Utc>) -> bool {
-        if self.after.is_some_and(|a| ts <= a) {
-            return true;
-        }
-        if self.shipped > 0 && self.until.is_some_and(|u| ts < u) {
-            self.shipped -= 1;
-            return true;
-        }
-        false
-    }
-}
-
-/// Where a re-adopted run's log resumes, per stream (each keeps its order; their
-/// relative order is not kept by every runtime).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogResume {
-    pub stdout: StreamResume,
-    pub stderr: StreamResume,
-}
-
-impl LogResume {
-    /// Both streams shipped up to and including the exact time `since`.
-    pub fn after(since: Option<DateTime<Utc>>) -> LogResume {
-        let s = StreamResume {
-            after: since,
-            ..StreamResume::default()
-        };
-        LogResume {
-            stdout: s,
-            stderr: s,
-        }
-    }
-
-    /// Nothing before this was shipped that is not skipped by time: where to start
-    /// reading (`None`: from the beginning).
-    pub fn from(&self) -> Option<DateTime<Utc>> {
-        Some(self.stdout.after?.min(self.stderr.after?))
-    }
-
-    /// True when the next line of a stream (stdout when `!stderr`), stamped `ts`, was
-    /// shipped already. Call it for every line, in the stream's order.
-    pub fn skip(&mut self, ts: DateTime<Utc>, stderr: bool) -> bool {
-        if stderr {
-            self.stderr.skip(ts)
-        } else {
-            self.stdout.skip(ts)
-        }
-    }
-}
-
 /// What [`Runner::adopt_resuming`] found.
 pub enum Adopted {
     /// Still there (running, or ended and not yet collected): supervise it.
@@ -539,33 +476,5 @@ mod tests {
         };
         assert!(!gone.is_transient());
         assert_eq!(RunnerError::start("no command").stage(), FailureStage::Run);
-    }
-
-    #[test]
-    fn resume_skips_what_the_server_has() {
-        let ms = |n: i64| DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000 + n).unwrap();
-        let ns = |n: i64, sub: i64| ms(n) + chrono::TimeDelta::nanoseconds(sub);
-        // The server holds stdout up to two lines stamped in millisecond 5, stderr
-        // nothing.
-        let mut r = LogResume {
-            stdout: StreamResume {
-                after: Some(ms(5) - chrono::TimeDelta::nanoseconds(1)),
-                until: Some(ms(6)),
-                shipped: 2,
-            },
-            stderr: StreamResume::default(),
-        };
-        assert_eq!(r.from(), None, "stderr is read from the start");
-        assert!(r.skip(ns(4, 900_000), false));
-        assert!(r.skip(ns(5, 100), false));
-        assert!(r.skip(ns(5, 200), false));
-        assert!(!r.skip(ns(5, 300), false), "the third line of ms 5 is new");
-        assert!(!r.skip(ns(7, 0), false));
-        assert!(!r.skip(ns(1, 0), true));
-        // An exact time: that line and those before it.
-        let mut r = LogResume::after(Some(ns(5, 100)));
-        assert_eq!(r.from(), Some(ns(5, 100)));
-        assert!(r.skip(ns(5, 100), true));
-        assert!(!r.skip(ns(5, 101), false));
     }
 }

@@ -559,3 +559,151 @@ pub fn field(text: &str, label: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&format!("{label}:")))
         .map(|v| v.trim().to_string())
 }
+
+// ---------------------------------------------------------------------------------
+// Runs and agents as the CLI shows them (the end-to-end tests').
+
+/// How long a run may take to reach a state it is expected to reach (a loaded 2-core
+/// machine, a cluster starting pods).
+pub const RUN_WAIT: Duration = Duration::from_secs(180);
+/// How long an agent may take to register.
+pub const AGENT_WAIT: Duration = Duration::from_secs(60);
+
+/// A run that ended (its state is final).
+pub fn is_terminal(r: &serde_json::Value) -> bool {
+    matches!(
+        r["state"].as_str(),
+        Some("finished" | "failed" | "stopped" | "cancelled")
+    )
+}
+
+/// The run id a `hoist launch --wait` names on stderr.
+pub fn launched_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("hoist: launched run "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `launched run` line in:\n{stderr}"))
+        .to_string()
+}
+
+impl World {
+    /// `hoist launch --queue Q --image IMAGE -- ARGS…`: the run id.
+    pub fn launch_image(&self, queue: &str, image: &str, args: &[&str]) -> String {
+        let mut a = vec!["launch", "--queue", queue, "--image", image, "--"];
+        a.extend_from_slice(args);
+        let r = self.run(&a).ok();
+        let id = r.stdout.trim().to_string();
+        assert!(!id.is_empty(), "no run id printed");
+        id
+    }
+
+    /// `hoist run show ID -o json`.
+    pub fn show_run(&self, id: &str) -> serde_json::Value {
+        self.run(&["run", "show", id, "-o", "json"]).ok().json()
+    }
+
+    /// The run's log as (stream, text) pairs (`hoist run logs -o json`).
+    pub fn run_logs(&self, id: &str) -> Vec<(String, String)> {
+        let r = self.run(&["run", "logs", id, "-o", "json"]).ok();
+        r.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"));
+                (
+                    v["stream"].as_str().unwrap_or_default().to_string(),
+                    v["text"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The lines the job wrote (stdout and stderr, not hoist's own).
+    pub fn job_lines(&self, id: &str) -> Vec<String> {
+        self.run_logs(id)
+            .into_iter()
+            .filter(|(s, _)| s != "system")
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// Polls the run until `pred` holds: its JSON. Panics with the run and its log
+    /// after [`RUN_WAIT`].
+    pub fn wait_run(
+        &self,
+        id: &str,
+        what: &str,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let within = RUN_WAIT;
+        let t0 = Instant::now();
+        loop {
+            let r = self.show_run(id);
+            if pred(&r) {
+                return r;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "run {id}: not {what} after {within:?}:\n{}\nlogs:\n{:#?}",
+                serde_json::to_string_pretty(&r).unwrap_or_default(),
+                self.run_logs(id)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn wait_state(&self, id: &str, state: &str) -> serde_json::Value {
+        self.wait_run(id, state, |r| r["state"] == state)
+    }
+
+    pub fn wait_ended(&self, id: &str) -> serde_json::Value {
+        self.wait_run(id, "ended", is_terminal)
+    }
+
+    /// Waits until the run's log holds a line equal to `text`.
+    pub fn wait_log_line(&self, id: &str, text: &str) {
+        self.wait_run(id, &format!("logging {text:?}"), |_| {
+            self.run_logs(id).iter().any(|(_, t)| t == text)
+        });
+    }
+
+    /// Waits until every agent of `names` is registered and connected (`hoist agent
+    /// list`), by its newest process in `agents`, which must still run (a restarted
+    /// agent's name is listed before the new process registered: its log says when).
+    pub fn wait_agents(&self, agents: &mut [AgentProc], names: &[&str]) {
+        let within = AGENT_WAIT;
+        let t0 = Instant::now();
+        loop {
+            let list = self.run(&["agent", "list", "-o", "json"]).ok().json();
+            let up: std::collections::BTreeSet<String> = list
+                .as_array()
+                .expect("agent list is an array")
+                .iter()
+                .filter(|a| matches!(a["status"].as_str(), Some("polling" | "running")))
+                .filter_map(|a| a["name"].as_str().map(str::to_string))
+                .collect();
+            let mut all = true;
+            for n in names {
+                let newest = agents
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.name == *n)
+                    .unwrap_or_else(|| panic!("no process of agent {n}"));
+                if let Some(st) = newest.try_wait() {
+                    panic!("agent {n} exited early ({st})\n{}", newest.log());
+                }
+                all &= up.contains(*n) && newest.log().contains("Agent registered");
+            }
+            if all {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "agents {names:?} did not register; registered: {up:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! | resource | verbs | what for |
 //! |---|---|---|
-//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete | start (and `dryRun=All`), a 409's owner check, adopt, the watch, stop and cleanup |
+//! | the top object's kind (`batch` `jobs`; a custom kind's plural) | create, get, list, watch, delete | start (and `dryRun=All`), a 409's owner check, adopt, the watch, stop and cleanup, the undo of a failed start (get, delete) |
 //! | `secrets` | create, get, list, patch, deletecollection | the run's Secrets, a 409's owner check, ownership, the sweep, cleanup |
 //! | `pods` | get, list, watch, deletecollection | the watch, the end's final look, a log stream's end, stop (grace period) and cleanup |
 //! | `pods/log` | get | the log followers |

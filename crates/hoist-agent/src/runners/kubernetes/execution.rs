@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{self, Kind};
 use super::logs::Follower;
 use super::status::{self, TopStatus};
-use crate::logs::LogSink;
+use crate::logs::{LogSink, source_prefix};
 use crate::runners::{Execution, Exit, LogResume, RunnerError};
 
 /// How long a pod may keep failing to start its containers (an image that cannot be
@@ -77,7 +77,8 @@ pub struct Target {
     pub name: String,
     /// `hoist.dev/run-id=…`.
     pub selector: String,
-    /// Prefix log lines with `[pod/container]`.
+    /// Prefix log lines with their source, `[pod/container] `
+    /// ([`crate::logs::source_prefix`]).
     pub prefixed: bool,
 }
 
@@ -652,17 +653,22 @@ impl Supervisor {
         if !self.followed.insert(key.clone()) {
             return;
         }
+        // Several containers: each line names its source (`[pod/container] `), and each
+        // follower resumes after its own source's last line on the server. One
+        // container: the stream-wide point, shared by the pods of later attempts.
+        let (prefix, resume) = if self.target.prefixed {
+            let own = self.resume.lock().expect("resume").for_source(&key);
+            (source_prefix(&key), Arc::new(Mutex::new(own)))
+        } else {
+            (String::new(), self.resume.clone())
+        };
         let f = Follower {
             pods: self.target.pods(),
             pod: pod.to_string(),
             container: container.to_string(),
-            prefix: if self.target.prefixed {
-                format!("[{key}] ")
-            } else {
-                String::new()
-            },
+            prefix,
             sink: self.sink.clone(),
-            resume: self.resume.clone(),
+            resume,
             cancel: self.cancel.clone(),
         };
         self.followers.spawn(f.run());

@@ -7,8 +7,10 @@
 //! connection breaks: then the follower reads the pod once, and reconnects from the
 //! last line's time (skipping what it shipped) unless the container has ended or the
 //! pod is gone. A re-adopted run's followers skip what the server already has
-//! ([`LogResume`]). A log the agent may not read (403) gets a note in the run's log,
-//! once, and no retries.
+//! ([`LogResume`]): with several containers, each after its own container's last line
+//! there ([`LogResume::for_source`]; the prefix is the line's source), since one
+//! container's follower may have shipped further than another's. A log the agent may
+//! not read (403) gets a note in the run's log, once, and no retries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,10 +34,11 @@ pub struct Follower {
     pub pods: Api<Pod>,
     pub pod: String,
     pub container: String,
-    /// `[pod/container] ` or nothing.
+    /// `[pod/container] ` (the line's source) or nothing.
     pub prefix: String,
     pub sink: LogSink,
-    /// Shared by the run's followers: what a re-adopted run's server copy holds.
+    /// What a re-adopted run's server copy holds of this follower's lines: its own
+    /// source's, or (no prefix) the stream's, shared by the run's followers.
     pub resume: Arc<Mutex<LogResume>>,
     pub cancel: CancellationToken,
 }

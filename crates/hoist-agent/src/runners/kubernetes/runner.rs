@@ -1,7 +1,9 @@
 //! [`KubernetesRunner`]: the [`Runner`] of kubernetes queues.
 //!
 //! A start creates the Secrets, then the top object, then makes the Secrets owned by
-//! it (deleting it deletes everything). A 409 on create is an earlier attempt of the
+//! it (deleting it deletes everything), in a task of its own: a start that fails or is
+//! given up part-way (its future dropped) deletes what it created, including what the
+//! request in flight at that moment created. A 409 on create is an earlier attempt of the
 //! same run when the object carries the run's labels (adopted), a clear failure
 //! otherwise. Objects are deleted by hoist once the logs are in (no TTL), or by
 //! [`Runner::sweep`] at the next start of the agent when it died first.
@@ -15,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use kube::core::ApiResource;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::config::KubernetesSettings;
 use crate::logs::LogSink;
@@ -118,54 +121,155 @@ impl KubernetesRunner {
         })
     }
 
-    /// Creates the submission's objects (Secrets, the top object, ownership). What was
-    /// created is deleted again when a later step fails, or when the caller gives up
-    /// before it finished (the future dropped).
-    async fn create(&self, sub: &spec::Submission, target: &Target) -> Result<(), RunnerError> {
-        let mut undo = Undo {
-            target: Some(target.clone()),
-            top_created: false,
-        };
-        let secret_kind = api::Kind {
-            resource: ApiResource::erase::<KubeSecret>(&()),
-            namespaced: true,
-        };
-        let secrets = secret_kind.api(&self.cluster.client, &sub.namespace);
-        let mut names = Vec::new();
-        for s in &sub.secrets {
-            let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
-            let name = o.metadata.name.unwrap_or_default();
-            if existed {
-                // An earlier attempt's: it may hold an earlier run token.
-                api::refresh_secret(&self.cluster.client, &sub.namespace, &name, s).await?;
+    /// Creates the submission's objects (Secrets, the top object, ownership) in a task
+    /// of its own, so that every request sent is answered and the task knows what
+    /// exists. When a step fails, what was created is deleted before the error is
+    /// returned. When the caller gives up (the start future dropped: `start_timeout`,
+    /// the run task ended), the task finishes the request in flight, sends no other, and
+    /// deletes what was created, the object of that last request included.
+    async fn create(&self, sub: spec::Submission, target: &Target) -> Result<(), RunnerError> {
+        let (tx, rx) = oneshot::channel::<Result<Undo, RunnerError>>();
+        let client = self.cluster.client.clone();
+        let mut undo = Undo::new(target.clone(), sub.labels.clone());
+        tokio::spawn(async move {
+            match create_steps(&client, &sub, &mut undo, &tx).await {
+                Ok(()) => {
+                    // The caller gone meanwhile: the objects are nobody's.
+                    if let Err(Ok(undo)) = tx.send(Ok(undo)) {
+                        undo.run().await;
+                    }
+                }
+                Err(e) => {
+                    undo.run().await;
+                    let _ = tx.send(Err(e));
+                }
             }
-            names.push(name);
+        });
+        match rx.await {
+            Ok(Ok(undo)) => {
+                undo.disarm();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // The kind may be gone (a CRD removed): discover it again next time.
+                self.kinds.forget(&target.api_version, &target.kind_name);
+                Err(e)
+            }
+            Err(_) => Err(RunnerError::Gone(format!(
+                "creating {} {}/{} ended without an answer",
+                target.kind_name, target.namespace, target.name
+            ))),
         }
-        let top = target.kind.api(&self.cluster.client, &sub.namespace);
-        let (created, _) = api::create_or_adopt(&top, &sub.object, &sub.labels, false)
-            .await
-            .inspect_err(|_| self.kinds.forget(&sub.api_version, &sub.kind))?;
-        undo.top_created = true;
-        api::own_secrets(
-            &self.cluster.client,
-            &sub.namespace,
-            &names,
-            &created,
-            &sub.api_version,
-            &sub.kind,
-        )
-        .await?;
-        undo.target = None;
-        Ok(())
     }
 }
 
-/// Deletes a run's objects when dropped armed (a start that failed or was given up
-/// part-way): its Secrets and pods by label, and the top object only once this start
-/// created (or adopted) it (a same-named object of someone else is never touched).
+/// The steps of [`KubernetesRunner::create`]; `undo` learns what exists. Stops before
+/// each request once nobody waits for the answer (`answer` closed).
+async fn create_steps(
+    client: &kube::Client,
+    sub: &spec::Submission,
+    undo: &mut Undo,
+    answer: &oneshot::Sender<Result<Undo, RunnerError>>,
+) -> Result<(), RunnerError> {
+    let given_up = || {
+        RunnerError::Gone(format!(
+            "the start of {} {}/{} was given up",
+            sub.kind, sub.namespace, sub.name
+        ))
+    };
+    let secret_kind = api::Kind {
+        resource: ApiResource::erase::<KubeSecret>(&()),
+        namespaced: true,
+    };
+    let secrets = secret_kind.api(client, &sub.namespace);
+    let mut names = Vec::new();
+    for s in &sub.secrets {
+        if answer.is_closed() {
+            return Err(given_up());
+        }
+        let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
+        let name = o.metadata.name.unwrap_or_default();
+        if existed {
+            // An earlier attempt's: it may hold an earlier run token.
+            api::refresh_secret(client, &sub.namespace, &name, s).await?;
+        }
+        names.push(name);
+    }
+    if answer.is_closed() {
+        return Err(given_up());
+    }
+    let target = undo.target.clone().expect("armed");
+    let top = target.kind.api(client, &sub.namespace);
+    undo.top = Top::Sent;
+    let created = match api::create_or_adopt(&top, &sub.object, &sub.labels, false).await {
+        Ok((created, _)) => created,
+        Err(e) => {
+            // Refused: not created. A transient failure (no answer, a 5xx) may have
+            // created it: the undo looks.
+            if !e.is_transient() {
+                undo.top = Top::NotCreated;
+            }
+            return Err(e);
+        }
+    };
+    undo.top = Top::Created;
+    if answer.is_closed() {
+        return Err(given_up());
+    }
+    api::own_secrets(
+        client,
+        &sub.namespace,
+        &names,
+        &created,
+        &sub.api_version,
+        &sub.kind,
+    )
+    .await
+}
+
+/// What a start knows of the run's top object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Top {
+    /// Not asked for, or refused.
+    NotCreated,
+    /// Asked for, answer unknown (it may exist).
+    Sent,
+    /// Created (or an earlier attempt's adopted).
+    Created,
+}
+
+/// Deletes a run's objects when a start failed or was given up part-way: its Secrets
+/// and pods by label, and the top object once this start created (or adopted) it, or
+/// may have (then only when it carries the run's labels: a same-named object of
+/// someone else is never touched). [`Undo::run`] does it; dropped armed, it does it in
+/// a task of its own.
 struct Undo {
     target: Option<Target>,
-    top_created: bool,
+    labels: std::collections::BTreeMap<String, String>,
+    top: Top,
+}
+
+impl Undo {
+    fn new(target: Target, labels: std::collections::BTreeMap<String, String>) -> Undo {
+        Undo {
+            target: Some(target),
+            labels,
+            top: Top::NotCreated,
+        }
+    }
+
+    /// The start succeeded: nothing to undo.
+    fn disarm(mut self) {
+        self.target = None;
+    }
+
+    /// Deletes what the start created.
+    async fn run(mut self) {
+        let Some(target) = self.target.take() else {
+            return;
+        };
+        undo(target, std::mem::take(&mut self.labels), self.top).await;
+    }
 }
 
 impl Drop for Undo {
@@ -173,25 +277,67 @@ impl Drop for Undo {
         let Some(target) = self.target.take() else {
             return;
         };
-        let top_created = self.top_created;
+        let labels = std::mem::take(&mut self.labels);
+        let top = self.top;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let dp = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..DeleteParams::default()
-                };
-                let r = if top_created {
-                    target.delete_all(&dp).await
-                } else {
-                    api::delete_by_label(&target.client, &target.namespace, &target.selector, &dp)
-                        .await
-                };
-                if let Err(e) = r {
-                    tracing::warn!(message = "Could not delete what a failed start created; the agent's next start deletes it.", error = %e);
-                }
-            });
+            rt.spawn(undo(target, labels, top));
         }
     }
+}
+
+async fn undo(target: Target, labels: std::collections::BTreeMap<String, String>, top: Top) {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let r = match top {
+        Top::Created => target.delete_all(&dp).await,
+        Top::Sent => delete_if_ours(&target, &labels, &dp).await,
+        Top::NotCreated => {
+            api::delete_by_label(&target.client, &target.namespace, &target.selector, &dp).await
+        }
+    };
+    if let Err(e) = r {
+        tracing::warn!(message = "Could not delete what a failed start created; the agent's next start deletes it.", error = %e);
+    }
+}
+
+/// Deletes the run's top object when it exists and is this run's (its create was sent
+/// and not answered), then its Secrets and pods by label.
+async fn delete_if_ours(
+    target: &Target,
+    labels: &std::collections::BTreeMap<String, String>,
+    dp: &DeleteParams,
+) -> Result<(), RunnerError> {
+    let top = target.kind.api(&target.client, &target.namespace);
+    let found = top.get_opt(&target.name).await.map_err(|e| {
+        api::api_error(
+            format!(
+                "looking for {} {}/{}",
+                target.kind_name, target.namespace, target.name
+            ),
+            e,
+        )
+    })?;
+    if let Some(o) = found
+        && api::is_ours(&serde_json::to_value(&o).unwrap_or(Value::Null), labels)
+    {
+        let dp = DeleteParams {
+            preconditions: o.metadata.uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..dp.clone()
+        };
+        api::delete_named(
+            &top,
+            &target.name,
+            &dp,
+            &format!("{} {}/{}", target.kind_name, target.namespace, target.name),
+        )
+        .await?;
+    }
+    api::delete_by_label(&target.client, &target.namespace, &target.selector, dp).await
 }
 
 #[async_trait]
@@ -208,7 +354,7 @@ impl Runner for KubernetesRunner {
         let pull = self.pull_credentials(job).await?;
         let sub = self.build(job, pull.as_ref())?;
         let target = self.target(&sub).await?;
-        self.create(&sub, &target).await?;
+        self.create(sub, &target).await?;
         Ok(Box::new(KubeExecution::supervise(
             target,
             logs,
