@@ -19,7 +19,7 @@
 //! The end is reported only once every container's log has been read to its end, so
 //! cleanup (which deletes the objects) never loses a line.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,6 +130,7 @@ impl KubeExecution {
             pending: pending.clone(),
             cancel: cancel.clone(),
             pods: BTreeMap::new(),
+            pod_states: HashMap::new(),
             followed: HashSet::new(),
             followers: JoinSet::new(),
             failing_since: None,
@@ -254,6 +255,8 @@ struct Supervisor {
     cancel: CancellationToken,
     /// The run's pods as last seen, by name.
     pods: BTreeMap<String, Pod>,
+    /// What the followers of a pod's containers see of it (`None`: deleted).
+    pod_states: HashMap<String, watch::Sender<Option<Pod>>>,
     /// `pod/container` with a follower.
     followed: HashSet<String>,
     followers: JoinSet<()>,
@@ -364,16 +367,13 @@ impl Supervisor {
                     None => break End::Lost(RunnerError::Gone(format!("the watch of {} ended", self.target.describe()))),
                 },
                 ev = pods.next() => match ev {
-                    Some(Ok(watcher::Event::Apply(p))) => {
-                        let name = p.metadata.name.clone().unwrap_or_default();
-                        self.pods.insert(name, p);
-                    }
+                    Some(Ok(watcher::Event::Apply(p))) => self.saw_pod(p),
                     Some(Ok(watcher::Event::InitApply(p))) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         if let Some(listed) = pods_listed.as_mut() {
-                            listed.insert(name.clone());
+                            listed.insert(name);
                         }
-                        self.pods.insert(name, p);
+                        self.saw_pod(p);
                     }
                     Some(Ok(watcher::Event::Init)) => pods_listed = Some(HashSet::new()),
                     Some(Ok(watcher::Event::InitDone)) => {
@@ -382,11 +382,19 @@ impl Supervisor {
                         // the run did.
                         if let Some(listed) = pods_listed.take() {
                             self.pods.retain(|name, _| listed.contains(name));
+                            for (name, tx) in &self.pod_states {
+                                if !listed.contains(name) {
+                                    tx.send_replace(None);
+                                }
+                            }
                         }
                     }
                     Some(Ok(watcher::Event::Delete(p))) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         self.pods.remove(&name);
+                        if let Some(tx) = self.pod_states.get(&name) {
+                            tx.send_replace(None);
+                        }
                         if !self.stopping.load(Ordering::SeqCst) && !pod_done(&p) {
                             self.deleted.push(p);
                         }
@@ -648,6 +656,15 @@ impl Supervisor {
         }
     }
 
+    /// Records a pod as seen, and tells its followers.
+    fn saw_pod(&mut self, p: Pod) {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if let Some(tx) = self.pod_states.get(&name) {
+            tx.send_replace(Some(p.clone()));
+        }
+        self.pods.insert(name, p);
+    }
+
     fn follow(&mut self, pod: &str, container: &str) {
         let key = format!("{pod}/{container}");
         if !self.followed.insert(key.clone()) {
@@ -670,6 +687,11 @@ impl Supervisor {
             sink: self.sink.clone(),
             resume,
             cancel: self.cancel.clone(),
+            pod_state: self
+                .pod_states
+                .entry(pod.to_string())
+                .or_insert_with(|| watch::channel(self.pods.get(pod).cloned()).0)
+                .subscribe(),
         };
         self.followers.spawn(f.run());
     }
@@ -682,8 +704,7 @@ impl Supervisor {
         match self.target.pods().list(&lp).await {
             Ok(list) => {
                 for p in list.items {
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    self.pods.insert(name, p);
+                    self.saw_pod(p);
                 }
             }
             Err(e) => {

@@ -4,9 +4,12 @@
 //! container.
 //!
 //! A follow stream ends when its container ends (the kubelet closes it), or when the
-//! connection breaks: then the follower reads the pod once, and reconnects from the
-//! last line's time (skipping what it shipped) unless the container has ended or the
-//! pod is gone. A re-adopted run's followers skip what the server already has
+//! connection breaks: then the follower looks at the pod as the execution's pod watch
+//! sees it (waiting up to [`STATUS_LAG`] for the kubelet to report the container
+//! terminated, and reading the pod once only when the watch says nothing), and
+//! reconnects from the last line's time (skipping what it shipped) unless the
+//! container has ended or the pod is gone. So a run's log costs one request per
+//! container, however long it runs. A re-adopted run's followers skip what the server already has
 //! ([`LogResume`]): with several containers, each after its own container's last line
 //! there ([`LogResume::for_source`]; the prefix is the line's source), since one
 //! container's follower may have shipped further than another's. A log the agent may
@@ -29,6 +32,20 @@ use crate::runners::LogResume;
 /// Reconnects after a broken stream at most this often in a row without a line.
 const MAX_RECONNECTS: u32 = 20;
 
+/// How long a follower whose stream ended waits for the pod watch to show the
+/// container terminated (the kubelet reports it shortly after the log closes) before
+/// it reads the pod itself.
+pub const STATUS_LAG: Duration = Duration::from_secs(3);
+
+/// What a follower whose stream ended learnt of its container.
+enum Container {
+    Ended,
+    /// Running (or not known to have ended): reconnect.
+    Running,
+    /// The pod is gone, or the follower is cancelled.
+    Gone,
+}
+
 /// What one follower needs.
 pub struct Follower {
     pub pods: Api<Pod>,
@@ -41,6 +58,8 @@ pub struct Follower {
     /// source's, or (no prefix) the stream's, shared by the run's followers.
     pub resume: Arc<Mutex<LogResume>>,
     pub cancel: CancellationToken,
+    /// The pod as the execution's watch last saw it (`None`: deleted).
+    pub pod_state: tokio::sync::watch::Receiver<Option<Pod>>,
 }
 
 /// Splits `2024-01-02T03:04:05.123456789Z text` into its time and text.
@@ -61,7 +80,7 @@ fn split_line(line: &str) -> (Option<DateTime<Utc>>, &str) {
 impl Follower {
     /// Follows until the container ended and its log was read to the end, the pod is
     /// gone, or `cancel`.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut last: Option<DateTime<Utc>> = None;
         let mut quiet_reconnects = 0;
         loop {
@@ -138,9 +157,9 @@ impl Follower {
                 }
             }
             // The stream ended: over when the container is, else reconnect.
-            match self.pods.get_opt(&self.pod).await {
-                Ok(None) => return,
-                Ok(Some(p)) if container_ended(&p, &self.container) => {
+            match self.container_after_stream().await {
+                Container::Gone => return,
+                Container::Ended => {
                     if got_line || last.is_some() {
                         return;
                     }
@@ -149,7 +168,7 @@ impl Follower {
                         return;
                     }
                 }
-                Ok(Some(_)) | Err(_) => {}
+                Container::Running => {}
             }
             quiet_reconnects = if got_line { 0 } else { quiet_reconnects + 1 };
             if quiet_reconnects > MAX_RECONNECTS {
@@ -164,6 +183,37 @@ impl Follower {
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.cancel.cancelled() => return,
             }
+        }
+    }
+}
+
+impl Follower {
+    /// Whether the container ended, after its log stream did: from the pod watch
+    /// within [`STATUS_LAG`], else from the pod read once.
+    async fn container_after_stream(&mut self) -> Container {
+        let give_up = tokio::time::sleep(STATUS_LAG);
+        tokio::pin!(give_up);
+        loop {
+            match &*self.pod_state.borrow_and_update() {
+                None => return Container::Gone,
+                Some(p) if container_ended(p, &self.container) => return Container::Ended,
+                Some(_) => {}
+            }
+            tokio::select! {
+                changed = self.pod_state.changed() => {
+                    if changed.is_err() {
+                        // The execution no longer watches.
+                        break;
+                    }
+                }
+                _ = &mut give_up => break,
+                _ = self.cancel.cancelled() => return Container::Gone,
+            }
+        }
+        match self.pods.get_opt(&self.pod).await {
+            Ok(None) => Container::Gone,
+            Ok(Some(p)) if container_ended(&p, &self.container) => Container::Ended,
+            Ok(Some(_)) | Err(_) => Container::Running,
         }
     }
 }
