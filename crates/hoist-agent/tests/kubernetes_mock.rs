@@ -654,23 +654,32 @@ async fn server_errors_on_create_are_transient() {
     let mock = KubeMock::start().await;
     let runner = mock.runner().await;
     let id = "run5xx";
-    mock.on(Rule::new(Method::POST, secret_path(), Reply::internal_error()).times(1));
-    mock.on(Rule::new(Method::POST, job_path(), Reply::unavailable()).times(1));
-    mock.on(
-        Rule::new(
-            Method::POST,
-            job_path(),
-            Reply::Text {
-                code: 503,
-                body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure".into(),
-            },
-        )
-        .times(1),
-    );
-    for (i, expect) in ["etcdserver", "unable to handle", "upstream connect error"]
-        .iter()
-        .enumerate()
-    {
+    // The Secrets and the Job are created at once: a failed Secret create fails the
+    // start (and its Job, created meanwhile, is deleted again), as does a failed Job
+    // create.
+    let failures = [
+        (
+            Rule::new(Method::POST, secret_path(), Reply::internal_error()),
+            "etcdserver",
+        ),
+        (
+            Rule::new(Method::POST, job_path(), Reply::unavailable()),
+            "unable to handle",
+        ),
+        (
+            Rule::new(
+                Method::POST,
+                job_path(),
+                Reply::Text {
+                    code: 503,
+                    body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure".into(),
+                },
+            ),
+            "upstream connect error",
+        ),
+    ];
+    for (i, (rule, expect)) in failures.into_iter().enumerate() {
+        mock.on(rule.times(1));
         let err = runner
             .start(&job(id, seed()), LogSink::new())
             .await
@@ -692,9 +701,10 @@ async fn server_errors_on_create_are_transient() {
         .await
         .expect("the fourth start");
     assert!(mock.get(&jobs(), NS, &format!("train-{id}")).is_some());
+    // One per start: the first start's Job was created, then deleted with the start.
     assert_eq!(
         mock.count(|r| r.is("POST", &job_path())),
-        3,
+        4,
         "{}",
         mock.journal()
     );

@@ -6,7 +6,8 @@
 //!   run's log), sequential launches on a `kubernetes` queue whose config is a Job;
 //! - the floor: the same Job (same image, command, restart policy and backoff limit)
 //!   created directly through the API by this process and measured the same way (the
-//!   container's stamp minus the time the create was sent);
+//!   container's stamp minus the time the create was sent), one after each hoist run so
+//!   that the machine's other load weighs on both alike;
 //! - API requests per run: the agent talks to the cluster through a counting proxy in
 //!   this process (plain HTTP on 127.0.0.1, forwarded with this process's credentials),
 //!   so every request the runner makes is counted. Runs that last longer must not cost
@@ -181,12 +182,12 @@ async fn floor(
     client: &kube::Client,
     ns: &str,
     image: &str,
-    samples: usize,
+    which: std::ops::Range<usize>,
 ) -> anyhow::Result<Samples> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut out = Samples::default();
-    for i in 0..samples {
+    for i in which {
         let name = format!("floor-{i}");
         let mut obj = job_config(ns, image);
         obj["metadata"]["name"] = json!(name);
@@ -347,7 +348,15 @@ async fn figures(
     let before = proxy.counts.requests.load(Ordering::Relaxed);
     let watches_before = proxy.counts.watches.load(Ordering::Relaxed);
     let kinds_0 = proxy.counts.by_kind();
-    let d = dispatch(c, &quick, samples).await?;
+    // hoist's runs and the floor's Jobs alternate, so that what else the machine does
+    // weighs on both alike. (The floor talks to the API server directly: its requests
+    // are not counted.)
+    let mut d = Samples::default();
+    let mut f = Samples::default();
+    for i in 0..samples {
+        d.0.extend(dispatch(c, &quick, 1).await?.0);
+        f.0.extend(floor(client, ns, image, i..i + 1).await?.0);
+    }
     let kinds_1 = proxy.counts.by_kind();
     let quick_reqs =
         (proxy.counts.requests.load(Ordering::Relaxed) - before) as f64 / samples as f64;
@@ -365,7 +374,6 @@ async fn figures(
     let kinds_2 = proxy.counts.by_kind();
     drop(agent);
 
-    let f = floor(client, ns, image, samples).await?;
     let (p50, p99) = (d.pct(50.0), d.pct(99.0));
     let (f50, f99) = (f.pct(50.0), f.pct(99.0));
     let r50 = p50.as_secs_f64() / f50.as_secs_f64().max(1e-9);

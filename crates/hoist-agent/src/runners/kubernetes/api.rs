@@ -1,5 +1,5 @@
 //! The cluster calls the runner makes, with their errors turned into [`RunnerError`]s:
-//! discovery of a kind, creating a run's objects (Secrets first, then the top object,
+//! discovery of a kind, creating a run's objects (the Secrets and the top object at once,
 //! then the Secrets owned by it), deleting them by name or by label.
 //!
 //! Every request the runner sends, for the RBAC rules (`deploy/kubernetes`):

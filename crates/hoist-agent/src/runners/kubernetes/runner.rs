@@ -1,6 +1,6 @@
 //! [`KubernetesRunner`]: the [`Runner`] of kubernetes queues.
 //!
-//! A start creates the Secrets, then the top object, then makes the Secrets owned by
+//! A start creates the Secrets and the top object at once, then makes the Secrets owned by
 //! it (deleting it deletes everything), in a task of its own: a start that fails or is
 //! given up part-way (its future dropped) deletes what it created, including what the
 //! request in flight at that moment created. A 409 on create is an earlier attempt of the
@@ -177,31 +177,22 @@ async fn create_steps(
             sub.kind, sub.namespace, sub.name
         ))
     };
-    let secret_kind = api::Kind {
-        resource: ApiResource::erase::<KubeSecret>(&()),
-        namespaced: true,
-    };
-    let secrets = secret_kind.api(client, &sub.namespace);
-    let mut names = Vec::new();
-    for s in &sub.secrets {
-        if answer.is_closed() {
-            return Err(given_up());
-        }
-        let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
-        let name = o.metadata.name.unwrap_or_default();
-        if existed {
-            // An earlier attempt's: it may hold an earlier run token.
-            api::refresh_secret(client, &sub.namespace, &name, s).await?;
-        }
-        names.push(name);
-    }
     if answer.is_closed() {
         return Err(given_up());
     }
+    // The Secrets and the top object are created at once: the pods that refer to the
+    // Secrets come from the top object's controller, a scheduling and a sandbox later,
+    // when the Secrets exist (should one not yet, the kubelet tries the container again
+    // shortly: `CreateContainerConfigError` fails a run only when it lasts). One round
+    // trip to the API server less before the job starts.
     let target = undo.target.clone().expect("armed");
     let top = target.kind.api(client, &sub.namespace);
     undo.top = Top::Sent;
-    let created = match api::create_or_adopt(&top, &sub.object, &sub.labels, false).await {
+    let (names, created) = tokio::join!(
+        create_secrets(client, sub),
+        api::create_or_adopt(&top, &sub.object, &sub.labels, false)
+    );
+    let created = match created {
         Ok((created, _)) => created,
         Err(e) => {
             // Refused: not created. A transient failure (no answer, a 5xx) may have
@@ -213,6 +204,7 @@ async fn create_steps(
         }
     };
     undo.top = Top::Created;
+    let names = names?;
     if answer.is_closed() {
         return Err(given_up());
     }
@@ -225,6 +217,30 @@ async fn create_steps(
         &sub.kind,
     )
     .await
+}
+
+/// Creates `sub`'s Secrets (or takes an earlier attempt's, with this attempt's
+/// values); their names.
+async fn create_secrets(
+    client: &kube::Client,
+    sub: &spec::Submission,
+) -> Result<Vec<String>, RunnerError> {
+    let secret_kind = api::Kind {
+        resource: ApiResource::erase::<KubeSecret>(&()),
+        namespaced: true,
+    };
+    let secrets = secret_kind.api(client, &sub.namespace);
+    let mut names = Vec::new();
+    for s in &sub.secrets {
+        let (o, existed) = api::create_or_adopt(&secrets, s, &sub.labels, false).await?;
+        let name = o.metadata.name.unwrap_or_default();
+        if existed {
+            // An earlier attempt's: it may hold an earlier run token.
+            api::refresh_secret(client, &sub.namespace, &name, s).await?;
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// What a start knows of the run's top object.
