@@ -101,6 +101,12 @@ fn ms(base: DateTime<Utc>, n: i64) -> DateTime<Utc> {
 }
 
 /// The run's objects (by its run-id label) still in the mock.
+/// Fails with what is left when anything of run `run_id` is.
+fn assert_nothing_left(mock: &KubeMock, run_id: &str) {
+    let left = left(mock, run_id);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 fn left(mock: &KubeMock, run_id: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (res, what) in [(jobs(), "job"), (pods(), "pod"), (secrets(), "secret")] {
@@ -214,11 +220,7 @@ async fn an_expired_watch_relists_and_the_run_ends_by_what_the_relist_shows() {
         "every line once, in order"
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// A restarted agent adopts a running Job (its log resumes after what the server has),
@@ -296,11 +298,7 @@ async fn a_plain_http_410_on_a_watch_request_relists() {
         "one Secret and one Job, by the first start"
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// A stop whose deletions happen while the watches have fallen behind: the pod's
@@ -327,11 +325,7 @@ async fn a_stop_seen_only_through_a_relist_ends() {
         "{exit:?}"
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// The Job is created but the answer is lost (a 504): the start fails transiently, and
@@ -416,11 +410,7 @@ async fn a_create_whose_answer_was_lost_is_undone_and_retried() {
         mock.journal()
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// Someone else's Job holds the name the run would use: the start fails, naming the
@@ -471,11 +461,7 @@ async fn a_foreign_object_with_the_runs_name_is_refused_and_nothing_is_left() {
     );
     mock.wait_request("the start's pods deleted", |r| r.is("DELETE", &pod_path()))
         .await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
     let theirs = mock.get(&jobs(), NS, &name).expect("theirs is still there");
     assert_eq!(theirs["metadata"]["labels"]["team"], "vision");
     assert_eq!(
@@ -539,11 +525,7 @@ async fn a_forbidden_create_names_the_verb_the_resource_the_namespace_and_the_ro
         r.is("DELETE", &secret_path())
     })
     .await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 
     // A custom kind's 403 says to add its resource to the role too.
     let tj = mock.install_crd("training.hoist.dev", "v1", "trainjobs", "TrainJob");
@@ -640,11 +622,7 @@ async fn a_forbidden_log_leaves_a_note_and_the_run_ends_by_status() {
         mock.journal()
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// 500 and 503 on create (the API server's own, or a proxy's plain-text page) are
@@ -709,11 +687,7 @@ async fn server_errors_on_create_are_transient() {
         mock.journal()
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 /// A custom kind the cluster does not serve (its group answers 404, or the group is
@@ -825,11 +799,7 @@ async fn a_forbidden_watch_ends_the_supervision_with_the_missing_permission() {
         mock.journal()
     );
     exec.cleanup().await;
-    assert!(
-        left(&mock, id).is_empty(),
-        "left behind: {:?}",
-        left(&mock, id)
-    );
+    assert_nothing_left(&mock, id);
 }
 
 // ---- the run task's retry rule, with a real agent and server ----

@@ -422,6 +422,29 @@ pub trait Execution: Send + Sync {
     async fn cleanup(&self);
 }
 
+/// Resolves `.` and `..` without touching the filesystem (`..` at the root stays at
+/// the root): for paths of another machine (a cluster node) or before a lookup.
+pub(crate) fn normalize_path(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `path` is `dir` or inside it, component by component (`/data2` is not under
+/// `/data`), after [`normalize_path`] of both.
+pub(crate) fn path_under(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    normalize_path(path).starts_with(normalize_path(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

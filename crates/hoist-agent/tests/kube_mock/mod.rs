@@ -907,6 +907,14 @@ fn status_json(code: u16, reason: &str, message: &str, details: Option<Value>) -
     s
 }
 
+fn list_response(st: &Store, res: &Resource, items: Vec<Value>) -> Response {
+    json_response(
+        200,
+        &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+    )
+}
+
 fn json_response(code: u16, body: &Value) -> Response {
     Response::builder()
         .status(code)
@@ -1193,11 +1201,7 @@ fn serve(
                 labels.as_deref(),
                 fields.as_deref(),
             );
-            json_response(
-                200,
-                &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-                    "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
-            )
+            list_response(&st, &res, items)
         }
         (
             Route::Object {
@@ -1234,11 +1238,7 @@ fn serve(
                     deleted.push(d);
                 }
             }
-            json_response(
-                200,
-                &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
-                    "metadata": {"resourceVersion": st.rv.to_string()}, "items": deleted}),
-            )
+            list_response(&st, &res, deleted)
         }
         (
             Route::Object {

@@ -28,7 +28,9 @@
 //! With `secure_mode: true` in the agent config, every one of them is refused, whatever
 //! the `docker` keys say.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::runners::{normalize_path as normalize, path_under as under};
 
 use hoist_core::resource::docker::{PrivilegeKind, PrivilegedUse};
 
@@ -220,26 +222,6 @@ pub(crate) fn allowed_host_path(path: &Path, allowed: &[PathBuf]) -> bool {
         // Not there (yet): docker creates it, inside the allowed directory.
         Err(_) => true,
     }
-}
-
-/// `path` is `dir` or inside it, component by component (`/data2` is not under `/data`).
-fn under(path: &Path, dir: &Path) -> bool {
-    normalize(path).starts_with(normalize(dir))
-}
-
-/// Resolves `.` and `..` without touching the filesystem.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 //! With `secure_mode` (W&B's key) every privileged setting and running as root is
 //! refused, whatever the lists say.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use hoist_core::resource::kubernetes::{PrivilegedField, privileged_settings};
 use hoist_core::resource::path::key_path;
@@ -157,27 +157,10 @@ fn host_path_refusal(f: &PrivilegedField, s: &KubernetesSettings) -> Option<Stri
 /// True when `path` is one of `allowed` or inside one, after resolving `.` and `..`
 /// lexically (the paths are on the cluster's nodes, not on the agent's machine).
 pub fn allowed_host_path(path: &Path, allowed: &[PathBuf]) -> bool {
-    let p = normalize(path);
     allowed
         .iter()
         .filter(|a| a.is_absolute())
-        .any(|a| p.starts_with(normalize(a)))
-}
-
-/// Resolves `.` and `..` without touching the filesystem (`..` at the root stays at
-/// the root).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+        .any(|a| crate::runners::path_under(path, a))
 }
 
 /// `runAsUser: 0` and `runAsNonRoot: false` in any `securityContext`, as (path, shown).
