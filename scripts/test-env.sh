@@ -150,7 +150,16 @@ spawn() {
     printf '\n==== %s: starting %s\n' "$(date -Is)" "$*" >>"$log"
     # 9>&-: the daemon must not inherit (and so hold forever) our lock file.
     setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
-    printf '%s\n' "$!" >"$(pidfile "$name")"
+    local pid=$! i self
+    printf '%s\n' "$pid" >"$(pidfile "$name")"
+    # Until the forked shell has exec'd, /proc/PID/cmdline is still this script's, and a
+    # liveness check by command line (alive_as) would take the daemon for dead: wait
+    # (at most 5 s) for the exec, or for the process to be gone.
+    self=$(tr '\0' ' ' <"/proc/$$/cmdline")
+    for ((i = 0; i < 100; i++)); do
+        [[ "$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" != "$self" ]] && break
+        sleep 0.05
+    done
 }
 
 # port_busy PORT: something accepts TCP connections on 127.0.0.1:PORT.
