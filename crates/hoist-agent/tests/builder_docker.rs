@@ -25,13 +25,12 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use futures::StreamExt;
-use hoist_agent::builders::docker::{
-    DirBuildOptions, DockerBuildSettings, DockerBuilder, build_dockerfile_dir,
-};
+use hoist_agent::builders::docker::{DirBuildOptions, DockerBuilder, build_dockerfile_dir};
 use hoist_agent::builders::kaniko::KanikoBuilder;
 use hoist_agent::builders::noop::NoopBuilder;
 use hoist_agent::builders::{
-    ArtifactSource, BuildError, Builder, Built, DirArtifacts, GitError, builder_from_config,
+    ArtifactSource, BuildError, BuildSettings, Builder, Built, DirArtifacts, GitError,
+    builder_from_config,
 };
 use hoist_agent::config::{AgentConfig, BuilderKind, DockerSettings};
 use hoist_agent::logs::LogSink;
@@ -194,8 +193,8 @@ async fn image_id(d: &Docker, image: &str) -> Option<String> {
     d.inspect_image(image).await.ok().and_then(|i| i.id)
 }
 
-fn settings(work: &Path) -> DockerBuildSettings {
-    DockerBuildSettings {
+fn settings(work: &Path) -> BuildSettings {
+    BuildSettings {
         base_image: python_image(),
         network_mode: Some("none".into()),
         work_dir: Some(work.to_path_buf()),

@@ -73,7 +73,10 @@ mod pack;
 mod unpack;
 
 pub use error::ContextError;
-pub use pack::{ExtraFile, GZIP_LEVEL, PackOptions, Packed, Progress, pack_dir, pack_for_build};
+pub use pack::{
+    ExtraFile, GZIP_LEVEL, PackOptions, Packed, Progress, pack_dir, pack_for_build,
+    pack_for_build_gz,
+};
 pub use unpack::{
     DEFAULT_MAX_RATIO, DEFAULT_RATIO_GRACE_BYTES, Inspected, Limits, MAX_ENTRIES, Unpacked,
     inspect, unpack, unpack_with,

@@ -89,6 +89,23 @@ pub fn pack_for_build(
     extra: &[ExtraFile],
     opts: &PackOptions,
 ) -> Result<Packed, ContextError> {
+    write(build_entries(dir, extra)?, opts, false)
+}
+
+/// [`pack_for_build`]'s tar, gzip-compressed (deterministically): the context an
+/// in-cluster builder (kaniko, buildah) fetches from an object store. Its
+/// [`Packed::tar_digest`] is [`pack_for_build`]'s digest for the same input.
+pub fn pack_for_build_gz(
+    dir: &Path,
+    extra: &[ExtraFile],
+    opts: &PackOptions,
+) -> Result<Packed, ContextError> {
+    write(build_entries(dir, extra)?, opts, true)
+}
+
+/// What [`pack_for_build`] packs: `dir`'s entries with `extra` put in (replacing a file
+/// of the same name).
+fn build_entries(dir: &Path, extra: &[ExtraFile]) -> Result<Vec<Item>, ContextError> {
     let mut entries = collect(dir, false)?;
     for x in extra {
         check_extra_name(&x.name)?;
@@ -112,7 +129,7 @@ pub fn pack_for_build(
             Err(i) => entries.insert(i, item),
         }
     }
-    write(entries, opts, false)
+    Ok(entries)
 }
 
 fn check_extra_name(name: &str) -> Result<(), ContextError> {

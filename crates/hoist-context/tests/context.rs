@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use hoist_context::{
     ContextError, ExtraFile, FIXED_MTIME, Limits, PackOptions, inspect, pack_dir, pack_for_build,
-    unpack,
+    pack_for_build_gz, unpack,
 };
 use proptest::prelude::*;
 
@@ -267,6 +267,18 @@ fn ignore_files_and_git_are_honoured() {
     write(r, ".hoist.Dockerfile", b"FROM other\n");
     let c = pack_for_build(r, std::slice::from_ref(&extra), &PackOptions::default()).unwrap();
     assert_eq!(c.digest, b.digest);
+
+    // The gzip form (for in-cluster builders) is the same tar: same tar digest, so the
+    // same image tag whatever the engine; itself deterministic; it unpacks to the same
+    // entries.
+    let g = pack_for_build_gz(r, std::slice::from_ref(&extra), &PackOptions::default()).unwrap();
+    assert_eq!(g.tar_digest, b.tar_digest);
+    assert_ne!(g.digest, g.tar_digest, "compressed");
+    assert!(g.compressed < b.compressed);
+    let g2 = pack_for_build_gz(r, std::slice::from_ref(&extra), &PackOptions::default()).unwrap();
+    assert_eq!(g2.digest, g.digest);
+    let gnames: Vec<String> = listing(&g.path).into_iter().map(|e| e.0).collect();
+    assert_eq!(gnames, names);
 }
 
 #[test]

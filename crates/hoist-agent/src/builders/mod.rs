@@ -1,7 +1,10 @@
 //! Builders: turn a run's job source (a git commit, a code artifact) into an image.
 //!
-//! - [`docker`]: builds through the Docker Engine API; the tag is a content hash of the
-//!   build inputs, and nothing is built when the destination already has that tag.
+//! - [`pipeline`]: what every building builder does (source, Dockerfile, context, the
+//!   content-hash tag, the registry's cache check, one build per tag at a time) around
+//!   an [`Engine`] that builds and pushes; nothing is built when the destination
+//!   already has the tag.
+//! - [`docker`]: the pipeline with the Docker Engine API as its engine.
 //! - [`noop`]: prebuilt images only; a git or code job fails at once, saying what to
 //!   configure.
 //! - [`kaniko`]: configured and validated now (`config/`); it builds in Kubernetes (a
@@ -53,11 +56,16 @@ use crate::registries::{Registry, RegistryError};
 pub mod checkout;
 pub mod docker;
 mod dockerfile;
+pub mod engine;
 pub mod kaniko;
 pub mod noop;
+mod output;
+pub mod pipeline;
 mod source;
 
 pub use dockerfile::{GENERATED_DOCKERFILE, WORKDIR, generate_python_dockerfile};
+pub use engine::{BuildRequest, ContextFormat, Engine};
+pub use pipeline::{BuildSettings, Pipeline};
 
 /// Part of every image hash: bump it when what a build produces from the same inputs
 /// changes (the generated Dockerfile, the context rules), so old tags are not reused.
@@ -583,7 +591,7 @@ pub fn builder_from_config(
                 d.clone(),
                 registry,
                 Arc::new(client),
-                docker::DockerBuildSettings::from_config(&cfg.builder),
+                BuildSettings::from_config(&cfg.builder),
             )),
             None => Arc::new(UnavailableBuilder {
                 kind: "docker",
