@@ -260,7 +260,10 @@ async fn a_cache_hit_never_reaches_the_engine() {
         .unwrap();
     assert!(hit.cache_hit);
     assert_eq!(hit.image, first.image);
-    assert_eq!(*fresh_registry.asked.lock().unwrap(), vec![first.image.clone()]);
+    assert_eq!(
+        *fresh_registry.asked.lock().unwrap(),
+        vec![first.image.clone()]
+    );
     assert_eq!(engine.seen.lock().unwrap().len(), 1, "no second build");
     assert!(
         fresh_engine.seen.lock().unwrap().is_empty(),

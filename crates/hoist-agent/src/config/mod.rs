@@ -471,16 +471,18 @@ impl OciRegistry {
 pub enum BuilderType {
     Docker,
     Kaniko,
+    Buildah,
     Noop,
 }
 
 impl BuilderType {
-    pub const ALL: [BuilderType; 3] = [Self::Docker, Self::Kaniko, Self::Noop];
+    pub const ALL: [BuilderType; 4] = [Self::Docker, Self::Kaniko, Self::Buildah, Self::Noop];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Kaniko => "kaniko",
+            Self::Buildah => "buildah",
             Self::Noop => "noop",
         }
     }
@@ -535,9 +537,12 @@ impl Default for BuilderConfig {
 
 impl BuilderConfig {
     pub fn kind_type(&self) -> BuilderType {
-        match self.kind {
+        match &self.kind {
             BuilderKind::Docker => BuilderType::Docker,
-            BuilderKind::Kaniko(_) => BuilderType::Kaniko,
+            BuilderKind::Kaniko(k) => match k.executor {
+                Executor::Kaniko => BuilderType::Kaniko,
+                Executor::Buildah => BuilderType::Buildah,
+            },
             BuilderKind::Noop => BuilderType::Noop,
         }
     }
@@ -547,22 +552,73 @@ impl BuilderConfig {
 pub enum BuilderKind {
     /// Builds through the local Docker Engine API.
     Docker,
-    /// Builds in a Kubernetes Job.
+    /// Builds in a Kubernetes Job (`kaniko` or `buildah`: [`KanikoSettings::executor`]).
     Kaniko(Box<KanikoSettings>),
     /// Prebuilt images only.
     Noop,
 }
 
+/// The in-cluster builders (`kaniko`, and hoist's `buildah`): the context goes to an
+/// object store, the build runs as a Kubernetes Job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KanikoSettings {
+    /// Which executor the build Job runs (`builder.type`).
+    pub executor: Executor,
     pub build_context_store: BuildContextStore,
     pub build_job_name: String,
     pub secret: Option<KanikoSecret>,
     /// `kaniko-config`: a partial Kubernetes Job, merged into the build Job.
     pub kaniko_config: Option<serde_json::Value>,
-    /// `kaniko-image` (W&B): the kaniko executor image; `None`: the builder's default.
+    /// `kaniko-image` (W&B): the kaniko executor image; `None`: the builder's default
+    /// ([`DEFAULT_KANIKO_IMAGE`]).
     pub kaniko_image: Option<String>,
+    /// `buildah-image` (hoist): the buildah executor image; `None`: the builder's
+    /// default ([`DEFAULT_BUILDAH_IMAGE`]).
+    pub buildah_image: Option<String>,
+    /// `build-timeout` (hoist): the build Job's active deadline.
+    pub build_timeout: Duration,
+    /// `keep-build-context` (hoist): leave the uploaded context in the store after the
+    /// build (default: deleted).
+    pub keep_build_context: bool,
+    /// `namespace` (hoist): where build Jobs run; `None`: `kubernetes.namespace`, else
+    /// the agent's service account's namespace, else `default`.
+    pub namespace: Option<String>,
 }
+
+impl KanikoSettings {
+    /// The executor image the build Job runs.
+    pub fn executor_image(&self) -> &str {
+        match self.executor {
+            Executor::Kaniko => self.kaniko_image.as_deref().unwrap_or(DEFAULT_KANIKO_IMAGE),
+            Executor::Buildah => self
+                .buildah_image
+                .as_deref()
+                .unwrap_or(DEFAULT_BUILDAH_IMAGE),
+        }
+    }
+}
+
+/// The executor of an in-cluster build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// Kaniko's command line (`--context`, `--dockerfile`, `--destination`, …).
+    Kaniko,
+    /// `buildah bud` + `buildah push`, through hoist's executor script
+    /// (`deploy/executor/`).
+    Buildah,
+}
+
+/// Default executor image of `builder.type: kaniko`: Chainguard's maintained Kaniko
+/// fork (upstream `gcr.io/kaniko-project/executor` was archived in June 2025; its
+/// last image, v1.23.2, still works with `builder.kaniko-image`). Pin it by digest in
+/// production (`builder.kaniko-image: cgr.dev/chainguard/kaniko@sha256:…`).
+pub const DEFAULT_KANIKO_IMAGE: &str = "cgr.dev/chainguard/kaniko:latest";
+/// Default executor image of `builder.type: buildah`: hoist's executor
+/// (`deploy/executor/Dockerfile`), which operators build and push themselves; change
+/// it with `builder.buildah-image`.
+pub const DEFAULT_BUILDAH_IMAGE: &str = "hoist-executor:latest";
+/// Default active deadline of a build Job (`builder.build-timeout`).
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// `secret-name` + `secret-key`: a Kubernetes secret holding cloud credentials for
 /// kaniko on clusters without workload identity.

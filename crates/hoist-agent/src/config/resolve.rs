@@ -9,9 +9,9 @@ use super::tree;
 use super::values::{self, STORE_FORM};
 use super::{
     AgentConfig, BuildContextStore, BuilderConfig, BuilderKind, BuilderType, ConfigOverrides,
-    DEFAULT_BASE_IMAGE, DEFAULT_BUILD_JOB_NAME, DEFAULT_QUEUE, DEFAULT_START_TIMEOUT,
-    DEFAULT_STOPPED_RUN_TIMEOUT, EnvironmentType, KanikoSecret, KanikoSettings, LoadedConfig,
-    MaxJobs, RegistryConfig,
+    DEFAULT_BASE_IMAGE, DEFAULT_BUILD_JOB_NAME, DEFAULT_BUILD_TIMEOUT, DEFAULT_QUEUE,
+    DEFAULT_START_TIMEOUT, DEFAULT_STOPPED_RUN_TIMEOUT, EnvironmentType, Executor, KanikoSecret,
+    KanikoSettings, LoadedConfig, MaxJobs, RegistryConfig,
 };
 
 /// Loads from `text` (`source` = its name; `None` = no file at all).
@@ -391,7 +391,7 @@ impl Resolver<'_> {
                     BuilderKind::Noop
                 })
             }
-            BuilderType::Kaniko => {
+            BuilderType::Kaniko | BuilderType::Buildah => {
                 let before = self.errors.len();
                 let store = match &b.store {
                     Some(s) => Some(s),
@@ -456,6 +456,15 @@ impl Resolver<'_> {
                             secret,
                             kaniko_config: b.kaniko_config.as_ref().map(|v| v.v.clone()),
                             kaniko_image: b.kaniko_image.as_ref().map(|v| v.v.clone()),
+                            executor: if ty.v == BuilderType::Buildah {
+                                Executor::Buildah
+                            } else {
+                                Executor::Kaniko
+                            },
+                            buildah_image: None,
+                            build_timeout: DEFAULT_BUILD_TIMEOUT,
+                            keep_build_context: false,
+                            namespace: None,
                         })))
                     }
                     _ => done(BuilderKind::Docker),
