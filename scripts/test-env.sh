@@ -959,12 +959,18 @@ ensure_kaniko_image() {
     else
         kaniko_base
         t0=$SECONDS
+        local old
+        old=$(docker image inspect -f '{{.Id}}' "$KANIKO_IMAGE" 2>/dev/null || true)
         if ! DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE=$KANIKO_BASE_IMAGE" \
             --label "org.hoist.test.recipe=$want" -t "$KANIKO_IMAGE" "$ctx" >>"$log" 2>&1; then
             rm -rf "$ctx"
             die_log "image $KANIKO_IMAGE" "$log" "docker build failed"
         fi
         rm -rf "$ctx"
+        # The previous build, untagged now (unless a container still uses it).
+        if [[ -n "$old" && "$old" != "$(docker image inspect -f '{{.Id}}' "$KANIKO_IMAGE")" ]]; then
+            docker rmi "$old" >/dev/null 2>&1 || true
+        fi
         say "image $KANIKO_IMAGE: built, recipe $want ($((SECONDS - t0)) s; log $log)"
     fi
     export_var HOIST_TEST_KANIKO_IMAGE "$KANIKO_IMAGE"
