@@ -1582,10 +1582,8 @@ impl<'f> Reader<'f> {
                 let key = k.value.scalar_text().unwrap_or_default();
                 let kat = self.at(pos_of(k), &join(&iat.key, &key));
                 match key.as_str() {
-                    "name" | "image" => {
-                        if !matches!(v.value, Node::Str(_)) {
-                            self.type_error_at(v, &kat, "a string");
-                        }
+                    "name" | "image" if !matches!(v.value, Node::Str(_)) => {
+                        self.type_error_at(v, &kat, "a string");
                     }
                     "args" => self.kaniko_args(v, &kat),
                     "env" => self.container_env(v, &kat),
