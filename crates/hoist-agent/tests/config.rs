@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use hoist_agent::config::{
     AgentConfig, BuildContextStore, BuilderKind, BuilderType, ConfigErrors, ConfigOverrides,
-    DockerHost, EnvironmentConfig, KubernetesSettings, LoadedConfig, MaxJobs, RegistryConfig,
-    default_agent_name, load, load_str,
+    DEFAULT_BUILD_TIMEOUT, DEFAULT_BUILDAH_IMAGE, DEFAULT_KANIKO_IMAGE, DockerHost,
+    EnvironmentConfig, Executor, KanikoSecret, KanikoSettings, KubernetesSettings, LoadedConfig,
+    MaxJobs, RegistryConfig, default_agent_name, load, load_str,
 };
+use serde_json::json;
 
 const FILE: &str = "launch-config.yaml";
 
@@ -620,6 +622,493 @@ fn ignored_keys_are_warnings() {
 }
 
 // ---------------------------------------------------------------------------------
+// The in-cluster builders (kaniko, buildah): hoist's keys
+
+/// The kaniko/buildah settings of `c`.
+fn in_cluster(c: &AgentConfig) -> &KanikoSettings {
+    match &c.builder.kind {
+        BuilderKind::Kaniko(k) => k,
+        other => panic!("not an in-cluster builder: {other:?}"),
+    }
+}
+
+const KANIKO: &str = "builder:\n  type: kaniko\n  build-context-store: s3://my-bucket/x\n";
+const BUILDAH: &str = "builder:\n  type: buildah\n  build-context-store: s3://my-bucket/x\n";
+
+#[test]
+fn seed_kaniko_configs_keep_their_meaning() {
+    // Every seed block with a kaniko builder (placeholders filled): still kaniko, with
+    // hoist's defaults for what W&B does not have.
+    for name in [
+        "000-05-builder-kaniko-s3.yaml",
+        "000-06-builder-kaniko-secret.yaml",
+        "001-05-builder-kaniko-s3.yaml",
+        "001-06-builder-kaniko-secret.yaml",
+        "001-08-kaniko-store-gcs+environment-gcp.yaml",
+        "001-09-kaniko-store-s3+environment-aws.yaml",
+        "001-10-kaniko-store-azure+environment-azure.yaml",
+        "002-02-builder-kaniko-s3.yaml",
+        "002-03-builder-kaniko-secret.yaml",
+        "002-04-builder-kaniko-config.yaml",
+        "003-03-builder-kaniko-gcs.yaml",
+        "003-04-steps-combined.yaml",
+        "004-01-kubernetes-configmap.yaml",
+    ] {
+        let c = fixture(name).config;
+        assert_eq!(c.builder.kind_type(), BuilderType::Kaniko, "{name}");
+        let k = in_cluster(&c);
+        assert_eq!(k.executor, Executor::Kaniko, "{name}");
+        assert_eq!(k.executor_image(), DEFAULT_KANIKO_IMAGE, "{name}");
+        assert_eq!(
+            (
+                &k.kaniko_image,
+                &k.buildah_image,
+                k.build_timeout,
+                k.keep_build_context,
+                &k.namespace
+            ),
+            (&None, &None, DEFAULT_BUILD_TIMEOUT, false, &None),
+            "{name}"
+        );
+    }
+    assert_eq!(DEFAULT_BUILD_TIMEOUT, Duration::from_secs(1800));
+    // 002's kaniko-config as written: W&B's `--flag=value` args, an env literal.
+    let c = fixture("002-04-builder-kaniko-config.yaml").config;
+    assert_eq!(
+        in_cluster(&c).kaniko_config,
+        Some(json!({"spec": {"template": {"spec": {"containers": [{
+            "args": ["--cache=false"],
+            "env": [{"name": "MY_ENV_VAR", "value": "my-env-var-value"}]
+        }]}}}}))
+    );
+}
+
+#[test]
+fn in_cluster_builder_keys() {
+    // Every key, snake_case (the fixture), with the buildah executor.
+    let loaded = fixture("hoist-03-buildah-builder.yaml");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.builder.kind_type(), BuilderType::Buildah);
+    assert_eq!(
+        *in_cluster(&c),
+        KanikoSettings {
+            executor: Executor::Buildah,
+            build_context_store: BuildContextStore::Gcs {
+                bucket: "my-bucket".into(),
+                prefix: "build-contexts".into()
+            },
+            build_job_name: "ml-image-build".into(),
+            secret: Some(KanikoSecret {
+                name: "build-credentials".into(),
+                key: "service-account.json".into()
+            }),
+            kaniko_config: Some(json!({
+                "metadata": {"labels": {"team": "ml"}},
+                "spec": {"template": {"spec": {
+                    "nodeSelector": {"pool": "builds"},
+                    "containers": [{
+                        "args": ["layers=false", "--format=docker"],
+                        "env": [{"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}]
+                    }]
+                }}}
+            })),
+            kaniko_image: None,
+            buildah_image: Some("registry.example.com/ml/hoist-executor:1.0".into()),
+            build_timeout: Duration::from_secs(45 * 60),
+            keep_build_context: true,
+            namespace: Some("hoist-builds".into()),
+        }
+    );
+    assert_eq!(
+        in_cluster(&c).executor_image(),
+        "registry.example.com/ml/hoist-executor:1.0"
+    );
+
+    // The kebab-case spellings, with kaniko.
+    let c = ok(&format!(
+        "{KANIKO}  kaniko-image: cgr.dev/chainguard/kaniko@sha256:0123abcd\n  build-timeout: 90s\n  keep-build-context: false\n  namespace: ml-builds\n  build-job-name: {}\n",
+        "b".repeat(50)
+    ));
+    let k = in_cluster(&c);
+    assert_eq!(k.executor, Executor::Kaniko);
+    assert_eq!(
+        k.executor_image(),
+        "cgr.dev/chainguard/kaniko@sha256:0123abcd"
+    );
+    assert_eq!(k.build_timeout, Duration::from_secs(90));
+    assert!(!k.keep_build_context);
+    assert_eq!(k.namespace.as_deref(), Some("ml-builds"));
+    assert_eq!(k.build_job_name, "b".repeat(50));
+
+    // Defaults: the executor images, 30 minutes, the context deleted, the namespace
+    // decided by the engine (kubernetes.namespace, …).
+    let k = in_cluster(&ok(KANIKO)).clone();
+    assert_eq!(k.executor_image(), DEFAULT_KANIKO_IMAGE);
+    assert_eq!(DEFAULT_KANIKO_IMAGE, "cgr.dev/chainguard/kaniko:latest");
+    assert_eq!(
+        (
+            k.build_timeout,
+            k.keep_build_context,
+            k.namespace,
+            k.build_job_name.as_str()
+        ),
+        (DEFAULT_BUILD_TIMEOUT, false, None, "hoist-image-build")
+    );
+    let c = ok(BUILDAH);
+    assert_eq!(c.builder.kind_type(), BuilderType::Buildah);
+    assert_eq!(in_cluster(&c).executor, Executor::Buildah);
+    assert_eq!(in_cluster(&c).executor_image(), DEFAULT_BUILDAH_IMAGE);
+
+    // Durations as every other duration key takes them, up to a day.
+    for (written, secs) in [
+        ("45", 45),
+        ("'600'", 600),
+        ("1h30m", 5400),
+        ("24h", 86_400),
+        ("1d", 86_400),
+        ("86400", 86_400),
+        ("1s", 1),
+    ] {
+        let c = ok(&format!("{BUILDAH}  build-timeout: {written}\n"));
+        assert_eq!(
+            in_cluster(&c).build_timeout,
+            Duration::from_secs(secs),
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn in_cluster_builder_bad_values() {
+    let duration_form = r#"seconds as an integer, or a number with a unit such as "90s", "5m", "1h", "1h30m", "500ms""#;
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            format!("{BUILDAH}  build-timeout: 0\n"),
+            vec![format!("launch-config.yaml:4:3: builder.build-timeout: invalid duration 0: must be more than zero; expected {duration_form}")],
+        ),
+        (
+            format!("{BUILDAH}  build-timeout: 25h\n"),
+            vec![format!(r#"launch-config.yaml:4:3: builder.build-timeout: invalid build timeout "25h": longer than 24h, the most a build may take; expected {duration_form}, from 1s to 24h"#)],
+        ),
+        (
+            format!("{KANIKO}  build_timeout: 86401\n"),
+            vec![format!("launch-config.yaml:4:3: builder.build_timeout: invalid build timeout 86401: longer than 24h, the most a build may take; expected {duration_form}, from 1s to 24h")],
+        ),
+        (
+            format!("{KANIKO}  build-timeout: 500ms\n"),
+            vec![format!(r#"launch-config.yaml:4:3: builder.build-timeout: invalid build timeout "500ms": less than a second (a Job's deadline is in whole seconds); expected {duration_form}, from 1s to 24h"#)],
+        ),
+        (
+            format!("{KANIKO}  build-timeout: soon\n  keep-build-context: yes\n"),
+            vec![
+                format!(r#"launch-config.yaml:4:3: builder.build-timeout: invalid duration "soon"; expected {duration_form}"#),
+                r#"launch-config.yaml:5:3: builder.keep-build-context: found the string "yes"; expected true or false"#.into(),
+            ],
+        ),
+        (
+            format!("{BUILDAH}  namespace: ML_Builds\n  buildah-image: 'my executor'\n"),
+            vec![
+                r#"launch-config.yaml:4:3: builder.namespace: invalid namespace "ML_Builds"; expected a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"#.into(),
+                r#"launch-config.yaml:5:3: builder.buildah-image: invalid image reference "my executor"; expected an image reference such as python:3.12-slim"#.into(),
+            ],
+        ),
+        (
+            format!("{KANIKO}  build-job-name: {}\n", "b".repeat(51)),
+            vec![format!(
+                r#"launch-config.yaml:4:3: builder.build-job-name: invalid Job name prefix "{}"; expected lowercase letters, digits and '-', starting and ending with a letter or digit, at most 50 characters (a build Job is named PREFIX-<12 hex digits>, at most 63)"#,
+                "b".repeat(51)
+            )],
+        ),
+        (
+            format!("{KANIKO}  build-job-name: Image_Build\n"),
+            vec![r#"launch-config.yaml:4:3: builder.build-job-name: invalid Job name prefix "Image_Build"; expected lowercase letters, digits and '-', starting and ending with a letter or digit, at most 50 characters (a build Job is named PREFIX-<12 hex digits>, at most 63)"#.into()],
+        ),
+        (
+            "builder:\n  type: buildah\n".into(),
+            vec![format!("launch-config.yaml:2:3: builder.build-context-store: required by the buildah builder; expected {STORE_FORM}")],
+        ),
+    ];
+    for (yaml, expected) in &cases {
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        check(yaml, &expected);
+    }
+}
+
+#[test]
+fn kaniko_config_is_checked_with_field_paths() {
+    let top = format!(
+        "{KANIKO}  kaniko-config:
+    kind: Pod
+    specs: {{}}
+    metadata:
+      namespace: Builds
+      labels:
+        hoist.dev/run-id: abc
+        tier: 3
+    spec:
+      template:
+        metadata:
+          annotations: [a]
+"
+    );
+    check(
+        &top,
+        &[
+            r#"launch-config.yaml:5:5: builder.kaniko-config.kind: found the string "Pod"; expected Job, or nothing: kaniko-config is merged into the build Job (apiVersion batch/v1, kind Job)"#,
+            r#"launch-config.yaml:6:5: builder.kaniko-config: unknown key "specs"; did you mean "spec"?"#,
+            r#"launch-config.yaml:8:7: builder.kaniko-config.metadata.namespace: invalid namespace "Builds"; expected a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"#,
+            "launch-config.yaml:10:9: builder.kaniko-config.metadata.labels.hoist.dev/run-id: hoist.dev/ names are hoist's own (they mark the objects the agent cleans up); use another prefix",
+            "launch-config.yaml:11:9: builder.kaniko-config.metadata.labels.tier: found the integer 3; expected a string (quote numbers and booleans in YAML)",
+            "launch-config.yaml:15:11: builder.kaniko-config.spec.template.metadata.annotations: found a list; expected a mapping of names to strings",
+        ],
+    );
+    let containers = format!(
+        "{KANIKO}  kaniko_config:
+    apiVersion: batch/v1
+    spec:
+      template:
+        spec:
+          containers:
+          - name: 7
+            args:
+            - --cache=false
+            - 3
+            - ''
+            env:
+            - name: EPOCHS
+              value: 3
+            - value: x
+            - name: MY-VAR
+          - args: --cache=false
+"
+    );
+    let path = "builder.kaniko_config.spec.template.spec.containers";
+    let flag = "--flag=value (or flag=value, or a lone --flag)";
+    let expected = [
+        format!("launch-config.yaml:10:13: {path}[0].name: found the integer 7; expected a string"),
+        format!(
+            "launch-config.yaml:13:15: {path}[0].args[1]: found the integer 3; expected an executor flag as a string: {flag}"
+        ),
+        format!("launch-config.yaml:14:15: {path}[0].args[2]: empty flag; expected {flag}"),
+        format!(
+            "launch-config.yaml:17:15: {path}[0].env[0].value: found the integer 3; expected a string (quote numbers and booleans in YAML)"
+        ),
+        format!(
+            "launch-config.yaml:18:15: {path}[0].env[1].name: missing; expected the variable's name"
+        ),
+        format!(
+            r#"launch-config.yaml:19:15: {path}[0].env[2].name: invalid environment variable name "MY-VAR"; expected letters, digits and '_', not starting with a digit"#
+        ),
+        format!(
+            r#"launch-config.yaml:20:13: {path}[1].args: found the string "--cache=false"; expected a list of executor flags, each a string: {flag}"#
+        ),
+    ];
+    check(
+        &containers,
+        &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    check(
+        &format!(
+            "{KANIKO}  kaniko-config:\n    spec:\n      template:\n        spec:\n          containers: {{name: kaniko}}\n"
+        ),
+        &[
+            "launch-config.yaml:8:11: builder.kaniko-config.spec.template.spec.containers: found a mapping; expected a list of containers (the first one is the executor's)",
+        ],
+    );
+    check(
+        &format!("{KANIKO}  kaniko-config:\n    metadata:\n    spec: [a]\n"),
+        &[
+            "launch-config.yaml:5:5: builder.kaniko-config.metadata: found nothing (null); expected a mapping (the Job's metadata)",
+            "launch-config.yaml:6:5: builder.kaniko-config.spec: found a list; expected a mapping (the Job's spec)",
+        ],
+    );
+    check(
+        &format!("{KANIKO}  kaniko-config: [--cache=false]\n"),
+        &[
+            "launch-config.yaml:4:3: builder.kaniko-config: found a list; expected a mapping (a partial Kubernetes Job spec)",
+        ],
+    );
+
+    // Args in both of W&B's forms, and a lone flag.
+    let c = ok(&format!(
+        "{KANIKO}  kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - args: [cache=false, '--snapshot-mode=full', --no-push]\n"
+    ));
+    assert_eq!(
+        in_cluster(&c).kaniko_config.as_ref().unwrap()["spec"]["template"]["spec"]["containers"][0]
+            ["args"],
+        json!(["cache=false", "--snapshot-mode=full", "--no-push"])
+    );
+}
+
+#[test]
+fn kaniko_config_metadata_name_and_namespace() {
+    // W&B reads the build Job's name and namespace from kaniko-config's metadata. hoist
+    // names build Jobs itself (a warning says so) and takes the namespace as
+    // builder.namespace; neither stays in kaniko-config.
+    let yaml = format!(
+        "environment: {{type: aws, region: us-east-1}}\nregistry: {{type: ecr, repository: r}}\n{KANIKO}  kaniko-config:\n    metadata:\n      name: my-build\n      namespace: wandb\n      labels: {{team: ml}}\n"
+    );
+    assert_eq!(
+        warnings(&yaml),
+        [
+            "launch-config.yaml:8:7: builder.kaniko-config.metadata.name: not used: each build Job is named <builder.build-job-name>-<12 hex digits of the image tag> (builder.build-job-name sets the prefix); ignored"
+        ]
+    );
+    let c = ok(&yaml);
+    let k = in_cluster(&c);
+    assert_eq!(k.namespace.as_deref(), Some("wandb"));
+    assert_eq!(
+        k.kaniko_config,
+        Some(json!({"metadata": {"labels": {"team": "ml"}}}))
+    );
+    // Both, the same: fine; different: which one is meant?
+    let both = |ns: &str| {
+        format!("{KANIKO}  namespace: {ns}\n  kaniko-config:\n    metadata: {{namespace: wandb}}\n")
+    };
+    assert_eq!(
+        in_cluster(&ok(&both("wandb"))).namespace.as_deref(),
+        Some("wandb")
+    );
+    check(
+        &both("builds"),
+        &[
+            r#"launch-config.yaml:6:16: builder.kaniko-config.metadata.namespace: namespace "wandb" differs from builder.namespace "builds" (line 4); give the build namespace once, as builder.namespace"#,
+        ],
+    );
+}
+
+#[test]
+fn in_cluster_builder_keys_other_builders_ignore() {
+    // The other executor's image: a warning that names the key the builder uses.
+    let registry = "registry: {uri: 127.0.0.1:5000/hoist}\n";
+    assert_eq!(
+        warnings(&format!(
+            "{registry}{BUILDAH}  kaniko-image: gcr.io/kaniko-project/executor:v1.23.2\n"
+        )),
+        [
+            "launch-config.yaml:5:3: builder.kaniko-image: not used by the buildah builder, whose executor image is builder.buildah-image; ignored"
+        ]
+    );
+    let c = ok(&format!(
+        "{registry}{BUILDAH}  kaniko-image: gcr.io/kaniko-project/executor:v1.23.2\n"
+    ));
+    assert_eq!(in_cluster(&c).kaniko_image, None);
+    assert_eq!(in_cluster(&c).executor_image(), DEFAULT_BUILDAH_IMAGE);
+    assert_eq!(
+        warnings(&format!(
+            "{registry}{KANIKO}  buildah_image: hoist-executor:1\n"
+        )),
+        [
+            "launch-config.yaml:5:3: builder.buildah_image: not used by the kaniko builder, whose executor image is builder.kaniko-image; ignored"
+        ]
+    );
+    assert_eq!(
+        in_cluster(&ok(&format!(
+            "{registry}{KANIKO}  buildah_image: hoist-executor:1\n"
+        )))
+        .buildah_image,
+        None
+    );
+    // The docker and noop builders use none of them.
+    assert_eq!(
+        warnings(
+            "builder:\n  type: docker\n  build-timeout: 10m\n  keep-build-context: true\n  namespace: builds\n  buildah-image: hoist-executor:1\n  kaniko-image: cgr.dev/chainguard/kaniko:latest\n"
+        ),
+        [
+            "launch-config.yaml:3:3: builder.build-timeout: not used by the docker builder; ignored",
+            "launch-config.yaml:4:3: builder.keep-build-context: not used by the docker builder; ignored",
+            "launch-config.yaml:5:3: builder.namespace: not used by the docker builder; ignored",
+            "launch-config.yaml:6:3: builder.buildah-image: not used by the docker builder; ignored",
+            "launch-config.yaml:7:3: builder.kaniko-image: not used by the docker builder; ignored",
+        ]
+    );
+    assert_eq!(
+        warnings("builder:\n  type: noop\n  namespace: builds\n"),
+        ["launch-config.yaml:3:3: builder.namespace: not used by the noop builder; ignored"]
+    );
+    assert_eq!(
+        warnings("builder:\n  build_timeout: 10m\n"),
+        [
+            "launch-config.yaml:2:3: builder.build_timeout: not used by the docker builder (builder.type is not set; the default is docker); ignored"
+        ]
+    );
+    assert_eq!(
+        warnings("builder: {type: buildah, build-context-store: 's3://my-bucket/'}"),
+        [
+            "launch-config.yaml:1:11: builder.type: the buildah builder pushes the images it builds to a registry, but neither registry nor builder.destination is set; builds will fail"
+        ]
+    );
+}
+
+#[test]
+fn buildah_from_the_environment_or_a_flag() {
+    // The file's in-cluster keys apply once HOIST_BUILDER or --builder picks buildah;
+    // its kaniko-image is then the one ignored.
+    let file = "registry: {uri: 127.0.0.1:5000/hoist}\nbuilder:\n  build-context-store: s3://my-bucket/ctx\n  kaniko-image: gcr.io/kaniko-project/executor:v1.23.2\n  build-timeout: 20m\n";
+    let env = env_of(&[("HOIST_BUILDER", "buildah")]);
+    let loaded = load_str(file, FILE, &env, &ConfigOverrides::default()).unwrap();
+    assert_eq!(loaded.config.builder.kind_type(), BuilderType::Buildah);
+    assert_eq!(
+        in_cluster(&loaded.config).build_timeout,
+        Duration::from_secs(1200)
+    );
+    let warned: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warned,
+        [
+            "launch-config.yaml:4:3: builder.kaniko-image: not used by the buildah builder, whose executor image is builder.buildah-image; ignored"
+        ]
+    );
+    let flags = ConfigOverrides {
+        builder: Some("buildah".into()),
+        ..Default::default()
+    };
+    let c = load_str(file, FILE, &no_env, &flags).unwrap().config;
+    assert_eq!(c.builder.kind_type(), BuilderType::Buildah);
+    // Without a store, the variable is named.
+    let err = load_str("entity: team\n", FILE, &env, &ConfigOverrides::default()).unwrap_err();
+    assert_eq!(
+        err.messages(),
+        [format!(
+            "environment variable HOIST_BUILDER: builder.build-context-store: required by the buildah builder; expected {STORE_FORM}"
+        )]
+    );
+}
+
+#[test]
+fn rendering_shows_the_in_cluster_builder() {
+    let text = ok(KANIKO).render_resolved();
+    for want in [
+        "builder:\n  # the build Jobs run the executor image cgr.dev/chainguard/kaniko:latest (the default; set builder.kaniko-image to change or pin it)\n  type: kaniko\n",
+        "  build-job-name: hoist-image-build\n",
+        "  build-timeout: 30m\n",
+        "  keep-build-context: false\n",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("namespace: "), "{text}");
+    let text = fixture("hoist-03-buildah-builder.yaml")
+        .config
+        .render_resolved();
+    for want in [
+        "  # the build Jobs run the executor image registry.example.com/ml/hoist-executor:1.0 (builder.buildah-image)\n  type: buildah\n",
+        "  buildah-image: registry.example.com/ml/hoist-executor:1.0\n",
+        "  build-timeout: 45m\n",
+        "  keep-build-context: true\n",
+        "  namespace: hoist-builds\n",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    // Docker: no note, no in-cluster keys.
+    let text = ok("builder: {type: docker}").render_resolved();
+    assert!(
+        !text.contains("executor image") && !text.contains("build-timeout"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
 // Bad configs, with their exact messages
 
 const STORE_FORM: &str = "s3://BUCKET/PREFIX (aws), gs://BUCKET/PREFIX (gcp) or https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX (azure)";
@@ -695,7 +1184,7 @@ fn bad_configs() {
         // Bad enums.
         (
             "builder:\n  type: podman\n",
-            vec![r#"launch-config.yaml:2:3: builder.type: unknown builder "podman"; expected one of docker, kaniko, noop"#.into()],
+            vec![r#"launch-config.yaml:2:3: builder.type: unknown builder "podman"; expected one of docker, kaniko, buildah, noop"#.into()],
         ),
         (
             // 001's structure example taken literally.
@@ -703,7 +1192,7 @@ fn bad_configs() {
             vec![
                 r#"launch-config.yaml:2:3: environment.type: unknown environment "aws|gcp|azure"; expected one of aws, gcp, azure"#.into(),
                 r#"launch-config.yaml:4:3: registry.type: unknown registry type "ecr|gcr|acr"; expected one of ecr, gcr, acr, oci"#.into(),
-                r#"launch-config.yaml:6:3: builder.type: unknown builder "docker|kaniko|noop"; expected one of docker, kaniko, noop"#.into(),
+                r#"launch-config.yaml:6:3: builder.type: unknown builder "docker|kaniko|noop"; expected one of docker, kaniko, buildah, noop"#.into(),
             ],
         ),
         // max_jobs.
@@ -981,7 +1470,7 @@ fn errors_name_the_file_as_given() {
     assert_eq!(
         err.messages(),
         [format!(
-            r#"{}:3:3: builder.type: unknown builder "podman"; expected one of docker, kaniko, noop"#,
+            r#"{}:3:3: builder.type: unknown builder "podman"; expected one of docker, kaniko, buildah, noop"#,
             path.display()
         )]
     );
@@ -1147,7 +1636,7 @@ fn bad_environment_and_flag_values_name_their_source() {
             "environment variable HOIST_QUEUES: queues: no queue names; expected a comma-separated list of QUEUE or ENTITY/QUEUE",
             r#"environment variable HOIST_MAX_JOBS: max_jobs: invalid value "five"; expected a positive integer, or -1 for no limit"#,
             r#"environment variable HOIST_BASE_URL: base_url: invalid URL "hoist.example.com"; expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
-            r#"environment variable HOIST_BUILDER: builder.type: unknown builder "podman"; expected one of docker, kaniko, noop"#,
+            r#"environment variable HOIST_BUILDER: builder.type: unknown builder "podman"; expected one of docker, kaniko, buildah, noop"#,
             r#"environment variable HOIST_START_TIMEOUT: start_timeout: invalid duration "soon"; expected seconds as an integer, or a number with a unit such as "90s", "5m", "1h", "1h30m", "500ms""#,
             r#"flag --queue: queues: invalid queue name "queue/name": may contain only ASCII letters, digits, '-', '_' and '.'; expected QUEUE or ENTITY/QUEUE"#,
             "flag --max-jobs: max_jobs: invalid value 0; expected a positive integer, or -1 for no limit",
@@ -1321,7 +1810,7 @@ docker:
             r#"launch-config.yaml:9:3: builder.base-image: invalid image reference "https://robot:********@registry.example.com/base"; expected an image reference such as python:3.12-slim"#,
             r#"launch-config.yaml:11:3: docker.host: invalid Docker host "tcp://robot:********@127.0.0.1:2375" (invalid host name "robot:********@127.0.0.1"); expected a unix socket (/var/run/docker.sock or unix:///var/run/docker.sock) or tcp://127.0.0.1:PORT"#,
             r#"environment variable HOIST_BASE_URL: base_url: invalid URL "hoist.example.com?token=********"; expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
-            r#"environment variable HOIST_BUILDER: builder.type: unknown builder "robot:********@podman"; expected one of docker, kaniko, noop"#,
+            r#"environment variable HOIST_BUILDER: builder.type: unknown builder "robot:********@podman"; expected one of docker, kaniko, buildah, noop"#,
             r#"flag --base-url: base_url: invalid URL "https://admin:********@hoist example.com" (contains spaces); expected http://HOST[:PORT] or https://HOST[:PORT], optionally with a path"#,
         ]
     );

@@ -26,6 +26,9 @@ const PIECES: &[&str] = &[
     "registry:\n  type: gcr\n  uri: us-central1-docker.pkg.dev/my-project/r/i\n",
     "registry: {uri: 127.0.0.1:5000/x}\n",
     "builder:\n  type: kaniko\n  build-context-store: s3://my-bucket/x\n",
+    "builder:\n  type: buildah\n  build-context-store: gs://my-bucket/x\n",
+    "  build-timeout: 25h\n",
+    "  namespace: builds\n",
     "builder:\n  type: noop\n",
     "builder:\n\ttype: docker\n",
     "  kaniko-config: {spec: {a: [1, 2, {b: c}]}}\n",
@@ -129,7 +132,7 @@ fn valid_config() -> impl Strategy<Value = String> {
         prop_oneof![Just(-1i64), 1i64..10_000],
         prop::collection::vec(name, 1..4),
         env_and_store,
-        prop::sample::select(vec!["docker", "kaniko", "noop"]),
+        prop::sample::select(vec!["docker", "kaniko", "buildah", "noop"]),
         1u64..200_000,
         prop::bool::ANY,
         prop::option::of(1u64..5_000),
@@ -143,9 +146,10 @@ fn valid_config() -> impl Strategy<Value = String> {
                 t.push_str(&format!("max_jobs: {max_jobs}\nqueues: [{}]\n", queues.join(", ")));
                 t.push_str(env);
                 t.push_str(&format!("builder:\n  type: {builder}\n"));
-                if builder == "kaniko" {
+                if builder == "kaniko" || builder == "buildah" {
                     t.push_str(&format!(
-                        "  build-context-store: {store}\n  secret-name: creds\n  secret-key: key.json\n  kaniko-config: {{spec: {{backoffLimit: 0}}}}\n"
+                        "  build-context-store: {store}\n  secret-name: creds\n  secret-key: key.json\n  kaniko-config: {{spec: {{backoffLimit: 0}}}}\n  build-timeout: {}s\n  keep-build-context: {millis}\n  namespace: builds\n",
+                        secs.min(86_400)
                     ));
                 }
                 if millis {

@@ -5,8 +5,8 @@
 //!
 //! - The base, rendered by kubectl's own (old) kustomize, keeps what it promises
 //!   (labels, the agent's security context, the API key only by reference, nothing granted
-//!   cluster-wide), and the API server accepts it and the example overlay (server-side
-//!   dry run).
+//!   cluster-wide, the builders' role exactly their requests), and the API server accepts
+//!   it, the example overlay and the buildah overlay (server-side dry run).
 //! - The base's placeholders stop the agent (its config and its API key).
 //! - The agent image, built from the Dockerfile's `prebuilt` target on the local Debian
 //!   base, runs as the base's Deployment and serves a hoist server's queues.
@@ -17,7 +17,7 @@
 //!
 //! Namespaces: a server-side dry run does not create the namespaces it is given, and
 //! tests run in parallel (several people share the cluster), so each test renders the
-//! base, renames its namespaces (and its cluster-wide ClusterRole) to names of its own,
+//! base, renames its namespaces (and its cluster-wide ClusterRoles) to names of its own,
 //! creates those namespaces and deletes them when it ends, whatever its outcome.
 //!
 //! Networking: the kubelet's Docker daemon runs in the host's network namespace, so a
@@ -207,6 +207,46 @@ fn rename_cluster_role(objs: &mut [Value], from: &str, to: &str) {
     assert!(found, "no ClusterRole {from}");
 }
 
+/// The base's ClusterRoles (the runner's and the builders'), cluster-wide objects that
+/// tests running at once would share: renamed `TAG-runner` and `TAG-builder`. Their new
+/// names.
+fn rename_cluster_roles(objs: &mut [Value], tag: &str) -> Vec<String> {
+    ["runner", "builder"]
+        .into_iter()
+        .map(|what| {
+            let to = format!("{tag}-{what}");
+            rename_cluster_role(objs, &format!("hoist-agent-{what}"), &to);
+            to
+        })
+        .collect()
+}
+
+/// The rules of a ClusterRole as resource → verbs (`"batch/jobs"`, `"pods/log"`).
+fn rules_of(role: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let strings = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .unwrap_or_else(|| panic!("{k} in {rule}"))
+                .iter()
+                .map(|v| v.as_str().expect("a string").to_string())
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                let key = if group.is_empty() {
+                    resource
+                } else {
+                    format!("{group}/{resource}")
+                };
+                out.entry(key).or_default().extend(strings("verbs"));
+            }
+        }
+    }
+    out
+}
+
 fn decode(b64: &Value) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.as_str().expect("a base64 string"))
@@ -227,6 +267,8 @@ fn check_base(objs: &[Value]) {
         ("ServiceAccount", "hoist-agent"),
         ("ClusterRole", "hoist-agent-runner"),
         ("RoleBinding", "hoist-agent-runner"),
+        ("ClusterRole", "hoist-agent-builder"),
+        ("RoleBinding", "hoist-agent-builder"),
         ("ConfigMap", cm_name),
         ("Secret", secret_name),
         ("Deployment", "hoist-agent"),
@@ -249,7 +291,8 @@ fn check_base(objs: &[Value]) {
     }
 
     // Namespaces: the agent's restricted, the runs' baseline; everything namespaced of
-    // the agent in `hoist`, only the runner's RoleBinding in `hoist-runs`.
+    // the agent in `hoist`, only the runner's and the builders' RoleBindings in
+    // `hoist-runs` (the builds' default namespace is the runs').
     for ns in find(objs, "Namespace") {
         let level = match ns["metadata"]["name"].as_str() {
             Some("hoist") => "restricted",
@@ -270,19 +313,50 @@ fn check_base(objs: &[Value]) {
     }
 
     // RBAC: granted per namespace, never cluster-wide; no wildcard; nothing that
-    // creates pods or edits RBAC.
+    // creates pods or edits RBAC. Each RoleBinding grants the ClusterRole of its name
+    // to the agent's service account.
     assert!(find(objs, "ClusterRoleBinding").is_empty());
-    let rb = one(objs, "RoleBinding");
+    let rbs = find(objs, "RoleBinding");
+    assert_eq!(rbs.len(), 2);
+    for rb in rbs {
+        assert_eq!(
+            rb["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rb["metadata"]["name"]}),
+            "{rb}"
+        );
+        assert_eq!(
+            rb["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "hoist-agent", "namespace": "hoist"}])
+        );
+    }
+    // The builders' role is exactly the build engine's requests (builders/job).
+    let builder = find(objs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "hoist-agent-builder")
+        .expect("the ClusterRole hoist-agent-builder");
+    let verbs = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
     assert_eq!(
-        rb["roleRef"],
-        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hoist-agent-runner"})
+        rules_of(builder),
+        BTreeMap::from([
+            (
+                "batch/jobs".to_string(),
+                verbs(&["create", "get", "list", "watch", "delete"])
+            ),
+            (
+                "pods".to_string(),
+                verbs(&["get", "list", "watch", "delete", "deletecollection"])
+            ),
+            ("pods/log".to_string(), verbs(&["get"])),
+            (
+                "secrets".to_string(),
+                verbs(&["create", "get", "list", "delete"])
+            ),
+        ])
     );
-    assert_eq!(
-        rb["subjects"],
-        json!([{"kind": "ServiceAccount", "name": "hoist-agent", "namespace": "hoist"}])
-    );
-    let role = one(objs, "ClusterRole");
-    let rules = role["rules"].as_array().expect("rules");
+    let rules: Vec<&Value> = find(objs, "ClusterRole")
+        .into_iter()
+        .flat_map(|role| role["rules"].as_array().expect("rules"))
+        .collect();
     assert!(!rules.is_empty());
     for rule in rules {
         let list = |k: &str| -> Vec<&str> {
@@ -396,8 +470,8 @@ fn check_base(objs: &[Value]) {
     }
 }
 
-/// A copy of `deploy/` (the base and the example overlay) with the example's `api-key`
-/// file, which version control does not hold.
+/// A copy of `deploy/` (the base and the overlays) with the overlays' `api-key` files,
+/// which version control does not hold.
 fn deploy_copy() -> tempfile::TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
@@ -413,11 +487,14 @@ fn deploy_copy() -> tempfile::TempDir {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     copy(&repo_root().join("deploy"), &dir.path().join("deploy"));
-    std::fs::write(
-        dir.path().join("deploy/overlays/example/api-key"),
-        "hoist_not_a_real_key\n",
-    )
-    .expect("write api-key");
+    for overlay in ["example", "buildah"] {
+        std::fs::write(
+            dir.path()
+                .join(format!("deploy/overlays/{overlay}/api-key")),
+            "hoist_not_a_real_key\n",
+        )
+        .expect("write api-key");
+    }
     dir
 }
 
@@ -432,8 +509,7 @@ fn dry_run(cluster: &Cluster, objs: &[Value], namespaces: &[&str]) {
         .collect();
     let mut objs = objs.to_vec();
     rename_namespaces(&mut objs, &map);
-    let role = format!("{tag}-runner");
-    rename_cluster_role(&mut objs, "hoist-agent-runner", &role);
+    let roles = rename_cluster_roles(&mut objs, &tag);
     for ns in map.values() {
         owned.namespace(ns);
     }
@@ -453,7 +529,9 @@ fn dry_run(cluster: &Cluster, objs: &[Value], namespaces: &[&str]) {
     let agent_ns = &map["hoist"];
     assert!(!cluster.exists(&["get", "deployment", "hoist-agent", "-n", agent_ns]));
     assert!(!cluster.exists(&["get", "serviceaccount", "hoist-agent", "-n", agent_ns]));
-    assert!(!cluster.exists(&["get", "clusterrole", &role]));
+    for role in &roles {
+        assert!(!cluster.exists(&["get", "clusterrole", role]));
+    }
 }
 
 #[test]
@@ -482,6 +560,47 @@ fn kustomize_base_and_example_overlay_pass_a_server_dry_run() {
         .collect();
     assert_eq!(rbs, BTreeSet::from(["hoist-runs", "ml-jobs"]));
     dry_run(&cluster, &example, &["hoist", "hoist-runs", "ml-jobs"]);
+
+    // The buildah overlay: the base plus a `privileged` build namespace where the
+    // builders' role (only) is granted, and a config that builds there.
+    let buildah = render(&cluster, &copy.path().join("deploy/overlays/buildah"));
+    let ns = find(&buildah, "Namespace")
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == "hoist-builds")
+        .expect("the namespace hoist-builds");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let rbs: BTreeSet<(&str, &str)> = find(&buildah, "RoleBinding")
+        .iter()
+        .map(|rb| {
+            (
+                rb["metadata"]["namespace"].as_str().expect("namespace"),
+                rb["roleRef"]["name"].as_str().expect("roleRef"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rbs,
+        BTreeSet::from([
+            ("hoist-runs", "hoist-agent-runner"),
+            ("hoist-runs", "hoist-agent-builder"),
+            ("hoist-builds", "hoist-agent-builder"),
+        ])
+    );
+    let config = one(&buildah, "ConfigMap")["data"]["launch-config.yaml"]
+        .as_str()
+        .expect("launch-config.yaml");
+    assert!(
+        config.contains("type: buildah") && config.contains("namespace: hoist-builds"),
+        "{config}"
+    );
+    assert_eq!(
+        decode(&one(&buildah, "Secret")["data"]["api-key"]),
+        "hoist_not_a_real_key\n"
+    );
+    dry_run(&cluster, &buildah, &["hoist", "hoist-runs", "hoist-builds"]);
 }
 
 /// `hoist agent` as the Deployment starts it, with `config` and `HOIST_API_KEY=key`, in
@@ -551,6 +670,22 @@ fn the_base_placeholders_stop_the_agent() {
             .expect("the example's launch-config.yaml");
     let o = agent_with(&example, "hoist_not_a_real_key", true);
     assert!(o.status.success(), "{}", show(&o));
+    // So is the buildah overlay's, without a warning.
+    let buildah =
+        std::fs::read_to_string(repo_root().join("deploy/overlays/buildah/launch-config.yaml"))
+            .expect("the buildah overlay's launch-config.yaml");
+    let o = agent_with(&buildah, "hoist_not_a_real_key", true);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning"),
+        "{}",
+        show(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("type: buildah") && out.contains("namespace: hoist-builds"),
+        "{out}"
+    );
 
     // The base's API key stops the agent before it talks to any server (the URL
     // below would refuse the connection; the agent would retry, not exit).
@@ -788,8 +923,7 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     // The base, in namespaces of this test, with the test's image, config and key.
     let mut objs = render(&cluster, &repo_root().join("deploy/kubernetes"));
     rename_namespaces(&mut objs, &map);
-    let role = format!("{tag}-runner");
-    rename_cluster_role(&mut objs, "hoist-agent-runner", &role);
+    let roles = rename_cluster_roles(&mut objs, &tag);
     let config = format!(
         "base_url: http://127.0.0.1:{port}\n\
          name: k8s-agent\n\
@@ -820,7 +954,7 @@ fn agent_image_runs_as_the_deployment_and_serves_queues() {
     for ns in map.values() {
         owned.namespace(ns);
     }
-    owned.cluster_roles.push(role.clone());
+    owned.cluster_roles.extend(roles);
     apply(&cluster, &objs, &[]);
     let pod = AgentPod {
         cluster: &cluster,

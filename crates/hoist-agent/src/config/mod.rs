@@ -496,18 +496,26 @@ impl BuilderType {
 ///
 /// ```yaml
 /// builder:
-///   type: kaniko                       # docker (default) | kaniko | noop
+///   type: kaniko                       # docker (default) | kaniko | buildah | noop
 ///   destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-repo  # = registry: {uri: …}
 ///   platform: linux/amd64              # what kaniko builds for (docker: the daemon's)
 ///   build-context-store: s3://my-bucket/build-contexts/
-///   build-job-name: wandb-image-build  # name prefix of the kaniko Jobs
+///   build-job-name: wandb-image-build  # name prefix of the build Jobs (≤ 50 characters)
 ///   secret-name: kaniko-credentials    # Kubernetes secret with cloud credentials…
 ///   secret-key: credentials            # …and the key in it (both or neither)
-///   kaniko-config: {spec: …}           # merged into the kaniko Job
-///   kaniko-image: gcr.io/kaniko-project/executor:v1.23.2  # the executor image
+///   kaniko-config: {spec: …}           # a partial Job, merged into the build Job
+///   kaniko-image: gcr.io/kaniko-project/executor:v1.23.2  # the kaniko executor image
+///   buildah-image: registry.example.com/hoist-executor:1  # hoist: the buildah executor image
+///   build-timeout: 30m                 # hoist: the build Job's deadline (1s to 24h)
+///   keep-build-context: false          # hoist: leave the context in the store
+///   namespace: hoist-runs              # hoist: where build Jobs run
 ///   base-image: python:3.12-slim       # hoist: base of generated Dockerfiles
 ///   cache: true                        # hoist: use layer caches
 /// ```
+///
+/// Every key from `build-context-store` to `namespace` is for the in-cluster builders
+/// (`kaniko`, `buildah`); the docker and noop builders ignore them with a warning, and
+/// each in-cluster builder ignores the other's executor image with a warning.
 ///
 /// `destination` is not kept here: it is the registry ([`AgentConfig::registry`]), read
 /// as `registry: {uri: …}` would be.

@@ -105,6 +105,10 @@ const BUILDER: &[Spec] = &[
     ("secret-key", &["secret_key"]),
     ("kaniko-config", &["kaniko_config"]),
     ("kaniko-image", &["kaniko_image"]),
+    ("buildah-image", &["buildah_image"]),
+    ("build-timeout", &["build_timeout"]),
+    ("keep-build-context", &["keep_build_context"]),
+    ("namespace", &[]),
     ("destination", &[]),
     ("platform", &[]),
     ("base-image", &["base_image"]),
@@ -137,6 +141,14 @@ const KUBERNETES: &[Spec] = &[
     ("allow-host-ipc", &["allow_host_ipc"]),
     ("host-path-allow-list", &["host_path_allow_list"]),
     ("require-non-root", &["require_non_root"]),
+];
+
+/// The top of `builder.kaniko-config`: a partial `batch/v1` Job.
+const KANIKO_CONFIG: &[Spec] = &[
+    ("apiVersion", &[]),
+    ("kind", &[]),
+    ("metadata", &[]),
+    ("spec", &[]),
 ];
 
 const LOCAL_PROCESS: &[Spec] = &[
@@ -199,6 +211,13 @@ pub(crate) struct RawBuilder {
     pub secret_key: Option<Val<String>>,
     pub kaniko_config: Option<Val<serde_json::Value>>,
     pub kaniko_image: Option<Val<String>>,
+    pub buildah_image: Option<Val<String>>,
+    pub build_timeout: Option<Val<Duration>>,
+    pub keep_build_context: Option<Val<bool>>,
+    pub namespace: Option<Val<String>>,
+    /// `kaniko-config`'s `metadata.namespace` (W&B reads the build namespace there),
+    /// taken out of `kaniko_config`: the build namespace when `namespace` is not set.
+    pub kaniko_config_namespace: Option<Val<String>>,
     /// Already turned into the registry by [`Reader::read`]; kept for messages.
     pub destination: Option<Val<String>>,
     pub platform: Option<Val<String>>,
@@ -207,8 +226,9 @@ pub(crate) struct RawBuilder {
 }
 
 impl RawBuilder {
-    /// The kaniko-only keys present, with where they are.
-    pub fn kaniko_keys_present(&self) -> Vec<&At> {
+    /// The keys of the in-cluster builders (kaniko, buildah) present, with where they
+    /// are: what the docker and noop builders ignore.
+    pub fn in_cluster_keys_present(&self) -> Vec<&At> {
         [
             self.store.as_ref().map(|v| &v.at),
             self.build_job_name.as_ref().map(|v| &v.at),
@@ -216,12 +236,33 @@ impl RawBuilder {
             self.secret_key.as_ref().map(|v| &v.at),
             self.kaniko_config.as_ref().map(|v| &v.at),
             self.kaniko_image.as_ref().map(|v| &v.at),
+            self.buildah_image.as_ref().map(|v| &v.at),
+            self.build_timeout.as_ref().map(|v| &v.at),
+            self.keep_build_context.as_ref().map(|v| &v.at),
+            self.namespace.as_ref().map(|v| &v.at),
         ]
         .into_iter()
         .flatten()
         .collect()
     }
 }
+
+/// `builder.type`'s values, for messages: `one of docker, kaniko, buildah, noop`.
+pub(crate) fn builder_types() -> String {
+    let names: Vec<&str> = BuilderType::ALL.iter().map(|t| t.as_str()).collect();
+    format!("one of {}", names.join(", "))
+}
+
+/// The longest `builder.build-job-name`: a build Job is named
+/// `<build-job-name>-<12 hex digits of the image tag>`, and a Job name that is also a
+/// pod label value must not pass 63 characters.
+pub(crate) const BUILD_JOB_NAME_MAX: usize = 63 - 13;
+
+/// The longest `builder.build-timeout`.
+pub(crate) const BUILD_TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// What `kubernetes.namespace` and `builder.namespace` must be.
+const NAMESPACE_FORM: &str = "a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
 
 /// The file, each key checked.
 #[derive(Debug, Clone)]
@@ -1306,9 +1347,9 @@ impl<'f> Reader<'f> {
             b.ty_invalid = true;
             return b;
         };
-        let types = "one of docker, kaniko, noop";
+        let types = builder_types();
         if let Some(t) = f.get("type") {
-            match self.string(t, types) {
+            match self.string(t, &types) {
                 Some(s) => match BuilderType::parse(&s.v) {
                     Some(ty) => b.ty = Some(Val { v: ty, at: s.at }),
                     None => {
@@ -1326,15 +1367,17 @@ impl<'f> Reader<'f> {
             b.store = self.parsed(s, values::STORE_FORM, values::parse_build_context_store);
             b.store_invalid = b.store.is_none();
         }
-        b.build_job_name = f.get("build-job-name").and_then(|n| self.parsed(
+        b.build_job_name = f.get("build-job-name").and_then(|n| {
+            self.parsed(
                 n,
                 "a Kubernetes Job name prefix",
                 valid_if(
-                    |s| values::is_k8s_label(s, 40),
+                    |s| values::is_k8s_label(s, BUILD_JOB_NAME_MAX),
                     "Job name prefix",
-                    "lowercase letters, digits and '-', at most 40 characters, starting and ending with a letter or digit",
+                    "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 50 characters (a build Job is named PREFIX-<12 hex digits>, at most 63)",
                 ),
-            ));
+            )
+        });
         b.secret_name = f.get("secret-name").and_then(|n| {
             self.parsed(
                 n,
@@ -1359,10 +1402,9 @@ impl<'f> Reader<'f> {
         });
         if let Some(c) = f.get("kaniko-config") {
             if matches!(c.node.value, Node::Map(_)) {
-                b.kaniko_config = Some(Val {
-                    v: c.node.value.to_json(),
-                    at: c.at.clone(),
-                });
+                let (config, namespace) = self.kaniko_config(c);
+                b.kaniko_config = config;
+                b.kaniko_config_namespace = namespace;
             } else {
                 self.type_error(c, "a mapping (a partial Kubernetes Job spec)");
             }
@@ -1370,6 +1412,12 @@ impl<'f> Reader<'f> {
         b.kaniko_image = f
             .get("kaniko-image")
             .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
+        b.buildah_image = f
+            .get("buildah-image")
+            .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
+        b.build_timeout = f.get("build-timeout").and_then(|t| self.build_timeout(t));
+        b.keep_build_context = f.get("keep-build-context").and_then(|k| self.boolean(k));
+        b.namespace = f.get("namespace").and_then(|n| self.namespace(n));
         // Checked as the registry's URI (in `read`).
         b.destination = f
             .get("destination")
@@ -1382,6 +1430,321 @@ impl<'f> Reader<'f> {
             .and_then(|i| self.parsed(i, "an image reference", values::parse_image_ref));
         b.cache = f.get("cache").and_then(|c| self.boolean(c));
         b
+    }
+
+    /// A Kubernetes namespace (`kubernetes.namespace`, `builder.namespace`).
+    fn namespace(&mut self, e: &Entry<'_>) -> Option<Val<String>> {
+        self.parsed(
+            e,
+            "a Kubernetes namespace",
+            valid_if(|s| values::is_k8s_label(s, 63), "namespace", NAMESPACE_FORM),
+        )
+    }
+
+    /// `builder.build-timeout`: a duration from one second to [`BUILD_TIMEOUT_MAX`]
+    /// (the build Job's `activeDeadlineSeconds`).
+    fn build_timeout(&mut self, e: &Entry<'_>) -> Option<Val<Duration>> {
+        let d = self.duration(e)?;
+        let written = match &e.node.value {
+            Node::Str(s) => format!("{:?}", values::shown(s.trim())),
+            other => other.scalar_text().unwrap_or_default(),
+        };
+        let why = if d.v < Duration::from_secs(1) {
+            "less than a second (a Job's deadline is in whole seconds)"
+        } else if d.v > BUILD_TIMEOUT_MAX {
+            "longer than 24h, the most a build may take"
+        } else {
+            return Some(d);
+        };
+        self.err(d.at.error(format!(
+            "invalid build timeout {written}: {why}; expected {DURATION_FORM}, from 1s to 24h"
+        )));
+        None
+    }
+
+    /// `builder.kaniko-config` (a mapping): a partial `batch/v1` Job that the build Job
+    /// is merged with. What hoist and the executor rely on is checked here, each problem
+    /// with its field path (`builder.kaniko-config.spec.template.spec.containers[0].args[1]`);
+    /// the rest is left to the API server. Returns the config as JSON without
+    /// `metadata.name` (hoist names build Jobs; a warning says so) and
+    /// `metadata.namespace` (returned apart: W&B reads the build namespace there, hoist
+    /// makes it `builder.namespace`).
+    fn kaniko_config(
+        &mut self,
+        c: &Entry<'_>,
+    ) -> (Option<Val<serde_json::Value>>, Option<Val<String>>) {
+        let before = self.errors.len();
+        let base = c.at.key.clone();
+        let mut namespace = None;
+        let mut drop_name = false;
+        let Node::Map(top) = &c.node.value else {
+            return (None, None);
+        };
+        for (k, v) in top {
+            let kpos = pos_of(k);
+            let key = k.value.scalar_text().unwrap_or_default();
+            let at = self.at(kpos, &join(&base, &key));
+            match key.as_str() {
+                "apiVersion" => self.fixed_value(v, &at, "batch/v1"),
+                "kind" => self.fixed_value(v, &at, "Job"),
+                "metadata" => {
+                    let Some(meta) = self.sub_map(v, &at, "a mapping (the Job's metadata)") else {
+                        continue;
+                    };
+                    for (mk, mv) in meta {
+                        let mkey = mk.value.scalar_text().unwrap_or_default();
+                        let mat = self.at(pos_of(mk), &join(&at.key, &mkey));
+                        match mkey.as_str() {
+                            "name" => {
+                                drop_name = true;
+                                self.warn(mat.error(
+                                    "not used: each build Job is named <builder.build-job-name>-<12 hex digits of the image tag> (builder.build-job-name sets the prefix); ignored",
+                                ));
+                            }
+                            "namespace" => {
+                                namespace = self.config_namespace(mv, &mat);
+                            }
+                            "labels" | "annotations" => self.string_map(mv, &mat),
+                            _ => {}
+                        }
+                    }
+                }
+                "spec" => self.kaniko_job_spec(v, &at),
+                _ => self.unknown_key(&base, kpos, &key, KANIKO_CONFIG),
+            }
+        }
+        if self.errors.len() != before {
+            return (None, None);
+        }
+        let mut json = c.node.value.to_json();
+        if let Some(meta) = json.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            if drop_name {
+                meta.remove("name");
+            }
+            meta.remove("namespace");
+        }
+        (
+            Some(Val {
+                v: json,
+                at: c.at.clone(),
+            }),
+            namespace,
+        )
+    }
+
+    /// `kaniko-config.spec`: the pod template's metadata and containers.
+    fn kaniko_job_spec(&mut self, node: &Spanned<Node>, at: &At) {
+        let Some(spec) = self.sub_map(node, at, "a mapping (the Job's spec)") else {
+            return;
+        };
+        let Some((tk, template)) = Self::entry(spec, "template") else {
+            return;
+        };
+        let tat = self.at(pos_of(tk), &join(&at.key, "template"));
+        let Some(template) = self.sub_map(template, &tat, "a mapping (the pod template)") else {
+            return;
+        };
+        if let Some((mk, meta)) = Self::entry(template, "metadata") {
+            let mat = self.at(pos_of(mk), &join(&tat.key, "metadata"));
+            if let Some(meta) = self.sub_map(meta, &mat, "a mapping (the pod's metadata)") {
+                for key in ["labels", "annotations"] {
+                    if let Some((lk, lv)) = Self::entry(meta, key) {
+                        let lat = self.at(pos_of(lk), &join(&mat.key, key));
+                        self.string_map(lv, &lat);
+                    }
+                }
+            }
+        }
+        let Some((pk, pod)) = Self::entry(template, "spec") else {
+            return;
+        };
+        let pat = self.at(pos_of(pk), &join(&tat.key, "spec"));
+        let Some(pod) = self.sub_map(pod, &pat, "a mapping (the pod's spec)") else {
+            return;
+        };
+        let Some((ck, containers)) = Self::entry(pod, "containers") else {
+            return;
+        };
+        let cat = self.at(pos_of(ck), &join(&pat.key, "containers"));
+        let Node::Seq(items) = &containers.value else {
+            let found = containers.value.describe();
+            self.err(cat.error(format!(
+                "found {found}; expected a list of containers (the first one is the executor's)"
+            )));
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let iat = self.at(pos_of(item), &format!("{}[{i}]", cat.key));
+            let Some(container) = self.sub_map(item, &iat, "a mapping (a container)") else {
+                continue;
+            };
+            for (k, v) in container {
+                let key = k.value.scalar_text().unwrap_or_default();
+                let kat = self.at(pos_of(k), &join(&iat.key, &key));
+                match key.as_str() {
+                    "name" | "image" if !matches!(v.value, Node::Str(_)) => {
+                        self.type_error_at(v, &kat, "a string");
+                    }
+                    "args" => self.kaniko_args(v, &kat),
+                    "env" => self.container_env(v, &kat),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A container's `args`: strings. W&B's documentation writes them `--flag=value`
+    /// and its code reads `flag=value` as well; both are accepted, and a lone `--flag`.
+    fn kaniko_args(&mut self, node: &Spanned<Node>, at: &At) {
+        const FORM: &str = "--flag=value (or flag=value, or a lone --flag)";
+        let Node::Seq(items) = &node.value else {
+            self.type_error_at(
+                node,
+                at,
+                &format!("a list of executor flags, each a string: {FORM}"),
+            );
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let iat = self.at(pos_of(item), &format!("{}[{i}]", at.key));
+            match &item.value {
+                Node::Str(s) if s.trim().is_empty() || s.trim() == "--" => {
+                    self.err(iat.error(format!("empty flag; expected {FORM}")));
+                }
+                Node::Str(_) => {}
+                other => {
+                    let found = other.describe();
+                    self.err(iat.error(format!(
+                        "found {found}; expected an executor flag as a string: {FORM}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A container's `env`: `{name: NAME, value: "…"}` or `{name: NAME, valueFrom: …}`.
+    fn container_env(&mut self, node: &Spanned<Node>, at: &At) {
+        let Node::Seq(items) = &node.value else {
+            self.type_error_at(node, at, "a list of {name: NAME, value: VALUE} entries");
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let iat = self.at(pos_of(item), &format!("{}[{i}]", at.key));
+            let Some(entry) =
+                self.sub_map(item, &iat, "a mapping such as {name: NAME, value: VALUE}")
+            else {
+                continue;
+            };
+            match Self::entry(entry, "name") {
+                Some((_, n)) if matches!(&n.value, Node::Str(s) if values::is_env_name(s)) => {}
+                Some((nk, n)) => {
+                    let nat = self.at(pos_of(nk), &join(&iat.key, "name"));
+                    match &n.value {
+                        Node::Str(s) => self.err(nat.error(format!(
+                            "invalid environment variable name {:?}; expected letters, digits and '_', not starting with a digit",
+                            values::shown(s)
+                        ))),
+                        _ => self.type_error_at(n, &nat, "an environment variable name"),
+                    }
+                }
+                None => self.err(iat.error_key(
+                    &join(&iat.key, "name"),
+                    "missing; expected the variable's name",
+                )),
+            }
+            if let Some((vk, v)) = Self::entry(entry, "value")
+                && !matches!(v.value, Node::Str(_) | Node::Null)
+            {
+                let vat = self.at(pos_of(vk), &join(&iat.key, "value"));
+                self.type_error_at(v, &vat, "a string (quote numbers and booleans in YAML)");
+            }
+        }
+    }
+
+    /// `metadata.labels` / `annotations`: string values, none under `hoist.dev/`.
+    fn string_map(&mut self, node: &Spanned<Node>, at: &At) {
+        let Some(entries) = self.sub_map(node, at, "a mapping of names to strings") else {
+            return;
+        };
+        for (k, v) in entries {
+            let key = k.value.scalar_text().unwrap_or_default();
+            let kat = self.at(pos_of(k), &join(&at.key, &key));
+            if key.starts_with("hoist.dev/") {
+                self.err(kat.error(
+                    "hoist.dev/ names are hoist's own (they mark the objects the agent cleans up); use another prefix",
+                ));
+            } else if !matches!(v.value, Node::Str(_)) {
+                self.type_error_at(v, &kat, "a string (quote numbers and booleans in YAML)");
+            }
+        }
+    }
+
+    /// `kaniko-config.metadata.namespace`: a namespace, as `builder.namespace`.
+    fn config_namespace(&mut self, node: &Spanned<Node>, at: &At) -> Option<Val<String>> {
+        match &node.value {
+            Node::Str(s) if values::is_k8s_label(s.trim(), 63) => Some(Val {
+                v: s.trim().to_string(),
+                at: at.clone(),
+            }),
+            Node::Str(s) => {
+                self.err(at.error(format!(
+                    "invalid namespace {:?}; expected {NAMESPACE_FORM}",
+                    values::shown(s)
+                )));
+                None
+            }
+            _ => {
+                self.type_error_at(node, at, "a Kubernetes namespace");
+                None
+            }
+        }
+    }
+
+    /// `apiVersion` / `kind` of kaniko-config: absent, or the one value a build Job has.
+    fn fixed_value(&mut self, node: &Spanned<Node>, at: &At, want: &str) {
+        match &node.value {
+            Node::Str(s) if s.trim() == want => {}
+            Node::Null => {}
+            other => {
+                let found = other.describe();
+                self.err(at.error(format!(
+                    "found {found}; expected {want}, or nothing: kaniko-config is merged into the build Job (apiVersion batch/v1, kind Job)"
+                )));
+            }
+        }
+    }
+
+    /// The entries of a mapping in kaniko-config, or a type error at `at`.
+    #[allow(clippy::type_complexity)]
+    fn sub_map<'n>(
+        &mut self,
+        node: &'n Spanned<Node>,
+        at: &At,
+        form: &str,
+    ) -> Option<&'n Vec<(Spanned<Node>, Spanned<Node>)>> {
+        match &node.value {
+            Node::Map(entries) => Some(entries),
+            _ => {
+                self.type_error_at(node, at, form);
+                None
+            }
+        }
+    }
+
+    /// The entry `key` of a mapping's entries.
+    fn entry<'n>(
+        entries: &'n [(Spanned<Node>, Spanned<Node>)],
+        key: &str,
+    ) -> Option<(&'n Spanned<Node>, &'n Spanned<Node>)> {
+        entries
+            .iter()
+            .find(|(k, _)| k.value.scalar_text().as_deref() == Some(key))
+            .map(|(k, v)| (k, v))
+    }
+
+    fn type_error_at(&mut self, node: &Spanned<Node>, at: &At, form: &str) {
+        let found = node.value.describe();
+        self.err(at.error(format!("found {found}; expected {form}")));
     }
 
     fn docker(&mut self, e: &Entry<'_>) -> DockerSettings {
@@ -1461,18 +1824,10 @@ impl<'f> Reader<'f> {
             })
             .map(|v| v.v)
         });
-        k.namespace = f.get("namespace").and_then(|n| {
-            self.parsed(
-                n,
-                "a Kubernetes namespace",
-                valid_if(
-                    |s| values::is_k8s_label(s, 63),
-                    "namespace",
-                    "a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit",
-                ),
-            )
-            .map(|v| v.v)
-        });
+        k.namespace = f
+            .get("namespace")
+            .and_then(|n| self.namespace(n))
+            .map(|v| v.v);
         let flag = |r: &mut Self, key: &str, slot: &mut bool| {
             if let Some(x) = f.get(key).and_then(|x| r.boolean(x)) {
                 *slot = x.v;

@@ -4,7 +4,9 @@ use hoist_core::api::{MASKED, looks_secret};
 use serde_json::{Map, Value, json};
 
 use super::values::format_duration;
-use super::{AgentConfig, BuilderKind, EnvironmentConfig, RegistryConfig};
+use super::{
+    AgentConfig, BuilderKind, EnvironmentConfig, Executor, KanikoSettings, RegistryConfig,
+};
 
 /// `scheme://user:password@host…` with the password (or a lone token) masked.
 pub(crate) use crate::environments::http::masked_url as mask_url;
@@ -135,6 +137,17 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
             "kaniko-image",
             k.kaniko_image.clone().map(Value::String),
         );
+        put(
+            &mut b,
+            "buildah-image",
+            k.buildah_image.clone().map(Value::String),
+        );
+        b.insert(
+            "build-timeout".into(),
+            json!(format_duration(k.build_timeout)),
+        );
+        b.insert("keep-build-context".into(), json!(k.keep_build_context));
+        put(&mut b, "namespace", k.namespace.clone().map(Value::String));
     }
     b.insert("base-image".into(), json!(cfg.builder.base_image));
     b.insert("cache".into(), json!(cfg.builder.cache));
@@ -228,9 +241,42 @@ pub(crate) fn render(cfg: &AgentConfig) -> String {
 
     let body = serde_saphyr::to_string(&Value::Object(top))
         .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"));
+    let body = match &cfg.builder.kind {
+        BuilderKind::Kaniko(k) => with_executor_note(&body, k),
+        _ => body,
+    };
     format!(
         "# hoist agent configuration as resolved (defaults < file < HOIST_* < flags);\n# values that look secret are shown as {MASKED}\n{body}"
     )
+}
+
+/// `body` with a comment under `builder:` naming the executor image the build Jobs
+/// run, so that the default shows without being written as a setting (the rendering
+/// reads back to the same configuration).
+fn with_executor_note(body: &str, k: &KanikoSettings) -> String {
+    let (key, set) = match k.executor {
+        Executor::Kaniko => ("kaniko-image", k.kaniko_image.is_some()),
+        Executor::Buildah => ("buildah-image", k.buildah_image.is_some()),
+    };
+    let how = if set {
+        format!("builder.{key}")
+    } else {
+        format!("the default; set builder.{key} to change or pin it")
+    };
+    let note = format!(
+        "  # the build Jobs run the executor image {} ({how})\n",
+        k.executor_image()
+    );
+    let mut out = String::with_capacity(body.len() + note.len());
+    let mut done = false;
+    for line in body.split_inclusive('\n') {
+        out.push_str(line);
+        if !done && line.trim_end() == "builder:" {
+            out.push_str(&note);
+            done = true;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors, Origin};
-use super::read::{At, EnvState, MAX_JOBS_FORM, RawConfig, Reader, Val, check_name, check_queue};
+use super::read::{
+    At, EnvState, MAX_JOBS_FORM, RawConfig, Reader, Val, builder_types, check_name, check_queue,
+};
 use super::tree;
 use super::values::{self, STORE_FORM};
 use super::{
@@ -167,8 +169,9 @@ impl Resolver<'_> {
         let builder_type = |s: &str| {
             BuilderType::parse(s).ok_or_else(|| {
                 format!(
-                    "unknown builder {:?}; expected one of docker, kaniko, noop",
-                    values::shown(s)
+                    "unknown builder {:?}; expected {}",
+                    values::shown(s),
+                    builder_types()
                 )
             })
         };
@@ -369,7 +372,7 @@ impl Resolver<'_> {
                 } else {
                     ""
                 };
-                for at in b.kaniko_keys_present() {
+                for at in b.in_cluster_keys_present() {
                     self.warnings.push(at.error(format!(
                         "not used by the {} builder{why}; ignored",
                         ty.v.as_str()
@@ -392,6 +395,7 @@ impl Resolver<'_> {
                 })
             }
             BuilderType::Kaniko | BuilderType::Buildah => {
+                let name = ty.v.as_str();
                 let before = self.errors.len();
                 let store = match &b.store {
                     Some(s) => Some(s),
@@ -399,7 +403,7 @@ impl Resolver<'_> {
                     None => {
                         self.errors.push(ty.at.error_key(
                             "builder.build-context-store",
-                            format!("required by the kaniko builder; expected {STORE_FORM}"),
+                            format!("required by the {name} builder; expected {STORE_FORM}"),
                         ));
                         None
                     }
@@ -441,10 +445,40 @@ impl Resolver<'_> {
                     }
                 };
                 if matches!(raw.registry, RegistryConfig::Local) && b.destination.is_none() {
-                    self.warnings.push(ty.at.error(
-                        "the kaniko builder pushes the images it builds to a registry, but neither registry nor builder.destination is set; builds will fail",
-                    ));
+                    self.warnings.push(ty.at.error(format!(
+                        "the {name} builder pushes the images it builds to a registry, but neither registry nor builder.destination is set; builds will fail"
+                    )));
                 }
+                let executor = if ty.v == BuilderType::Buildah {
+                    Executor::Buildah
+                } else {
+                    Executor::Kaniko
+                };
+                // The other executor's image key: kept by neither.
+                let (unused_image, used_key) = match executor {
+                    Executor::Kaniko => (&b.buildah_image, "builder.kaniko-image"),
+                    Executor::Buildah => (&b.kaniko_image, "builder.buildah-image"),
+                };
+                if let Some(i) = unused_image {
+                    self.warnings.push(i.at.error(format!(
+                        "not used by the {name} builder, whose executor image is {used_key}; ignored"
+                    )));
+                }
+                // W&B reads the build namespace from kaniko-config's metadata.namespace;
+                // hoist from builder.namespace. Either, or both when they agree.
+                let namespace = match (&b.namespace, &b.kaniko_config_namespace) {
+                    (Some(n), Some(k)) if n.v != k.v => {
+                        self.errors.push(k.at.error(format!(
+                            "namespace {:?} differs from builder.namespace {:?} (line {}); give the build namespace once, as builder.namespace",
+                            k.v,
+                            n.v,
+                            n.at.line()
+                        )));
+                        None
+                    }
+                    (Some(n), _) => Some(n.v.clone()),
+                    (None, k) => k.as_ref().map(|k| k.v.clone()),
+                };
                 match store {
                     Some(store) if self.errors.len() == before => {
                         done(BuilderKind::Kaniko(Box::new(KanikoSettings {
@@ -455,16 +489,21 @@ impl Resolver<'_> {
                             ),
                             secret,
                             kaniko_config: b.kaniko_config.as_ref().map(|v| v.v.clone()),
-                            kaniko_image: b.kaniko_image.as_ref().map(|v| v.v.clone()),
-                            executor: if ty.v == BuilderType::Buildah {
-                                Executor::Buildah
-                            } else {
-                                Executor::Kaniko
+                            kaniko_image: match executor {
+                                Executor::Kaniko => b.kaniko_image.as_ref().map(|v| v.v.clone()),
+                                Executor::Buildah => None,
                             },
-                            buildah_image: None,
-                            build_timeout: DEFAULT_BUILD_TIMEOUT,
-                            keep_build_context: false,
-                            namespace: None,
+                            executor,
+                            buildah_image: match executor {
+                                Executor::Buildah => b.buildah_image.as_ref().map(|v| v.v.clone()),
+                                Executor::Kaniko => None,
+                            },
+                            build_timeout: b
+                                .build_timeout
+                                .as_ref()
+                                .map_or(DEFAULT_BUILD_TIMEOUT, |v| v.v),
+                            keep_build_context: b.keep_build_context.as_ref().is_some_and(|v| v.v),
+                            namespace,
                         })))
                     }
                     _ => done(BuilderKind::Docker),
