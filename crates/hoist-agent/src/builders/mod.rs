@@ -56,6 +56,7 @@ mod dockerfile;
 pub mod kaniko;
 pub mod noop;
 mod source;
+pub mod stores;
 
 pub use dockerfile::{GENERATED_DOCKERFILE, WORKDIR, generate_python_dockerfile};
 
