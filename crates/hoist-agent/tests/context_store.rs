@@ -696,6 +696,142 @@ async fn gcs_dropped_resumable_upload_leaves_nothing() {
     dropped_upload(g.store.as_ref(), async |n: &str| g.get(n).await, list).await;
 }
 
+/// A proxy in front of fake-gcs-server that answers the first chunk after the first
+/// of a resumable upload with a 503 (a transient failure mid-upload) and forwards
+/// everything else, pointing session URLs at itself. It answers the status query
+/// (`Content-Range: bytes */TOTAL`) itself, as Cloud Storage does (308 and the
+/// persisted `Range`): fake-gcs-server takes that query for the end of a streaming
+/// upload and commits what it has. Keeps each PUT's `Content-Range`.
+struct FlakyProxy {
+    base: String,
+    ranges: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn flaky_proxy(upstream: &str) -> FlakyProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ranges = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failed = Arc::new(Mutex::new(false));
+    // The `Range` of the last 308 fake-gcs-server answered.
+    let persisted = Arc::new(Mutex::new(None::<String>));
+    let (up, me, seen) = (upstream.to_string(), base.clone(), ranges.clone());
+    let app = axum::Router::new()
+        .fallback(move |req: axum::extract::Request| {
+            let (up, me, seen, failed, persisted) = (
+                up.clone(),
+                me.clone(),
+                seen.clone(),
+                failed.clone(),
+                persisted.clone(),
+            );
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let range = parts
+                    .headers
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if parts.method == axum::http::Method::PUT
+                    && let Some(r) = &range
+                {
+                    seen.lock().unwrap().push(r.clone());
+                    if r.starts_with("bytes */") {
+                        let mut out = axum::http::Response::builder().status(308);
+                        if let Some(range) = persisted.lock().unwrap().clone() {
+                            out = out.header("range", range);
+                        }
+                        return out.body(axum::body::Body::empty()).unwrap();
+                    }
+                    let later_chunk = !r.starts_with("bytes 0-") && !r.starts_with("bytes */");
+                    let mut failed = failed.lock().unwrap();
+                    if later_chunk && !*failed {
+                        *failed = true;
+                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                }
+                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut fwd = plain().request(parts.method.clone(), format!("{up}{pq}"));
+                for (k, v) in &parts.headers {
+                    if k != "host" && k != "content-length" {
+                        fwd = fwd.header(k, v);
+                    }
+                }
+                let resp = fwd.body(body).send().await.unwrap();
+                if resp.status().as_u16() == 308
+                    && let Some(r) = resp.headers().get("range")
+                {
+                    *persisted.lock().unwrap() = Some(r.to_str().unwrap().to_string());
+                }
+                let mut out = axum::http::Response::builder().status(resp.status().as_u16());
+                for (k, v) in resp.headers() {
+                    if k == "location" {
+                        let l = v.to_str().unwrap().replace(&up, &me);
+                        out = out.header(k, l);
+                    } else if k != "content-length" && k != "transfer-encoding" {
+                        out = out.header(k, v);
+                    }
+                }
+                out.body(axum::body::Body::from(resp.bytes().await.unwrap()))
+                    .unwrap()
+            }
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    FlakyProxy { base, ranges, task }
+}
+
+/// A chunk that fails transiently is sent again from where the session stands, and
+/// the object is whole.
+#[tokio::test]
+async fn gcs_resumable_upload_resumes_after_a_failed_chunk() {
+    let Some(g) = fake_gcs().await else { return };
+    let proxy = flaky_proxy(&g.url).await;
+    let store = from_config_with(
+        &BuildContextStore::Gcs {
+            bucket: g.bucket.clone(),
+            prefix: PREFIX.into(),
+        },
+        None,
+        &Ambient::new([("STORAGE_EMULATOR_HOST", proxy.base.as_str())], None),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(dir.path(), "context.tar.gz", LARGE).await;
+    let k = key("resume");
+    let p = Progress::default();
+    store
+        .upload(&k, &path, LARGE as u64, &p.callback())
+        .await
+        .unwrap();
+    p.assert_complete(LARGE as u64, 2);
+    let (total, part) = (LARGE as u64, PART_SIZE);
+    let ranges = proxy.ranges.lock().unwrap().clone();
+    let second = format!("bytes {part}-{}/{total}", total - 1);
+    assert_eq!(
+        ranges[0],
+        format!("bytes 0-{}/{total}", part - 1),
+        "{ranges:?}"
+    );
+    assert_eq!(ranges[1], second, "{ranges:?}");
+    // Where does the session stand, then the second chunk again.
+    assert_eq!(ranges[2], format!("bytes */{total}"), "{ranges:?}");
+    assert_eq!(ranges.last(), Some(&second), "{ranges:?}");
+    assert!(
+        g.get(&object(&k)).await.unwrap() == data,
+        "the object differs"
+    );
+}
+
 #[tokio::test]
 async fn gcs_missing_bucket_is_named_with_the_fix() {
     let Some(url) = hoist_testkit::service_url("HOIST_TEST_GCS_URL") else {
