@@ -21,7 +21,7 @@
 # Build arguments:
 #   BASE_IMAGE  the runtime: a glibc distribution with a shell (and apt-get, when it has
 #               no CA certificates yet). Default debian:bookworm-slim.
-#   RUST_IMAGE  the toolchain of the source build (Rust >= 1.90). Default rust:1-bookworm.
+#   RUST_IMAGE  the toolchain of the source build (Rust >= 1.94.1). Default rust:1-bookworm.
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
 

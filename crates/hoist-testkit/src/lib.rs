@@ -2,9 +2,10 @@
 //! use it, never of the binary):
 //!
 //! - skipping a test that lacks the services it needs ([`service_missing`],
-//!   [`require_k8s!`], [`require_docker!`]): `scripts/test-env.sh` starts them and writes
-//!   `~/.cache/hoist/test-env.sh` (source it); without them a test is skipped with a
-//!   note on stderr, unless `HOIST_TEST_REQUIRE_SERVICES` is set (then it fails);
+//!   [`service_url`], [`require_k8s!`], [`require_docker!`]): `scripts/test-env.sh`
+//!   starts them and writes `~/.cache/hoist/test-env.sh` (source it); without them a
+//!   test is skipped with a note on stderr, unless `HOIST_TEST_REQUIRE_SERVICES` is set
+//!   (then it fails);
 //! - names no other test (or earlier run of one) uses ([`unique`]), the locally built
 //!   test images ([`busybox_image`], [`python_image`]), a required variable ([`env`]),
 //!   a polling wait with a deadline ([`wait_until`], [`wait_until_async`]);
@@ -62,6 +63,25 @@ pub fn k8s_available() -> bool {
 /// The test Docker daemon (`HOIST_TEST_DOCKER=1`); see [`service_missing`].
 pub fn docker_available() -> bool {
     !service_missing(&[("HOIST_TEST_DOCKER", "1")])
+}
+
+/// The URL of a test service in `var` (`HOIST_TEST_GCS_URL`, `HOIST_TEST_AZURITE_URL`,
+/// `HOIST_TEST_MOTO_URL`…), or `None` (the test returns, skipped with a note on
+/// stderr); under `HOIST_TEST_REQUIRE_SERVICES` a missing one panics instead.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(u) if !u.trim().is_empty() => Some(u.trim().to_string()),
+        _ => {
+            let why = format!(
+                "not set: {var} (run scripts/test-env.sh and source ~/.cache/hoist/test-env.sh)"
+            );
+            if std::env::var_os("HOIST_TEST_REQUIRE_SERVICES").is_some() {
+                panic!("HOIST_TEST_REQUIRE_SERVICES is set, but {why}");
+            }
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
 }
 
 /// Returns from the test (skipped) without the test cluster; see [`service_missing`].

@@ -62,6 +62,7 @@ pub mod noop;
 mod output;
 pub mod pipeline;
 mod source;
+pub mod stores;
 
 pub use dockerfile::{GENERATED_DOCKERFILE, WORKDIR, generate_python_dockerfile};
 pub use engine::{BuildRequest, ContextFormat, Engine};

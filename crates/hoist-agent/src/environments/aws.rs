@@ -26,10 +26,10 @@
 //! [`Environment::verify`] resolves the chain and calls `sts:GetCallerIdentity` with
 //! the credentials found: a refusal names where they came from.
 //!
-//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR` or `AWS_ENDPOINT_URL` (the
-//! SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` ignores them)
-//! point the STS and ECR clients elsewhere, e.g. at moto in tests. Plain HTTP is
-//! accepted for loopback endpoints only.
+//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_S3` or
+//! `AWS_ENDPOINT_URL` (the SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`
+//! ignores them) point the STS, ECR and S3 (build contexts) clients elsewhere, e.g. at
+//! moto in tests. Plain HTTP is accepted for loopback endpoints only.
 //!
 //! SSO profiles (`sso_session`) are not supported: aws-config's `sso` feature would
 //! add two more SDK clients to the build; an agent uses a role, not a person's login.
@@ -66,13 +66,15 @@ pub struct CallerIdentity {
     pub arn: String,
 }
 
-/// The `aws` environment.
+/// The `aws` environment. Cheap to clone (a shared chain and SDK configuration).
+#[derive(Clone)]
 pub struct AwsEnvironment {
     region: String,
     chain: Arc<Chain>,
     sdk: SdkConfig,
     sts_endpoint: Option<String>,
     ecr_endpoint: Option<String>,
+    s3_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for AwsEnvironment {
@@ -82,6 +84,7 @@ impl std::fmt::Debug for AwsEnvironment {
             .field("chain", &self.chain)
             .field("sts_endpoint", &self.sts_endpoint)
             .field("ecr_endpoint", &self.ecr_endpoint)
+            .field("s3_endpoint", &self.s3_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +113,7 @@ impl AwsEnvironment {
         };
         let sts_endpoint = endpoint("AWS_ENDPOINT_URL_STS")?;
         let ecr_endpoint = endpoint("AWS_ENDPOINT_URL_ECR")?;
+        let s3_endpoint = endpoint("AWS_ENDPOINT_URL_S3")?;
 
         let region_v = Region::new(region.to_string());
         let provider_config = ProviderConfig::without_region().with_region(Some(region_v.clone()));
@@ -133,6 +137,7 @@ impl AwsEnvironment {
             sdk,
             sts_endpoint,
             ecr_endpoint,
+            s3_endpoint,
         })
     }
 
@@ -161,6 +166,19 @@ impl AwsEnvironment {
             b = b.endpoint_url(e);
         }
         aws_sdk_ecr::Client::from_conf(b.build())
+    }
+
+    /// The S3 endpoint configured by `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (checked
+    /// like the others: https, or http to a loopback host); `None`: AWS's regional one.
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint.as_deref()
+    }
+
+    /// Where the chain finds its credentials now (`environment variables
+    /// (AWS_ACCESS_KEY_ID, …)`, a profile…), for messages about a refusal. Resolves
+    /// the chain (a link may call IMDS or STS) but asks no other service.
+    pub async fn credentials_from(&self) -> Result<String, EnvError> {
+        self.chain.resolve().await.map(|(_, from)| from)
     }
 
     /// `sts:GetCallerIdentity` with the chain's credentials.

@@ -8,7 +8,8 @@
 //!   (`{"error":"invalid_grant","error_description":…}`).
 //! - The GCE metadata server (`/computeMetadata/v1/…`, `Metadata-Flavor: Google`).
 //! - Azure AD's v2 token endpoint (`POST /{tenant}/oauth2/v2.0/token`, client
-//!   credentials with a secret), Azure IMDS managed identity
+//!   credentials with a secret; for Azure Storage's scope an unsigned JWT of the
+//!   claims Azurite's `--oauth basic` checks: `aud`, `iss`, `nbf`, `exp`), Azure IMDS managed identity
 //!   (`GET /metadata/identity/oauth2/token`, `Metadata: true`).
 //! - A registry's Distribution API (`/v2/`, `HEAD /v2/<repo>/manifests/<tag>`) behind a
 //!   Bearer challenge, with either Artifact Registry's token endpoint
@@ -62,6 +63,9 @@ pub struct Fake {
     pub aad_clients: Mutex<Vec<(String, String, String)>>,
     /// Azure IMDS serves tokens when true.
     pub azure_imds: Mutex<bool>,
+    /// The `aud` of the Azure Storage tokens Azure AD issues (`None`:
+    /// `https://storage.azure.com`, what Azurite accepts).
+    pub aad_storage_audience: Mutex<Option<String>>,
     pub registry_flavor: Mutex<Option<RegistryFlavor>>,
     /// `repo:tag` the registry has.
     pub manifests: Mutex<HashSet<String>>,
@@ -417,7 +421,10 @@ async fn aad_token(State(f): S, Path(tenant): Path<String>, body: Bytes) -> Resp
             json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: The app requested an unsupported grant type.", "error_codes": [70003]}),
         );
     }
-    if p.get("scope").map(String::as_str) != Some("https://management.azure.com/.default") {
+    let storage = p.get("scope").map(String::as_str) == Some(AZURE_STORAGE_SCOPE);
+    if !storage
+        && p.get("scope").map(String::as_str) != Some("https://management.azure.com/.default")
+    {
         problem(&f, format!("AAD scope {:?}", p.get("scope")));
     }
     let clients = f.aad_clients.lock().unwrap().clone();
@@ -436,11 +443,47 @@ async fn aad_token(State(f): S, Path(tenant): Path<String>, body: Bytes) -> Resp
             json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.", "error_codes": [7000215]}),
         );
     }
-    let t = new_token(&f, "aad");
+    let t = if storage {
+        storage_token(&f, &tenant)
+    } else {
+        new_token(&f, "aad")
+    };
     json_status(
         StatusCode::OK,
         json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t}),
     )
+}
+
+pub const AZURE_STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// An Azure Storage access token as Azurite's `--oauth basic` reads it: a JWT whose
+/// signature it does not check, with an Azure AD issuer, an audience and a lifetime.
+fn storage_token(f: &Fake, tenant: &str) -> String {
+    let n = f.tokens_issued.fetch_add(1, Ordering::SeqCst);
+    let aud = f
+        .aad_storage_audience
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| "https://storage.azure.com".to_string());
+    let now = now();
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(
+        json!({
+            "aud": aud,
+            "iss": format!("https://sts.windows.net/{tenant}/"),
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "tid": tenant,
+            "oid": format!("00000000-0000-0000-0000-{n:012}"),
+            "jti": format!("{:016x}", rand::random::<u64>()),
+        })
+        .to_string(),
+    );
+    let t = format!("{header}.{claims}.");
+    f.access_tokens.lock().unwrap().insert(t.clone());
+    t
 }
 
 /// Azure IMDS managed identity.
