@@ -28,6 +28,16 @@
 //!    task of its own). An agent that restarts deletes what its earlier process left
 //!    ([`Engine::sweep`]): no build is adopted.
 //!
+//! The requests, for the RBAC rules (`deploy/kubernetes/rbac.yaml`, ClusterRole
+//! `hoist-agent-builder`, bound in the build namespace; change both together):
+//!
+//! | resource | verbs | for |
+//! |---|---|---|
+//! | `batch` jobs | create, get, list, watch, delete | the build Job; a leftover replaced on 409; the sweep |
+//! | pods | get, list, watch, deletecollection | the executor's pod; clean-up |
+//! | pods/log | get | the executor's output |
+//! | secrets | create, get, list, delete | the per-build registry Secret; the sweep |
+//!
 //! Build objects carry `hoist.dev/agent`, `hoist.dev/queue`, `hoist.dev/entity` and
 //! `hoist.dev/build` (the tag's first 12 hex) labels and the run in a
 //! `hoist.dev/build-for` annotation, but never `hoist.dev/run-id`: the run's own
@@ -303,6 +313,30 @@ pub fn merge_kaniko_config(job: &mut Value, over: &Value) -> Result<(), BuildErr
     Ok(())
 }
 
+/// What buildah's chroot isolation needs (mounting `/proc` and bind mounts for `RUN`
+/// steps): `SYS_ADMIN` on the executor, and no AppArmor confinement (Debian's and
+/// Ubuntu's default profile refuses those mounts). Added by hoist after the agent's
+/// policy has checked `kaniko-config` (the policy's allow-lists are for runs; this is
+/// hoist's own executor), so the namespace of buildah builds must admit it: pod
+/// security `privileged` (`deploy/overlays/buildah`).
+fn add_buildah_privilege(job: &mut Value) {
+    let c = &mut job["spec"]["template"]["spec"]["containers"][0];
+    let caps = &mut c["securityContext"]["capabilities"]["add"];
+    if !caps.is_array() {
+        *caps = json!([]);
+    }
+    if let Some(list) = caps.as_array_mut()
+        && !list.iter().any(|x| x == "SYS_ADMIN")
+    {
+        list.push(json!("SYS_ADMIN"));
+    }
+    let key = format!("container.apparmor.security.beta.kubernetes.io/{EXECUTOR_CONTAINER}");
+    let ann = &mut job["spec"]["template"]["metadata"]["annotations"];
+    if ann.get(&key).is_none() {
+        ann[key.as_str()] = json!("unconfined");
+    }
+}
+
 /// `key=value` (W&B's form) → `--key=value`.
 fn normalize_arg(a: &str) -> String {
     let a = a.trim();
@@ -387,6 +421,22 @@ impl JobEngine {
     }
 
     fn cluster_error(&self, what: String, e: kube::Error) -> BuildError {
+        if api::status_code(&e) == Some(403) {
+            let message = format!(
+                "{what} in namespace {ns}: {} (the agent's Kubernetes identity needs the ClusterRole hoist-agent-builder of deploy/kubernetes/rbac.yaml bound in namespace {ns}, the build namespace: builder.namespace, else kubernetes.namespace)",
+                api::describe(&e),
+                ns = self.namespace
+            );
+            let source = crate::runners::RunnerError::Api {
+                message: message.clone(),
+                source: Box::new(e),
+                transient: false,
+            };
+            return BuildError::Cluster {
+                message,
+                source: Box::new(source),
+            };
+        }
         let source = api::api_error(format!("{what} in namespace {}", self.namespace), e);
         BuildError::Cluster {
             message: source.to_string(),
@@ -540,7 +590,7 @@ impl JobEngine {
             deadline: self.settings.build_timeout,
             kaniko_config: self.settings.kaniko_config.as_ref(),
         };
-        let object = job_object(&b)?;
+        let mut object = job_object(&b)?;
         let refusals = policy::check(&object, &self.kubernetes, self.secure_mode);
         let refusals: Vec<String> = refusals
             .into_iter()
@@ -551,6 +601,9 @@ impl JobEngine {
                 "the build Job is refused by this agent's Kubernetes policy (builder.kaniko-config): {}",
                 refusals.join("; ")
             )));
+        }
+        if b.executor == Executor::Buildah {
+            add_buildah_privilege(&mut object);
         }
         let job: Job = serde_json::from_value(object).map_err(|e| {
             BuildError::Source(format!(
@@ -1315,6 +1368,24 @@ mod tests {
                 "--tls-verify=false",
                 ".",
             ]
+        );
+    }
+
+    #[test]
+    fn buildah_gets_its_privilege_from_hoist_not_from_the_runs_allow_lists() {
+        let s = secret();
+        let mut job = job_object(&build(Executor::Buildah, &s, None)).unwrap();
+        // What the policy sees: nothing privileged.
+        let settings = KubernetesSettings::default();
+        assert!(policy::check(&job, &settings, false).is_empty());
+        add_buildah_privilege(&mut job);
+        add_buildah_privilege(&mut job);
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["SYS_ADMIN"]));
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["annotations"]
+                ["container.apparmor.security.beta.kubernetes.io/executor"],
+            "unconfined"
         );
     }
 
