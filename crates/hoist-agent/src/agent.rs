@@ -343,6 +343,24 @@ async fn usable_queues(
 /// stale one; bounded in time, and a failure only delays the clean-up to the next start.
 async fn sweep(shared: &Arc<Shared>, keep: &[String]) {
     const SWEEP_WITHIN: Duration = Duration::from_secs(30);
+    // No build survives its agent: what an earlier process left of its builds goes.
+    match tokio::time::timeout(SWEEP_WITHIN, shared.builder.sweep(&shared.name)).await {
+        Ok(Ok(n)) if n > 0 => {
+            tracing::info!(
+                message = "Deleted what an earlier process of this agent left of its image builds.",
+                builds = n
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(message = "Could not delete what an earlier process of this agent left of its image builds; the next start tries again.", error = %e);
+        }
+        Err(_) => {
+            tracing::warn!(
+                message = "Deleting what an earlier process of this agent left of its image builds took too long; the next start tries again."
+            );
+        }
+    }
     for (resource, runner) in &shared.runners {
         match tokio::time::timeout(SWEEP_WITHIN, runner.sweep(&shared.name, keep)).await {
             Ok(Ok(swept)) if !swept.is_empty() => {

@@ -26,7 +26,6 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use hoist_agent::builders::docker::{DirBuildOptions, DockerBuilder, build_dockerfile_dir};
-use hoist_agent::builders::kaniko::KanikoBuilder;
 use hoist_agent::builders::noop::NoopBuilder;
 use hoist_agent::builders::{
     ArtifactSource, BuildError, BuildSettings, Builder, Built, DirArtifacts, GitError,
@@ -1154,19 +1153,6 @@ async fn noop_builder_refuses_git_and_code_jobs() {
 }
 
 #[tokio::test]
-async fn kaniko_builder_says_it_is_not_available_yet() {
-    let e = KanikoBuilder
-        .build(&git_run(), &LogSink::new())
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("the kaniko builder runs builds as Kubernetes Jobs, which arrive with the Kubernetes runner (not available yet)"),
-        "{e:?}"
-    );
-    assert_eq!(e.failure().stage, hoist_core::run::FailureStage::Build);
-}
-
-#[tokio::test]
 async fn builder_from_config_picks_the_configured_one() {
     struct NoRegistry;
     #[async_trait::async_trait]
@@ -1201,4 +1187,29 @@ async fn builder_from_config_picks_the_configured_one() {
     assert_eq!(b.kind(), "docker");
     let e = b.build(&git_run(), &LogSink::new()).await.unwrap_err();
     assert!(e.to_string().contains("needs a Docker daemon"), "{e:?}");
+
+    // An in-cluster builder is made by the agent's start, which has the cluster.
+    let text = "builder:\n  type: kaniko\n  build-context-store: s3://bucket/contexts\nregistry:\n  type: oci\n  uri: 127.0.0.1:5001/team/app\n";
+    let cfg = hoist_agent::config::load_str(
+        text,
+        "launch-config.yaml",
+        &|_| None,
+        &hoist_agent::config::ConfigOverrides::default(),
+    )
+    .unwrap()
+    .config;
+    let b = builder_from_config(
+        &cfg,
+        None,
+        Arc::new(NoRegistry),
+        Client::new("http://127.0.0.1:9", None).unwrap(),
+    );
+    assert_eq!(b.kind(), "kaniko");
+    let e = b.build(&git_run(), &LogSink::new()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("need the agent's Kubernetes cluster"),
+        "{e:?}"
+    );
+    assert_eq!(e.failure().stage, hoist_core::run::FailureStage::Build);
 }

@@ -106,7 +106,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .work_dir
         .clone()
         .unwrap_or_else(crate::agent_start::default_work_root);
-    let parts = crate::agent_start::components(&cfg, work_root, &client).await?;
+    let parts = crate::agent_start::components(&cfg, work_root, &client, &name).await?;
     match &parts.docker {
         Ok(note) => tracing::info!(message = "Docker runner ready.", %note),
         Err(e) => {

@@ -41,6 +41,7 @@ pub async fn components(
     cfg: &AgentConfig,
     work_root: PathBuf,
     client: &Client,
+    name: &str,
 ) -> anyhow::Result<Components> {
     let artifacts: Arc<dyn hoist_agent::builders::ArtifactSource> = Arc::new(client.clone());
     let host_env = Arc::new(HostEnv::capture());
@@ -117,12 +118,18 @@ pub async fn components(
         }
     }
     let kubernetes = kubernetes.map(|(_, note)| note);
-    let builder = match registry {
-        Ok(registry) => {
+    let builder = match (registry, &cfg.builder.kind) {
+        (Ok(registry), hoist_agent::config::BuilderKind::Kaniko(k)) => {
+            in_cluster_builder(cfg, k, registry, client, env.as_ref(), name).await
+        }
+        (Ok(registry), _) => {
             builders::builder_from_config(cfg, docker_client.as_ref(), registry, client.clone())
         }
-        Err(message) => Arc::new(builders::UnavailableBuilder {
-            kind: "docker",
+        (Err(message), kind) => Arc::new(builders::UnavailableBuilder {
+            kind: match kind {
+                hoist_agent::config::BuilderKind::Kaniko(_) => cfg.builder.kind_type().as_str(),
+                _ => "docker",
+            },
             message,
         }) as Arc<dyn Builder>,
     };
@@ -134,6 +141,45 @@ pub async fn components(
         docker,
         kubernetes,
         environment,
+    })
+}
+
+/// The kaniko or buildah builder (builds as Kubernetes Jobs), or why there is none.
+#[cfg(feature = "kubernetes")]
+async fn in_cluster_builder(
+    cfg: &AgentConfig,
+    settings: &hoist_agent::config::KanikoSettings,
+    registry: Arc<dyn registries::Registry>,
+    client: &Client,
+    env: Option<&Arc<dyn environments::Environment>>,
+    name: &str,
+) -> Arc<dyn Builder> {
+    let artifacts = Arc::new(client.clone());
+    match builders::job::job_builder(cfg, settings, registry, artifacts, env, name.to_string())
+        .await
+    {
+        Ok(p) => Arc::new(p),
+        Err(message) => Arc::new(builders::UnavailableBuilder {
+            kind: cfg.builder.kind_type().as_str(),
+            message,
+        }),
+    }
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn in_cluster_builder(
+    cfg: &AgentConfig,
+    _settings: &hoist_agent::config::KanikoSettings,
+    _registry: Arc<dyn registries::Registry>,
+    _client: &Client,
+    _env: Option<&Arc<dyn environments::Environment>>,
+    _name: &str,
+) -> Arc<dyn Builder> {
+    Arc::new(builders::UnavailableBuilder {
+        kind: cfg.builder.kind_type().as_str(),
+        message:
+            "this hoist was built without the `kubernetes` feature, which in-cluster builds need"
+                .into(),
     })
 }
 

@@ -117,7 +117,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut cfg = loaded.config;
     cfg.max_jobs = max_jobs;
     let work_root = data_dir.join("runs");
-    let parts = crate::agent_start::components(&cfg, work_root, &client).await?;
+    let name = format!("{}-up", crate::agent_start::hostname());
+    let parts = crate::agent_start::components(&cfg, work_root, &client, &name).await?;
     let docker = parts.docker.clone();
     ensure_queue(
         &client,
@@ -149,7 +150,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         Err(e) => format!("(no `docker` queue: {e})"),
     };
-    let name = format!("{}-up", crate::agent_start::hostname());
     cfg.name = Some(name.clone());
 
     println!("hoist is up.");

@@ -109,6 +109,11 @@ impl K8sE2e {
 
     /// Starts (or restarts) the agent on `queues` and waits until it polls.
     fn agent(&mut self, queues: &[&str]) {
+        self.agent_env(queues, &[]);
+    }
+
+    /// [`K8sE2e::agent`] with more environment variables.
+    fn agent_env(&mut self, queues: &[&str], extra: &[(&str, &str)]) {
         let mut args = vec!["-c".to_string(), self.config.to_string_lossy().to_string()];
         for q in queues {
             args.push("-q".into());
@@ -116,9 +121,9 @@ impl K8sE2e {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
-        let a = self
-            .w
-            .spawn_agent_env(&self.agent_name, &args, &[("KUBECONFIG", &kubeconfig)]);
+        let mut env = vec![("KUBECONFIG", kubeconfig.as_str())];
+        env.extend_from_slice(extra);
+        let a = self.w.spawn_agent_env(&self.agent_name, &args, &env);
         self.agents.push(a);
         let name = self.agent_name.clone();
         self.w.wait_agents(&mut self.agents, &[&name]);
@@ -908,4 +913,162 @@ fn image_in_the_agents_registry_is_pulled_with_its_credentials() {
         !e.agent_log().contains(&password),
         "the registry password is in the agent's log"
     );
+}
+
+/// A code job on a kubernetes queue of an agent whose builder is kaniko, end to end
+/// through the CLI: the context goes to moto's S3, the stand-in executor
+/// (`HOIST_TEST_KANIKO_IMAGE`: kaniko's command line, a real buildah build) builds it
+/// in a Job and pushes to the password-protected registry, and the run's pod pulls
+/// the pushed image with the run's pull Secret and prints what the build copied in.
+/// The relaunch finds the tag in the registry: no build Job. Nothing of the builds is
+/// left in the namespace or in the bucket.
+#[test]
+fn code_job_is_built_in_the_cluster_then_runs_from_the_pushed_image() {
+    require_k8s!();
+    let executor = env("HOIST_TEST_KANIKO_IMAGE");
+    let moto = env("HOIST_TEST_MOTO_URL");
+    let host = env("HOIST_TEST_AUTH_REGISTRY");
+    let user = env("HOIST_TEST_AUTH_REGISTRY_USER");
+    let password = std::fs::read_to_string(env("HOIST_TEST_AUTH_REGISTRY_PASSWORD_FILE"))
+        .expect("registry password")
+        .trim()
+        .to_string();
+    let docker_dir = tempfile::tempdir().expect("tempdir");
+    {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        std::fs::write(
+            docker_dir.path().join("config.json"),
+            serde_json::json!({"auths": {host.as_str(): {"auth": auth}}}).to_string(),
+        )
+        .expect("docker config");
+    }
+    let bucket = unique("ctx");
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .expect("curl")
+    };
+    assert_eq!(curl(&["-X", "PUT", &format!("{moto}/{bucket}")]), "200");
+    let registry = format!(
+        "registry:\n  type: oci\n  uri: {host}/hoist-e2e/{}\n  credentials-file: {}\n",
+        unique("app"),
+        docker_dir.path().join("config.json").display()
+    );
+    let agent_config = format!(
+        r#"environment: {{type: aws, region: us-east-1}}
+builder:
+  type: kaniko
+  build-context-store: s3://{bucket}/contexts
+  secret-name: aws-creds
+  secret-key: credentials
+  kaniko-image: {executor}
+  kaniko-config:
+    spec:
+      template:
+        spec:
+          hostNetwork: true
+          containers:
+          - securityContext: {{capabilities: {{add: [SYS_ADMIN]}}}}
+            env:
+            - {{name: S3_ENDPOINT, value: "{moto}"}}
+            - {{name: S3_FORCE_PATH_STYLE, value: "true"}}
+            - {{name: AWS_REGION, value: us-east-1}}
+kubernetes:
+  allow-host-network: true
+  allow-cap-add: [SYS_ADMIN]
+"#
+    );
+    let mut e = K8sE2e::with_registry("k8s-kaniko", &registry, &agent_config);
+    // Builds go to the agent's default namespace: the test's.
+    let config = std::fs::read_to_string(&e.config).unwrap().replace(
+        "kubernetes:\n",
+        &format!("kubernetes:\n  namespace: {}\n", e.ns.name),
+    );
+    std::fs::write(&e.config, config).unwrap();
+    e.ns.kubectl.ok_with_input(
+        &[
+            "-n",
+            &e.ns.name,
+            "create",
+            "secret",
+            "generic",
+            "aws-creds",
+            "--from-file=credentials=/dev/stdin",
+        ],
+        "[default]\naws_access_key_id = AKIAHOISTTEST0000001\naws_secret_access_key = hoist-test-secret-key-value\n",
+    );
+    e.queue(
+        "kq",
+        &seed_job(&e.ns.name, "", "")
+            .replace(&format!("image: {}", image()), "image: ${image_uri}"),
+        &[],
+    );
+    e.agent_env(
+        &["kq"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAHOISTTEST0000001"),
+            ("AWS_SECRET_ACCESS_KEY", "hoist-test-secret-key-value"),
+            ("AWS_ENDPOINT_URL", &moto),
+        ],
+    );
+    let nonce = unique("hello");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("Dockerfile"),
+        "FROM 127.0.0.1:5000/hoist-test/busybox:latest\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(src.path().join("hello.txt"), format!("{nonce}\n")).unwrap();
+    let srcs = src.path().to_string_lossy().to_string();
+    e.w.run(&[
+        "job",
+        "create",
+        "code",
+        "app",
+        &srcs,
+        "--entry-point",
+        "cat /hello.txt",
+    ])
+    .ok();
+
+    let r = e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
+    let id = launched_id(&r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l == nonce),
+        "{}\n{}\nlogs: {:#?}\nagent:\n{}",
+        r.stdout,
+        r.stderr,
+        e.w.run_logs(&id),
+        e.agent_log()
+    );
+    assert_eq!(e.w.show_run(&id)["state"], "finished");
+    let logs: Vec<String> = e.w.run_logs(&id).into_iter().map(|(_, l)| l).collect();
+    assert!(logs.iter().any(|l| l.contains("in the Kubernetes Job")), "{logs:#?}");
+    assert!(logs.iter().any(|l| l.starts_with("STEP ")), "{logs:#?}");
+    e.wait_nothing_left(&id);
+    e.ns.kubectl.wait_none(&e.ns.name, "jobs,pods", "hoist.dev/build");
+    assert!(e.ns.kubectl.names(&e.ns.name, "secrets", "hoist.dev/build").is_empty());
+    let listing = std::process::Command::new("curl")
+        .args(["-s", &format!("{moto}/{bucket}?list-type=2")])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listing.stdout).contains(".tar.gz"),
+        "the context is left in the bucket: {}",
+        String::from_utf8_lossy(&listing.stdout)
+    );
+
+    // The relaunch: the registry has the tag, nothing is built.
+    let r = e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
+    let again = launched_id(&r.stderr);
+    assert!(r.stdout.lines().any(|l| l == nonce), "{}\n{}", r.stdout, r.stderr);
+    let logs: Vec<String> = e.w.run_logs(&again).into_iter().map(|(_, l)| l).collect();
+    assert!(logs.iter().any(|l| l.contains("exists; no build")), "{logs:#?}");
+    assert!(!logs.iter().any(|l| l.contains("Kubernetes Job")), "{logs:#?}");
+    assert!(!e.agent_log().contains(&password));
+    assert!(!e.agent_log().contains("hoist-test-secret-key-value"));
 }

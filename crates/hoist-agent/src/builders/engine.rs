@@ -54,4 +54,11 @@ pub trait Engine: Send + Sync + 'static {
     /// to `logs` as it comes. Dropping the future cancels the build: the engine removes
     /// what it created for it.
     async fn build(&self, req: &BuildRequest<'_>, logs: &LogSink) -> Result<(), BuildError>;
+
+    /// Deletes what an earlier process of the agent `agent` left of its builds; see
+    /// [`super::Builder::sweep`].
+    async fn sweep(&self, agent: &str) -> Result<usize, BuildError> {
+        let _ = agent;
+        Ok(0)
+    }
 }

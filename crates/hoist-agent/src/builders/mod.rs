@@ -7,8 +7,9 @@
 //! - [`docker`]: the pipeline with the Docker Engine API as its engine.
 //! - [`noop`]: prebuilt images only; a git or code job fails at once, saying what to
 //!   configure.
-//! - [`kaniko`]: configured and validated now (`config/`); it builds in Kubernetes (a
-//!   later issue) and answers a clear error until then.
+//! - [`job`]: the pipeline with an in-cluster engine (`kaniko`, or hoist's `buildah`):
+//!   the context goes to an object store ([`stores`]), the build runs as a Kubernetes
+//!   Job.
 //!
 //! [`builder_from_config`] picks one from the agent config. The agent calls
 //! [`Builder::build`] for a run whose `job_source` is git or code, between `claimed`
@@ -57,7 +58,8 @@ pub mod checkout;
 pub mod docker;
 mod dockerfile;
 pub mod engine;
-pub mod kaniko;
+#[cfg(feature = "kubernetes")]
+pub mod job;
 pub mod noop;
 mod output;
 pub mod pipeline;
@@ -151,6 +153,22 @@ pub enum BuildError {
         #[source]
         source: RegistryError,
     },
+    /// The object store of build contexts (`builder.build-context-store`): missing
+    /// bucket, refused credentials, unreachable.
+    #[error("{message}")]
+    Store {
+        message: String,
+        #[source]
+        source: stores::ContextStoreError,
+    },
+    /// The Kubernetes API server, for an in-cluster build (creating, watching or
+    /// deleting the build Job and its Secret).
+    #[error("{message}")]
+    Cluster {
+        message: String,
+        #[source]
+        source: Box<crate::runners::RunnerError>,
+    },
     /// Blocking work of the build (unpacking, packing, reading the source tree) was
     /// cancelled or panicked.
     #[error("{message}")]
@@ -190,6 +208,8 @@ impl BuildError {
             BuildError::Git { source, .. } => source.is_transient(),
             BuildError::Artifact { source, .. } => source.is_transient(),
             BuildError::Registry { source, .. } => source.is_transient(),
+            BuildError::Store { source, .. } => source.is_transient(),
+            BuildError::Cluster { source, .. } => source.is_transient(),
             BuildError::Build {
                 step: None,
                 source: Some(e),
@@ -410,6 +430,14 @@ pub trait Builder: Send + Sync {
     /// The image of `run`'s job source (`run.job_source` git or code), built unless
     /// the destination has it already. Output goes to `logs`.
     async fn build(&self, run: &Run, logs: &LogSink) -> Result<Built, BuildError>;
+
+    /// Deletes what an earlier process of the agent `agent` left of its builds (an
+    /// in-cluster build's Job, Secret and context); before the agent's first claim.
+    /// Returns how many builds were cleaned up.
+    async fn sweep(&self, agent: &str) -> Result<usize, BuildError> {
+        let _ = agent;
+        Ok(0)
+    }
 }
 
 /// Where the docker builder gets code artifacts (`JobSource::Code`) from.
@@ -586,7 +614,11 @@ pub fn builder_from_config(
     use std::sync::Arc;
     match &cfg.builder.kind {
         BuilderKind::Noop => Arc::new(noop::NoopBuilder),
-        BuilderKind::Kaniko(_) => Arc::new(kaniko::KanikoBuilder),
+        // Made by the agent's start (`job::job_builder`), which has the cluster.
+        BuilderKind::Kaniko(_) => Arc::new(UnavailableBuilder {
+            kind: cfg.builder.kind_type().as_str(),
+            message: "in-cluster builds (kaniko, buildah) need the agent's Kubernetes cluster and build-context store, which the agent connects when it starts (builders::job::job_builder)".into(),
+        }),
         BuilderKind::Docker => match docker {
             Some(d) => Arc::new(docker::DockerBuilder::new(
                 d.clone(),

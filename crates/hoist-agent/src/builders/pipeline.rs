@@ -293,6 +293,10 @@ impl Builder for Pipeline {
         self.engine.kind()
     }
 
+    async fn sweep(&self, agent: &str) -> Result<usize, BuildError> {
+        self.engine.sweep(agent).await
+    }
+
     async fn build(&self, run: &Run, logs: &LogSink) -> Result<Built, BuildError> {
         let source = buildable_source(run)?;
         let started = Instant::now();
