@@ -8,6 +8,8 @@
 //! A test whose emulator is not configured is skipped with a note, unless
 //! `HOIST_TEST_REQUIRE_SERVICES` is set (then it fails).
 
+#![cfg(all(feature = "aws", feature = "gcp", feature = "azure"))]
+
 mod registry_fakes;
 
 use std::path::{Path, PathBuf};

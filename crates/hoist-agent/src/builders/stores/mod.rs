@@ -38,6 +38,9 @@
 //! Errors ([`ContextStoreError`]) name the store's URL, the operation and what to do;
 //! they never contain a credential (the stores' `Debug` neither).
 
+// The shared helpers serve the stores of the features built.
+#![cfg_attr(not(all(feature = "aws", feature = "gcp")), allow(dead_code))]
+
 use std::path::Path;
 use std::sync::Arc;
 

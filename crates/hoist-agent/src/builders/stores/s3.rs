@@ -178,7 +178,8 @@ impl S3Store {
                 };
                 let action = match op {
                     Operation::Check => "s3:ListBucket on the bucket",
-                    Operation::Size => "s3:GetObject on the prefix",
+                    // (Without s3:ListBucket, S3 answers a missing object 403.)
+                    Operation::Size => "s3:GetObject on the prefix and s3:ListBucket on the bucket",
                     Operation::Upload => "s3:PutObject (and s3:AbortMultipartUpload) on the prefix",
                     Operation::Delete => "s3:DeleteObject on the prefix",
                 };
@@ -223,8 +224,7 @@ impl S3Store {
             }
             (SdkError::ConstructionFailure(_), _) => {
                 let cause = error_chain(&e as &(dyn std::error::Error + 'static));
-                // The request could not be made: most often no credentials (the
-                // chain's message lists what it tried).
+                // The request could not be built (a name the SDK refuses…).
                 ContextStoreError::Config {
                     message: format!("{what}: the request could not be made: {cause}"),
                     source: Some(Box::new(e)),
