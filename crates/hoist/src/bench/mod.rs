@@ -12,7 +12,9 @@
 //! - [`logs`]: run logs (append and concurrent paging throughput, server peak memory
 //!   against raw file IO), `hoist bench logs`.
 //! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
-//!   against `docker build`), `hoist bench build`.
+//!   against `docker build`), `hoist bench build`. With `--kaniko-agent-config` and
+//!   `--kaniko-queue-config`: the in-cluster (kaniko) builder against the docker builder
+//!   on the same job, cold and cache hit (`scripts/bench-kaniko.sh`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
