@@ -26,7 +26,7 @@ use hoist_agent::config::{BuildContextStore, EnvironmentConfig};
 use hoist_agent::environments::gcp::GcpEnvironment;
 use hoist_agent::environments::{Ambient, Environment};
 use rand::RngCore;
-use registry_fakes::{AZURE_STORAGE_SCOPE, Server, closed_port};
+use registry_fakes::{Server, closed_port};
 
 const AWS_KEY_ID: &str = "AKIAHOISTSTORE000001";
 const AWS_SECRET: &str = "hoist-store-secret-key-value-0001";
@@ -1090,28 +1090,12 @@ impl Azurite {
             .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
             .build()
             .unwrap();
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT),
-            ("client_secret", AZ_SECRET),
-            ("scope", AZURE_STORAGE_SCOPE),
-        ];
-        let t: serde_json::Value = plain()
-            .post(format!("{}/{TENANT}/oauth2/v2.0/token", self.aad.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(form)
-                    .finish(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = self
+            .aad
+            .azure_storage_token(TENANT, CLIENT, AZ_SECRET)
+            .await;
         http.request(method, format!("{}/{path}", self.url))
-            .bearer_auth(t["access_token"].as_str().unwrap())
+            .bearer_auth(token)
             .header("x-ms-version", "2021-08-06")
     }
 

@@ -663,12 +663,25 @@ impl JobEngine {
 
     /// Step 4: waits for the executor to start, streams its output, reads its end.
     async fn follow(&self, name: &str, logs: &LogSink) -> Result<(), BuildError> {
+        // The Job was created just before: its deadline runs from about now.
+        let started = Instant::now();
         let pod = self.executor_pod(name).await?;
         let mut progress = Progress::default();
-        if let PodState::Started = pod.1 {
+        // An executor that ended before it was seen running (a context it could not
+        // fetch) has its whole output to give too.
+        if matches!(pod.1, PodState::Started | PodState::Ended) {
             self.stream(&pod.0, &mut progress, logs).await;
         }
-        let end = self.container_end(&pod.0, name).await?;
+        let mut end = self.container_end(&pod.0, name).await?;
+        let near_deadline =
+            started.elapsed() + Duration::from_secs(2) >= self.settings.build_timeout;
+        if matches!(end, End::Exited(c) if c != 0)
+            && near_deadline
+            && self.past_deadline(name).await
+        {
+            // Killed by the Job controller at the deadline, not failed by itself.
+            end = End::DeadlineExceeded;
+        }
         match end {
             End::Exited(0) => {
                 if let Some(d) = end_message(&self.pods(), &pod.0).await {
@@ -852,9 +865,24 @@ impl JobEngine {
         loop {
             let p = self
                 .pods()
-                .get(pod)
+                .get_opt(pod)
                 .await
                 .map_err(|e| self.cluster_error(format!("reading the build pod {pod}"), e))?;
+            let Some(p) = p else {
+                // The Job controller deletes the pods of a Job past its deadline.
+                if let Ok(j) = self.jobs().get(job).await
+                    && job_deadline_exceeded(&j)
+                {
+                    return Ok(End::DeadlineExceeded);
+                }
+                if Instant::now() > deadline {
+                    return Ok(End::Failed(format!(
+                        "the build pod {pod} was deleted before its executor ended"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            };
             if let Some(end) = end_of(&p) {
                 return Ok(end);
             }
@@ -870,6 +898,23 @@ impl JobEngine {
                         "the build pod {pod} reports no end of its executor"
                     )));
                 }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The Job `name` failed at its deadline (the controller records it as it deletes
+    /// the pods; waited for briefly).
+    async fn past_deadline(&self, name: &str) -> bool {
+        let until = Instant::now() + spec_status_lag();
+        loop {
+            if let Ok(j) = self.jobs().get(name).await
+                && job_deadline_exceeded(&j)
+            {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -1381,10 +1426,12 @@ mod tests {
         add_buildah_privilege(&mut job);
         add_buildah_privilege(&mut job);
         let c = &job["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["SYS_ADMIN"]));
         assert_eq!(
-            job["spec"]["template"]["metadata"]["annotations"]
-                ["container.apparmor.security.beta.kubernetes.io/executor"],
+            c["securityContext"]["capabilities"]["add"],
+            json!(["SYS_ADMIN"])
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/executor"],
             "unconfined"
         );
     }

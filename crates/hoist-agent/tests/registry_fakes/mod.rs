@@ -107,6 +107,32 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
+    /// An Azure Storage access token of this fake Azure AD, for a client it knows
+    /// (client credentials with a secret): what a test sends to Azurite itself.
+    pub async fn azure_storage_token(&self, tenant: &str, client: &str, secret: &str) -> String {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret),
+            ("scope", AZURE_STORAGE_SCOPE),
+        ];
+        let t: Value = reqwest::Client::new()
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        t["access_token"].as_str().unwrap().to_string()
+    }
+
     pub async fn start(configure: impl FnOnce(&mut Fake)) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
