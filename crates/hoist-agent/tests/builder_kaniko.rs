@@ -90,7 +90,15 @@ async fn setup() -> Setup {
     // The cloud credentials of the executor, as `secret-name`/`secret-key`.
     let creds = "[default]\naws_access_key_id = AKIAHOISTTEST0000001\naws_secret_access_key = hoist-test-secret-key-value\n";
     ns.kubectl.ok_with_input(
-        &["-n", &ns.name, "create", "secret", "generic", "aws-creds", "--from-file=credentials=/dev/stdin"],
+        &[
+            "-n",
+            &ns.name,
+            "create",
+            "secret",
+            "generic",
+            "aws-creds",
+            "--from-file=credentials=/dev/stdin",
+        ],
         creds,
     );
     let docker_dir = tempfile::tempdir().unwrap();
@@ -138,16 +146,24 @@ kubernetes:
         kubeconfig = env("HOIST_TEST_KUBECONFIG"),
         ns = ns.name,
     );
-    let cfg = load_str(&yaml, "launch-config.yaml", &|_| None, &ConfigOverrides::default())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config;
+    let cfg = load_str(
+        &yaml,
+        "launch-config.yaml",
+        &|_| None,
+        &ConfigOverrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .config;
     let hoist_agent::config::BuilderKind::Kaniko(settings) = &cfg.builder.kind else {
         panic!("not kaniko: {:?}", cfg.builder.kind)
     };
     let ambient = Ambient::new(
         [
             ("AWS_ACCESS_KEY_ID", "AKIAHOISTTEST0000001".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", "hoist-test-secret-key-value".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "hoist-test-secret-key-value".to_string(),
+            ),
             ("AWS_ENDPOINT_URL", moto.clone()),
         ],
         None,
@@ -155,8 +171,9 @@ kubernetes:
     let environment = from_config_with(cfg.environment.as_ref().unwrap(), &ambient)
         .await
         .unwrap();
-    let store = stores::from_config_with(&settings.build_context_store, Some(&environment), &ambient)
-        .unwrap();
+    let store =
+        stores::from_config_with(&settings.build_context_store, Some(&environment), &ambient)
+            .unwrap();
     let registry = registries::from_config(&cfg.registry, Some(&environment), None)
         .await
         .unwrap();
@@ -211,24 +228,45 @@ async fn kaniko_build_pushes_and_leaves_nothing_then_a_relaunch_is_a_cache_hit()
     let source = code_job(
         &s.artifacts,
         &[
-            ("Dockerfile", "FROM 127.0.0.1:5000/hoist-test/busybox:latest\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n"),
+            (
+                "Dockerfile",
+                "FROM 127.0.0.1:5000/hoist-test/busybox:latest\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+            ),
             ("hello.txt", &format!("hello from {nonce}\n")),
         ],
     );
     let logs = LogSink::new();
-    let built = tokio::time::timeout(Duration::from_secs(300), s.pipeline.build(&run_for(source.clone()), &logs))
-        .await
-        .expect("the build ends")
-        .unwrap_or_else(|e| panic!("{e}\n{:#?}", lines(&logs)));
+    let built = tokio::time::timeout(
+        Duration::from_secs(300),
+        s.pipeline.build(&run_for(source.clone()), &logs),
+    )
+    .await
+    .expect("the build ends")
+    .unwrap_or_else(|e| panic!("{e}\n{:#?}", lines(&logs)));
     assert!(!built.cache_hit);
     let text = lines(&logs);
-    assert!(text.iter().any(|l| l.contains("uploading the build context")), "{text:#?}");
-    assert!(text.iter().any(|l| l.contains("in the Kubernetes Job")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|l| l.contains("uploading the build context")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|l| l.contains("in the Kubernetes Job")),
+        "{text:#?}"
+    );
     // The executor's own output reached the run's logs, the RUN step's output with it.
-    assert!(text.iter().any(|l| l.contains(&format!("hello from {nonce}"))), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|l| l.contains(&format!("hello from {nonce}"))),
+        "{text:#?}"
+    );
     assert_clean(&s);
     let key = format!("{}.tar.gz", built.tag);
-    assert_eq!(s.store.size(&key).await.unwrap(), None, "the context is deleted");
+    assert_eq!(
+        s.store.size(&key).await.unwrap(),
+        None,
+        "the context is deleted"
+    );
 
     // The same source again: the registry has the tag; no Job, no upload.
     let logs = LogSink::new();
@@ -236,8 +274,15 @@ async fn kaniko_build_pushes_and_leaves_nothing_then_a_relaunch_is_a_cache_hit()
     assert!(again.cache_hit);
     assert_eq!(again.image, built.image);
     let text = lines(&logs);
-    assert!(!text.iter().any(|l| l.contains("Kubernetes Job")), "{text:#?}");
-    assert!(s.ns.kubectl.names(&s.ns.name, "jobs", "hoist.dev/build").is_empty());
+    assert!(
+        !text.iter().any(|l| l.contains("Kubernetes Job")),
+        "{text:#?}"
+    );
+    assert!(
+        s.ns.kubectl
+            .names(&s.ns.name, "jobs", "hoist.dev/build")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,18 +291,31 @@ async fn a_failing_step_is_named_with_the_executors_tail_and_nothing_is_left() {
     let s = setup().await;
     let source = code_job(
         &s.artifacts,
-        &[
-            ("Dockerfile", &format!("FROM 127.0.0.1:5000/hoist-test/busybox:latest\nRUN echo {} && exit 3\n", unique("boom"))),
-        ],
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM 127.0.0.1:5000/hoist-test/busybox:latest\nRUN echo {} && exit 3\n",
+                unique("boom")
+            ),
+        )],
     );
     let logs = LogSink::new();
-    let e = tokio::time::timeout(Duration::from_secs(300), s.pipeline.build(&run_for(source), &logs))
-        .await
-        .expect("the build ends")
-        .unwrap_err();
-    let step = e.step().unwrap_or_else(|| panic!("no step: {e}\n{:#?}", lines(&logs)));
+    let e = tokio::time::timeout(
+        Duration::from_secs(300),
+        s.pipeline.build(&run_for(source), &logs),
+    )
+    .await
+    .expect("the build ends")
+    .unwrap_err();
+    let step = e
+        .step()
+        .unwrap_or_else(|| panic!("no step: {e}\n{:#?}", lines(&logs)));
     assert!(step.starts_with("RUN echo boom"), "{step}");
-    assert!(e.to_string().contains("the image build failed at step `RUN echo"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the image build failed at step `RUN echo"),
+        "{e}"
+    );
     assert!(!e.output_tail().is_empty());
     assert!(!e.is_transient());
     assert_clean(&s);

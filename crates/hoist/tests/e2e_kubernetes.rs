@@ -1035,7 +1035,8 @@ kubernetes:
     ])
     .ok();
 
-    let r = e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
+    let r =
+        e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
     let id = launched_id(&r.stderr);
     assert!(
         r.stdout.lines().any(|l| l == nonce),
@@ -1047,11 +1048,19 @@ kubernetes:
     );
     assert_eq!(e.w.show_run(&id)["state"], "finished");
     let logs: Vec<String> = e.w.run_logs(&id).into_iter().map(|(_, l)| l).collect();
-    assert!(logs.iter().any(|l| l.contains("in the Kubernetes Job")), "{logs:#?}");
+    assert!(
+        logs.iter().any(|l| l.contains("in the Kubernetes Job")),
+        "{logs:#?}"
+    );
     assert!(logs.iter().any(|l| l.starts_with("STEP ")), "{logs:#?}");
     e.wait_nothing_left(&id);
-    e.ns.kubectl.wait_none(&e.ns.name, "jobs,pods", "hoist.dev/build");
-    assert!(e.ns.kubectl.names(&e.ns.name, "secrets", "hoist.dev/build").is_empty());
+    e.ns.kubectl
+        .wait_none(&e.ns.name, "jobs,pods", "hoist.dev/build");
+    assert!(
+        e.ns.kubectl
+            .names(&e.ns.name, "secrets", "hoist.dev/build")
+            .is_empty()
+    );
     let listing = std::process::Command::new("curl")
         .args(["-s", &format!("{moto}/{bucket}?list-type=2")])
         .output()
@@ -1063,12 +1072,24 @@ kubernetes:
     );
 
     // The relaunch: the registry has the tag, nothing is built.
-    let r = e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
+    let r =
+        e.w.run(&["launch", "--queue", "kq", "--job", "app", "--wait"]);
     let again = launched_id(&r.stderr);
-    assert!(r.stdout.lines().any(|l| l == nonce), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.lines().any(|l| l == nonce),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let logs: Vec<String> = e.w.run_logs(&again).into_iter().map(|(_, l)| l).collect();
-    assert!(logs.iter().any(|l| l.contains("exists; no build")), "{logs:#?}");
-    assert!(!logs.iter().any(|l| l.contains("Kubernetes Job")), "{logs:#?}");
+    assert!(
+        logs.iter().any(|l| l.contains("exists; no build")),
+        "{logs:#?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("Kubernetes Job")),
+        "{logs:#?}"
+    );
     assert!(!e.agent_log().contains(&password));
     assert!(!e.agent_log().contains("hoist-test-secret-key-value"));
 }

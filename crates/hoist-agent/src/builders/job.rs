@@ -1381,10 +1381,12 @@ mod tests {
         add_buildah_privilege(&mut job);
         add_buildah_privilege(&mut job);
         let c = &job["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["SYS_ADMIN"]));
         assert_eq!(
-            job["spec"]["template"]["metadata"]["annotations"]
-                ["container.apparmor.security.beta.kubernetes.io/executor"],
+            c["securityContext"]["capabilities"]["add"],
+            json!(["SYS_ADMIN"])
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/executor"],
             "unconfined"
         );
     }
