@@ -162,6 +162,7 @@ impl Reporter {
             reason: r.reason,
             exit_code: r.exit_code,
             failure: r.failure,
+            built: None,
         });
     }
 
