@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_client::Client;
-use hoist_core::api::{ClaimedRun, Failure, JobSource, LogBatch, Run, RunUpdate};
+use hoist_core::api::{BuiltImage, ClaimedRun, Failure, JobSource, LogBatch, Run, RunUpdate};
 use hoist_core::run::{FailureStage, RunState};
 use hoist_core::secret::{EnvVars, Secret};
 use tokio::sync::mpsc;
@@ -162,6 +162,7 @@ impl Reporter {
             reason: r.reason,
             exit_code: r.exit_code,
             failure: r.failure,
+            built: r.built.map(|b| *b),
         });
     }
 
@@ -191,6 +192,9 @@ struct Report {
     reason: String,
     exit_code: Option<i32>,
     failure: Option<Failure>,
+    /// The image built for the run (with `starting`, after a build); boxed to keep
+    /// reports (and the `Result`s carrying them) small.
+    built: Option<Box<BuiltImage>>,
 }
 
 impl Report {
@@ -200,6 +204,7 @@ impl Report {
             reason: reason.into(),
             exit_code: None,
             failure: None,
+            built: None,
         }
     }
 
@@ -214,6 +219,7 @@ impl Report {
                 message,
                 log_tail,
             }),
+            built: None,
         }
     }
 }
@@ -296,13 +302,13 @@ async fn drive(ctx: &mut RunCtx, adopted: bool) -> Ending {
         Ok(p) => p,
         Err(r) => return Ending::Report(r, None),
     };
-    let build_note = if plan.build {
+    let (build_note, built) = if plan.build {
         match build(ctx).await {
-            Ok(note) => Some(note),
+            Ok((note, built)) => (Some(note), Some(built)),
             Err(ending) => return ending,
         }
     } else {
-        None
+        (None, None)
     };
     let (job, macro_summary) = job_spec(ctx);
     let started = if adopted {
@@ -315,7 +321,7 @@ async fn drive(ctx: &mut RunCtx, adopted: bool) -> Ending {
                 reason.push_str(note);
             }
         }
-        start(ctx, plan.runner.as_ref(), plan.caps, &job, reason).await
+        start(ctx, plan.runner.as_ref(), plan.caps, &job, reason, built).await
     };
     match started {
         Ok((exec, stopping)) => supervise_execution(ctx, exec, stopping, plan.caps).await,
@@ -356,8 +362,9 @@ fn prepare(ctx: &RunCtx, adopted: bool) -> Result<Plan, Report> {
     })
 }
 
-/// Finds or builds the job's image; returns the note for the `starting` report.
-async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
+/// Finds or builds the job's image; returns the note and the image for the `starting`
+/// report.
+async fn build(ctx: &mut RunCtx) -> Result<(String, BuiltImage), Ending> {
     let shared = ctx.shared.clone();
     let job_name = ctx
         .run
@@ -387,8 +394,15 @@ async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
             } else {
                 format!("built image {}", built.image)
             };
-            ctx.run.image = Some(built.image);
-            Ok(note)
+            ctx.run.image = Some(built.image.clone());
+            Ok((
+                note,
+                BuiltImage {
+                    image: built.image,
+                    cache_hit: built.cache_hit,
+                    builder: shared.builder.kind().to_string(),
+                },
+            ))
         }
         Some(Err(e)) => {
             let failure = e.failure();
@@ -408,6 +422,7 @@ async fn build(ctx: &mut RunCtx) -> Result<String, Ending> {
                         log_tail,
                         ..failure
                     }),
+                    built: None,
                 },
                 None,
             ))
@@ -611,6 +626,7 @@ async fn start(
     caps: Capabilities,
     job: &JobSpec,
     reason: String,
+    built: Option<BuiltImage>,
 ) -> Result<(Box<dyn Execution>, bool), Ending> {
     let timeout = ctx.shared.config.start_timeout;
     let deadline = Instant::now() + timeout;
@@ -641,10 +657,13 @@ async fn start(
                 r = &mut attempt => break Some(r),
                 _ = tokio::time::sleep_until(confirm_at), if confirm_early && !confirmed => {
                     confirmed = true;
-                    ctx.report(Report::progress(
-                        RunState::Starting,
-                        format!("{reason}; the job is still being started"),
-                    ));
+                    ctx.report(Report {
+                        built: built.clone().map(Box::new),
+                        ..Report::progress(
+                            RunState::Starting,
+                            format!("{reason}; the job is still being started"),
+                        )
+                    });
                 }
                 _ = tokio::time::sleep_until(deadline) => break None,
             }
@@ -676,7 +695,10 @@ async fn start(
         }
     };
     if !confirmed {
-        ctx.report(Report::progress(RunState::Starting, reason));
+        ctx.report(Report {
+            built: built.map(Box::new),
+            ..Report::progress(RunState::Starting, reason)
+        });
     }
     if caps.reports_pending {
         ctx.sink.system(&format!(
@@ -928,12 +950,14 @@ fn outcome(
             reason: format!("stopped ({exit})"),
             exit_code: exit.code(),
             failure: None,
+            built: None,
         },
         Ok(exit) if exit.success() => Report {
             state: RunState::Finished,
             reason: exit.to_string(),
             exit_code: Some(0),
             failure: None,
+            built: None,
         },
         Ok(exit) => {
             let message = match &exit {

@@ -320,6 +320,16 @@ async fn docker_code_job_is_built_then_a_cache_hit() {
         "{}",
         starting.reason
     );
+    // The run records the image and that it was built, by the docker builder.
+    let built = r.built.clone().expect("the run records its built image");
+    assert!(built.image.starts_with("hoist-build:"), "{built:?}");
+    assert!(!built.cache_hit, "{built:?}");
+    assert_eq!(built.builder, "docker");
+    assert!(
+        starting.reason.contains(&built.image),
+        "{}",
+        starting.reason
+    );
     assert!(
         logs(&e.client, &first.id)
             .await
@@ -337,6 +347,11 @@ async fn docker_code_job_is_built_then_a_cache_hit() {
         "{}",
         starting.reason
     );
+    // The same image, recorded as a cache hit.
+    let hit = r.built.clone().expect("the relaunch records its image");
+    assert_eq!(hit.image, built.image);
+    assert!(hit.cache_hit, "{hit:?}");
+    assert_eq!(hit.builder, "docker");
 
     // A failing build fails the run at stage `build`, naming the step.
     code_job(
@@ -356,24 +371,19 @@ async fn docker_code_job_is_built_then_a_cache_hit() {
     let f = r.failure.unwrap();
     assert_eq!(f.stage, FailureStage::Build);
     assert!(f.message.contains("exit 3"), "{}", f.message);
+    assert_eq!(r.built, None, "a failed build records no image");
     // Clean up the built image.
-    if let Some(img) = starting
-        .reason
-        .split_whitespace()
-        .find(|w| w.starts_with("hoist-build:"))
-    {
-        let d = bollard::Docker::connect_with_unix_defaults()
-            .unwrap()
-            .negotiate_version()
-            .await
-            .unwrap();
-        let _ = d
-            .remove_image(
-                img,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
+    let d = bollard::Docker::connect_with_unix_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let _ = d
+        .remove_image(
+            &built.image,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
     e.shutdown().await;
 }

@@ -719,7 +719,10 @@ async fn a_store_the_executor_cannot_reach_fails_the_build_naming_it() {
         "{m}\n{text:#?}"
     );
     // Where it tried, and what: the endpoint and the context's bucket and key.
-    assert!(m.contains(&format!("could not reach S3 at {dead}/ctx-")), "{m}");
+    assert!(
+        m.contains(&format!("could not reach S3 at {dead}/ctx-")),
+        "{m}"
+    );
     assert!(m.contains(".tar.gz"), "{m}");
     s.assert_clean();
     // The context the agent uploaded is gone too.

@@ -493,6 +493,11 @@ pub struct Run {
     pub attempts: u32,
     pub exit_code: Option<i32>,
     pub failure: Option<Failure>,
+    /// The image the agent built (or found already built) for the run's git or code
+    /// job; absent until then, and for runs that name an image. A later attempt that
+    /// builds again replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<BuiltImage>,
     /// Every state change; present in `GET /runs/{id}`, absent in lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Vec<Transition>>,
@@ -500,6 +505,18 @@ pub struct Run {
     /// scheduled…), oldest first; present in `GET /runs/{id}`, absent in lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<Vec<RunWarning>>,
+}
+
+/// The image an agent's builder produced for a run's job source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltImage {
+    /// The reference the runner started (`hoist-build:<tag>`, `<repository>:<tag>`).
+    pub image: String,
+    /// The destination had the image already: nothing was built or pushed.
+    pub cache_hit: bool,
+    /// The agent's builder: `docker`, `kaniko`, `buildah`…
+    pub builder: String,
 }
 
 /// Something the agent holding a run noticed about it that did not change its state.
@@ -534,6 +551,11 @@ pub struct RunUpdate {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// The image the run's job was built into (with `starting`, after a build). Once
+    /// stored, a report without it leaves it as it is. Left out when absent, so that
+    /// servers from before it still accept the reports without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<BuiltImage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -58,6 +58,7 @@ async fn health_openapi_metrics() {
         assert!(doc["paths"][p].is_object(), "openapi lacks {p}");
     }
     assert!(doc["components"]["schemas"]["LaunchRequest"].is_object());
+    assert!(doc["components"]["schemas"]["BuiltImage"].is_object());
     local_queue(&t.admin(), "q").await;
     t.admin().launch(&launch_cmd("q", &["true"])).await.unwrap();
     // An admin key sees each queue's depth.
@@ -572,7 +573,44 @@ async fn lifecycle_claim_to_finish_with_timeline() {
         409,
         ErrorCode::IllegalTransition,
     );
-    report(&c, &s, &run.id, RunState::Starting).await.unwrap();
+    // The image the agent built: checked like a launch's image before anything is
+    // written, stored with `starting`, kept by later reports.
+    let starting = |built: BuiltImage| RunUpdate {
+        session: s.session.clone(),
+        state: RunState::Starting,
+        reason: String::new(),
+        exit_code: None,
+        failure: None,
+        built: Some(built),
+    };
+    let built = BuiltImage {
+        image: "hoist-build:0123456789ab".into(),
+        cache_hit: false,
+        builder: "docker".into(),
+    };
+    for bad in [
+        BuiltImage {
+            image: "--privileged".into(),
+            ..built.clone()
+        },
+        BuiltImage {
+            builder: "no such builder!".into(),
+            ..built.clone()
+        },
+    ] {
+        let m = api_err(
+            c.update_run(&run.id, &starting(bad)).await,
+            400,
+            ErrorCode::BadRequest,
+        );
+        assert!(m.starts_with("built: "), "{m}");
+    }
+    assert_eq!(c.get_run(&run.id).await.unwrap().state, RunState::Claimed);
+    let r = c
+        .update_run(&run.id, &starting(built.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.built.as_ref(), Some(&built));
     report(&c, &s, &run.id, RunState::Running).await.unwrap();
     api_err(
         c.cancel_run(&run.id).await,
@@ -608,6 +646,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
             reason: "exit 0".into(),
             exit_code: Some(0),
             failure: None,
+            built: None,
         },
     )
     .await
@@ -621,6 +660,7 @@ async fn lifecycle_claim_to_finish_with_timeline() {
     assert_eq!(shown.state, RunState::Finished);
     assert_eq!(shown.exit_code, Some(0));
     assert!(shown.started_at.is_some() && shown.ended_at.is_some());
+    assert_eq!(shown.built, Some(built));
     let tl: Vec<_> = shown.timeline.unwrap().iter().map(|t| t.to).collect();
     assert_eq!(
         tl,

@@ -108,6 +108,7 @@ async fn leases_and_lost_agents_follow_the_clock() {
         reason: String::new(),
         exit_code: None,
         failure: None,
+        built: None,
     };
     s.agent_update(&r2.id, &rec.agent.id, up(RunState::Starting), st.now())
         .await

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hoist_core::api::RunUpdate;
+use hoist_core::api::{BuiltImage, RunUpdate};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
 use hoist_server::error::Constraint;
@@ -112,6 +112,7 @@ fn update(session: &str, state: RunState) -> RunUpdate {
         reason: String::new(),
         exit_code: None,
         failure: None,
+        built: None,
     }
 }
 
@@ -239,6 +240,91 @@ async fn lease_lapse_requeues_then_fails(s: Store) {
     .await
     .unwrap();
     assert!(s.expire_leases(now + 100_000).await.unwrap().is_empty());
+}
+
+both!(built_image_is_kept_until_rebuilt);
+/// The image an agent reports with `starting` is stored; later reports without it keep
+/// it, also across a re-queue; the next attempt's build replaces it.
+async fn built_image_is_kept_until_rebuilt(s: Store) {
+    let q = setup_queue(&s, "q", false).await;
+    let run = s
+        .launch(new_run(&q, "q", Priority::Medium, false), T0)
+        .await
+        .unwrap();
+    assert_eq!(run.built, None);
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    let stored = |s: Store, id: String| async move { s.get_run(&id).await.unwrap().unwrap().0 };
+    let up = |st: RunState, built: Option<&BuiltImage>, at: i64| {
+        let (s, a, id) = (s.clone(), a.clone(), run.id.clone());
+        let built = built.cloned();
+        async move {
+            s.agent_update(
+                &id,
+                &a.agent_id,
+                RunUpdate {
+                    built,
+                    ..update(&a.session, st)
+                },
+                at,
+            )
+            .await
+            .unwrap()
+            .run
+        }
+    };
+    let first = BuiltImage {
+        image: "registry.example:5000/jobs/j:0123456789ab".into(),
+        cache_hit: false,
+        builder: "kaniko".into(),
+    };
+    s.claim(a.clone(), params(&[&q], 1), T0).await.unwrap();
+    assert_eq!(up(RunState::Building, None, T0 + 1).await.built, None);
+    let answered = up(RunState::Starting, Some(&first), T0 + 2).await;
+    assert_eq!(answered.built.as_ref(), Some(&first));
+    assert_eq!(
+        stored(s.clone(), run.id.clone()).await.built,
+        Some(first.clone())
+    );
+    // Reports without it keep it, in the answer and in the store.
+    let answered = up(RunState::Running, None, T0 + 3).await;
+    assert_eq!(answered.built.as_ref(), Some(&first));
+    assert_eq!(
+        stored(s.clone(), run.id.clone()).await.built,
+        Some(first.clone())
+    );
+    // Preempted: back in the queue with the last attempt's image, handed out with it.
+    up(RunState::Queued, None, T0 + 4).await;
+    assert_eq!(
+        stored(s.clone(), run.id.clone()).await.built,
+        Some(first.clone())
+    );
+    let again = s.claim(a.clone(), params(&[&q], 1), T0 + 5).await.unwrap();
+    assert_eq!(again[0].run.built, Some(first.clone()));
+    let listed = s
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.0[0].built, Some(first.clone()));
+    // The next attempt's build (a cache hit now) replaces it; the end keeps that.
+    let second = BuiltImage {
+        cache_hit: true,
+        ..first.clone()
+    };
+    up(RunState::Building, None, T0 + 6).await;
+    assert_eq!(
+        up(RunState::Starting, Some(&second), T0 + 7)
+            .await
+            .built
+            .as_ref(),
+        Some(&second)
+    );
+    up(RunState::Running, None, T0 + 8).await;
+    let ended = up(RunState::Finished, None, T0 + 9).await;
+    assert_eq!(ended.built.as_ref(), Some(&second));
+    assert_eq!(stored(s.clone(), run.id.clone()).await.built, Some(second));
 }
 
 both!(lost_agents_and_unknown_grace);

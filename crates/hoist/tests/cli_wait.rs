@@ -79,6 +79,7 @@ impl FakeAgent {
                     reason: String::new(),
                     exit_code,
                     failure,
+                    built: None,
                 },
             )
             .await

@@ -1046,7 +1046,16 @@ kubernetes:
         e.w.run_logs(&id),
         e.agent_log()
     );
-    assert_eq!(e.w.show_run(&id)["state"], "finished");
+    let shown = e.w.show_run(&id);
+    assert_eq!(shown["state"], "finished");
+    // The run records the image, built by kaniko; `run show` says so.
+    let built = &shown["built"];
+    assert_eq!(built["builder"], "kaniko", "{shown:#}");
+    assert_eq!(built["cache_hit"], false, "{shown:#}");
+    let built_image = built["image"].as_str().unwrap().to_string();
+    e.w.run(&["run", "show", &id])
+        .ok()
+        .stdout_has(&format!("{built_image} (built by kaniko)"));
     let logs: Vec<String> = e.w.run_logs(&id).into_iter().map(|(_, l)| l).collect();
     assert!(
         logs.iter().any(|l| l.contains("in the Kubernetes Job")),
@@ -1090,6 +1099,12 @@ kubernetes:
         !logs.iter().any(|l| l.contains("Kubernetes Job")),
         "{logs:#?}"
     );
+    let shown = e.w.show_run(&again);
+    assert_eq!(shown["built"]["image"], built_image.as_str(), "{shown:#}");
+    assert_eq!(shown["built"]["cache_hit"], true, "{shown:#}");
+    e.w.run(&["run", "show", &again])
+        .ok()
+        .stdout_has(&format!("{built_image} (cache hit: not rebuilt)"));
     assert!(!e.agent_log().contains(&password));
     assert!(!e.agent_log().contains("hoist-test-secret-key-value"));
 }

@@ -375,6 +375,12 @@ async fn update_run(
     Path(id): Path<String>,
     Json(req): Json<RunUpdate>,
 ) -> ApiResult<axum::Json<Run>> {
+    if let Some(b) = &req.built {
+        names::validate_image_ref(&b.image)
+            .map_err(|e| ApiError::bad_request(format!("built: {e}")))?;
+        names::validate("builder", &b.builder)
+            .map_err(|e| ApiError::bad_request(format!("built: {e}")))?;
+    }
     let (run, _) = visible_run(&s, &u, &id).await?;
     let agent = run.agent.ok_or_else(|| {
         ApiError::conflict(format!(

@@ -80,6 +80,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_run_warnings.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_run_built.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -95,6 +99,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_run_warnings.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_run_built.sql"),
     ),
 ];
 

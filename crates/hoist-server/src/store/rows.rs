@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_core::api::{EnvVars, Failure, JobRef, JobSource, Run, RunAgent};
+use hoist_core::api::{BuiltImage, EnvVars, Failure, JobRef, JobSource, Run, RunAgent};
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Priority, RunState};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,8 @@ pub struct RunSpec {
 /// Columns selected for a run, in the order [`run_from_row`] reads them.
 pub const RUN_COLUMNS: &str = "id, entity, queue_name, project, name, spec, resource, resource_config, \
     priority, state, state_reason, stop_requested, created_by, created_at, updated_at, started_at, \
-    ended_at, agent_id, agent_name, attempts, exit_code, failure, queue_id, seq";
+    ended_at, agent_id, agent_name, attempts, exit_code, failure, built_image, built_cache_hit, \
+    built_builder, queue_id, seq";
 
 pub use super::error::{corrupt, corrupt_from};
 
@@ -60,6 +61,19 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
     let agent_id: Option<String> = row.try_get("agent_id")?;
     let agent_name: Option<String> = row.try_get("agent_name")?;
     let priority: i64 = row.try_get("priority")?;
+    // Written together by `store::runs::transition`: all three or none.
+    let built = match (
+        row.try_get::<Option<String>, _>("built_image")?,
+        row.try_get::<Option<i64>, _>("built_cache_hit")?,
+        row.try_get::<Option<String>, _>("built_builder")?,
+    ) {
+        (Some(image), Some(hit), Some(builder)) => Some(BuiltImage {
+            image,
+            cache_hit: hit != 0,
+            builder,
+        }),
+        _ => None,
+    };
     Ok(Run {
         id: row.try_get("id")?,
         entity: row.try_get("entity")?,
@@ -101,6 +115,7 @@ pub fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
             .try_get::<Option<i64>, _>("exit_code")?
             .map(|c| c as i32),
         failure,
+        built,
         timeline: None,
         warnings: None,
     })

@@ -14,8 +14,8 @@
 use std::sync::LazyLock;
 
 use hoist_core::api::{
-    ClaimedRun, Failure, MAX_RUN_WARNING_BYTES, MAX_RUN_WARNINGS, Run, RunUpdate, RunWarning,
-    Transition,
+    BuiltImage, ClaimedRun, Failure, MAX_RUN_WARNING_BYTES, MAX_RUN_WARNINGS, Run, RunUpdate,
+    RunWarning, Transition,
 };
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{Actor, FailureStage, Priority, RunState, check_transition};
@@ -185,6 +185,9 @@ pub(crate) struct Effects<'a> {
     pub holder: Option<Holder<'a>>,
     pub exit_code: Option<i32>,
     pub failure: Option<Failure>,
+    /// The image the agent built for the run; like `exit_code` and `failure`, kept
+    /// when absent (a later report does not clear it, a rebuild replaces it).
+    pub built: Option<&'a BuiltImage>,
     /// Sets `stop_requested` (it is never cleared).
     pub stop_requested: bool,
     /// Sets or clears `stop_pending` (a stop not yet delivered to the agent).
@@ -237,8 +240,11 @@ pub(crate) async fn transition(
          stop_pending = CASE WHEN $12 < 0 THEN stop_pending ELSE $12 END, \
          agent_id = CASE WHEN $13 = 1 THEN $14 ELSE agent_id END, \
          agent_name = CASE WHEN $13 = 1 THEN $15 ELSE agent_name END, \
-         attempts = attempts + $16 \
-         WHERE id = $17 AND state = $18",
+         attempts = attempts + $16, \
+         built_image = COALESCE($17, built_image), \
+         built_cache_hit = COALESCE($18, built_cache_hit), \
+         built_builder = COALESCE($19, built_builder) \
+         WHERE id = $20 AND state = $21",
     )
     .bind(to.as_str())
     .bind(reason)
@@ -256,6 +262,9 @@ pub(crate) async fn transition(
     .bind(fx.holder.map(|h| h.agent_id))
     .bind(fx.holder.map(|h| h.agent_name))
     .bind(i64::from(to == RunState::Claimed))
+    .bind(fx.built.map(|b| b.image.as_str()))
+    .bind(fx.built.map(|b| i64::from(b.cache_hit)))
+    .bind(fx.built.map(|b| b.builder.as_str()))
     .bind(cur.id)
     .bind(cur.state.as_str())
     .execute(&mut *c)
@@ -406,6 +415,7 @@ pub(crate) fn queued_run(r: NewRun, now: i64) -> Run {
         attempts: 0,
         exit_code: None,
         failure: None,
+        built: None,
         timeline: None,
         warnings: None,
     }
@@ -952,6 +962,7 @@ impl Store {
                 let fx = Effects {
                     exit_code: u.exit_code,
                     failure: u.failure.clone(),
+                    built: u.built.as_ref(),
                     stop_requested: u.state == RunState::Stopping,
                     ..Effects::default()
                 };
@@ -971,6 +982,7 @@ impl Store {
                 r.updated_at = at;
                 r.exit_code = u.exit_code.or(r.exit_code);
                 r.failure = u.failure.or(r.failure);
+                r.built = u.built.or(r.built);
                 r.stop_requested |= u.state == RunState::Stopping;
                 Ok(Changed {
                     run: r,

@@ -199,6 +199,7 @@ pub async fn report(
             reason: String::new(),
             exit_code: None,
             failure: None,
+            built: None,
         },
     )
     .await

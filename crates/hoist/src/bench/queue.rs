@@ -76,6 +76,7 @@ async fn complete(c: &Client, s: &AgentSession, id: &str) -> anyhow::Result<()> 
                 reason: String::new(),
                 exit_code: Some(0),
                 failure: None,
+                built: None,
             },
         )
         .await?;

@@ -222,6 +222,20 @@ fn describe(r: &Run) -> String {
     if let Some(j) = &r.job {
         f.add("job", j.to_string());
     }
+    if let Some(b) = &r.built {
+        let how = if b.cache_hit {
+            "cache hit: not rebuilt".to_string()
+        } else {
+            format!("built by {}", b.builder)
+        };
+        // A run names an image or has one built for its job, not both.
+        let label = if r.image.is_some() {
+            "built image"
+        } else {
+            "image"
+        };
+        f.add(label, format!("{} ({how})", b.image));
+    }
     if let Some(ep) = &r.entry_point {
         f.add("entry point", shell_words::join(ep));
     }
@@ -371,4 +385,48 @@ async fn cancel(ctx: &Ctx, a: IdArg) -> anyhow::Result<()> {
     }
     out(&format!("Cancelled run {} (now {}).", r.id, r.state))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of a job as `GET /runs/{id}` answers it, with `built` as given.
+    fn job_run(built: serde_json::Value) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "id": "r1", "entity": "u", "queue": "q", "project": "p", "name": "r1",
+            "image": null, "job": {"name": "j", "version": "v2"},
+            "entry_point": null, "args": [], "env": {}, "config": {}, "resource_args": {},
+            "template_values": {}, "priority": "medium", "resource": "docker",
+            "resource_config": {}, "state": "running", "state_reason": "",
+            "stop_requested": false, "created_by": "u",
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+            "started_at": null, "ended_at": null, "agent": null, "attempts": 1,
+            "exit_code": null, "failure": null, "built": built
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn show_names_the_built_image_and_how_it_came() {
+        let line = |built| {
+            describe(&job_run(built))
+                .lines()
+                .find(|l| l.starts_with("image:"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(
+            line(
+                serde_json::json!({"image": "hoist-build:0123456789ab", "cache_hit": false, "builder": "kaniko"})
+            ),
+            Some("hoist-build:0123456789ab (built by kaniko)".into())
+        );
+        assert_eq!(
+            line(
+                serde_json::json!({"image": "hoist-build:0123456789ab", "cache_hit": true, "builder": "docker"})
+            ),
+            Some("hoist-build:0123456789ab (cache hit: not rebuilt)".into())
+        );
+        assert_eq!(line(serde_json::Value::Null), None);
+    }
 }
