@@ -1302,6 +1302,16 @@ pub async fn job_builder(
 mod tests {
     use super::*;
 
+    /// The executor's arguments in a build Job.
+    fn args_of(job: &Value) -> Vec<&str> {
+        job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect()
+    }
+
     fn build<'a>(
         executor: Executor,
         secret: &'a KanikoSecret,
@@ -1349,12 +1359,7 @@ mod tests {
         assert_eq!(pod["automountServiceAccountToken"], false);
         let c = &pod["containers"][0];
         assert_eq!(c["name"], EXECUTOR_CONTAINER);
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args = args_of(&job);
         assert_eq!(
             args,
             [
@@ -1392,12 +1397,7 @@ mod tests {
     fn the_buildah_job_passes_bud_arguments_after_the_separator() {
         let s = secret();
         let job = job_object(&build(Executor::Buildah, &s, None)).unwrap();
-        let args: Vec<&str> = job["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args = args_of(&job);
         assert_eq!(
             args,
             [
@@ -1459,12 +1459,7 @@ mod tests {
         // The image and mounts of hoist's container are kept.
         assert_eq!(c["image"], "cgr.dev/chainguard/kaniko:latest");
         assert_eq!(c["volumeMounts"].as_array().unwrap().len(), 2);
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let args = args_of(&job);
         assert!(args.contains(&"--cache=false"), "{args:?}");
         assert!(!args.contains(&"--cache=true"), "{args:?}");
         assert!(args.contains(&"--verbosity=debug"), "{args:?}");

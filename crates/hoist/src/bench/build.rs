@@ -380,22 +380,12 @@ impl Launched {
         Duration::from_nanos((self.stamp - self.sent).max(0) as u64)
     }
 
-    /// Whether the agent found the image and built nothing.
-    fn cache_hit(&self) -> bool {
-        self.system_line(|t| t.contains("exists; no build"))
-            .is_some()
-    }
-
-    /// The image the run started from (`built image X` or `image X exists` in its
-    /// `starting` transition).
-    fn image(&self) -> Option<String> {
-        let tl = self.run.timeline.as_deref().unwrap_or_default();
-        let reason = &tl.iter().find(|t| t.to == RunState::Starting)?.reason;
-        let mut words = reason.split_whitespace();
-        words.find(|w| *w == "image")?;
-        words
-            .next()
-            .map(|w| w.trim_end_matches([';', ':', ',']).to_string())
+    /// The image the agent built or found for the run (the run records it).
+    fn built(&self) -> anyhow::Result<&BuiltImage> {
+        self.run
+            .built
+            .as_ref()
+            .with_context(|| format!("run {} records no built image", self.run.id))
     }
 
     fn system_line(&self, want: impl Fn(&str) -> bool) -> Option<usize> {
@@ -651,16 +641,17 @@ async fn kaniko_figures(
                 (&dreq, None, "docker")
             };
             let l = launch_followed(c, r, log).await?;
-            if l.cache_hit() {
+            let built = l.built()?;
+            if built.cache_hit {
                 bail!(
                     "run {} ({who}) of a new job version found its image: no cold build",
                     l.run.id
                 );
             }
-            made.extend(l.image());
+            made.push(built.image.clone());
             if warm_up {
                 line(
-                    &format!("warm-up cold build, {who}: launch → start"),
+                    &format!("warm-up cold build, {who} ({} builder)", built.builder),
                     &secs(l.latency()),
                     0.0,
                     None,
@@ -683,7 +674,7 @@ async fn kaniko_figures(
                     (&dreq, None, "docker")
                 };
                 let l = launch_followed(c, r, log).await?;
-                if !l.cache_hit() {
+                if !l.built()?.cache_hit {
                     bail!(
                         "run {} ({who}) of an unchanged job built its image again",
                         l.run.id
