@@ -180,15 +180,22 @@ pub async fn run(b: BuildBench) -> anyhow::Result<()> {
     {
         made_images.sort();
         made_images.dedup();
-        // An image the kubelet pulled for a run is in use until it has removed the
-        // run's exited container, shortly after the pod went: a conflict is retried.
+        // An image the kubelet pulled for a run is in use until the kubelet has removed
+        // the run's exited container, some time after the pod went: a conflict is
+        // retried for a while, then the image is removed by force (the container keeps
+        // its layers until it goes).
         let deadline = Instant::now() + Duration::from_secs(30);
         for img in made_images {
             loop {
+                let force = Instant::now() >= deadline;
                 let r = d
                     .remove_image(
                         &img,
-                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        Some(
+                            bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                                .force(force)
+                                .build(),
+                        ),
                         None,
                     )
                     .await;
@@ -196,7 +203,7 @@ pub async fn run(b: BuildBench) -> anyhow::Result<()> {
                     Err(bollard::errors::Error::DockerResponseServerError {
                         status_code: 409,
                         ..
-                    }) if Instant::now() < deadline => {
+                    }) if !force => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     _ => break,
