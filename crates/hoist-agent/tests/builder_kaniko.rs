@@ -896,38 +896,32 @@ async fn seed(file: &str, kind: StoreKind) {
     builds_and_runs(&s, "kaniko executor").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_002_kaniko_with_secret_builds() {
-    require_k8s!();
-    seed("002-03-builder-kaniko-secret.yaml", StoreKind::S3).await;
+/// One test per seed config with a kaniko builder (run side by side by nextest).
+macro_rules! seed_builds {
+    ($($name:ident: $file:literal, $kind:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            require_k8s!();
+            seed($file, $kind).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_002_kaniko_config_builds() {
-    require_k8s!();
-    seed("002-04-builder-kaniko-config.yaml", StoreKind::S3).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_003_gcs_store_builds() {
-    require_k8s!();
-    seed("003-04-steps-combined.yaml", StoreKind::Gcs).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_004_configmap_builds() {
-    require_k8s!();
-    seed("004-01-kubernetes-configmap.yaml", StoreKind::Gcs).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_001_azure_store_builds() {
-    require_k8s!();
-    seed(
-        "001-10-kaniko-store-azure+environment-azure.yaml",
-        StoreKind::Azure,
-    )
-    .await;
+seed_builds! {
+    seed_000_kaniko_s3_builds: "000-05-builder-kaniko-s3.yaml", StoreKind::S3;
+    seed_000_kaniko_secret_builds: "000-06-builder-kaniko-secret.yaml", StoreKind::S3;
+    seed_001_azure_structure_builds: "001-03-structure-azure.yaml", StoreKind::Azure;
+    seed_001_kaniko_s3_builds: "001-05-builder-kaniko-s3.yaml", StoreKind::S3;
+    seed_001_kaniko_secret_builds: "001-06-builder-kaniko-secret.yaml", StoreKind::S3;
+    seed_001_gcs_store_builds: "001-08-kaniko-store-gcs+environment-gcp.yaml", StoreKind::Gcs;
+    seed_001_s3_store_builds: "001-09-kaniko-store-s3+environment-aws.yaml", StoreKind::S3;
+    seed_001_azure_store_builds: "001-10-kaniko-store-azure+environment-azure.yaml", StoreKind::Azure;
+    seed_002_kaniko_s3_builds: "002-02-builder-kaniko-s3.yaml", StoreKind::S3;
+    seed_002_kaniko_with_secret_builds: "002-03-builder-kaniko-secret.yaml", StoreKind::S3;
+    seed_002_kaniko_config_builds: "002-04-builder-kaniko-config.yaml", StoreKind::S3;
+    seed_003_kaniko_gcs_builds: "003-03-builder-kaniko-gcs.yaml", StoreKind::Gcs;
+    seed_003_steps_combined_builds: "003-04-steps-combined.yaml", StoreKind::Gcs;
+    seed_004_configmap_builds: "004-01-kubernetes-configmap.yaml", StoreKind::Gcs;
 }
 
 /// An agent that dies mid-build (here: the build's future is leaked, so none of its
