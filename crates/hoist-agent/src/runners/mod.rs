@@ -5,8 +5,11 @@
 //! - [`local_process`]: the command on the agent's machine, in its own process group.
 //! - [`docker`]: a container through the Docker Engine API.
 //!
-//! Kubernetes, SageMaker and Vertex runners implement the same trait (later issues);
-//! the agent loop only ever sees `dyn Runner`, and decides by a runner's
+//! - [`kubernetes`]: a Job or any custom object on a cluster (feature `kubernetes`).
+//! - `sagemaker` (feature `aws`): a SageMaker training job.
+//! - `vertex` (feature `gcp`): a Vertex AI CustomJob.
+//!
+//! The agent loop only ever sees `dyn Runner`, and decides by a runner's
 //! [`Capabilities`], never by its resource type.
 //!
 //! How an execution ended is an [`Exit`]: an exit code, a signal, a failure the backend
@@ -35,6 +38,10 @@ pub mod docker;
 pub mod kubernetes;
 pub mod local_process;
 mod resume;
+#[cfg(feature = "aws")]
+pub mod sagemaker;
+#[cfg(feature = "gcp")]
+pub mod vertex;
 
 pub use resume::{LogResume, SourceResume, StreamResume, TailScan};
 
