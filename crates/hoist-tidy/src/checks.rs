@@ -11,6 +11,7 @@ pub fn all(tree: &Tree) -> Vec<Violation> {
     v.extend(sql_only_in_store(tree));
     v.extend(core_does_no_io(tree));
     v.extend(agent_talks_http_only(tree));
+    v.extend(fakes_stay_out_of_the_product(tree));
     v.extend(one_state_change(tree));
     v.extend(no_state_lists_in_sql(tree));
     v.extend(no_blocking_in_async(tree));
@@ -131,6 +132,32 @@ pub fn agent_talks_http_only(tree: &Tree) -> Vec<Violation> {
                         ),
                     });
                 }
+            }
+        }
+    }
+    out
+}
+
+/// Architecture Invariant: the scripted cloud fakes (`hoist-fakes`) serve tests and
+/// `hoist bench` only: no library crate depends on them outside `[dev-dependencies]`,
+/// so the agent and the server can never talk to a fake by accident.
+pub fn fakes_stay_out_of_the_product(tree: &Tree) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (rel, text) in &tree.manifests {
+        // The binary holds `hoist bench`, which runs against the fakes.
+        if rel == "crates/hoist/Cargo.toml" || rel == "crates/hoist-fakes/Cargo.toml" {
+            continue;
+        }
+        for section in ["dependencies", "build-dependencies"] {
+            if let Some(line) = dependency_line(text, section, "hoist-fakes") {
+                out.push(Violation {
+                    check: "fakes",
+                    file: rel.clone(),
+                    line,
+                    message: format!(
+                        "`hoist-fakes` in [{section}]: the cloud fakes are for tests (`[dev-dependencies]`) and `hoist bench` only"
+                    ),
+                });
             }
         }
     }
@@ -527,6 +554,29 @@ mod tests {
                 "fn f() { std::env::var(\"X\"); }",
             )],
             &["crates/hoist-core/src/x.rs:core-io:1"],
+        );
+    }
+
+    #[test]
+    fn fakes_only_for_tests_and_the_bench() {
+        let manifests = |rel: &str, text: &str| Tree {
+            root: "/".into(),
+            rust: vec![],
+            manifests: vec![(rel.to_string(), text.to_string())],
+            sql: vec![],
+        };
+        let agent = "[dependencies]\nreqwest = \"1\"\nhoist-fakes.workspace = true\n";
+        let v = fakes_stay_out_of_the_product(&manifests("crates/hoist-agent/Cargo.toml", agent));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].line, 3);
+        let dev =
+            "[dependencies]\nreqwest = \"1\"\n[dev-dependencies]\nhoist-fakes.workspace = true\n";
+        assert!(
+            fakes_stay_out_of_the_product(&manifests("crates/hoist-agent/Cargo.toml", dev))
+                .is_empty()
+        );
+        assert!(
+            fakes_stay_out_of_the_product(&manifests("crates/hoist/Cargo.toml", agent)).is_empty()
         );
     }
 
