@@ -26,10 +26,16 @@
 //! [`Environment::verify`] resolves the chain and calls `sts:GetCallerIdentity` with
 //! the credentials found: a refusal names where they came from.
 //!
-//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_S3` or
-//! `AWS_ENDPOINT_URL` (the SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`
-//! ignores them) point the STS, ECR and S3 (build contexts) clients elsewhere, e.g. at
-//! moto in tests. Plain HTTP is accepted for loopback endpoints only.
+//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_S3`,
+//! `AWS_ENDPOINT_URL_SAGEMAKER`, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` or `AWS_ENDPOINT_URL`
+//! (the SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` ignores them)
+//! point the STS, ECR, S3 (build contexts), SageMaker and CloudWatch Logs (the
+//! SageMaker runner's hand-signed calls) clients elsewhere, e.g. at moto in tests.
+//! Plain HTTP is accepted for loopback endpoints only.
+//!
+//! Callers that sign their own requests (the SageMaker runner: SigV4 with `aws-sigv4`,
+//! no SDK client) get the chain's credentials from
+//! [`AwsEnvironment::signing_credentials`], cached until shortly before they expire.
 //!
 //! SSO profiles (`sso_session`) are not supported: aws-config's `sso` feature would
 //! add two more SDK clients to the build; an agent uses a role, not a person's login.
@@ -75,7 +81,14 @@ pub struct AwsEnvironment {
     sts_endpoint: Option<String>,
     ecr_endpoint: Option<String>,
     s3_endpoint: Option<String>,
+    sagemaker_endpoint: Option<String>,
+    logs_endpoint: Option<String>,
+    /// The chain's last credentials, for [`AwsEnvironment::signing_credentials`].
+    signing: Arc<tokio::sync::Mutex<Option<Credentials>>>,
 }
+
+/// How long before their expiry cached signing credentials are resolved again.
+const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for AwsEnvironment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,6 +98,8 @@ impl std::fmt::Debug for AwsEnvironment {
             .field("sts_endpoint", &self.sts_endpoint)
             .field("ecr_endpoint", &self.ecr_endpoint)
             .field("s3_endpoint", &self.s3_endpoint)
+            .field("sagemaker_endpoint", &self.sagemaker_endpoint)
+            .field("logs_endpoint", &self.logs_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +129,8 @@ impl AwsEnvironment {
         let sts_endpoint = endpoint("AWS_ENDPOINT_URL_STS")?;
         let ecr_endpoint = endpoint("AWS_ENDPOINT_URL_ECR")?;
         let s3_endpoint = endpoint("AWS_ENDPOINT_URL_S3")?;
+        let sagemaker_endpoint = endpoint("AWS_ENDPOINT_URL_SAGEMAKER")?;
+        let logs_endpoint = endpoint("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")?;
 
         let region_v = Region::new(region.to_string());
         let provider_config = ProviderConfig::without_region().with_region(Some(region_v.clone()));
@@ -138,6 +155,9 @@ impl AwsEnvironment {
             sts_endpoint,
             ecr_endpoint,
             s3_endpoint,
+            sagemaker_endpoint,
+            logs_endpoint,
+            signing: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -172,6 +192,41 @@ impl AwsEnvironment {
     /// like the others: https, or http to a loopback host); `None`: AWS's regional one.
     pub fn s3_endpoint(&self) -> Option<&str> {
         self.s3_endpoint.as_deref()
+    }
+
+    /// SageMaker's endpoint: `AWS_ENDPOINT_URL_SAGEMAKER` / `AWS_ENDPOINT_URL` when set,
+    /// else the region's `https://api.sagemaker.REGION.amazonaws.com` (no trailing slash).
+    pub fn sagemaker_endpoint(&self) -> String {
+        self.sagemaker_endpoint
+            .clone()
+            .unwrap_or_else(|| regional_endpoint("api.sagemaker", &self.region))
+    }
+
+    /// CloudWatch Logs' endpoint: `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` /
+    /// `AWS_ENDPOINT_URL` when set, else `https://logs.REGION.amazonaws.com`.
+    pub fn logs_endpoint(&self) -> String {
+        self.logs_endpoint
+            .clone()
+            .unwrap_or_else(|| regional_endpoint("logs", &self.region))
+    }
+
+    /// The chain's credentials, for requests signed by their caller (SigV4 with
+    /// `aws-sigv4`). Cached: resolved again only when they expire within five minutes
+    /// (credentials without an expiry are kept).
+    pub async fn signing_credentials(&self) -> Result<Credentials, EnvError> {
+        let mut cached = self.signing.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let fresh = c.expiry().is_none_or(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .is_ok_and(|left| left > CREDENTIALS_REFRESH_BEFORE)
+            });
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let (c, _) = self.chain.resolve().await?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     /// Where the chain finds its credentials now (`environment variables
@@ -531,6 +586,16 @@ impl Chain {
             tried.join("; ")
         )))
     }
+}
+
+/// `https://PREFIX.REGION.amazonaws.com` (`.amazonaws.com.cn` in China's regions).
+fn regional_endpoint(prefix: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://{prefix}.{region}.{suffix}")
 }
 
 /// The first 300 characters of a reason (SDK errors can be long).
