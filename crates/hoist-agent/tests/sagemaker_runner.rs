@@ -131,7 +131,13 @@ async fn moto_the_seed_config_creates_a_tagged_job_that_completes_and_is_found_a
     let exec = r.start(&j, sink.clone()).await.unwrap();
     let name = format!("hoist-{id}");
     assert_eq!(exec.describe(), format!("training job {name}"));
-    // moto completes jobs at once.
+    // moto completes jobs at once (never through `Training`): `running` does not
+    // resolve, `wait` does.
+    tokio::select! {
+        biased;
+        r = exec.running() => panic!("running resolved for a job that never ran: {r:?}"),
+        e = exec.wait() => assert_eq!(e.unwrap(), Exit::Code(0)),
+    }
     assert_eq!(wait_exit(exec.as_ref()).await, Exit::Code(0));
     assert!(
         lines(&sink)

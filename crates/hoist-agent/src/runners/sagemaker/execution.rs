@@ -130,9 +130,16 @@ impl SageMakerExecution {
         pick: impl Fn(&Progress) -> Option<Result<T, Arc<RunnerError>>>,
     ) -> Result<T, RunnerError> {
         let mut rx = self.progress.clone();
-        let r = rx.wait_for(|p| pick(p).is_some()).await;
+        let r = rx
+            .wait_for(|p| pick(p).is_some())
+            .await
+            .map(|p| pick(&p).expect("checked"));
+        let ended = self.progress.borrow().exit.is_some();
         match r {
-            Ok(p) => pick(&p).expect("checked").map_err(|e| e.share()),
+            Ok(r) => r.map_err(|e| e.share()),
+            // The job ended without this (it never ran): `running` never resolves,
+            // `wait` has the end.
+            Err(_) if ended => std::future::pending().await,
             Err(_) => Err(RunnerError::Gone(format!(
                 "training job {} is no longer supervised",
                 self.name
