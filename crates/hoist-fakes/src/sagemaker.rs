@@ -409,24 +409,24 @@ fn fault_response(kind: &FaultKind) -> Response {
 }
 
 /// Checks the SigV4 `Authorization` header's shape for `service`.
-fn check_auth(headers: &HeaderMap, service: &str) -> Result<(), Response> {
+fn check_auth(headers: &HeaderMap, service: &str) -> Result<(), Box<Response>> {
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(error(
+        return Err(Box::new(error(
             403,
             "MissingAuthenticationTokenException",
             "message",
             "Missing Authentication Token",
-        ));
+        )));
     };
     let incomplete = |why: &str| {
-        error(
+        Box::new(error(
             403,
             "IncompleteSignatureException",
             "message",
             &format!(
                 "{why} (Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…)"
             ),
-        )
+        ))
     };
     let rest = auth
         .strip_prefix("AWS4-HMAC-SHA256 ")
@@ -451,7 +451,7 @@ fn check_auth(headers: &HeaderMap, service: &str) -> Result<(), Response> {
         return Err(incomplete("a malformed Credential scope"));
     }
     if scope[3] != service {
-        return Err(error(
+        return Err(Box::new(error(
             403,
             "InvalidSignatureException",
             "message",
@@ -459,7 +459,7 @@ fn check_auth(headers: &HeaderMap, service: &str) -> Result<(), Response> {
                 "Credential should be scoped to correct service: '{service}', not '{}'",
                 scope[3]
             ),
-        ));
+        )));
     }
     let signed = signed.ok_or_else(|| incomplete("no SignedHeaders"))?;
     if !signed.split(';').any(|h| h == "host") || !signed.split(';').any(|h| h == "x-amz-date") {
@@ -516,7 +516,7 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
         );
     }
     if let Err(resp) = check_auth(&headers, service) {
-        return respond(resp, None);
+        return respond(*resp, None);
     }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -773,7 +773,7 @@ fn check_create(req: &Value) -> Vec<String> {
                 if !key_ok {
                     p.push(format!("Value '{k}' at 'environment' failed to satisfy constraint: Map keys must satisfy constraints: [Member must satisfy regular expression pattern: [a-zA-Z_][a-zA-Z0-9_]*]"));
                 }
-                if !v.as_str().is_some_and(|s| s.chars().count() <= 512) {
+                if v.as_str().is_none_or(|s| s.chars().count() > 512) {
                     p.push(format!("Value at 'environment' failed to satisfy constraint: Map value for key '{k}' must be a string of length less than or equal to 512"));
                 }
             }
@@ -1077,9 +1077,7 @@ fn get_events(st: &State_, req: &Value) -> Response {
     let from_head = req.get("startFromHead") == Some(&Value::Bool(true));
     let visible = v.lines.len();
     let start = match token {
-        Some(t) => page_token(req, "nextToken")
-            .min(visible)
-            .max(if t.starts_with("b/") { 0 } else { 0 }),
+        Some(_) => page_token(req, "nextToken").min(visible),
         None if from_head => 0,
         None => visible.saturating_sub(limit),
     };
