@@ -142,6 +142,36 @@ fn seed_configs_run_end_to_end_against_moto() {
     e.queue("sm-seed", "seed.json", SEED);
     e.queue("sm-full", "full.yaml", FULL);
     e.agent(&["sm-seed", "sm-full"]);
+    // What the agent would send, created nowhere, the run token masked.
+    let config = e.config.to_string_lossy().to_string();
+    let dry =
+        e.w.run(&[
+            "launch",
+            "-q",
+            "sm-seed",
+            "--image",
+            IMAGE,
+            "--dry-run",
+            "--agent-config",
+            &config,
+            "--",
+            "python",
+            "train.py",
+        ])
+        .ok()
+        .stderr_has("nothing was enqueued");
+    for want in [
+        "s3://bucket-name/key-name",
+        "hoist:run-id",
+        "TrainingInputMode: File",
+    ] {
+        assert!(dry.stdout.contains(want), "{want} not in:\n{}", dry.stdout);
+    }
+    assert!(
+        !dry.stdout.contains("dry-run-placeholder"),
+        "{}",
+        dry.stdout
+    );
     let ok =
         e.w.run(&[
             "launch", "--queue", "sm-seed", "--image", IMAGE, "--wait", "--", "python", "train.py",
