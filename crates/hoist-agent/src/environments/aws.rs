@@ -686,3 +686,86 @@ impl ProvideCredentials for WebIdentity {
         future::ProvideCredentials::new(self.load())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn env(vars: &[(&str, &str)], region: &str) -> Result<AwsEnvironment, EnvError> {
+        let ambient = Ambient::new(
+            vars.iter()
+                .copied()
+                .chain([("AWS_EC2_METADATA_DISABLED", "true")]),
+            None,
+        );
+        AwsEnvironment::new(region, &ambient).await
+    }
+
+    #[tokio::test]
+    async fn sagemaker_and_logs_endpoints_follow_the_sdks_variables() {
+        let e = env(&[], "eu-west-1").await.unwrap();
+        assert_eq!(
+            e.sagemaker_endpoint(),
+            "https://api.sagemaker.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(e.logs_endpoint(), "https://logs.eu-west-1.amazonaws.com");
+        let cn = env(&[], "cn-north-1").await.unwrap();
+        assert_eq!(
+            cn.logs_endpoint(),
+            "https://logs.cn-north-1.amazonaws.com.cn"
+        );
+        let vars = [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5010/"),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", "http://127.0.0.1:6000"),
+        ];
+        let e = env(&vars, "us-east-1").await.unwrap();
+        assert_eq!(e.sagemaker_endpoint(), "http://127.0.0.1:6000");
+        assert_eq!(e.logs_endpoint(), "http://127.0.0.1:5010");
+        let e = env(
+            &[
+                vars[0],
+                (
+                    "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+                    "https://logs.example.com",
+                ),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ],
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(e.logs_endpoint(), "https://logs.us-east-1.amazonaws.com");
+        let err = env(
+            &[("AWS_ENDPOINT_URL_SAGEMAKER", "http://sagemaker.example.com")],
+            "us-east-1",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("AWS_ENDPOINT_URL_SAGEMAKER"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn signing_credentials_come_from_the_chain_and_are_kept() {
+        let e = env(
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret-value"),
+            ],
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        let c = e.signing_credentials().await.unwrap();
+        assert_eq!(c.access_key_id(), "AKIDEXAMPLE");
+        assert!(e.signing.lock().await.is_some());
+        assert!(!format!("{e:?}").contains("secret-value"));
+        let none = env(&[], "us-east-1").await.unwrap();
+        assert!(matches!(
+            none.signing_credentials().await,
+            Err(EnvError::NoCredentials { .. })
+        ));
+    }
+}
