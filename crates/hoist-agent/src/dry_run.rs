@@ -99,6 +99,13 @@ pub async fn dry_run(run: &Run, agent: &DryRunAgent<'_>) -> Result<DryRunReport,
             prepared.notes.extend(notes);
             (prepared, result)
         }
+        #[cfg(feature = "aws")]
+        ResourceType::Sagemaker => {
+            let mut prepared = prepare(crate::runners::sagemaker::CAPABILITIES);
+            let (result, notes) = sagemaker_dry_run(&prepared.job, cfg)?;
+            prepared.notes.extend(notes);
+            (prepared, result)
+        }
         other => {
             return Err(RunnerError::Setup(format!(
                 "this hoist has no {other} runner, so it cannot show what a {other} run would submit: the server's checks passed, the runner's were not made"
@@ -152,6 +159,31 @@ async fn kubernetes_dry_run(
     );
     let result = kubernetes::offline_dry_run(job, &cfg.kubernetes, cfg.secure_mode)?;
     Ok((result, notes))
+}
+
+/// A SageMaker run's `CreateTrainingJob` request, built offline (no STS: a role name
+/// keeps `ACCOUNT_ID` in its ARN) in the agent environment's region.
+#[cfg(feature = "aws")]
+fn sagemaker_dry_run(
+    job: &JobSpec,
+    cfg: &AgentConfig,
+) -> Result<(DryRun, Vec<String>), RunnerError> {
+    let Some(crate::config::EnvironmentConfig::Aws { region }) = &cfg.environment else {
+        return Err(RunnerError::Setup(
+            "a sagemaker queue needs the agent's `environment: {type: aws, region: …}`; this agent config has none, so its agent would not serve the queue".into(),
+        ));
+    };
+    let mut notes = Vec::new();
+    if crate::runners::sagemaker::spec::needs_account(&job.resource_config) {
+        notes.push("RoleArn is a role name: the agent expands it with its account (STS GetCallerIdentity); shown here as ACCOUNT_ID".to_string());
+    }
+    notes.push(format!(
+        "the request was built offline, not checked by SageMaker (region {region})"
+    ));
+    Ok((
+        crate::runners::sagemaker::offline_dry_run(job, region)?,
+        notes,
+    ))
 }
 
 /// `NAME=VALUE` with the value masked when the name looks secret or the value looks

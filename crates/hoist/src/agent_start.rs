@@ -118,6 +118,14 @@ pub async fn components(
         }
     }
     let kubernetes = kubernetes.map(|(_, note)| note);
+    match sagemaker_runner(env.as_ref()) {
+        Ok(runner) => {
+            runners.insert(ResourceType::Sagemaker, runner);
+        }
+        Err(why) => {
+            unavailable.insert(ResourceType::Sagemaker, why);
+        }
+    }
     let builder = match (registry, &cfg.builder.kind) {
         (Ok(registry), hoist_agent::config::BuilderKind::Kaniko(k)) => {
             in_cluster_builder(cfg, k, registry, client, env.as_ref(), name).await
@@ -214,6 +222,26 @@ async fn kubernetes_runner(
     _registry: Option<Arc<dyn registries::Registry>>,
 ) -> Result<(Arc<dyn Runner>, String), String> {
     Err("this hoist was built without the `kubernetes` feature".into())
+}
+
+/// The SageMaker runner on the agent's `aws` environment (its region, credentials and
+/// endpoints), or why there is none.
+fn sagemaker_runner(
+    env: Option<&Arc<dyn environments::Environment>>,
+) -> Result<Arc<dyn Runner>, String> {
+    use hoist_agent::environments::aws::AwsEnvironment;
+    use hoist_agent::runners::sagemaker::SageMakerRunner;
+    let why = "a sagemaker queue needs the agent's `environment: {type: aws, region: …}`";
+    let Some(env) = env else {
+        return Err(format!("{why} (the agent config has no environment)"));
+    };
+    match env.as_any().downcast_ref::<AwsEnvironment>() {
+        Some(aws) => Ok(Arc::new(SageMakerRunner::new(aws.clone()))),
+        None => Err(format!(
+            "{why} (the agent's environment is {})",
+            env.kind().as_str()
+        )),
+    }
 }
 
 /// Where local-process runs get their working directories by default.

@@ -26,10 +26,16 @@
 //! [`Environment::verify`] resolves the chain and calls `sts:GetCallerIdentity` with
 //! the credentials found: a refusal names where they came from.
 //!
-//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_S3` or
-//! `AWS_ENDPOINT_URL` (the SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`
-//! ignores them) point the STS, ECR and S3 (build contexts) clients elsewhere, e.g. at
-//! moto in tests. Plain HTTP is accepted for loopback endpoints only.
+//! Endpoints: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_S3`,
+//! `AWS_ENDPOINT_URL_SAGEMAKER`, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` or `AWS_ENDPOINT_URL`
+//! (the SDKs' own variables; `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` ignores them)
+//! point the STS, ECR, S3 (build contexts), SageMaker and CloudWatch Logs (the
+//! SageMaker runner's hand-signed calls) clients elsewhere, e.g. at moto in tests.
+//! Plain HTTP is accepted for loopback endpoints only.
+//!
+//! Callers that sign their own requests (the SageMaker runner: SigV4 with `aws-sigv4`,
+//! no SDK client) get the chain's credentials from
+//! [`AwsEnvironment::signing_credentials`], cached until shortly before they expire.
 //!
 //! SSO profiles (`sso_session`) are not supported: aws-config's `sso` feature would
 //! add two more SDK clients to the build; an agent uses a role, not a person's login.
@@ -75,7 +81,14 @@ pub struct AwsEnvironment {
     sts_endpoint: Option<String>,
     ecr_endpoint: Option<String>,
     s3_endpoint: Option<String>,
+    sagemaker_endpoint: Option<String>,
+    logs_endpoint: Option<String>,
+    /// The chain's last credentials, for [`AwsEnvironment::signing_credentials`].
+    signing: Arc<tokio::sync::Mutex<Option<Credentials>>>,
 }
+
+/// How long before their expiry cached signing credentials are resolved again.
+const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for AwsEnvironment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,6 +98,8 @@ impl std::fmt::Debug for AwsEnvironment {
             .field("sts_endpoint", &self.sts_endpoint)
             .field("ecr_endpoint", &self.ecr_endpoint)
             .field("s3_endpoint", &self.s3_endpoint)
+            .field("sagemaker_endpoint", &self.sagemaker_endpoint)
+            .field("logs_endpoint", &self.logs_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +129,8 @@ impl AwsEnvironment {
         let sts_endpoint = endpoint("AWS_ENDPOINT_URL_STS")?;
         let ecr_endpoint = endpoint("AWS_ENDPOINT_URL_ECR")?;
         let s3_endpoint = endpoint("AWS_ENDPOINT_URL_S3")?;
+        let sagemaker_endpoint = endpoint("AWS_ENDPOINT_URL_SAGEMAKER")?;
+        let logs_endpoint = endpoint("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")?;
 
         let region_v = Region::new(region.to_string());
         let provider_config = ProviderConfig::without_region().with_region(Some(region_v.clone()));
@@ -138,6 +155,9 @@ impl AwsEnvironment {
             sts_endpoint,
             ecr_endpoint,
             s3_endpoint,
+            sagemaker_endpoint,
+            logs_endpoint,
+            signing: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -172,6 +192,41 @@ impl AwsEnvironment {
     /// like the others: https, or http to a loopback host); `None`: AWS's regional one.
     pub fn s3_endpoint(&self) -> Option<&str> {
         self.s3_endpoint.as_deref()
+    }
+
+    /// SageMaker's endpoint: `AWS_ENDPOINT_URL_SAGEMAKER` / `AWS_ENDPOINT_URL` when set,
+    /// else the region's `https://api.sagemaker.REGION.amazonaws.com` (no trailing slash).
+    pub fn sagemaker_endpoint(&self) -> String {
+        self.sagemaker_endpoint
+            .clone()
+            .unwrap_or_else(|| regional_endpoint("api.sagemaker", &self.region))
+    }
+
+    /// CloudWatch Logs' endpoint: `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` /
+    /// `AWS_ENDPOINT_URL` when set, else `https://logs.REGION.amazonaws.com`.
+    pub fn logs_endpoint(&self) -> String {
+        self.logs_endpoint
+            .clone()
+            .unwrap_or_else(|| regional_endpoint("logs", &self.region))
+    }
+
+    /// The chain's credentials, for requests signed by their caller (SigV4 with
+    /// `aws-sigv4`). Cached: resolved again only when they expire within five minutes
+    /// (credentials without an expiry are kept).
+    pub async fn signing_credentials(&self) -> Result<Credentials, EnvError> {
+        let mut cached = self.signing.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let fresh = c.expiry().is_none_or(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .is_ok_and(|left| left > CREDENTIALS_REFRESH_BEFORE)
+            });
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let (c, _) = self.chain.resolve().await?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     /// Where the chain finds its credentials now (`environment variables
@@ -533,6 +588,16 @@ impl Chain {
     }
 }
 
+/// `https://PREFIX.REGION.amazonaws.com` (`.amazonaws.com.cn` in China's regions).
+fn regional_endpoint(prefix: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://{prefix}.{region}.{suffix}")
+}
+
 /// The first 300 characters of a reason (SDK errors can be long).
 fn short(s: &str) -> String {
     let mut out: String = s.chars().take(300).collect();
@@ -619,5 +684,88 @@ impl ProvideCredentials for WebIdentity {
         Self: 'a,
     {
         future::ProvideCredentials::new(self.load())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn env(vars: &[(&str, &str)], region: &str) -> Result<AwsEnvironment, EnvError> {
+        let ambient = Ambient::new(
+            vars.iter()
+                .copied()
+                .chain([("AWS_EC2_METADATA_DISABLED", "true")]),
+            None,
+        );
+        AwsEnvironment::new(region, &ambient).await
+    }
+
+    #[tokio::test]
+    async fn sagemaker_and_logs_endpoints_follow_the_sdks_variables() {
+        let e = env(&[], "eu-west-1").await.unwrap();
+        assert_eq!(
+            e.sagemaker_endpoint(),
+            "https://api.sagemaker.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(e.logs_endpoint(), "https://logs.eu-west-1.amazonaws.com");
+        let cn = env(&[], "cn-north-1").await.unwrap();
+        assert_eq!(
+            cn.logs_endpoint(),
+            "https://logs.cn-north-1.amazonaws.com.cn"
+        );
+        let vars = [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5010/"),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", "http://127.0.0.1:6000"),
+        ];
+        let e = env(&vars, "us-east-1").await.unwrap();
+        assert_eq!(e.sagemaker_endpoint(), "http://127.0.0.1:6000");
+        assert_eq!(e.logs_endpoint(), "http://127.0.0.1:5010");
+        let e = env(
+            &[
+                vars[0],
+                (
+                    "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+                    "https://logs.example.com",
+                ),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ],
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(e.logs_endpoint(), "https://logs.us-east-1.amazonaws.com");
+        let err = env(
+            &[("AWS_ENDPOINT_URL_SAGEMAKER", "http://sagemaker.example.com")],
+            "us-east-1",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("AWS_ENDPOINT_URL_SAGEMAKER"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn signing_credentials_come_from_the_chain_and_are_kept() {
+        let e = env(
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret-value"),
+            ],
+            "us-east-1",
+        )
+        .await
+        .unwrap();
+        let c = e.signing_credentials().await.unwrap();
+        assert_eq!(c.access_key_id(), "AKIDEXAMPLE");
+        assert!(e.signing.lock().await.is_some());
+        assert!(!format!("{e:?}").contains("secret-value"));
+        let none = env(&[], "us-east-1").await.unwrap();
+        assert!(matches!(
+            none.signing_credentials().await,
+            Err(EnvError::NoCredentials { .. })
+        ));
     }
 }

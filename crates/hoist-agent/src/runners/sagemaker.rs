@@ -1,1 +1,0 @@
-//! The SageMaker runner: a run is a training job (issue 11, to be written).
