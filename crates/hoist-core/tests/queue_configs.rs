@@ -59,7 +59,7 @@ fn seed_placeholders_unfilled_are_refused() {
         r#"{"RoleArn": "<arn:partition:service:region:account:resource>",
             "ResourceConfig": {"InstanceType": "ml.m4.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 2}}"#,
         &[
-            r#"RoleArn: expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, found "<arn:partition:service:region:account:resource>""#,
+            r#"RoleArn: expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, or a role name of the agent's account such as SageMakerRole, found "<arn:partition:service:region:account:resource>""#,
         ],
     );
 }
@@ -314,6 +314,29 @@ metadata: {creationTimestamp: "2024-01-01T00:00:00Z", uid: x}
     for (input, expected) in table {
         check(Kubernetes, input, expected);
     }
+}
+
+/// `RoleArn` may be a role name (with a path): the agent expands it with its account.
+#[test]
+fn sagemaker_role_names_are_accepted() {
+    let base = r#""ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5}"#;
+    for role in [
+        "SageMakerRole",
+        "service-role/AmazonSageMaker-ExecutionRole",
+    ] {
+        check(
+            Sagemaker,
+            &format!(r#"{{"RoleArn": "{role}", {base}}}"#),
+            &[],
+        );
+    }
+    check(
+        Sagemaker,
+        &format!(r#"{{"RoleArn": "arn:aws:iam::12:role/R", {base}}}"#),
+        &[
+            r#"RoleArn: expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, or a role name of the agent's account such as SageMakerRole, found "arn:aws:iam::12:role/R""#,
+        ],
+    );
 }
 
 #[test]

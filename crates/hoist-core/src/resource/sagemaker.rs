@@ -23,6 +23,10 @@ fn re(pattern: &str) -> Regex {
 
 static ROLE_ARN: LazyLock<Regex> =
     LazyLock::new(|| re(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"));
+/// A role name, with an optional path (`SageMakerRole`,
+/// `service-role/AmazonSageMaker-ExecutionRole`): the agent expands it with its own
+/// account (STS `GetCallerIdentity`).
+static ROLE_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^([\w+=,.@\-]+/)*[\w+=,.@\-]{1,64}$"));
 static INSTANCE_TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"^ml\.[a-z0-9\-]+\.[a-z0-9]+$"));
 static S3_URL: LazyLock<Regex> = LazyLock::new(|| re(r"^(https|s3)://([^/]+)/?(.*)$"));
 static JOB_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"));
@@ -74,11 +78,13 @@ pub fn validate(config: &Value) -> Vec<ConfigProblem> {
         match f.name {
             "RoleArn" => {
                 c.formatted(f.value, p, |s| {
-                    if (20..=2048).contains(&s.len()) && ROLE_ARN.is_match(s) {
+                    let arn = (20..=2048).contains(&s.len()) && ROLE_ARN.is_match(s);
+                    let name = !s.starts_with("arn:") && s.len() <= 512 && ROLE_NAME.is_match(s);
+                    if arn || name {
                         Ok(())
                     } else {
                         Err(format!(
-                            "expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, found {}",
+                            "expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, or a role name of the agent's account such as SageMakerRole, found {}",
                             quote(s)
                         ))
                     }
