@@ -1,7 +1,9 @@
 //! SageMaker (JSON 1.1, `X-Amz-Target: SageMaker.*`) and CloudWatch Logs
 //! (`Logs_20140328.*`) on one server, for exactly the calls hoist's SageMaker runner
 //! makes: `CreateTrainingJob`, `DescribeTrainingJob`, `StopTrainingJob`,
-//! `ListTrainingJobs`, `ListTags`, `DescribeLogStreams`, `GetLogEvents`.
+//! `ListTrainingJobs`, `ListTags`, `DescribeLogStreams`, `GetLogEvents`; and STS
+//! `GetCallerIdentity` (the agent's start-up check and role-name expansion), so that an
+//! agent can run against this fake alone.
 //!
 //! Faithful where the runner depends on it:
 //! - every request must be a JSON 1.1 POST with a SigV4 `Authorization` header of the
@@ -475,12 +477,46 @@ fn check_auth(headers: &HeaderMap, service: &str) -> Result<(), Box<Response>> {
     Ok(())
 }
 
+/// STS `GetCallerIdentity` (the query protocol: a form POST, an XML answer), which the
+/// agent's `aws` environment calls when it starts and the runner to expand a role name:
+/// answered here so that an agent can run against this fake alone (`hoist bench`).
+fn is_sts_caller_identity(headers: &HeaderMap, body: &[u8]) -> bool {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    form && String::from_utf8_lossy(body)
+        .split('&')
+        .any(|p| p == "Action=GetCallerIdentity")
+}
+
+fn sts_caller_identity(shared: &Shared, headers: &HeaderMap) -> Response {
+    if let Err(resp) = check_auth(headers, "sts") {
+        shared
+            .calls
+            .record("GetCallerIdentity", None, resp.status().as_u16());
+        return *resp;
+    }
+    shared.calls.record("GetCallerIdentity", None, 200);
+    let xml = format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+<GetCallerIdentityResult><Arn>arn:aws:iam::{ACCOUNT}:user/hoist-fake</Arn>\
+<UserId>AIDAHOISTFAKE</UserId><Account>{ACCOUNT}</Account></GetCallerIdentityResult>\
+<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>\
+</GetCallerIdentityResponse>"
+    );
+    ([("content-type", "text/xml")], xml).into_response()
+}
+
 async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    if target.is_empty() && is_sts_caller_identity(&headers, &body) {
+        return sts_caller_identity(&shared, &headers);
+    }
     let (service, operation) = match target.split_once('.') {
         Some(("SageMaker", op)) => ("sagemaker", op.to_string()),
         Some(("Logs_20140328", op)) => ("logs", op.to_string()),
