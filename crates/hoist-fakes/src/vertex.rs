@@ -403,7 +403,12 @@ fn google(code: u16, message: &str) -> Response {
 
 impl Fake {
     /// Checks the bearer token and the injected failures; the error response, if any.
-    fn admit(&self, op: &str, target: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(
+        &self,
+        op: &str,
+        target: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<(), Box<Response>> {
         let mut i = self.inner.lock().expect("fake");
         let token = headers
             .get("authorization")
@@ -411,10 +416,10 @@ impl Fake {
             .and_then(|v| v.strip_prefix("Bearer "));
         if !token.is_some_and(|t| i.tokens.contains(t)) {
             self.calls.record(op, target, 401);
-            return Err(google(
+            return Err(Box::new(google(
                 401,
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-            ));
+            )));
         }
         if let Some(f) = i
             .failures
@@ -430,7 +435,7 @@ impl Fake {
                 }
                 _ => "The service is currently unavailable (injected).",
             };
-            return Err(google(code, msg));
+            return Err(Box::new(google(code, msg)));
         }
         Ok(())
     }
@@ -450,7 +455,7 @@ fn form(body: &str) -> HashMap<String, String> {
         let mut i = 0;
         while i < b.len() {
             if b[i] == b'%'
-                && i + 2 < b.len() + 0
+                && i + 2 < b.len()
                 && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
             {
                 out.push(v);
@@ -759,7 +764,7 @@ async fn create(
 ) -> Response {
     const OP: &str = "customJobs.create";
     if let Err(r) = f.admit(OP, None, &headers) {
-        return r;
+        return *r;
     }
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -811,7 +816,7 @@ async fn get_job(
 ) -> Response {
     const OP: &str = "customJobs.get";
     if let Err(r) = f.admit(OP, Some(&id), &headers) {
-        return r;
+        return *r;
     }
     let mut i = f.inner.lock().expect("fake");
     let r = match find(&mut i, &project, &location, &id) {
@@ -837,7 +842,7 @@ async fn cancel(
         return google(404, "The requested URL was not found on this server.");
     };
     if let Err(r) = f.admit(OP, Some(id), &headers) {
-        return r;
+        return *r;
     }
     let mut i = f.inner.lock().expect("fake");
     let r = match find(&mut i, &project, &location, id) {
@@ -892,7 +897,7 @@ async fn list(
 ) -> Response {
     const OP: &str = "customJobs.list";
     if let Err(r) = f.admit(OP, None, &headers) {
-        return r;
+        return *r;
     }
     let filter = q.get("filter").cloned().unwrap_or_default();
     let Some(terms) = label_filter(&filter) else {
@@ -944,7 +949,10 @@ async fn list(
 
 /// The parts of an `ml_job` entries filter: job id, and the timestamp bound
 /// (inclusive or not).
-fn entries_filter(filter: &str) -> Option<(String, Option<(DateTime<Utc>, bool)>)> {
+/// A timestamp bound and whether it is inclusive.
+type Since = Option<(DateTime<Utc>, bool)>;
+
+fn entries_filter(filter: &str) -> Option<(String, Since)> {
     let mut ml = false;
     let mut job = None;
     let mut since = None;
@@ -980,7 +988,7 @@ fn entries_filter(filter: &str) -> Option<(String, Option<(DateTime<Utc>, bool)>
 async fn entries(State(f): State<Fake>, headers: HeaderMap, body: Bytes) -> Response {
     const OP: &str = "entries.list";
     if let Err(r) = f.admit(OP, None, &headers) {
-        return r;
+        return *r;
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(project) = req
@@ -1086,7 +1094,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn jobs_progress_and_write_logs() {
+    async fn a_request_without_a_token_is_unauthenticated() {
         let fake = FakeVertex::start(Script::default()).await.unwrap();
         let http = reqwest_free_get(&fake).await;
         assert_eq!(http, 401);
