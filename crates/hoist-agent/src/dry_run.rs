@@ -106,6 +106,29 @@ pub async fn dry_run(run: &Run, agent: &DryRunAgent<'_>) -> Result<DryRunReport,
             prepared.notes.extend(notes);
             (prepared, result)
         }
+        #[cfg(feature = "gcp")]
+        ResourceType::Vertex => {
+            let mut prepared = prepare(crate::runners::vertex::CAPABILITIES);
+            let (project, region) = match &cfg.environment {
+                Some(crate::config::EnvironmentConfig::Gcp { region, project }) => (
+                    project.clone().unwrap_or_else(|| "PROJECT".into()),
+                    region.clone(),
+                ),
+                _ => {
+                    return Err(RunnerError::Setup(
+                        "a vertex queue needs the agent's `environment: {type: gcp, region: …, project: …}`".into(),
+                    ));
+                }
+            };
+            if project == "PROJECT" {
+                prepared.notes.push("the gcp project comes from the credentials when the agent starts; shown as PROJECT".into());
+            }
+            prepared.notes.push("Vertex AI has no validate-only create: the CustomJob was checked by the agent's rules only".into());
+            let result = crate::runners::vertex::offline_dry_run(&prepared.job, &project, &region)?;
+            (prepared, result)
+        }
+        // Reached in builds without the `aws` or `gcp` feature.
+        #[allow(unreachable_patterns)]
         other => {
             return Err(RunnerError::Setup(format!(
                 "this hoist has no {other} runner, so it cannot show what a {other} run would submit: the server's checks passed, the runner's were not made"

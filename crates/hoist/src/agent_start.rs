@@ -126,6 +126,14 @@ pub async fn components(
             unavailable.insert(ResourceType::Sagemaker, why);
         }
     }
+    match vertex_runner(env.as_ref()).await {
+        Ok(runner) => {
+            runners.insert(ResourceType::Vertex, runner);
+        }
+        Err(why) => {
+            unavailable.insert(ResourceType::Vertex, why);
+        }
+    }
     let builder = match (registry, &cfg.builder.kind) {
         (Ok(registry), hoist_agent::config::BuilderKind::Kaniko(k)) => {
             in_cluster_builder(cfg, k, registry, client, env.as_ref(), name).await
@@ -242,6 +250,26 @@ fn sagemaker_runner(
             env.kind().as_str()
         )),
     }
+}
+
+/// The Vertex AI runner, on the agent's `gcp` environment (project and region;
+/// `HOIST_VERTEX_ENDPOINT` / `HOIST_LOGGING_ENDPOINT` from the agent's environment),
+/// or why there is none. (hoist-agent's `gcp` feature is always on in this crate.)
+async fn vertex_runner(
+    env: Option<&Arc<dyn environments::Environment>>,
+) -> Result<Arc<dyn Runner>, String> {
+    use hoist_agent::environments::gcp::GcpEnvironment;
+    use hoist_agent::runners::vertex::VertexRunner;
+    let gcp = env
+        .and_then(|e| e.as_any().downcast_ref::<GcpEnvironment>())
+        .ok_or_else(|| {
+            "a vertex queue needs the agent's `environment: {type: gcp, region: …, project: …}`"
+                .to_string()
+        })?;
+    let runner = VertexRunner::new(gcp.clone(), &environments::Ambient::process())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(runner))
 }
 
 /// Where local-process runs get their working directories by default.
