@@ -47,6 +47,17 @@ pub struct DispatchBench {
     #[cfg(feature = "kubernetes")]
     #[arg(long, default_value_t = 50)]
     pub kube_samples: usize,
+    /// Measure only these cloud targets, against the scripted fakes of `hoist-fakes`
+    /// served by the bench (launch → create call, against the create call sent
+    /// directly; API calls per run). Repeatable.
+    #[arg(long, value_enum)]
+    pub resource: Vec<super::cloud::CloudResource>,
+    /// Sequential launches per cloud dispatch figure (and as many floor calls).
+    #[arg(long, default_value_t = 50)]
+    pub cloud_samples: usize,
+    /// How long the cloud figures' long job trains, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub cloud_long_secs: u64,
 }
 
 pub(crate) struct AgentProcess(pub(crate) Child);
@@ -287,6 +298,14 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<()> {
     );
     let srv = ServerProcess::start(&data)?;
     let c = srv.client()?;
+    if !b.resource.is_empty() {
+        for r in &b.resource {
+            super::cloud::run(&c, &srv, dir.path(), *r, b.cloud_samples, b.cloud_long_secs)
+                .await?;
+        }
+        srv.stop()?;
+        return Ok(());
+    }
     create_queue(&c, "lp", "local-process", serde_json::json!({})).await?;
     let docker = !b.no_docker && super::docker_answers().await;
     if docker {

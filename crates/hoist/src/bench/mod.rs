@@ -8,7 +8,9 @@
 //!   containers against their floors, short-job throughput, idle agent), `hoist bench
 //!   dispatch`.
 //!   With `--kubernetes` ([`kubernetes`]): Kubernetes dispatch against the same Job
-//!   created directly, and the API requests each run costs.
+//!   created directly, and the API requests each run costs. With `--resource
+//!   sagemaker|vertex` ([`cloud`]): only the cloud targets, against the scripted fakes
+//!   (launch → create call against the call sent directly; API calls per run).
 //! - [`logs`]: run logs (append and concurrent paging throughput, server peak memory
 //!   against raw file IO), `hoist bench logs`.
 //! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
@@ -24,6 +26,7 @@ use anyhow::{Context, bail};
 use hoist_client::{Client, Secret};
 
 pub mod build;
+pub mod cloud;
 pub mod dispatch;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
