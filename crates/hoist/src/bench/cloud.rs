@@ -181,7 +181,16 @@ pub async fn run(
     let agent_name = format!("bench-{name}");
     let agent = AgentProcess(
         Command::new(std::env::current_exe()?)
-            .args(["agent", "--name", &agent_name, "-j", "4", "-q", &queue, "--config"])
+            .args([
+                "agent",
+                "--name",
+                &agent_name,
+                "-j",
+                "4",
+                "-q",
+                &queue,
+                "--config",
+            ])
             .arg(&config_path)
             .env("HOIST_HOST", &srv.url)
             .env("HOIST_API_KEY", &srv.key)
@@ -224,7 +233,9 @@ pub async fn run(
             first_call_after(&calls, resource.create_op(), sent, Duration::from_secs(60)).await?;
         hoist.push(millis(sent, created));
         let end = wait_ended(c, &r.id, Duration::from_secs(120)).await?;
-        *ended.entry(end.split(' ').next().unwrap_or("").to_string()).or_default() += 1;
+        *ended
+            .entry(end.split(' ').next().unwrap_or("").to_string())
+            .or_default() += 1;
         for (op, n) in by_operation(&calls, sent) {
             *per_run.entry(op).or_default() += n;
         }
@@ -244,8 +255,18 @@ pub async fn run(
         p50.as_secs_f64() * 1e3,
         None,
     );
-    line(&format!("{name} dispatch p99"), &ms(p99), p99.as_secs_f64() * 1e3, None);
-    line("  floor: the create call sent directly, p50", &ms(f50), 0.0, None);
+    line(
+        &format!("{name} dispatch p99"),
+        &ms(p99),
+        p99.as_secs_f64() * 1e3,
+        None,
+    );
+    line(
+        "  floor: the create call sent directly, p50",
+        &ms(f50),
+        0.0,
+        None,
+    );
     line("  floor p99", &ms(f99), 0.0, None);
     line(
         "  hoist's own path (dispatch − floor), p50",
@@ -313,15 +334,11 @@ pub async fn run(
 /// the agent's launch-config (the cloud's environment, and a registry: the target pulls
 /// from one, though the bench's image jobs never push) and its variables (endpoints,
 /// dummy credentials). Quick jobs follow the fakes' default script.
-async fn start_cloud(
-    resource: CloudResource,
-    dir: &std::path::Path,
-) -> anyhow::Result<Cloud> {
+async fn start_cloud(resource: CloudResource, dir: &std::path::Path) -> anyhow::Result<Cloud> {
     let registry = "registry: {uri: 127.0.0.1:1/hoist-bench}\n";
     match resource {
         CloudResource::Sagemaker => {
-            let fake =
-                hoist_fakes::sagemaker::FakeSageMaker::start(Default::default()).await?;
+            let fake = hoist_fakes::sagemaker::FakeSageMaker::start(Default::default()).await?;
             let url = fake.url();
             Ok(Cloud {
                 config: format!("environment: {{type: aws, region: us-east-1}}\n{registry}"),
@@ -330,7 +347,10 @@ async fn start_cloud(
                     // all answered by the fake.
                     ("AWS_ENDPOINT_URL".into(), url),
                     ("AWS_ACCESS_KEY_ID".into(), "AKIDHOISTBENCH".into()),
-                    ("AWS_SECRET_ACCESS_KEY".into(), "hoist-bench-not-a-secret".into()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".into(),
+                        "hoist-bench-not-a-secret".into(),
+                    ),
                     ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
                 ],
                 fake: Fake::Sagemaker(fake),
@@ -347,7 +367,10 @@ async fn start_cloud(
                     hoist_fakes::vertex::FAKE_PROJECT
                 ),
                 env: vec![
-                    ("GOOGLE_APPLICATION_CREDENTIALS".into(), creds.display().to_string()),
+                    (
+                        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                        creds.display().to_string(),
+                    ),
                     ("HOIST_VERTEX_ENDPOINT".into(), url.clone()),
                     ("HOIST_LOGGING_ENDPOINT".into(), url),
                 ],
@@ -372,6 +395,18 @@ fn long_script(fake: &Fake, secs: u64) {
     }
 }
 
+/// `application/x-www-form-urlencoded` escaping of a value.
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The create call of a run's job, sent straight to the fake by this process (the
 /// floor), with what it needs prepared beforehand (a client, Vertex's bearer token), so
 /// that only the call itself is timed. Its body is what the agent sends for the seed's
@@ -387,14 +422,23 @@ impl Direct {
         let token = match fake {
             Fake::Sagemaker(_) => String::new(),
             Fake::Vertex(f) => {
+                // The refresh-token grant of the fake's own credentials file.
+                let creds: Value = serde_json::from_str(&f.credentials_json())?;
+                let field = |k: &str| creds[k].as_str().unwrap_or_default().to_string();
+                let form: String = [
+                    ("grant_type", "refresh_token".to_string()),
+                    ("client_id", field("client_id")),
+                    ("client_secret", field("client_secret")),
+                    ("refresh_token", field("refresh_token")),
+                ]
+                .iter()
+                .map(|(k, v)| format!("{k}={}", percent(v)))
+                .collect::<Vec<_>>()
+                .join("&");
                 let t: Value = http
-                    .post(format!("{}/token", f.url()))
-                    .form(&[
-                        ("grant_type", "refresh_token"),
-                        ("client_id", "hoist-fake.apps.googleusercontent.com"),
-                        ("client_secret", "fake-client-secret"),
-                        ("refresh_token", "1//fake-refresh-token"),
-                    ])
+                    .post(field("token_uri"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form)
                     .send()
                     .await?
                     .error_for_status()?

@@ -300,8 +300,7 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<()> {
     let c = srv.client()?;
     if !b.resource.is_empty() {
         for r in &b.resource {
-            super::cloud::run(&c, &srv, dir.path(), *r, b.cloud_samples, b.cloud_long_secs)
-                .await?;
+            super::cloud::run(&c, &srv, dir.path(), *r, b.cloud_samples, b.cloud_long_secs).await?;
         }
         srv.stop()?;
         return Ok(());

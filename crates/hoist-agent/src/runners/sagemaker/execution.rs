@@ -53,7 +53,8 @@ impl Default for Polling {
         Polling {
             first: Duration::from_millis(250),
             cap: Duration::from_secs(15),
-            log_first: Duration::from_millis(500),
+            // CloudWatch Logs shows a line a second or so after it was written.
+            log_first: Duration::from_secs(1),
             log_cap: Duration::from_secs(10),
             log_settle: Duration::from_secs(3),
         }

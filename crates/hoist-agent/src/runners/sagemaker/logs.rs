@@ -2,8 +2,10 @@
 //! whose name starts with `<job name>/` (one per instance, `algo-1-1700000000`, and a
 //! new one when SageMaker restarts an instance), each read from its head with
 //! `GetLogEvents` and followed by its `nextForwardToken` (the same token back means
-//! the end for now). `DescribeLogStreams` is asked again on every pass, so streams that
-//! appear later are followed too. A job on several instances writes each line as
+//! the end for now). `DescribeLogStreams` is asked on every pass until a stream is
+//! found, then every [`RELIST_EVERY`] and once more after the end, so streams that
+//! appear later (a restarted instance) are followed too without spending CloudWatch's
+//! small `DescribeLogStreams` quota (5 requests per second per account) on every pass. A job on several instances writes each line as
 //! `[algo-1-1700000000] text` ([`crate::logs::source_prefix`]), so a re-adopted run
 //! resumes each stream where the server's copy of it ends.
 //!
@@ -28,6 +30,9 @@ use crate::runners::LogResume;
 
 /// The longest the logs are read after the end.
 pub const LOG_DRAIN: Duration = Duration::from_secs(60);
+
+/// How often the streams are listed again once one is known.
+pub const RELIST_EVERY: Duration = Duration::from_secs(30);
 
 /// The most `GetLogEvents` pages read from one stream in one pass.
 const MAX_PAGES_PER_PASS: usize = 50;
@@ -57,11 +62,20 @@ pub async fn follow(
     let mut backoff = polling.log_first;
     let mut ended_at: Option<tokio::time::Instant> = None;
     let mut warned = false;
+    let mut listed_at: Option<tokio::time::Instant> = None;
+    let mut listed_after_end = false;
     loop {
         if ended_at.is_none() && *ended.borrow() {
             ended_at = Some(tokio::time::Instant::now());
         }
-        let found = pass(&api, &job, prefixed, &sink, &resume, &mut streams).await;
+        let list = streams.is_empty()
+            || listed_at.is_none_or(|t| t.elapsed() >= RELIST_EVERY)
+            || (ended_at.is_some() && !listed_after_end);
+        if list {
+            listed_at = Some(tokio::time::Instant::now());
+            listed_after_end = ended_at.is_some();
+        }
+        let found = pass(&api, &job, prefixed, &sink, &resume, &mut streams, list).await;
         let new = match found {
             Ok(n) => n,
             Err(e) => {
@@ -99,8 +113,8 @@ pub async fn follow(
     }
 }
 
-/// One pass: the streams, then each stream to its end for now. Returns how many lines
-/// were read.
+/// One pass: the streams (when `list`), then each stream to its end for now. Returns
+/// how many lines were read.
 async fn pass(
     api: &Api,
     job: &str,
@@ -108,8 +122,14 @@ async fn pass(
     sink: &LogSink,
     resume: &LogResume,
     streams: &mut BTreeMap<String, Stream>,
+    list: bool,
 ) -> Result<usize, ApiError> {
-    for name in stream_names(api, job).await? {
+    let names = if list {
+        stream_names(api, job).await?
+    } else {
+        Vec::new()
+    };
+    for name in names {
         streams.entry(name.clone()).or_insert_with(|| {
             let short = short_name(job, &name);
             if prefixed {
