@@ -57,7 +57,8 @@ fn seed_placeholders_unfilled_are_refused() {
     check(
         ResourceType::Sagemaker,
         r#"{"RoleArn": "<arn:partition:service:region:account:resource>",
-            "ResourceConfig": {"InstanceType": "ml.m4.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 2}}"#,
+            "ResourceConfig": {"InstanceType": "ml.m4.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 2},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600}}"#,
         &[
             r#"RoleArn: expected an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole, or a role name of the agent's account such as SageMakerRole, found "<arn:partition:service:region:account:resource>""#,
         ],
@@ -319,7 +320,8 @@ metadata: {creationTimestamp: "2024-01-01T00:00:00Z", uid: x}
 /// `RoleArn` may be a role name (with a path): the agent expands it with its account.
 #[test]
 fn sagemaker_role_names_are_accepted() {
-    let base = r#""ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5}"#;
+    let base = r#""ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600}"#;
     for role in [
         "SageMakerRole",
         "service-role/AmazonSageMaker-ExecutionRole",
@@ -347,6 +349,7 @@ fn bad_sagemaker_configs() {
             &[
                 "(document): missing required field `RoleArn`",
                 "(document): missing required field `ResourceConfig`",
+                "(document): missing required field `StoppingCondition`",
             ],
         ),
         (

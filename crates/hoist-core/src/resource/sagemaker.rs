@@ -1,7 +1,9 @@
 //! The `sagemaker` queue config: a partial SageMaker `CreateTrainingJob` request, with
 //! the PascalCase keys of the AWS API reference.
 //!
-//! `RoleArn` and `ResourceConfig` are required (the agent cannot guess either);
+//! `RoleArn`, `ResourceConfig` and `StoppingCondition` are required (the agent guesses
+//! neither the role, nor the instances, nor a time limit; `RoleArn` may be a role name
+//! of the agent's account);
 //! everything else is optional: the agent sets `TrainingJobName` and
 //! `AlgorithmSpecification.TrainingImage` for each run, but a queue may set them too.
 //! Inside the objects that are present, the API's own required members are required
@@ -69,7 +71,11 @@ pub fn validate(config: &Value) -> Vec<ConfigProblem> {
         return c.problems;
     };
     let fields = c.fields(obj, "", FIELDS, KeyStyle::Exact);
-    c.require(&fields, "", &["RoleArn", "ResourceConfig"]);
+    c.require(
+        &fields,
+        "",
+        &["RoleArn", "ResourceConfig", "StoppingCondition"],
+    );
     // Spot training is off unless set (a macro may turn it on).
     let spot =
         get(&fields, "EnableManagedSpotTraining").is_some_and(|f| *f.value != Value::Bool(false));
