@@ -37,6 +37,7 @@ use crate::logs::LogSink;
 pub mod docker;
 pub mod kubernetes;
 pub mod local_process;
+mod progress;
 mod resume;
 #[cfg(feature = "aws")]
 pub mod sagemaker;

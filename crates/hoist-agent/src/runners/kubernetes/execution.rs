@@ -39,6 +39,7 @@ use super::api::{self, Kind};
 use super::logs::Follower;
 use super::status::{self, TopStatus};
 use crate::logs::{LogSink, source_prefix};
+use crate::runners::progress::{self, Progress};
 use crate::runners::{Execution, Exit, LogResume, RunnerError};
 
 /// How long a pod may keep failing to start its containers (an image that cannot be
@@ -58,13 +59,6 @@ const LOG_DRAIN: Duration = Duration::from_secs(60);
 
 /// How long a preempted or lost run's logs are still read (its containers may go on).
 const PARTIAL_LOG_DRAIN: Duration = Duration::from_secs(3);
-
-/// What the supervisor has seen, for the execution's waiters.
-#[derive(Clone, Default)]
-struct Progress {
-    running: Option<Result<(), Arc<RunnerError>>>,
-    exit: Option<Result<Exit, Arc<RunnerError>>>,
-}
 
 /// What identifies a run's objects.
 #[derive(Clone)]
@@ -150,21 +144,6 @@ impl KubeExecution {
             task: Mutex::new(Some(task)),
         }
     }
-
-    async fn wait_for<T>(
-        &self,
-        pick: impl Fn(&Progress) -> Option<Result<T, Arc<RunnerError>>>,
-    ) -> Result<T, RunnerError> {
-        let mut rx = self.progress.clone();
-        let r = rx.wait_for(|p| pick(p).is_some()).await;
-        match r {
-            Ok(p) => pick(&p).expect("checked").map_err(|e| e.share()),
-            Err(_) => Err(RunnerError::Gone(format!(
-                "{} is no longer supervised",
-                self.target.describe()
-            ))),
-        }
-    }
 }
 
 #[async_trait]
@@ -174,11 +153,11 @@ impl Execution for KubeExecution {
     }
 
     async fn running(&self) -> Result<(), RunnerError> {
-        self.wait_for(|p| p.running.clone()).await
+        progress::running(&self.progress, || self.target.describe()).await
     }
 
     async fn wait(&self) -> Result<Exit, RunnerError> {
-        self.wait_for(|p| p.exit.clone()).await
+        progress::exit(&self.progress, || self.target.describe()).await
     }
 
     fn pending_reason(&self) -> Option<String> {

@@ -24,6 +24,7 @@ use super::api::{Api, Service};
 use super::logs;
 use super::status::{JobStatus, Phase};
 use crate::logs::LogSink;
+use crate::runners::progress::{self, Progress};
 use crate::runners::{Execution, Exit, LogResume, RunnerError};
 
 /// How long a job just created may be unknown to `DescribeTrainingJob`.
@@ -59,13 +60,6 @@ impl Default for Polling {
             log_settle: Duration::from_secs(3),
         }
     }
-}
-
-/// What the supervisor has seen, for the execution's waiters.
-#[derive(Clone, Default)]
-struct Progress {
-    running: Option<Result<(), Arc<RunnerError>>>,
-    exit: Option<Result<Exit, Arc<RunnerError>>>,
 }
 
 /// What to supervise.
@@ -125,28 +119,6 @@ impl SageMakerExecution {
             task: Mutex::new(Some(task)),
         }
     }
-
-    async fn wait_for<T>(
-        &self,
-        pick: impl Fn(&Progress) -> Option<Result<T, Arc<RunnerError>>>,
-    ) -> Result<T, RunnerError> {
-        let mut rx = self.progress.clone();
-        let r = rx
-            .wait_for(|p| pick(p).is_some())
-            .await
-            .map(|p| pick(&p).expect("checked"));
-        let ended = self.progress.borrow().exit.is_some();
-        match r {
-            Ok(r) => r.map_err(|e| e.share()),
-            // The job ended without this (it never ran): `running` never resolves,
-            // `wait` has the end.
-            Err(_) if ended => std::future::pending().await,
-            Err(_) => Err(RunnerError::Gone(format!(
-                "training job {} is no longer supervised",
-                self.name
-            ))),
-        }
-    }
 }
 
 #[async_trait]
@@ -156,11 +128,11 @@ impl Execution for SageMakerExecution {
     }
 
     async fn running(&self) -> Result<(), RunnerError> {
-        self.wait_for(|p| p.running.clone()).await
+        progress::running(&self.progress, || self.describe()).await
     }
 
     async fn wait(&self) -> Result<Exit, RunnerError> {
-        self.wait_for(|p| p.exit.clone()).await
+        progress::exit(&self.progress, || self.describe()).await
     }
 
     fn pending_reason(&self) -> Option<String> {

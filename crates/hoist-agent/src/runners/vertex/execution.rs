@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{GoogleError, VertexApi};
 use super::spec::{Phase, phase};
 use crate::logs::{LogSink, source_prefix};
+use crate::runners::progress::{self, Progress};
 use crate::runners::{Execution, Exit, LogResume, RunnerError};
 
 /// How far before the newest entry seen a log read starts again.
@@ -81,13 +82,6 @@ impl Default for Timing {
             pending_warn_after: Duration::from_secs(600),
         }
     }
-}
-
-/// What the supervisor has seen, for the execution's waiters.
-#[derive(Clone, Default)]
-struct Progress {
-    running: Option<Result<(), Arc<RunnerError>>>,
-    exit: Option<Result<Exit, Arc<RunnerError>>>,
 }
 
 /// A CustomJob being supervised.
@@ -200,20 +194,6 @@ impl VertexExecution {
             task: Mutex::new(Some(task)),
         }
     }
-
-    async fn wait_for<T>(
-        &self,
-        pick: impl Fn(&Progress) -> Option<Result<T, Arc<RunnerError>>>,
-    ) -> Result<T, RunnerError> {
-        let mut rx = self.progress.clone();
-        match rx.wait_for(|p| pick(p).is_some()).await {
-            Ok(p) => pick(&p).expect("checked").map_err(|e| e.share()),
-            Err(_) => Err(RunnerError::Gone(format!(
-                "the Vertex AI CustomJob {} is no longer supervised",
-                self.name
-            ))),
-        }
-    }
 }
 
 #[async_trait]
@@ -223,11 +203,11 @@ impl Execution for VertexExecution {
     }
 
     async fn running(&self) -> Result<(), RunnerError> {
-        self.wait_for(|p| p.running.clone()).await
+        progress::running(&self.progress, || self.describe()).await
     }
 
     async fn wait(&self) -> Result<Exit, RunnerError> {
-        self.wait_for(|p| p.exit.clone()).await
+        progress::exit(&self.progress, || self.describe()).await
     }
 
     fn pending_reason(&self) -> Option<String> {
