@@ -14,7 +14,7 @@ mod cli_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cli_support::{AgentProc, World, launched_id};
+use cli_support::{AgentProc, World, agents_log, launched_id};
 use hoist_testkit::{
     HoldingProxy, Kubectl, TestNamespace, busybox_image as image, env, require_k8s, unique,
     wait_until,
@@ -92,19 +92,8 @@ impl K8sE2e {
     }
 
     fn queue(&self, name: &str, config: &str, flags: &[&str]) {
-        let file = self.w.file(&format!("{name}.yaml"), config);
-        let file = file.to_string_lossy();
-        let mut args = vec![
-            "queue",
-            "create",
-            name,
-            "--resource",
-            "kubernetes",
-            "--config",
-            &file,
-        ];
-        args.extend_from_slice(flags);
-        self.w.run(&args).ok();
+        self.w
+            .create_queue_from(name, "kubernetes", &format!("{name}.yaml"), config, flags);
     }
 
     /// Starts (or restarts) the agent on `queues` and waits until it polls.
@@ -114,27 +103,20 @@ impl K8sE2e {
 
     /// [`K8sE2e::agent`] with more environment variables.
     fn agent_env(&mut self, queues: &[&str], extra: &[(&str, &str)]) {
-        let mut args = vec!["-c".to_string(), self.config.to_string_lossy().to_string()];
-        for q in queues {
-            args.push("-q".into());
-            args.push(q.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
         let mut env = vec![("KUBECONFIG", kubeconfig.as_str())];
         env.extend_from_slice(extra);
-        let a = self.w.spawn_agent_env(&self.agent_name, &args, &env);
-        self.agents.push(a);
-        let name = self.agent_name.clone();
-        self.w.wait_agents(&mut self.agents, &[&name]);
+        self.w.start_agent(
+            &mut self.agents,
+            &self.agent_name,
+            &self.config,
+            queues,
+            &env,
+        );
     }
 
     fn agent_log(&self) -> String {
-        self.agents
-            .iter()
-            .map(AgentProc::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
+        agents_log(&self.agents)
     }
 
     fn launch(&self, queue: &str, args: &[&str]) -> String {

@@ -14,7 +14,7 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{AgentProc, World, launched_id};
+use cli_support::{AgentProc, World, agents_log, launched_id};
 use hoist_fakes::sagemaker::{FakeSageMaker, Script};
 use hoist_testkit::{service_url, unique};
 
@@ -67,46 +67,28 @@ impl SmE2e {
     }
 
     fn queue(&self, name: &str, file: &str, config: &str) {
-        let file = self.w.file(file, config);
-        let file = file.to_string_lossy();
         self.w
-            .run(&[
-                "queue",
-                "create",
-                name,
-                "--resource",
-                "sagemaker",
-                "--config",
-                &file,
-            ])
-            .ok();
+            .create_queue_from(name, "sagemaker", file, config, &[]);
     }
 
     /// Starts (or restarts) the agent on `queues` and waits until it polls.
     fn agent(&mut self, queues: &[&str]) {
-        let mut args = vec!["-c".to_string(), self.config.to_string_lossy().to_string()];
-        for q in queues {
-            args.push("-q".into());
-            args.push(q.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let a = self.w.spawn_agent_env(&self.agent_name, &args, &env);
-        self.agents.push(a);
-        let name = self.agent_name.clone();
-        self.w.wait_agents(&mut self.agents, &[&name]);
+        self.w.start_agent(
+            &mut self.agents,
+            &self.agent_name,
+            &self.config,
+            queues,
+            &env,
+        );
     }
 
     fn agent_log(&self) -> String {
-        self.agents
-            .iter()
-            .map(AgentProc::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
+        agents_log(&self.agents)
     }
 
     fn system_lines(&self, id: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{AgentProc, World};
+use cli_support::{AgentProc, World, agents_log};
 use hoist_fakes::vertex::{FAKE_PROJECT, FakeVertex, Script};
 use hoist_testkit::unique;
 
@@ -83,29 +83,11 @@ stopped_run_timeout: 5s
     }
 
     fn queue(&self, name: &str, file: &str, config: &str) {
-        let path = self.w.file(file, config);
-        let path = path.to_string_lossy();
-        self.w
-            .run(&[
-                "queue",
-                "create",
-                name,
-                "--resource",
-                "vertex",
-                "--config",
-                &path,
-            ])
-            .ok();
+        self.w.create_queue_from(name, "vertex", file, config, &[]);
     }
 
     /// Starts (or restarts) the agent on `queues` and waits until it polls.
     fn agent(&mut self, queues: &[&str]) {
-        let mut args = vec!["-c".to_string(), self.config.to_string_lossy().to_string()];
-        for q in queues {
-            args.push("-q".into());
-            args.push(q.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let creds = self.credentials.to_string_lossy().to_string();
         let url = self.fake.url();
         let env = [
@@ -114,18 +96,17 @@ stopped_run_timeout: 5s
             ("HOIST_LOGGING_ENDPOINT", url.as_str()),
             ("GPU_COUNT", "1"),
         ];
-        let a = self.w.spawn_agent_env(&self.agent_name, &args, &env);
-        self.agents.push(a);
-        let name = self.agent_name.clone();
-        self.w.wait_agents(&mut self.agents, &[&name]);
+        self.w.start_agent(
+            &mut self.agents,
+            &self.agent_name,
+            &self.config,
+            queues,
+            &env,
+        );
     }
 
     fn agent_log(&self) -> String {
-        self.agents
-            .iter()
-            .map(AgentProc::log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
+        agents_log(&self.agents)
     }
 }
 

@@ -532,6 +532,15 @@ impl Run {
 
 /// The child's output once it exits; a failure if it is still running after `within`
 /// (then it was not woken).
+/// The logs of every process in `agents`, oldest first.
+pub fn agents_log(agents: &[AgentProc]) -> String {
+    agents
+        .iter()
+        .map(AgentProc::log)
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 pub fn exit_within(mut child: Child, within: Duration) -> Output {
     let deadline = Instant::now() + within;
     while child.try_wait().unwrap().is_none() {
@@ -667,6 +676,50 @@ impl World {
         self.wait_run(id, &format!("logging {text:?}"), |_| {
             self.run_logs(id).iter().any(|(_, t)| t == text)
         });
+    }
+
+    /// `hoist queue create NAME --resource RESOURCE --config FILE FLAGS…` with `config`
+    /// written to `FILE` in the world's directory; it must succeed.
+    pub fn create_queue_from(
+        &self,
+        name: &str,
+        resource: &str,
+        file: &str,
+        config: &str,
+        flags: &[&str],
+    ) {
+        let path = self.file(file, config);
+        let path = path.to_string_lossy();
+        let mut args = vec![
+            "queue",
+            "create",
+            name,
+            "--resource",
+            resource,
+            "--config",
+            &path,
+        ];
+        args.extend_from_slice(flags);
+        self.run(&args).ok();
+    }
+
+    /// Starts (or restarts) agent `name` with `-c CONFIG -q QUEUE…` and `env`, adds its
+    /// process to `agents`, and waits until it polls (see [`World::wait_agents`]).
+    pub fn start_agent(
+        &self,
+        agents: &mut Vec<AgentProc>,
+        name: &str,
+        config: &Path,
+        queues: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        let config = config.to_string_lossy();
+        let mut args = vec!["-c", config.as_ref()];
+        for q in queues {
+            args.extend(["-q", q]);
+        }
+        agents.push(self.spawn_agent_env(name, &args, env));
+        self.wait_agents(agents, &[name]);
     }
 
     /// Waits until every agent of `names` is registered and connected (`hoist agent
