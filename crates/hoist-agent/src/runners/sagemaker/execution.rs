@@ -54,8 +54,10 @@ impl Default for Polling {
         Polling {
             first: Duration::from_millis(250),
             cap: Duration::from_secs(15),
-            // CloudWatch Logs shows a line a second or so after it was written.
-            log_first: Duration::from_secs(1),
+            // CloudWatch Logs shows a line a second or so after it was written, and
+            // allows GetLogEvents 25 times a second per account: every 2 s at most
+            // per run while lines come.
+            log_first: Duration::from_secs(2),
             log_cap: Duration::from_secs(10),
             log_settle: Duration::from_secs(3),
         }

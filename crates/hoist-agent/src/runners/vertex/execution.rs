@@ -24,8 +24,8 @@
 //! Logs: Cloud Logging `entries:list` with `resource.type="ml_job" AND
 //! resource.labels.job_id="ID" AND timestamp>="T"`, `timestamp asc`, every page. While
 //! the job runs they are read every [`Timing::log_interval`] (growing to
-//! [`Timing::poll_max`] while no line comes: Cloud Logging allows 60 reads a minute per
-//! project); after the job ended they are read to the end, then again after
+//! [`Timing::poll_max`] or 30 s while no line comes: Cloud Logging allows 60 reads a
+//! minute per project); after the job ended they are read to the end, then again after
 //! [`Timing::log_settle`] until a read brings nothing new (entries become readable a
 //! little after they are written). Each read starts [`LOG_LOOKBACK`] before the newest
 //! entry seen (late entries of another replica are not missed) and skips entries whose
@@ -76,7 +76,9 @@ impl Default for Timing {
         Timing {
             poll_first: Duration::from_millis(250),
             poll_max: Duration::from_secs(10),
-            log_interval: Duration::from_secs(2),
+            // Cloud Logging allows 60 reads a minute per project: a run reads at most
+            // 12 a minute, so a few busy runs share the quota (a 429 is retried).
+            log_interval: Duration::from_secs(5),
             log_settle: Duration::from_secs(3),
             give_up_after: Duration::from_secs(300),
             pending_warn_after: Duration::from_secs(600),
@@ -320,7 +322,9 @@ impl Supervisor {
                 log_delay = if n > 0 {
                     t.log_interval
                 } else {
-                    log_delay.mul_f64(1.5).min(t.poll_max.max(t.log_interval))
+                    log_delay
+                        .mul_f64(1.5)
+                        .min(t.poll_max.max(t.log_interval * 6))
                 };
                 next_log = Instant::now() + log_delay;
             }
