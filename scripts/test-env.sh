@@ -1845,6 +1845,12 @@ write_env_file() {
         for kv in "${EXPORTS[@]}"; do
             printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
         done
+        # As scripts/test.sh sets them, so that a cargo run after sourcing this file
+        # builds into the same (warm) target dir instead of the clone's `target/`.
+        # shellcheck disable=SC2016
+        printf 'export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hoist/target}"\n'
+        # shellcheck disable=SC2016
+        printf 'export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"\n'
     } >"$tmp"
     mv "$tmp" "$ENV_FILE"
     say "env: wrote $ENV_FILE"

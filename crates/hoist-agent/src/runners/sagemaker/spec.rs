@@ -365,9 +365,13 @@ pub fn build(job: &JobSpec, cx: &SpecContext<'_>) -> Result<Request, RunnerError
     }
     if !secret_like.is_empty() {
         return Err(RunnerError::Refused(format!(
-            "Environment {} look{} like secrets, and SageMaker shows a training job's Environment to anyone allowed sagemaker:DescribeTrainingJob: keep secrets in AWS Secrets Manager (or SSM Parameter Store) and read them in the job with its role (RoleArn), or pass only their names",
+            "Environment {} {}, and SageMaker shows a training job's Environment to anyone allowed sagemaker:DescribeTrainingJob: keep secrets in AWS Secrets Manager (or SSM Parameter Store) and read them in the job with its role (RoleArn), or pass only their names",
             secret_like.join(", "),
-            if secret_like.len() == 1 { "s" } else { "" }
+            if secret_like.len() == 1 {
+                "looks like a secret"
+            } else {
+                "look like secrets"
+            }
         )));
     }
     if let Some(Value::String(c)) = env.get("HOIST_RUN_CONFIG")
@@ -642,7 +646,7 @@ mod tests {
         j.env.insert("WANDB_API_KEY".into(), "abc".into());
         let e = build(&j, &CX).unwrap_err().to_string();
         assert!(
-            e.contains("WANDB_API_KEY") && e.contains("Secrets Manager"),
+            e.contains("WANDB_API_KEY looks like a secret") && e.contains("Secrets Manager"),
             "{e}"
         );
         assert!(!e.contains("abc"), "{e}");
