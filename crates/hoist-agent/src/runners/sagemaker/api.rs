@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::environments::EnvError;
 use crate::environments::aws::AwsEnvironment;
+use crate::environments::http::retry_transient;
 use crate::runners::RunnerError;
 
 /// One of the two services.
@@ -121,7 +122,7 @@ impl ApiError {
         }
     }
 
-    /// Throttled (wait longer than for other transient errors).
+    /// Throttled (a transient failure).
     pub fn is_throttling(&self) -> bool {
         matches!(self, ApiError::Service { status: 429, .. })
             || self.code().is_some_and(is_throttling)
@@ -202,9 +203,6 @@ pub fn parse_error(header_type: Option<&str>, body: &str) -> (String, String) {
     (code, message)
 }
 
-/// How many times a transient failure is tried again within one call.
-const RETRIES: u32 = 3;
-
 /// A client of both services for one region.
 #[derive(Clone)]
 pub struct Api {
@@ -212,7 +210,6 @@ pub struct Api {
     env: AwsEnvironment,
     sagemaker: String,
     logs: String,
-    first_backoff: Duration,
 }
 
 impl std::fmt::Debug for Api {
@@ -236,18 +233,11 @@ impl Api {
             sagemaker: env.sagemaker_endpoint(),
             logs: env.logs_endpoint(),
             env,
-            first_backoff: Duration::from_millis(200),
         }
     }
 
     pub fn environment(&self) -> &AwsEnvironment {
         &self.env
-    }
-
-    /// The first wait before a transient failure is tried again (doubling after).
-    pub fn with_retry_backoff(mut self, first: Duration) -> Api {
-        self.first_backoff = first;
-        self
     }
 
     pub fn endpoint(&self, service: Service) -> &str {
@@ -257,31 +247,18 @@ impl Api {
         }
     }
 
-    /// Calls `operation` with `body`, retrying transient failures a few times.
+    /// Calls `operation` with `body`, retrying transient failures (throttling, 5xx, no
+    /// answer) a few times with backoff, as every cloud call of the agent does.
     pub async fn call(
         &self,
         service: Service,
         operation: &str,
         body: &Value,
     ) -> Result<Value, ApiError> {
-        let mut backoff = self.first_backoff;
-        let mut tries = 0;
-        loop {
-            match self.call_once(service, operation, body).await {
-                Err(e) if e.is_transient() && tries < RETRIES => {
-                    tries += 1;
-                    let wait = if e.is_throttling() {
-                        backoff * 2
-                    } else {
-                        backoff
-                    };
-                    tracing::debug!(message = "An AWS call failed; trying again.", operation, error = %e, retry_in_ms = wait.as_millis() as u64);
-                    tokio::time::sleep(wait).await;
-                    backoff *= 2;
-                }
-                other => return other,
-            }
-        }
+        retry_transient(operation, ApiError::is_transient, || {
+            self.call_once(service, operation, body)
+        })
+        .await
     }
 
     /// One attempt of [`Api::call`].
