@@ -205,6 +205,37 @@ impl TokenResponse {
     }
 }
 
+/// Google's JSON error body (`{"error": {"code": 403, "message": "…", "status":
+/// "PERMISSION_DENIED"}}`), as Cloud Storage, Vertex AI and Cloud Logging answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct GoogleErrorBody {
+    /// `error.message` (empty when absent).
+    pub message: String,
+    /// `error.status`, the canonical code name (empty when absent).
+    pub status: String,
+    /// `error.code`, as written (a number or a string).
+    pub code: Option<String>,
+}
+
+/// Reads Google's error body; `None` when `body` is not one.
+pub(crate) fn google_error_body(body: &str) -> Option<GoogleErrorBody> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let e = v.get("error")?.as_object()?;
+    let text = |k: &str| {
+        e.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(GoogleErrorBody {
+        message: text("message"),
+        status: text("status"),
+        code: e
+            .get("code")
+            .map(|c| c.to_string().trim_matches('"').to_string()),
+    })
+}
+
 /// An OAuth2 error body (`{"error": …, "error_description": …}`), or the start of
 /// whatever came instead. Token endpoints never echo secrets in errors.
 pub(crate) fn oauth_error(status: reqwest::StatusCode, body: &str) -> String {

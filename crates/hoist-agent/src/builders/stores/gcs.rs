@@ -28,7 +28,9 @@ use super::{
     ContextStore, ContextStoreError, Operation, PART_SIZE, Parts, doing, http_client, object_name,
 };
 use crate::environments::gcp::GcpEnvironment;
-use crate::environments::http::{RETRY_ATTEMPTS, cause, endpoint_url, retry_transient};
+use crate::environments::http::{
+    RETRY_ATTEMPTS, cause, endpoint_url, google_error_body, retry_transient,
+};
 use crate::environments::{Ambient, Secret};
 
 /// Cloud Storage's endpoint.
@@ -96,31 +98,12 @@ impl std::fmt::Debug for GcsStore {
     }
 }
 
-/// Google's error body, `{"error": {"code": 403, "message": "…"}}`.
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    code: Option<serde_json::Value>,
-}
-
 /// What the store says about a failed answer: Google's message, else the start of the
 /// body.
 fn reason(status: StatusCode, body: &str) -> String {
-    if let Ok(b) = serde_json::from_str::<ErrorBody>(body) {
-        let msg = b.error.message.unwrap_or_default();
-        let code = b
-            .error
-            .code
-            .map(|c| c.to_string().trim_matches('"').to_string())
-            .unwrap_or_else(|| status.as_u16().to_string());
-        return format!("HTTP {code}: {}", msg.trim());
+    if let Some(b) = google_error_body(body) {
+        let code = b.code.unwrap_or_else(|| status.as_u16().to_string());
+        return format!("HTTP {code}: {}", b.message.trim());
     }
     let snippet: String = body.trim().chars().take(200).collect();
     if snippet.is_empty() {

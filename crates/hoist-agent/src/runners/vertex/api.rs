@@ -105,25 +105,19 @@ impl GoogleError {
 
 /// Reads Google's error body.
 fn google_error(code: u16, body: &str) -> GoogleError {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let e = v.get("error");
-    let message = e
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
+    let parsed = http::google_error_body(body);
+    let message = match parsed.as_ref().filter(|b| !b.message.is_empty()) {
+        Some(b) => b.message.clone(),
+        None => {
             let s: String = body.chars().take(200).collect();
             if s.trim().is_empty() {
                 "(no message)".into()
             } else {
                 s.trim().to_string()
             }
-        });
-    let status = e
-        .and_then(|e| e.get("status"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+        }
+    };
+    let status = parsed.map(|b| b.status).unwrap_or_default();
     GoogleError::Status {
         code,
         status,
