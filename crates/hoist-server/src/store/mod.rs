@@ -51,6 +51,7 @@ pub mod logs;
 pub mod queues;
 pub mod rows;
 pub mod runs;
+pub mod web;
 
 pub use error::StoreError;
 
@@ -84,6 +85,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_run_built.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_web_sessions.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -103,6 +108,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_run_built.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_web_sessions.sql"),
     ),
 ];
 
