@@ -148,20 +148,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
     let token = bearer(parts)?;
     let (kind, id, secret) = parse_credential(token).ok_or_else(invalid)?;
     match kind {
-        CredentialKind::ApiKey => {
-            let rec = key_record(state, id).await?.ok_or_else(invalid)?;
-            if rec.revoked || !verify(secret, &rec.secret_hash) {
-                return Err(invalid());
-            }
-            touch(state, id);
-            let entities = entities_of(state, &rec.user).await?;
-            Ok(Principal::User(UserPrincipal {
-                name: rec.user,
-                admin: rec.admin,
-                key_id: rec.id,
-                entities,
-            }))
-        }
+        CredentialKind::ApiKey => Ok(Principal::User(key_principal(state, id, secret).await?)),
         CredentialKind::RunToken => {
             let rec = state.store.run_token(id).await?.ok_or_else(invalid)?;
             if !verify(secret, &rec.secret_hash) || rec.expires_at < state.clock.now_ms() {
@@ -179,7 +166,27 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
     }
 }
 
-async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
+/// The user an API key (`hk_ID_SECRET`, split) acts for, if the key is valid.
+pub async fn key_principal(
+    state: &AppState,
+    id: &str,
+    secret: &str,
+) -> Result<UserPrincipal, ApiError> {
+    let rec = key_record(state, id).await?.ok_or_else(invalid)?;
+    if rec.revoked || !verify(secret, &rec.secret_hash) {
+        return Err(invalid());
+    }
+    touch(state, id);
+    let entities = entities_of(state, &rec.user).await?;
+    Ok(UserPrincipal {
+        name: rec.user,
+        admin: rec.admin,
+        key_id: rec.id,
+        entities,
+    })
+}
+
+pub(crate) async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
     if let Some((rec, at)) = state.auth.keys.lock().expect("auth cache").get(id)
         && at.elapsed() < CACHE_TTL
     {

@@ -26,5 +26,6 @@ pub mod secrets;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod web;
 
 pub use server::{Server, ServerConfig};

@@ -61,6 +61,37 @@ pub fn new_credential(kind: CredentialKind) -> (String, Secret, String) {
     (id, token, hash_secret(&secret))
 }
 
+/// A new web session: (id, the cookie value `hs_ID_SECRET` to hand out once, hash to store).
+pub fn new_session() -> (String, Secret, String) {
+    let id = new_id(16);
+    let secret = new_secret();
+    let token = Secret::new(format!("hs_{id}_{secret}"));
+    (id, token, hash_secret(&secret))
+}
+
+/// Splits a session cookie `hs_ID_SECRET` into id and secret.
+pub fn parse_session(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("hs_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+}
+
+/// The CSRF token of a session: derived from its secret (which only the browser
+/// holds), so it is not stored and cannot be read from the database.
+pub fn csrf_token(session_secret: &str) -> String {
+    hex::encode(&Sha256::digest(format!("hoist-csrf:{session_secret}").as_bytes())[..16])
+}
+
+/// A random one-off token (the sign-in form's CSRF cookie).
+pub fn new_nonce() -> String {
+    new_secret()
+}
+
+/// Constant-time equality of two presented tokens.
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// Splits a presented credential into kind, id and secret.
 pub fn parse_credential(token: &str) -> Option<(CredentialKind, &str, &str)> {
     let (prefix, rest) = token.split_once('_')?;

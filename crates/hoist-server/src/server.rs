@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub log_retention: Duration,
     /// How often expired logs are looked for.
     pub log_sweep_interval: Duration,
+    /// How long a web UI session lasts after sign-in (sign-out ends it sooner).
+    pub web_session_ttl: Duration,
 }
 
 /// Default [`ServerConfig::max_artifact_bytes`]: 512 MiB.
@@ -90,6 +92,7 @@ impl ServerConfig {
             max_log_bytes_per_run: crate::logs::DEFAULT_MAX_LOG_BYTES_PER_RUN,
             log_retention: crate::logs::DEFAULT_LOG_RETENTION,
             log_sweep_interval: Duration::from_secs(600),
+            web_session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 

@@ -151,14 +151,23 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics_endpoint))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(track))
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; the API lives under /api/v1 (see /api/v1/openapi.json)")
+/// Unknown API paths answer JSON; any other unknown path is a web page.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::not_found(
+            "no such endpoint; the API lives under /api/v1 (see /api/v1/openapi.json)",
+        )
+        .into_response()
+    } else {
+        crate::web::not_found_page().await
+    }
 }
 
 async fn healthz() -> axum::Json<Health> {

@@ -78,11 +78,13 @@ impl Store {
     pub async fn sweep_web_sessions(&self, now: i64) -> Result<u64, StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                Ok(sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected())
+                Ok(
+                    sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+                        .bind(now)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected(),
+                )
             })
         })
         .await

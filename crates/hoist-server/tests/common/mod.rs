@@ -3,6 +3,7 @@
 
 #[macro_use]
 pub mod db;
+pub mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;

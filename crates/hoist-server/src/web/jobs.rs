@@ -1,0 +1,9 @@
+//! The jobs pages.
+
+use axum::Router;
+
+use crate::api::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,9 @@
+//! The queues pages.
+
+use axum::Router;
+
+use crate::api::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}
