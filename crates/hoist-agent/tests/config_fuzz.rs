@@ -205,7 +205,7 @@ proptest! {
     }
 }
 
-/// Deepest nesting the loader reads (`config::tree::MAX_DEPTH`).
+/// Deepest nesting the loader reads (`hoist_core::yaml::tree::MAX_DEPTH`).
 const MAX_DEPTH: usize = 32;
 
 /// The one error of a refused text.

@@ -13,7 +13,8 @@
 //!   of each resource's queue configuration, with path-bearing problems.
 //! - [`template`]: typed queue template variables (`{{name}}`): parsing, checking and
 //!   substitution.
-//! - [`yaml`]: YAML/JSON documents parsed into `serde_json::Value` with line-aware errors.
+//! - [`yaml`]: YAML/JSON documents parsed into `serde_json::Value` with line-aware errors,
+//!   or into a tree of positioned nodes ([`yaml::locate`]: where a problem's path is).
 
 pub mod api;
 pub mod merge;

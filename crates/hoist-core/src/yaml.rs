@@ -1,6 +1,11 @@
-//! Parsing YAML or JSON documents (queue configs, resource args) into JSON values.
+//! Parsing YAML or JSON documents (queue configs, resource args) into JSON values, or
+//! into a [`tree`] that keeps every node's line and column ([`locate`]).
 
 use thiserror::Error;
+
+pub mod tree;
+
+pub use tree::{Pos, locate};
 
 /// A document that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

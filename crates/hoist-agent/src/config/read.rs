@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::error::{ConfigError, Origin};
-use super::tree::{Node, Pos, pos_of};
+use super::tree::{Node, Pos, describe, pos_of};
 use super::values::{self, DURATION_FORM, REPOSITORY_FORM};
 use super::{
     AcrRegistry, BuildContextStore, BuilderType, DockerSettings, EcrRegistry, EnvironmentConfig,
@@ -421,7 +421,7 @@ impl<'f> Reader<'f> {
     }
 
     fn type_error(&mut self, e: &Entry<'_>, form: &str) {
-        let found = e.node.value.describe();
+        let found = describe(&e.node.value);
         self.err(e.at.error(format!("found {found}; expected {form}")));
     }
 
@@ -436,7 +436,7 @@ impl<'f> Reader<'f> {
         form: &str,
     ) -> Option<Fields<'t>> {
         let Node::Map(entries) = &node.value else {
-            let found = node.value.describe();
+            let found = describe(&node.value);
             self.err(at.error(format!("found {found}; expected {form}")));
             return None;
         };
@@ -625,7 +625,7 @@ impl<'f> Reader<'f> {
                 Node::Str(s) => s.trim().to_string(),
                 Node::Int(i) => i.to_string(),
                 other => {
-                    let found = other.describe();
+                    let found = describe(other);
                     self.err(at.error(format!("found {found}; expected {form}")));
                     ok = false;
                     continue;
@@ -1567,7 +1567,7 @@ impl<'f> Reader<'f> {
         };
         let cat = self.at(pos_of(ck), &join(&pat.key, "containers"));
         let Node::Seq(items) = &containers.value else {
-            let found = containers.value.describe();
+            let found = describe(&containers.value);
             self.err(cat.error(format!(
                 "found {found}; expected a list of containers (the first one is the executor's)"
             )));
@@ -1613,7 +1613,7 @@ impl<'f> Reader<'f> {
                 }
                 Node::Str(_) => {}
                 other => {
-                    let found = other.describe();
+                    let found = describe(other);
                     self.err(iat.error(format!(
                         "found {found}; expected an executor flag as a string: {FORM}"
                     )));
@@ -1706,7 +1706,7 @@ impl<'f> Reader<'f> {
             Node::Str(s) if s.trim() == want => {}
             Node::Null => {}
             other => {
-                let found = other.describe();
+                let found = describe(other);
                 self.err(at.error(format!(
                     "found {found}; expected {want}, or nothing: kaniko-config is merged into the build Job (apiVersion batch/v1, kind Job)"
                 )));
@@ -1743,7 +1743,7 @@ impl<'f> Reader<'f> {
     }
 
     fn type_error_at(&mut self, node: &Spanned<Node>, at: &At, form: &str) {
-        let found = node.value.describe();
+        let found = describe(&node.value);
         self.err(at.error(format!("found {found}; expected {form}")));
     }
 

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::path::{ConfigProblem, index_path, key_path};
+use super::path::{ConfigProblem, PathStep, index_path, key_path, path_steps};
 
 static EXACT_MACRO: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$").expect("macro regex"));
@@ -581,46 +581,20 @@ impl Checker {
 fn document_position(config: &Value, path: &str) -> Vec<usize> {
     let mut out = Vec::new();
     let mut cur = config;
-    let mut rest = path;
-    while !rest.is_empty() {
-        let key: String;
-        if rest.starts_with("[\"") {
-            // A quoted key: a JSON string followed by `]`.
-            let mut stream = serde_json::Deserializer::from_str(&rest[1..]).into_iter::<String>();
-            match stream.next() {
-                Some(Ok(k)) => {
-                    let consumed = 1 + stream.byte_offset();
-                    key = k;
-                    rest = rest[consumed..].strip_prefix(']').unwrap_or("");
-                }
-                _ => break,
-            }
-        } else if let Some(after) = rest.strip_prefix('[') {
-            let Some((digits, tail)) = after.split_once(']') else {
-                break;
-            };
-            let Ok(i) = digits.parse::<usize>() else {
-                break;
-            };
-            let Value::Array(items) = cur else { break };
-            let Some(item) = items.get(i) else { break };
-            out.push(i);
-            cur = item;
-            rest = tail.strip_prefix('.').unwrap_or(tail);
-            continue;
-        } else {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            key = rest[..end].to_string();
-            rest = &rest[end..];
-            rest = rest.strip_prefix('.').unwrap_or(rest);
-        }
-        let Value::Object(m) = cur else { break };
-        let Some(i) = m.keys().position(|k| *k == key) else {
-            break;
+    for step in path_steps(path) {
+        let (i, next) = match (step, cur) {
+            (PathStep::Index(i), Value::Array(items)) => match items.get(i) {
+                Some(item) => (i, item),
+                None => break,
+            },
+            (PathStep::Key(key), Value::Object(m)) => match m.iter().position(|(k, _)| *k == key) {
+                Some(i) => (i, &m[&key]),
+                None => break,
+            },
+            _ => break,
         };
         out.push(i);
-        cur = &m[&key];
-        rest = rest.strip_prefix('.').unwrap_or(rest);
+        cur = next;
     }
     out
 }
