@@ -22,7 +22,8 @@
 #   HOIST_TEST_GCS_PORT, HOIST_TEST_AZURITE_PORT  other ports for those two
 #   HOIST_TEST_SKIP_KANIKO=1 no Kaniko stand-in image (scripts/kaniko-standin/), no base
 #                            images in the plain registry (also skipped with the cluster)
-#   HOIST_TEST_BROWSER=1     also install chromium + chromium-driver
+#   HOIST_TEST_SKIP_BROWSER=1 no headless browser for the web UI's tests (Debian's
+#                            chromium + chromium-driver, driven over WebDriver on loopback)
 #   HOIST_TEST_SKIP_K8S=1    skip the Kubernetes test cluster (and its build)
 #   HOIST_TEST_K8S_SMOKE     1: always run the cluster's smoke check; 0: never;
 #                            default: only when this run started a component
@@ -285,9 +286,9 @@ ensure_packages() {
     if [[ "${HOIST_TEST_SKIP_CLOUD:-0}" != 1 ]] && ! venv_python >/dev/null; then
         pkgs+=(python3-venv)
     fi
-    if [[ "${HOIST_TEST_BROWSER:-0}" == 1 ]]; then
-        pkgs+=(chromium chromium-driver)
-    fi
+    # The web UI's tests: Debian's chromium driven by its chromedriver (never a
+    # downloaded driver or browser build), and a font so that screenshots show text.
+    if browser_enabled; then pkgs+=(chromium chromium-driver fonts-dejavu-core); fi
     if k8s_enabled; then
         pkgs+=(etcd-server openssl iproute2 util-linux containernetworking-plugins)
         if k8s_forward_enabled; then pkgs+=(socat); fi
@@ -1840,15 +1841,26 @@ status_k8s() {
 
 # ------------------------------------------------------------------------------ browser
 
+# Debian's paths (packages chromium and chromium-driver). Nothing is started here: each
+# test starts its own chromedriver on a free loopback port (hoist-testkit's `browser`).
+CHROMIUM=/usr/bin/chromium
+CHROMEDRIVER=/usr/bin/chromedriver
+
+browser_enabled() { [[ "${HOIST_TEST_SKIP_BROWSER:-0}" != 1 ]]; }
+
 ensure_browser() {
-    [[ "${HOIST_TEST_BROWSER:-0}" == 1 ]] || return 0
-    local chromium chromedriver
-    chromium=$(command -v chromium || true)
-    chromedriver=$(command -v chromedriver || true)
-    [[ -n "$chromium" && -n "$chromedriver" ]] || die "browser: chromium/chromedriver not found after install"
-    say "browser: $chromium, $chromedriver"
-    export_var HOIST_TEST_CHROMIUM "$chromium"
-    export_var HOIST_TEST_CHROMEDRIVER "$chromedriver"
+    if ! browser_enabled; then
+        say "browser: skipped (HOIST_TEST_SKIP_BROWSER=1)"
+        export_var HOIST_TEST_SKIP_BROWSER 1
+        return 0
+    fi
+    local b
+    for b in "$CHROMIUM" "$CHROMEDRIVER"; do
+        [[ -x "$b" ]] || die "browser: $b missing after installing chromium chromium-driver"
+    done
+    say "browser: $("$CHROMEDRIVER" --version 2>/dev/null | awk '{print $1, $2}'), $CHROMIUM"
+    export_var HOIST_TEST_CHROMIUM "$CHROMIUM"
+    export_var HOIST_TEST_CHROMEDRIVER "$CHROMEDRIVER"
 }
 
 # ----------------------------------------------------------------------------- commands

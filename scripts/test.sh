@@ -6,6 +6,7 @@
 # Stages, in order, stopping at the first that fails:
 #   env      scripts/test-env.sh: install and start Docker, PostgreSQL, registries, moto,
 #            a Kubernetes v1.20 cluster (built once, ~10-20 min; HOIST_TEST_SKIP_K8S=1 skips it)
+#            and install Debian's chromium + chromedriver (HOIST_TEST_SKIP_BROWSER=1 skips them)
 #   fmt      cargo fmt --all -- --check                                   (not with --quick)
 #   clippy   cargo clippy --workspace --all-targets --locked -- -D warnings (not with --quick)
 #   nextest  cargo nextest run --workspace --locked --no-fail-fast NEXTEST_ARGS...

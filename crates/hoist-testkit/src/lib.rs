@@ -7,13 +7,15 @@
 //!   test is skipped with a note on stderr, unless `HOIST_TEST_REQUIRE_SERVICES` is set
 //!   (then it fails);
 //! - names no other test (or earlier run of one) uses ([`unique`]), the locally built
-//!   test images ([`busybox_image`], [`python_image`]), a required variable ([`env`]),
+//!   test images ([`busybox_image`], [`python_image`]), a required variable ([`env()`]),
 //!   a polling wait with a deadline ([`wait_until`], [`wait_until_async`]);
 //! - [`kubectl`]: the test cluster through its own kubectl ([`Kubectl`]) and a
 //!   namespace per test ([`TestNamespace`]), so tests run in parallel;
 //! - [`proxy`]: a proxy in front of the test cluster's API server that holds chosen
 //!   requests ([`HoldingProxy`]), for a test that must act while a request is in
-//!   flight (a start given up midway).
+//!   flight (a start given up midway);
+//! - [`browser`] (feature `browser`): a headless Chromium driven over WebDriver
+//!   ([`browser::Browser`], [`require_browser!`]), for the web UI's tests.
 //!
 //! Each crate's own test support stays in its `tests/` (the `hoist` CLI's world in
 //! `crates/hoist/tests/cli_support`, the scripted API server in
@@ -22,6 +24,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod kubectl;
 pub mod proxy;
 
