@@ -799,3 +799,79 @@ fn bounds(v: &TemplateVariable) -> String {
         parts.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn form_rows_become_variables() {
+        let pairs = [
+            ("name", " q "),
+            ("var_name", "n"),
+            ("var_type", "int"),
+            ("var_default", "3"),
+            ("var_min", "1"),
+            ("var_max", "10"),
+            ("var_name", "mode"),
+            ("var_enum", "fast, slow"),
+            ("var_name", ""),
+            ("var_type", "string"),
+        ];
+        let input = input_from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert_eq!(input.name, "q");
+        let vars = variables(&input).unwrap();
+        assert_eq!(vars.len(), 2, "the empty row is dropped");
+        assert_eq!(vars[0].default, Some(json!(3)));
+        assert_eq!((vars[0].min, vars[0].max), (Some(1.0), Some(10.0)));
+        assert_eq!(vars[1].choices, Some(vec![json!("fast"), json!("slow")]));
+    }
+
+    #[test]
+    fn bad_rows_are_problems_named_by_their_variable() {
+        let input = input_from_pairs(vec![
+            ("var_name".into(), "n".into()),
+            ("var_type".into(), "integer".into()),
+            ("var_name".into(), "m".into()),
+            ("var_min".into(), "ten".into()),
+        ]);
+        let problems = variables(&input).unwrap_err();
+        assert_eq!(problems.len(), 2);
+        assert_eq!(problems[0].path, "n");
+        assert!(problems[1].message.contains("min must be a number"));
+    }
+
+    proptest! {
+        /// Whatever a form holds, reading it never panics, and every problem found
+        /// concerns the variables.
+        #[test]
+        fn any_form_is_read_without_panicking(pairs in proptest::collection::vec(
+            (prop_oneof![
+                Just("name".to_string()), Just("config".to_string()), Just("var_name".to_string()),
+                Just("var_type".to_string()), Just("var_default".to_string()), Just("var_min".to_string()),
+                Just("var_max".to_string()), Just("var_enum".to_string()), Just("prioritize".to_string()),
+                ".{0,8}",
+            ], ".{0,24}"),
+            0..24,
+        )) {
+            let input = input_from_pairs(pairs);
+            if let Err(problems) = variables(&input) {
+                prop_assert!(problems.iter().all(|p| p.field == "variables"));
+            }
+        }
+
+        /// An API error's problems are placed in any text without panicking.
+        #[test]
+        fn problems_are_placed_in_any_text(text in ".{0,200}", path in "[a-z.\\[\\]0-9]{0,30}") {
+            let e = ApiError::invalid_config("x").with_details(json!({"problems": [{"path": path, "message": "m"}]}));
+            let p = problems_of(&e, &text);
+            prop_assert_eq!(p.len(), 1);
+        }
+    }
+}

@@ -153,3 +153,54 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cookies_are_found_by_name_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; hoist_session=hs_x_y"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("hoist_login=n"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("hs_x_y"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE), Some("n"));
+        assert_eq!(cookie(&h, "hoist"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_behind_tls() {
+        let c = set_cookie(SESSION_COOKIE, "v", 60, true);
+        let c = c.to_str().unwrap();
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(
+            !set_cookie(SESSION_COOKIE, "v", 60, false)
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_cookie_header_is_read_without_panicking(v in "[ -~]{0,80}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(header::COOKIE, v);
+            }
+            let _ = cookie(&h, SESSION_COOKIE).map(crate::secrets::parse_session);
+        }
+    }
+}
