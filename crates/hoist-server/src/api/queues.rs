@@ -296,17 +296,17 @@ async fn create_queue(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct QueueListParams {
+pub(crate) struct QueueListParams {
     /// Only this entity's queues.
-    entity: Option<String>,
+    pub entity: Option<String>,
     /// Only queues with this name (in any of your entities).
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Queues of the entities the caller may use.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues", params(QueueListParams),
     responses((status = 200, body = Vec<Queue>)))]
-async fn list_queues(
+pub(crate) async fn list_queues(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<QueueListParams>,
