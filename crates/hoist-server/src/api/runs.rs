@@ -254,21 +254,21 @@ async fn checked_launch(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RunListParams {
+pub(crate) struct RunListParams {
     /// Queue name (with `entity`, or among your entities).
-    queue: Option<String>,
-    entity: Option<String>,
-    state: Option<RunState>,
+    pub queue: Option<String>,
+    pub entity: Option<String>,
+    pub state: Option<RunState>,
     /// At most this many runs (default 50, max 1000).
-    limit: Option<i64>,
+    pub limit: Option<i64>,
     /// Cursor from a previous page's `next_cursor`.
-    before: Option<String>,
+    pub before: Option<String>,
 }
 
 /// Runs the caller may see, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
-async fn list_runs(
+pub(crate) async fn list_runs(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<RunListParams>,

@@ -35,6 +35,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../assets/launch.js"),
     },
     Asset {
+        name: "queue-form.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/queue-form.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../../assets/favicon.svg"),
