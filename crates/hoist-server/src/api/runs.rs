@@ -80,7 +80,7 @@ async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Ru
     responses((status = 201, body = Run), (status = 200, body = Run, description = "dry_run: the run a launch would create; nothing was stored"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn launch(
+pub(crate) async fn launch(
     State(s): State<AppState>,
     User(u): User,
     Json(req): Json<LaunchRequest>,
@@ -170,6 +170,8 @@ async fn checked_launch(
         job = Some(JobRef {
             name: jr.name.clone(),
             version: Some(version.version.clone()),
+            // Recorded when the launch named it (unchanged runs otherwise).
+            entity: jr.entity.as_ref().map(|_| job_entity.clone()),
         });
         job_source = Some(version.source);
     }

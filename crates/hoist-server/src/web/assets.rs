@@ -30,6 +30,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../assets/hoist.js"),
     },
     Asset {
+        name: "launch.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/launch.js"),
+    },
+    Asset {
         name: "queue-form.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../assets/queue-form.js"),
