@@ -227,6 +227,20 @@
   if (earlier) earlier.addEventListener("click", loadEarlier);
 
   // ---- following -----------------------------------------------------------------
+  // The state badge and which of Stop / Cancel applies, as the server tells it.
+  function showState(d) {
+    const badge = document.getElementById("run-state");
+    if (badge && d.state) {
+      badge.textContent = d.state;
+      badge.className = "badge " + (d.class || "");
+      badge.dataset.state = d.state;
+    }
+    const stop = document.getElementById("stop-form");
+    const cancel = document.getElementById("cancel-form");
+    if (stop) stop.hidden = !["building", "starting", "running", "unknown"].includes(d.state);
+    if (cancel) cancel.hidden = !["queued", "claimed"].includes(d.state);
+  }
+
   function ended(d) {
     setStatus(d.state ? "run " + d.state + "; log complete" : "log complete");
     const badge = document.getElementById("run-state");
@@ -257,6 +271,11 @@
       next = l.offset + 1;
       add(l);
     };
+    es.addEventListener("state", (e) => {
+      try {
+        showState(JSON.parse(e.data));
+      } catch (_) { /* a state without details */ }
+    });
     es.addEventListener("end", (e) => {
       es.close();
       let d = {};

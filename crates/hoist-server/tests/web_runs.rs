@@ -149,8 +149,11 @@ async fn the_run_page_shows_the_launch_timeline_backend_and_log() {
     assert!(backend.contains("a1 ("), "{backend}");
     assert!(backend.contains(&format!("HOIST_RUN_ID={}", run.id)));
     // Stop, not Cancel, for a running run; both forms carry the CSRF token.
-    assert!(b.contains("id=\"stop-run\"") && !b.contains("id=\"cancel-run\""));
-    assert!(b.contains(&format!("action=\"/runs/{}/stop\" data-confirm=", run.id)));
+    assert!(shown(&b, "stop-form") && !shown(&b, "cancel-form"));
+    assert!(b.contains(&format!(
+        "action=\"/runs/{}/stop\" id=\"stop-form\" data-confirm=",
+        run.id
+    )));
     assert!(b.contains(&format!("name=\"_csrf\" value=\"{}\"", w.csrf)));
     for id in ["timeline", "log", "log-search", "load-earlier"] {
         assert!(b.contains(&format!("id=\"{id}\"")), "#{id}");
@@ -180,7 +183,7 @@ async fn the_run_page_shows_the_launch_timeline_backend_and_log() {
         p.body.contains("data-live=\"0\""),
         "an ended run is not followed"
     );
-    assert!(!p.body.contains("id=\"stop-run\""));
+    assert!(!shown(&p.body, "stop-form"));
     ts.stop().await;
 }
 
@@ -257,7 +260,7 @@ async fn stop_and_cancel_need_the_csrf_token_and_come_back_to_the_run() {
     let queued = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
     let mut w = WebClient::sign_in(&ts.url, &ts.admin_key).await;
     let page = w.get(&format!("/runs/{}", queued.id)).await;
-    assert!(page.body.contains("id=\"cancel-run\"") && !page.body.contains("id=\"stop-run\""));
+    assert!(shown(&page.body, "cancel-form") && !shown(&page.body, "stop-form"));
 
     // Without the token: refused, nothing changes.
     let cancel = format!("/runs/{}/cancel", queued.id);
@@ -278,7 +281,7 @@ async fn stop_and_cancel_need_the_csrf_token_and_come_back_to_the_run() {
     let after = w.get(&back).await;
     assert_eq!(text_of(&after.body, "run-state"), "cancelled");
     assert!(after.body.contains("id=\"run-flash\""));
-    assert!(!after.body.contains("id=\"cancel-run\""));
+    assert!(!shown(&after.body, "cancel-form"));
     // Again: the API's refusal, on the run's page.
     let p = w.post_form(&cancel, &[]).await;
     assert_eq!(p.status, StatusCode::CONFLICT);
@@ -392,6 +395,28 @@ async fn log_events_stream_lines_as_they_come_then_end_with_the_run() {
         .await
         .unwrap()
         .unwrap();
+    // The state when following starts and each change, as `state` events.
+    let states: Vec<String> = events
+        .iter()
+        .filter(|(k, _)| k == "state")
+        .map(|(_, d)| {
+            serde_json::from_str::<serde_json::Value>(d).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("running"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("finished"),
+        "{states:?}"
+    );
+    let events: Vec<(String, String)> = events.into_iter().filter(|(k, _)| k != "state").collect();
     let (end, lines) = events.split_last().unwrap();
     assert_eq!(end.0, "end");
     let end: serde_json::Value = serde_json::from_str(&end.1).unwrap();
@@ -611,4 +636,10 @@ async fn the_runs_list_filters_by_state_and_queue_and_pages_by_cursor() {
         assert!(p.body.contains(says), "{path}: {}", p.body);
     }
     ts.stop().await;
+}
+
+/// Whether the form `id` is on the page and not `hidden` (the page's script shows
+/// Stop or Cancel as the run's state changes; the server renders the one that applies).
+fn shown(body: &str, id: &str) -> bool {
+    body.contains(&format!("id=\"{id}\" data-confirm="))
 }

@@ -272,3 +272,91 @@ async fn a_form_without_its_csrf_token_is_refused_and_sign_out_ends_the_session(
     ui.shot("signed-out").await;
     ui.b.close().await.expect("browser closes");
 }
+
+const TICKER: &str = "echo '<b>bold</b><script>alert(1)</script>'\ni=0\nwhile [ $i -lt 600 ]; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_from_the_drawer_watch_the_log_live_and_stop_the_run() {
+    require_browser!();
+    let w = world();
+    w.run(&["queue", "create", "lq", "--resource", "local-process"])
+        .ok();
+    let src = w.dir.path().join("ticker");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("main.sh"), TICKER).unwrap();
+    w.run(&[
+        "job",
+        "create",
+        "code",
+        "ticker",
+        &src.to_string_lossy(),
+        "--entry-point",
+        "sh main.sh",
+    ])
+    .ok();
+    let name = hoist_testkit::unique("web-runner");
+    let mut agents: Vec<AgentProc> = vec![w.spawn_agent(&name, &["-q", "lq"])];
+    w.wait_agents(&mut agents, &[&name]);
+
+    let ui = Ui::start("web_ui_launch_logs_stop", &w.host).await;
+    ui.sign_in(&w.admin_key_text()).await;
+    ui.go("/jobs").await;
+    ui.click("a[data-testid=\"launch-open\"][data-job=\"admin/ticker\"]")
+        .await;
+    ui.b.wait_for("#launch-drawer[open]", WAIT)
+        .await
+        .expect("the drawer opens");
+    ui.set("#launch-queue", "admin/lq").await;
+    let evil = "<img src=x id=injected>run";
+    ui.set("#launch-name", evil).await;
+    ui.shot("launch-drawer").await;
+    ui.click("#launch-submit").await;
+
+    // The run's page: its name as text, its log arriving while it runs.
+    ui.b.wait_for_text("#run-name", evil)
+        .await
+        .expect("the name, as text");
+    assert!(
+        ui.b.find(Locator::Css("#injected")).await.is_err(),
+        "a run name became an element"
+    );
+    ui.b.wait_for_text("#run-state", "running")
+        .await
+        .expect("running");
+    ui.b.wait_for_text("#log .log-line", "tick 3")
+        .await
+        .expect("lines arrive");
+    ui.b.wait_for_text("#log .log-line", "<b>bold</b><script>alert(1)</script>")
+        .await
+        .expect("the HTML line, as text");
+    assert!(
+        ui.b.find(Locator::Css("#log b")).await.is_err(),
+        "a log line became markup"
+    );
+    let later =
+        ui.b.wait_for_text("#log .log-line", "tick 15")
+            .await
+            .expect("live: more lines without a reload");
+    assert!(later.text().await.unwrap().contains("tick 15"));
+    ui.shot("run-live-log").await;
+
+    // Stop, with its confirmation.
+    ui.click("#stop-run").await;
+    ui.b.accept_alert()
+        .await
+        .expect("the confirmation is accepted");
+    ui.b.wait_for_text("#run-state", "stopped")
+        .await
+        .expect("stopped");
+    ui.shot("run-stopped").await;
+    let id = ui
+        .path()
+        .await
+        .trim_start_matches("/runs/")
+        .split(['?', '/'])
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(w.show_run(&id)["state"], "stopped");
+    ui.b.close().await.expect("browser closes");
+}

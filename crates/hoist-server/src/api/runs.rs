@@ -466,7 +466,7 @@ pub(crate) async fn read_logs(
             match ev {
                 FollowEvent::Lines(r) => Some(Ok::<_, Infallible>(Bytes::from(r.data))),
                 FollowEvent::Idle => Some(Ok(Bytes::from_static(b"\n"))),
-                FollowEvent::Ended(_) => None,
+                FollowEvent::Ended(_) | FollowEvent::State(_) => None,
             }
         });
         return Ok((
@@ -569,6 +569,9 @@ pub(crate) enum FollowEvent {
     Lines(crate::logs::Records),
     /// 15 s without lines: the run goes on (time for a keep-alive).
     Idle,
+    /// The run's state, first when following starts and then whenever it changed
+    /// (a state change wakes the follower as new lines do).
+    State(RunState),
     /// The run has ended (its final state, when known) and every line was sent: the
     /// stream ends after this.
     Ended(Option<RunState>),
@@ -598,13 +601,20 @@ fn follow_events(
 ) -> impl futures::Stream<Item = FollowEvent> {
     async_stream::stream! {
         let mut shutdown = s.shutdown.clone();
+        let mut told: Option<RunState> = None;
         loop {
             let notify = s.dispatch.run(&id);
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let ended = match s.store.get_run(&id).await {
-                Ok(Some((run, _))) => run.state.is_terminal().then_some(Some(run.state)),
+                Ok(Some((run, _))) => {
+                    if told != Some(run.state) {
+                        told = Some(run.state);
+                        yield FollowEvent::State(run.state);
+                    }
+                    run.state.is_terminal().then_some(Some(run.state))
+                }
                 _ => Some(None),
             };
             let records = match s.logs.read(&id, offset, 10_000, MAX_PAGE_BYTES).await {

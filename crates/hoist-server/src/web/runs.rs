@@ -750,7 +750,8 @@ struct EventsQuery {
 /// live until the run ends. Each line is one event whose data is the stored line's
 /// JSON (a `StoredLogLine`) and whose id is the next line's offset, so a reconnecting
 /// `EventSource` (`Last-Event-ID`) resumes where it stopped; a comment every 15 s of
-/// silence; `event: end` (data: the run's final state and its badge class, and the
+/// silence; `event: state` (data: the state and its badge class) when following
+/// starts and whenever the state changes; `event: end` (data: the run's final state and its badge class, and the
 /// log's length) once the run has ended and every line was sent. The follower is the
 /// API's ([`runs::follow_log`]).
 async fn log_events(
@@ -788,6 +789,10 @@ async fn log_events(
                     yield Ok(Bytes::from(out));
                 }
                 FollowEvent::Idle => yield Ok(Bytes::from_static(b": still running\n\n")),
+                FollowEvent::State(st) => {
+                    let data = serde_json::json!({"state": st.as_str(), "class": state_class(st)});
+                    yield Ok(Bytes::from(format!("event: state\ndata: {data}\n\n")));
+                }
                 FollowEvent::Ended(state) => {
                     if let Some(st) = state {
                         let data = serde_json::json!({
