@@ -149,7 +149,7 @@ async fn the_run_page_shows_the_launch_timeline_backend_and_log() {
     assert!(backend.contains("a1 ("), "{backend}");
     assert!(backend.contains(&format!("HOIST_RUN_ID={}", run.id)));
     // Stop, not Cancel, for a running run; both forms carry the CSRF token.
-    assert!(shown(&b, "stop-form") && !shown(&b, "cancel-form"));
+    assert!(shown(b, "stop-form") && !shown(b, "cancel-form"));
     assert!(b.contains(&format!(
         "action=\"/runs/{}/stop\" id=\"stop-form\" data-confirm=",
         run.id
