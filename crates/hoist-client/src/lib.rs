@@ -660,6 +660,27 @@ impl Client {
         Ok(size)
     }
 
+    // -- stats ---------------------------------------------------------------------
+
+    /// `GET /api/v1/stats/overview`: runs per hour, queue waits and run durations over
+    /// the last `hours` hours (the server's default, 24, when `None`).
+    pub async fn stats_overview(&self, hours: Option<u32>) -> Result<OverviewStats> {
+        let mut r = self.req(Method::GET, "/api/v1/stats/overview");
+        if let Some(h) = hours {
+            r = r.query(&[("hours", h)]);
+        }
+        self.json(r).await
+    }
+    /// `GET /api/v1/stats/queues`: where each queue stands now (of `entity` only, when
+    /// given).
+    pub async fn queue_stats(&self, entity: Option<&str>) -> Result<QueueStatsList> {
+        let mut r = self.req(Method::GET, "/api/v1/stats/queues");
+        if let Some(e) = entity {
+            r = r.query(&[("entity", e)]);
+        }
+        self.json(r).await
+    }
+
     // -- agents --------------------------------------------------------------------
 
     pub async fn register_agent(&self, req: &RegisterAgent) -> Result<AgentSession> {

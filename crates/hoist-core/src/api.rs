@@ -771,6 +771,205 @@ pub struct ReleaseRuns {
 }
 
 // ---------------------------------------------------------------------------------
+// Stats
+
+/// How the UI groups run states (and colours them): waiting for an agent, held by
+/// one, ended well, ended badly, ended by someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateGroup {
+    /// `queued`, `claimed`.
+    Queued,
+    /// `building`, `starting`, `running`, `stopping`.
+    Active,
+    /// `finished`.
+    Ok,
+    /// `failed`, `unknown`.
+    Bad,
+    /// `stopped`, `cancelled`.
+    Off,
+}
+
+impl StateGroup {
+    pub const ALL: [StateGroup; 5] = [
+        StateGroup::Queued,
+        StateGroup::Active,
+        StateGroup::Ok,
+        StateGroup::Bad,
+        StateGroup::Off,
+    ];
+
+    pub fn of(state: RunState) -> StateGroup {
+        match state {
+            RunState::Queued | RunState::Claimed => StateGroup::Queued,
+            RunState::Building | RunState::Starting | RunState::Running | RunState::Stopping => {
+                StateGroup::Active
+            }
+            RunState::Finished => StateGroup::Ok,
+            RunState::Failed | RunState::Unknown => StateGroup::Bad,
+            RunState::Stopped | RunState::Cancelled => StateGroup::Off,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateGroup::Queued => "queued",
+            StateGroup::Active => "active",
+            StateGroup::Ok => "ok",
+            StateGroup::Bad => "bad",
+            StateGroup::Off => "off",
+        }
+    }
+}
+
+/// Runs by [`StateGroup`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupCounts {
+    pub queued: u64,
+    pub active: u64,
+    pub ok: u64,
+    pub bad: u64,
+    pub off: u64,
+}
+
+impl GroupCounts {
+    pub fn get(&self, g: StateGroup) -> u64 {
+        match g {
+            StateGroup::Queued => self.queued,
+            StateGroup::Active => self.active,
+            StateGroup::Ok => self.ok,
+            StateGroup::Bad => self.bad,
+            StateGroup::Off => self.off,
+        }
+    }
+    pub fn add(&mut self, g: StateGroup, n: u64) {
+        match g {
+            StateGroup::Queued => self.queued += n,
+            StateGroup::Active => self.active += n,
+            StateGroup::Ok => self.ok += n,
+            StateGroup::Bad => self.bad += n,
+            StateGroup::Off => self.off += n,
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.queued + self.active + self.ok + self.bad + self.off
+    }
+}
+
+/// The runs launched in one hour, by the state group they are in now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HourRuns {
+    /// Start of the hour (UTC, on the hour).
+    pub start: DateTime<Utc>,
+    pub runs: GroupCounts,
+}
+
+/// How long a queue's runs waited from launch to start (their first `running`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueWait {
+    pub entity: String,
+    pub queue: String,
+    /// Runs launched in the window that have started.
+    pub started: u64,
+    /// Median wait, in ms (estimated from log-spaced buckets; see [`OverviewStats`]).
+    pub p50_ms: i64,
+    /// 95th percentile wait, in ms (estimated likewise).
+    pub p95_ms: i64,
+}
+
+/// One bucket of the run-duration histogram: runs that took from `from_ms` up to (not
+/// including) `to_ms` from start (first `running`) to end.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DurationBucket {
+    pub from_ms: i64,
+    /// Absent for the last bucket (no upper bound).
+    pub to_ms: Option<i64>,
+    pub runs: u64,
+}
+
+/// `GET /api/v1/stats/overview`: what happened lately in the caller's entities. The
+/// window is the current hour and the `hours - 1` before it; waits and durations are
+/// of the runs launched in the window. Percentiles are estimated from log-spaced
+/// buckets (the durations' buckets), linearly within a bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OverviewStats {
+    /// When the numbers were taken.
+    pub at: DateTime<Utc>,
+    /// Start of the window (the first hour).
+    pub from: DateTime<Utc>,
+    /// Runs launched per hour, oldest hour first (the last one is the current hour).
+    pub hours: Vec<HourRuns>,
+    /// Queues with runs launched in the window that have started, by entity and name.
+    pub queue_waits: Vec<QueueWait>,
+    /// Every bucket, shortest first.
+    pub durations: Vec<DurationBucket>,
+}
+
+/// Runs of a queue in each state that is not final.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueDepth {
+    pub queued: u64,
+    pub claimed: u64,
+    pub building: u64,
+    pub starting: u64,
+    pub running: u64,
+    pub stopping: u64,
+    pub unknown: u64,
+}
+
+impl QueueDepth {
+    /// The count of a state that is not final (`None` for final states).
+    pub fn get_mut(&mut self, s: RunState) -> Option<&mut u64> {
+        Some(match s {
+            RunState::Queued => &mut self.queued,
+            RunState::Claimed => &mut self.claimed,
+            RunState::Building => &mut self.building,
+            RunState::Starting => &mut self.starting,
+            RunState::Running => &mut self.running,
+            RunState::Stopping => &mut self.stopping,
+            RunState::Unknown => &mut self.unknown,
+            _ => return None,
+        })
+    }
+    pub fn total(&self) -> u64 {
+        self.queued
+            + self.claimed
+            + self.building
+            + self.starting
+            + self.running
+            + self.stopping
+            + self.unknown
+    }
+}
+
+/// Where a queue stands now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueStats {
+    pub id: String,
+    pub entity: String,
+    pub name: String,
+    pub depth: QueueDepth,
+    /// Agents serving the queue that are connected (`polling` or `running`).
+    pub agents: u32,
+    /// Launch time of the oldest queued run (the lowest sequence number queued).
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// How long that run has waited so far (`at` minus its launch), in ms.
+    pub oldest_queued_wait_ms: Option<i64>,
+    /// The latest change of the queue's runs: the newest run's last update, or a later
+    /// update of a run that has not ended.
+    pub last_activity_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/v1/stats/queues`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueStatsList {
+    /// When the numbers were taken.
+    pub at: DateTime<Utc>,
+    /// By entity and name.
+    pub queues: Vec<QueueStats>,
+}
+
+// ---------------------------------------------------------------------------------
 // Health
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

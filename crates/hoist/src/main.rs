@@ -87,7 +87,7 @@ enum Command {
     /// Server, agent and a logged-in CLI on this machine, in one command.
     Up(up::UpArgs),
     /// Benchmarks: `hoist bench queue`, `hoist bench dispatch`, `hoist bench build`,
-    /// `hoist bench logs`.
+    /// `hoist bench logs`, `hoist bench ui`.
     Bench(bench::BenchArgs),
 }
 

@@ -3,7 +3,8 @@
 //!
 //! One module per resource: [`identity`] (me, users, teams, keys), [`queues`],
 //! [`runs`] (launch, list, show, cancel, stop, logs), [`agents`] (register, claim,
-//! heartbeat, run updates). Errors are [`ApiError`]s, turned into
+//! heartbeat, run updates), [`stats`] (aggregates for the web UI's overview and
+//! queues pages). Errors are [`ApiError`]s, turned into
 //! `{"error": {"code", "message", "details"}}` in one place.
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub mod identity;
 pub mod jobs;
 pub mod queues;
 pub mod runs;
+pub mod stats;
 
 /// Largest request body in general.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -137,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(jobs::routes())
         .merge(blobs::routes())
+        .merge(stats::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     Router::new()

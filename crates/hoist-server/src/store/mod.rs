@@ -51,6 +51,7 @@ pub mod logs;
 pub mod queues;
 pub mod rows;
 pub mod runs;
+pub mod stats;
 pub mod web;
 
 pub use error::StoreError;
@@ -89,6 +90,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/sqlite/0007_web_sessions.sql"),
     ),
+    (8, include_str!("../../migrations/sqlite/0008_stats.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -113,6 +115,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_web_sessions.sql"),
     ),
+    (8, include_str!("../../migrations/postgres/0008_stats.sql")),
 ];
 
 /// Longest group of writes committed together.

@@ -116,6 +116,7 @@ pub fn routes() -> Router<AppState> {
         .merge(agents::routes())
         .route("/assets/{file}", get(assets::serve))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(server_timing))
 }
 
 /// A page for paths nothing serves (the API's unknown paths answer JSON instead).
@@ -142,6 +143,19 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// `Server-Timing: app;dur=<ms>` on every UI response: the time from the request
+/// reaching the UI's routes to its response (a page is rendered in full by then; a
+/// stream's body follows), for the browser's developer tools and `hoist bench ui`.
+async fn server_timing(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let mut res = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        res.headers_mut().insert("server-timing", v);
     }
     res
 }

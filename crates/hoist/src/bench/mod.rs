@@ -13,6 +13,9 @@
 //!   (launch → create call against the call sent directly; API calls per run).
 //! - [`logs`]: run logs (append and concurrent paging throughput, server peak memory
 //!   against raw file IO), `hoist bench logs`.
+//! - [`ui`]: the web UI's pages over a store of 100,000 runs (server time per page
+//!   against the floor of `GET /healthz` and the target p95 ≤ 50 ms; a 100 MB log's
+//!   tail), `hoist bench ui`.
 //! - [`build`]: image builds (the cache-hit path against a prebuilt image, cold builds
 //!   against `docker build`), `hoist bench build`. With `--kaniko-agent-config` and
 //!   `--kaniko-queue-config`: the in-cluster (kaniko) builder against the docker builder
@@ -32,6 +35,7 @@ pub mod dispatch;
 pub mod kubernetes;
 pub mod logs;
 pub mod queue;
+pub mod ui;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -50,6 +54,9 @@ pub enum BenchWhich {
     /// Run logs: a large log appended through the API, then paged by 12 clients at once
     /// (throughput and server peak memory against raw file IO).
     Logs(logs::LogsBench),
+    /// The web UI: every page's server time with 100,000 runs over 50 queues, against
+    /// the target p95 ≤ 50 ms, and a 100 MB log opened at its tail.
+    Ui(ui::UiBench),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -58,6 +65,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhich::Dispatch(d) => dispatch::run(d).await,
         BenchWhich::Build(b) => build::run(b).await,
         BenchWhich::Logs(l) => logs::run(l).await,
+        BenchWhich::Ui(u) => ui::run(u).await,
     }
 }
 
