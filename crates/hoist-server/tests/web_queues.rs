@@ -300,3 +300,39 @@ async fn html_in_a_description_or_a_config_value_shows_as_text() {
         "shown, escaped: {page}"
     );
 }
+
+#[tokio::test]
+async fn the_list_shows_depth_agents_and_the_oldest_wait() {
+    let ts = TestServer::start().await;
+    let admin = ts.admin();
+    admin
+        .create_queue(&CreateQueue {
+            name: "lq".into(),
+            entity: None,
+            resource: "local-process".into(),
+            config: None,
+            template_variables: vec![],
+            prioritize: false,
+            description: None,
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        admin
+            .launch(&common::launch_cmd("lq", &["true"]))
+            .await
+            .unwrap();
+    }
+    common::register(&admin, "a1", &["admin/lq"], 4).await;
+    let mut c = WebClient::sign_in(&ts.url, &ts.admin_key).await;
+    let list = c.get("/queues").await.body;
+    let row = &list[list.find("data-queue=\"admin/lq\"").expect("the row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("queue-queued\">2<"), "{row}");
+    assert!(row.contains("queue-agents\">1<"), "{row}");
+    assert!(
+        !row.contains("none waiting"),
+        "the oldest run's wait is shown: {row}"
+    );
+    assert!(row.contains("<time datetime="), "last activity: {row}");
+}

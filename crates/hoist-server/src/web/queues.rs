@@ -3,13 +3,15 @@
 //! edit and delete. Everything goes through `api::queues` (and `api::runs`,
 //! `api::agents` for the tabs), so the API's checks and access rules are the UI's.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use hoist_core::api::{Agent, AgentStatus, CreateQueue, Queue, Run, UpdateQueue};
+use hoist_core::api::{Agent, AgentStatus, CreateQueue, Queue, QueueStats, Run, UpdateQueue};
 use hoist_core::resource::{ResourceType, example_config};
 use hoist_core::run::RunState;
 use hoist_core::template::{TemplateVariable, VarType};
@@ -23,6 +25,7 @@ use crate::api::queues::{
     list_queues, update_queue,
 };
 use crate::api::runs::{RunListParams, list_runs};
+use crate::api::stats::{QueueStatsParams, queue_stats};
 use crate::api::{AppState, Json, Query, agents::list_agents};
 use crate::auth::User;
 use crate::error::ApiError;
@@ -43,9 +46,9 @@ pub fn routes() -> Router<AppState> {
 struct QueueRow {
     q: Queue,
     queued: u64,
-    claimed: u64,
-    running: u64,
-    agents: usize,
+    /// The other states that are not final with runs in them: (state, count, class).
+    others: Vec<(&'static str, u64, &'static str)>,
+    agents: u32,
     oldest_wait: Option<String>,
     last_activity: Option<Ts>,
 }
@@ -57,36 +60,57 @@ struct QueuesPage {
     rows: Vec<QueueRow>,
 }
 
-fn polls(a: &Agent, q: &Queue) -> bool {
-    matches!(a.status, AgentStatus::Polling | AgentStatus::Running)
-        && a.queues
-            .iter()
-            .any(|n| *n == format!("{}/{}", q.entity, q.name))
-}
-
 async fn queues_page(State(s): State<AppState>, who: WebUser) -> WebResult {
     let u = || User(who.user.clone());
-    let queues = list_queues(
-        State(s.clone()),
-        u(),
-        Query(QueueListParams {
-            entity: None,
-            name: None,
-        }),
-    )
-    .await?
-    .0;
-    let agents = list_agents(State(s.clone()), u()).await?.0;
-    let rows = queues
+    let (queues, stats) = tokio::try_join!(
+        list_queues(
+            State(s.clone()),
+            u(),
+            Query(QueueListParams {
+                entity: None,
+                name: None,
+            }),
+        ),
+        queue_stats(
+            State(s.clone()),
+            u(),
+            Query(QueueStatsParams {
+                entity: None,
+                name: None,
+            }),
+        ),
+    )?;
+    let stats: HashMap<String, QueueStats> = stats
+        .0
+        .queues
         .into_iter()
-        .map(|q| QueueRow {
-            agents: agents.iter().filter(|a| polls(a, &q)).count(),
-            queued: q.depth,
-            claimed: 0,
-            running: 0,
-            oldest_wait: None,
-            last_activity: None,
-            q,
+        .map(|q| (q.id.clone(), q))
+        .collect();
+    let rows = queues
+        .0
+        .into_iter()
+        .map(|q| {
+            let st = stats.get(&q.id);
+            let d = st.map(|s| s.depth).unwrap_or_default();
+            let others = [
+                ("claimed", d.claimed, "st-queued"),
+                ("building", d.building, "st-active"),
+                ("starting", d.starting, "st-active"),
+                ("running", d.running, "st-active"),
+                ("stopping", d.stopping, "st-active"),
+                ("unknown", d.unknown, "st-bad"),
+            ]
+            .into_iter()
+            .filter(|(_, n, _)| *n > 0)
+            .collect();
+            QueueRow {
+                queued: d.queued,
+                others,
+                agents: st.map_or(0, |s| s.agents),
+                oldest_wait: st.and_then(|s| s.oldest_queued_wait_ms).map(duration),
+                last_activity: st.and_then(|s| s.last_activity_at).map(|t| ts(&t)),
+                q,
+            }
         })
         .collect();
     page(&QueuesPage {
