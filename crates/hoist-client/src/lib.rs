@@ -390,6 +390,23 @@ impl Client {
         }
         self.json(r).await
     }
+    /// The last `tail` lines of a run's log (at most 10000, within 1 MiB), or with
+    /// `before` the last ones before that line; the first line's offset is where the
+    /// page before this one ends.
+    pub async fn read_logs_tail(
+        &self,
+        id: &str,
+        tail: u64,
+        before: Option<u64>,
+    ) -> Result<LogPage> {
+        let mut r = self
+            .req(Method::GET, &format!("/api/v1/runs/{}/logs", seg(id)))
+            .query(&[("tail", tail)]);
+        if let Some(b) = before {
+            r = r.query(&[("before", b)]);
+        }
+        self.json(r).await
+    }
     pub async fn append_logs(&self, id: &str, batch: &LogBatch) -> Result<LogPage> {
         self.json(
             self.req(Method::POST, &format!("/api/v1/runs/{}/logs", seg(id)))

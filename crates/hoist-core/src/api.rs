@@ -250,6 +250,12 @@ pub struct JobRef {
     pub name: String,
     #[serde(default)]
     pub version: Option<String>,
+    /// The job's entity. In a launch, left out means: the queue's entity, then the
+    /// caller's own; given, the job is looked up there only (any entity the caller may
+    /// use, so a team's job can run on a personal queue). Left out of requests when
+    /// not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
 }
 
 impl JobRef {
@@ -271,12 +277,16 @@ impl JobRef {
         Ok(JobRef {
             name: name.to_string(),
             version,
+            entity: None,
         })
     }
 }
 
 impl std::fmt::Display for JobRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(e) = &self.entity {
+            write!(f, "{e}/")?;
+        }
         match &self.version {
             Some(v) => write!(f, "{}:{v}", self.name),
             None => f.write_str(&self.name),

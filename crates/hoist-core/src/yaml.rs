@@ -152,3 +152,34 @@ mod tests {
         );
     }
 }
+
+/// A value as a YAML document (for showing and editing a stored config); `{}` for an
+/// empty object. Falls back to pretty JSON (which is YAML too) if YAML cannot hold it.
+pub fn to_yaml(v: &serde_json::Value) -> String {
+    if v.as_object().is_some_and(|o| o.is_empty()) {
+        return "{}\n".to_string();
+    }
+    serde_saphyr::to_string(v).unwrap_or_else(|_| {
+        let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+        s.push('\n');
+        s
+    })
+}
+
+#[cfg(test)]
+mod to_yaml_tests {
+    use super::*;
+
+    #[test]
+    fn to_yaml_reads_back_as_the_same_value() {
+        for v in [
+            serde_json::json!({}),
+            serde_json::json!({"spec": {"template": {"spec": {"containers": [{"image": "a:b", "args": ["--x", "1"]}]}}}}),
+            serde_json::json!({"RoleArn": "arn:aws:iam::1:role/r", "n": 1.5, "on": true, "s": "yes", "empty": "", "null": null}),
+            serde_json::json!({"multi": "line one\nline two\n", "quote": "it's \"quoted\" #not a comment"}),
+        ] {
+            let text = to_yaml(&v);
+            assert_eq!(parse_document(&text).unwrap(), v, "{text}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use hoist_core::secret::Secret;
 use tokio::time::Instant;
 
 use crate::api::AppState;
@@ -186,7 +187,7 @@ pub async fn key_principal(
     })
 }
 
-pub(crate) async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
+async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
     if let Some((rec, at)) = state.auth.keys.lock().expect("auth cache").get(id)
         && at.elapsed() < CACHE_TTL
     {
@@ -268,4 +269,71 @@ impl FromRequestParts<AppState> for User {
             )),
         }
     }
+}
+
+/// A signed-in web UI session (see `web::session`): the user it acts for, with the
+/// rights of the API key it was opened with at this moment.
+pub struct WebSession {
+    pub user: UserPrincipal,
+    pub id: String,
+    /// The cookie's secret (the CSRF token is derived from it).
+    pub secret: String,
+}
+
+/// Opens a web session acting with `user`'s API key; returns the cookie value
+/// (`hs_ID_SECRET`). Expired sessions are deleted on the way.
+pub async fn open_session(state: &AppState, user: &UserPrincipal) -> Result<Secret, ApiError> {
+    let now = state.clock.now_ms();
+    if let Err(e) = state.store.sweep_web_sessions(now).await {
+        tracing::debug!(message = "Could not delete expired web sessions.", error = %e);
+    }
+    let (id, token, hash) = crate::secrets::new_session();
+    let ttl = i64::try_from(state.cfg.web_session_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    state
+        .store
+        .create_web_session(&id, &hash, &user.key_id, now, now.saturating_add(ttl))
+        .await?;
+    tracing::info!(message = "Signed in to the web UI.", user = %user.name, key = %user.key_id, session = %id);
+    Ok(token)
+}
+
+/// The session a cookie value names, if it is valid: known, unexpired, its secret
+/// right, and its API key neither revoked nor its user deleted (checked now, through
+/// the same cache as bearer keys).
+pub async fn session_principal(
+    state: &AppState,
+    cookie: &str,
+) -> Result<Option<WebSession>, ApiError> {
+    let Some((id, secret)) = crate::secrets::parse_session(cookie) else {
+        return Ok(None);
+    };
+    let Some(rec) = state.store.web_session(id).await? else {
+        return Ok(None);
+    };
+    if !verify(secret, &rec.secret_hash) || rec.expires_at <= state.clock.now_ms() {
+        return Ok(None);
+    }
+    let Some(key) = key_record(state, &rec.key_id).await? else {
+        return Ok(None);
+    };
+    if key.revoked {
+        return Ok(None);
+    }
+    let entities = entities_of(state, &key.user).await?;
+    Ok(Some(WebSession {
+        user: UserPrincipal {
+            name: key.user,
+            admin: key.admin,
+            key_id: key.id,
+            entities,
+        },
+        id: rec.id,
+        secret: secret.to_string(),
+    }))
+}
+
+/// Ends a web session (sign-out).
+pub async fn end_session(state: &AppState, id: &str) -> Result<(), ApiError> {
+    state.store.delete_web_session(id).await?;
+    Ok(())
 }

@@ -183,6 +183,7 @@ async fn a_dry_run_refuses_what_a_launch_refuses() {
                 job: Some(JobRef {
                     name: "j".into(),
                     version: None,
+                    entity: None,
                 }),
                 ..docker.clone()
             },
@@ -194,6 +195,7 @@ async fn a_dry_run_refuses_what_a_launch_refuses() {
                 job: Some(JobRef {
                     name: "j".into(),
                     version: None,
+                    entity: None,
                 }),
                 ..docker.clone()
             },

@@ -930,3 +930,78 @@ async fn launch_with_jobs() {
     assert!(m.contains("ml or bob"), "{m}");
     t.stop().await;
 }
+
+/// A launch may name the job's entity: the job is then looked up there only (an
+/// entity the caller may use), so a team's job can run on a personal queue.
+#[tokio::test]
+async fn launch_names_the_jobs_entity() {
+    let t = TestServer::start().await;
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    t.admin()
+        .create_team(&CreateTeam {
+            name: "ml".into(),
+            members: vec!["alice".into()],
+        })
+        .await
+        .unwrap();
+    local_queue(&alice, "lp").await;
+    local_queue(&bob, "lp").await;
+    let mut team = create("img", image("team/img:1"));
+    team.entity = Some("ml".into());
+    alice.create_job(&team).await.unwrap();
+    alice
+        .create_job(&create("img", image("own/img:1")))
+        .await
+        .unwrap();
+    let named = |e: &str| LaunchRequest {
+        queue: "lp".into(),
+        job: Some(JobRef {
+            name: "img".into(),
+            version: None,
+            entity: Some(e.into()),
+        }),
+        ..Default::default()
+    };
+    // Not named: the queue's entity (alice's own) first, as before.
+    let run = alice
+        .launch(&LaunchRequest {
+            queue: "lp".into(),
+            job: Some(JobRef::parse("img").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.image.as_deref(), Some("own/img:1"));
+    assert_eq!(run.job.unwrap().entity, None);
+    // Named: the team's, on alice's personal queue; the run records the entity.
+    let run = alice.launch(&named("ml")).await.unwrap();
+    assert_eq!(run.image.as_deref(), Some("team/img:1"));
+    assert_eq!(
+        run.job,
+        Some(JobRef {
+            name: "img".into(),
+            version: Some("v0".into()),
+            entity: Some("ml".into()),
+        })
+    );
+    assert_eq!(
+        alice
+            .get_run(&run.id)
+            .await
+            .unwrap()
+            .job
+            .unwrap()
+            .to_string(),
+        "ml/img:v0"
+    );
+    // Bob is not in ml: not found, as a job that does not exist.
+    let m = api_err(bob.launch(&named("ml")).await, 404, ErrorCode::NotFound);
+    assert!(m.contains("no job ml/img"), "{m}");
+    api_err(
+        alice.launch(&named("nobody")).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    t.stop().await;
+}

@@ -304,6 +304,151 @@ async fn a_page_never_exceeds_the_byte_cap_whatever_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_pages_end_at_the_end_and_page_backwards_within_the_byte_cap() {
+    let srv = TestServer::start().await;
+    let c = srv.admin();
+    local_queue(&c, "q").await;
+    let run = c.launch(&launch_cmd("q", &["true"])).await.unwrap();
+    // Empty: an empty page at 0.
+    let p = c.read_logs_tail(&run.id, 10, None).await.unwrap();
+    assert!(p.lines.is_empty());
+    assert_eq!(p.next_offset, 0);
+    // 3000 small lines, then 200 of 10 KiB: the last 200 do not fit one page.
+    for i in 0..3 {
+        c.append_logs(
+            &run.id,
+            &LogBatch {
+                warnings: Vec::new(),
+                session: None,
+                lines: lines(1000, &format!("s{i}-"), 10),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let p = c.read_logs_tail(&run.id, 10, None).await.unwrap();
+    let offsets: Vec<u64> = p.lines.iter().map(|l| l.offset).collect();
+    assert_eq!(offsets, (2990..3000).collect::<Vec<_>>());
+    assert_eq!(p.next_offset, 3000);
+    assert!(!p.complete);
+    // The page before line 100, and before line 5 (fewer lines than asked for).
+    let p = c.read_logs_tail(&run.id, 50, Some(100)).await.unwrap();
+    assert_eq!(p.lines.first().unwrap().offset, 50);
+    assert_eq!(p.lines.last().unwrap().offset, 99);
+    assert_eq!(p.next_offset, 100);
+    let p = c.read_logs_tail(&run.id, 50, Some(5)).await.unwrap();
+    assert_eq!(
+        p.lines.iter().map(|l| l.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let p = c.read_logs_tail(&run.id, 50, Some(0)).await.unwrap();
+    assert!(p.lines.is_empty());
+    assert_eq!(p.next_offset, 0);
+    // `before` past the end is the end.
+    let p = c.read_logs_tail(&run.id, 5, Some(1 << 40)).await.unwrap();
+    assert_eq!(p.lines.last().unwrap().offset, 2999);
+
+    c.append_logs(
+        &run.id,
+        &LogBatch {
+            warnings: Vec::new(),
+            session: None,
+            lines: lines(200, "big-", 10 << 10),
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/api/v1/runs/{}/logs", srv.url, run.id))
+        .query(&[("tail", "10000")])
+        .bearer_auth(&srv.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    assert!(
+        body.len() <= MAX_PAGE_BYTES + 200,
+        "a page of {} bytes",
+        body.len()
+    );
+    let page: LogPage = serde_json::from_slice(&body).unwrap();
+    let n = page.lines.len() as u64;
+    assert!((50..=100).contains(&n), "{n} lines of 10 KiB");
+    assert_eq!(
+        page.lines.last().unwrap().offset,
+        3199,
+        "the page ends at the end"
+    );
+    assert_eq!(page.next_offset, 3200);
+    for (k, l) in page.lines.iter().enumerate() {
+        assert_eq!(l.offset, 3200 - n + k as u64);
+    }
+    // Paging back from the first line reaches the start, each page ending where the
+    // next one starts.
+    let mut before = page.lines[0].offset;
+    let mut pages = 1;
+    while before > 0 {
+        let p = c
+            .read_logs_tail(&run.id, 10_000, Some(before))
+            .await
+            .unwrap();
+        assert_eq!(p.next_offset, before);
+        assert_eq!(p.lines.last().unwrap().offset, before - 1);
+        before = p.lines[0].offset;
+        pages += 1;
+    }
+    assert!(pages >= 3, "{pages}");
+
+    // `tail` goes with `before` only; `before` needs `tail`.
+    for q in [
+        &[("tail", "5"), ("offset", "3")][..],
+        &[("tail", "5"), ("limit", "3")],
+        &[("tail", "5"), ("follow", "true")],
+        &[("before", "5")],
+        &[("tail", "x")],
+    ] {
+        let resp = http
+            .get(format!("{}/api/v1/runs/{}/logs", srv.url, run.id))
+            .query(q)
+            .bearer_auth(&srv.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{q:?}");
+    }
+    // Someone who may not see the run gets a 404, as for any page.
+    let bob = srv.user("bob").await;
+    let e = bob.read_logs_tail(&run.id, 5, None).await.unwrap_err();
+    assert!(
+        matches!(e, hoist_client::ClientError::Api { status: 404, .. }),
+        "{e:?}"
+    );
+    // The parameters are documented.
+    let doc: serde_json::Value = http
+        .get(format!("{}/api/v1/openapi.json", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = doc["paths"]["/api/v1/runs/{id}/logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    for name in ["tail", "before", "offset", "limit", "follow"] {
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == name && p["description"].is_string()),
+            "{name}: {params:?}"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_reads_across_chunks_and_segments() {
     let srv = TestServer::start().await;
     let c = srv.admin();

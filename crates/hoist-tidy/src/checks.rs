@@ -12,6 +12,8 @@ pub fn all(tree: &Tree) -> Vec<Violation> {
     v.extend(core_does_no_io(tree));
     v.extend(agent_talks_http_only(tree));
     v.extend(fakes_stay_out_of_the_product(tree));
+    v.extend(web_goes_through_the_api(tree));
+    v.extend(web_posts_carry_csrf(tree));
     v.extend(one_state_change(tree));
     v.extend(no_state_lists_in_sql(tree));
     v.extend(no_blocking_in_async(tree));
@@ -158,6 +160,58 @@ pub fn fakes_stay_out_of_the_product(tree: &Tree) -> Vec<Violation> {
                         "`hoist-fakes` in [{section}]: the cloud fakes are for tests (`[dev-dependencies]`) and `hoist bench` only"
                     ),
                 });
+            }
+        }
+    }
+    out
+}
+
+const WEB_DIR: &str = "crates/hoist-server/src/web/";
+
+/// Architecture Invariant: the web UI reads and changes things only through the API's
+/// handlers (and `auth` for its sessions): no store, log store or dispatch in
+/// `hoist-server/src/web/`, so every page enforces exactly the API's access rules.
+pub fn web_goes_through_the_api(tree: &Tree) -> Vec<Violation> {
+    let re = word(r"\.store\b|\bcrate::store\b|\.logs\b|\bcrate::logs\b|\.dispatch\b|\bsqlx\b");
+    let mut out = Vec::new();
+    for f in tree.src().filter(|f| f.rel.starts_with(WEB_DIR)) {
+        for o in find_in_code(f, "web-via-api", &re) {
+            out.push(f.violation(
+                "web-via-api",
+                o,
+                "the web UI touches the store, the log store or dispatch directly: call the API's handler (crate::api::…) instead, adding what it lacks to the API".into(),
+            ));
+        }
+    }
+    out
+}
+
+/// Every state-changing web route (`post(handler)`) has a handler that takes
+/// `Posted<…>`, the extractor that checks the session's CSRF token first.
+pub fn web_posts_carry_csrf(tree: &Tree) -> Vec<Violation> {
+    let route = word(r"\bpost\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)");
+    let mut out = Vec::new();
+    for f in tree.src().filter(|f| f.rel.starts_with(WEB_DIR)) {
+        let code = &f.lexed.code;
+        let fns = functions(code);
+        for c in route.captures_iter(code) {
+            let name = c.get(1).expect("group").as_str();
+            let at = c.get(0).expect("match").start();
+            if f.allowed("web-csrf", f.line_of(at)) {
+                continue;
+            }
+            let checked = fns.iter().find(|s| s.name == name).is_some_and(|s| {
+                let sig_start = code[..s.body.0]
+                    .rfind(&format!("fn {name}"))
+                    .unwrap_or(s.body.0);
+                code[sig_start..s.body.0].contains("Posted<")
+            });
+            if !checked {
+                out.push(f.violation(
+                    "web-csrf",
+                    at,
+                    format!("the POST handler `{name}` does not take `Posted<…>`, which checks the CSRF token; take it (or, for the sign-in form, say why with `tidy: allow(web-csrf) because …`)"),
+                ));
             }
         }
     }
@@ -536,6 +590,24 @@ mod tests {
                 ),
             ],
             &["crates/hoist-server/src/api/b.rs:sql:2"],
+        );
+    }
+
+    #[test]
+    fn web_goes_through_the_api_and_posts_carry_csrf() {
+        check(
+            &[(
+                "crates/hoist-server/src/web/x.rs",
+                "async fn a(s: AppState) { s.store.get_run(\"x\").await; }\n// s.store in a comment\nasync fn b() { crate::api::runs::get_run().await; }",
+            )],
+            &["crates/hoist-server/src/web/x.rs:web-via-api:1"],
+        );
+        check(
+            &[(
+                "crates/hoist-server/src/web/x.rs",
+                "fn routes() { Router::new().route(\"/a\", get(page).post(save)).route(\"/b\", post(nope))\n.route(\"/c\", post(login)) // tidy: allow(web-csrf) because the sign-in nonce\n; }\nasync fn save(State(s): State<AppState>, p: Posted<Form>) -> R { }\nasync fn nope(who: WebUser) -> R { }\nasync fn login() -> R { }",
+            )],
+            &["crates/hoist-server/src/web/x.rs:web-csrf:1"],
         );
     }
 

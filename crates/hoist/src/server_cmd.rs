@@ -152,7 +152,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "hoist: server listening on {host} (API {host}/api/v1, OpenAPI {host}/api/v1/openapi.json)"
+        "hoist: server listening on {host} (web UI {host}/, API {host}/api/v1, OpenAPI {host}/api/v1/openapi.json)"
     );
     shutdown_signal().await;
     eprintln!("hoist: shutting down: finishing in-flight requests");

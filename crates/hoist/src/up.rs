@@ -154,6 +154,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     println!("hoist is up.");
     println!(
+        "  web UI     {host}/   (sign in with the admin key: the contents of {})",
+        key_path.display()
+    );
+    println!(
         "  API        {host}/api/v1   (OpenAPI: {host}/api/v1/openapi.json, metrics: {host}/metrics)"
     );
     println!(

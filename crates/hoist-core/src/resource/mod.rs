@@ -14,6 +14,7 @@ use std::str::FromStr;
 use utoipa::ToSchema;
 
 pub mod docker;
+mod examples;
 pub mod kubernetes;
 pub mod local_process;
 pub mod path;
@@ -21,6 +22,8 @@ pub mod policy;
 pub mod sagemaker;
 pub(crate) mod schema;
 pub mod vertex;
+
+pub use examples::example_config;
 
 pub use path::ConfigProblem;
 

@@ -141,7 +141,7 @@ async fn register(
 /// Agents the caller owns or that serve queues of the caller's entities.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
     responses((status = 200, body = Vec<Agent>)))]
-async fn list_agents(
+pub(crate) async fn list_agents(
     State(s): State<AppState>,
     User(u): User,
 ) -> ApiResult<axum::Json<Vec<Agent>>> {

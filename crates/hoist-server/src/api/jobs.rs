@@ -368,7 +368,8 @@ fn pick_version(job: &Job, version: Option<&str>) -> ApiResult<JobVersion> {
 }
 
 /// Resolves a launch's `--job NAME[:VER]`: the job is looked up in the queue's entity
-/// first, then in the caller's own entity. Returns the job's entity and the version.
+/// first, then in the caller's own entity; a reference that names its entity is looked
+/// up there only. Returns the job's entity and the version.
 pub async fn resolve_for_launch(
     s: &AppState,
     u: &UserPrincipal,
@@ -376,6 +377,12 @@ pub async fn resolve_for_launch(
     jr: &JobRef,
 ) -> ApiResult<(String, JobVersion)> {
     names::validate("job", &jr.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(e) = &jr.entity {
+        // Named: there only, among the entities the caller may use.
+        let job = find_job(s, u, e, &jr.name).await?;
+        let v = pick_version(&job, jr.version.as_deref())?;
+        return Ok((job.entity, v));
+    }
     let mut places = vec![queue_entity.to_string()];
     if u.name != queue_entity {
         places.push(u.name.clone());
@@ -458,17 +465,17 @@ async fn create_job(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct JobListParams {
+pub(crate) struct JobListParams {
     /// Only this entity's jobs.
-    entity: Option<String>,
+    pub entity: Option<String>,
     /// Only jobs with this name (in any of your entities).
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Jobs of the entities the caller may use, each with its latest version only.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobListParams),
     responses((status = 200, body = Vec<Job>), (status = 404, body = ErrorBody)))]
-async fn list_jobs(
+pub(crate) async fn list_jobs(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<JobListParams>,
@@ -498,7 +505,7 @@ async fn find_job(s: &AppState, u: &UserPrincipal, entity: &str, name: &str) -> 
 #[utoipa::path(get, path = "/api/v1/jobs/{entity}/{name}", tag = "jobs",
     params(("entity" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
-async fn get_job(
+pub(crate) async fn get_job(
     State(s): State<AppState>,
     User(u): User,
     Path((entity, name)): Path<(String, String)>,

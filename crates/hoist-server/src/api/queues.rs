@@ -97,11 +97,16 @@ pub fn check_queue(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct QueueWriteParams {
+pub(crate) struct QueueWriteParams {
     /// Accept privileged settings in the config (admins only; agents still run them
     /// only when their own config allows them).
     #[serde(default)]
-    allow_privileged: bool,
+    pub allow_privileged: bool,
+    /// Check everything a create or update checks (name, entity, config, template
+    /// variables, privileges, a name already taken) and answer with the queue it would
+    /// make, storing nothing (200 instead of 201).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Refuses privileged settings an admin did not allow: `added` are those the config
@@ -258,10 +263,10 @@ pub async fn resolve_queue(
 /// devices…) are refused unless an admin allows them with `allow_privileged=true`.
 #[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = CreateQueue,
     params(QueueWriteParams),
-    responses((status = 201, body = Queue), (status = 400, body = ErrorBody),
+    responses((status = 201, body = Queue), (status = 200, body = Queue, description = "dry_run: the queue it would create; nothing was stored"), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody, description = "allow_privileged asked by a non-admin"),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_queue(
+pub(crate) async fn create_queue(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<QueueWriteParams>,
@@ -275,6 +280,28 @@ async fn create_queue(
     let privileges = check_queue(resource, &config, &req.template_variables)?;
     let shown = format!("{entity}/{}", req.name);
     approve_privileges(&u, p.allow_privileged, resource, &shown, &privileges)?;
+    if p.dry_run {
+        if s.store.get_queue(&entity, &req.name).await?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "a queue {shown} exists already; pick another name"
+            )));
+        }
+        let now = chrono::DateTime::from_timestamp_millis(s.now()).unwrap_or_default();
+        let q = Queue {
+            id: String::new(),
+            entity,
+            name: req.name,
+            resource,
+            config,
+            template_variables: req.template_variables,
+            prioritize: req.prioritize,
+            description: req.description.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+            depth: 0,
+        };
+        return Ok((StatusCode::OK, axum::Json(q)));
+    }
     let q = s
         .store
         .create_queue(
@@ -296,17 +323,17 @@ async fn create_queue(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct QueueListParams {
+pub(crate) struct QueueListParams {
     /// Only this entity's queues.
-    entity: Option<String>,
+    pub entity: Option<String>,
     /// Only queues with this name (in any of your entities).
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Queues of the entities the caller may use.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues", params(QueueListParams),
     responses((status = 200, body = Vec<Queue>)))]
-async fn list_queues(
+pub(crate) async fn list_queues(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<QueueListParams>,
@@ -328,7 +355,7 @@ async fn list_queues(
 #[utoipa::path(get, path = "/api/v1/queues/{entity}/{name}", tag = "queues",
     params(("entity" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Queue), (status = 404, body = ErrorBody)))]
-async fn get_queue(
+pub(crate) async fn get_queue(
     State(s): State<AppState>,
     User(u): User,
     Path((entity, name)): Path<(String, String)>,
@@ -345,7 +372,7 @@ async fn get_queue(
     params(("entity" = String, Path), ("name" = String, Path), QueueWriteParams),
     responses((status = 200, body = Queue), (status = 403, body = ErrorBody, description = "allow_privileged asked by a non-admin"),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update_queue(
+pub(crate) async fn update_queue(
     State(s): State<AppState>,
     User(u): User,
     Path((entity, name)): Path<(String, String)>,
@@ -372,6 +399,14 @@ async fn update_queue(
     let added = resource::policy::added_privileges(&before, &privileges);
     let shown = format!("{}/{}", q.entity, q.name);
     approve_privileges(&u, p.allow_privileged, q.resource, &shown, &added)?;
+    if p.dry_run {
+        let mut would = q;
+        would.config = config;
+        would.template_variables = vars;
+        would.prioritize = req.prioritize.unwrap_or(would.prioritize);
+        would.description = req.description.unwrap_or(would.description);
+        return Ok(axum::Json(would));
+    }
     s.queues.forget(&q.entity, &q.name);
     let mut updated = s
         .store
@@ -393,16 +428,16 @@ async fn update_queue(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DeleteParams {
+pub(crate) struct DeleteParams {
     /// Cancel the queue's queued runs with it.
     #[serde(default)]
-    force: bool,
+    pub force: bool,
 }
 
 /// Delete a queue. Refused while it has queued runs (unless `force`) or runs held by agents.
 #[utoipa::path(delete, path = "/api/v1/queues/{entity}/{name}", tag = "queues", params(("entity" = String, Path), ("name" = String, Path), DeleteParams),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_queue(
+pub(crate) async fn delete_queue(
     State(s): State<AppState>,
     User(u): User,
     Path((entity, name)): Path<(String, String)>,

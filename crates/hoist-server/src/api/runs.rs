@@ -7,6 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hoist_core::api::{
     ErrorBody, JobRef, JobSource, LaunchRequest, LogBatch, LogPage, Run, RunList, RunUpdate,
     StopRequest,
@@ -80,7 +81,7 @@ async fn visible_run(s: &AppState, u: &UserPrincipal, id: &str) -> ApiResult<(Ru
     responses((status = 201, body = Run), (status = 200, body = Run, description = "dry_run: the run a launch would create; nothing was stored"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn launch(
+pub(crate) async fn launch(
     State(s): State<AppState>,
     User(u): User,
     Json(req): Json<LaunchRequest>,
@@ -170,6 +171,8 @@ async fn checked_launch(
         job = Some(JobRef {
             name: jr.name.clone(),
             version: Some(version.version.clone()),
+            // Recorded when the launch named it (unchanged runs otherwise).
+            entity: jr.entity.as_ref().map(|_| job_entity.clone()),
         });
         job_source = Some(version.source);
     }
@@ -250,23 +253,23 @@ async fn checked_launch(
     ))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RunListParams {
+pub(crate) struct RunListParams {
     /// Queue name (with `entity`, or among your entities).
-    queue: Option<String>,
-    entity: Option<String>,
-    state: Option<RunState>,
+    pub(crate) queue: Option<String>,
+    pub(crate) entity: Option<String>,
+    pub(crate) state: Option<RunState>,
     /// At most this many runs (default 50, max 1000).
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     /// Cursor from a previous page's `next_cursor`.
-    before: Option<String>,
+    pub(crate) before: Option<String>,
 }
 
 /// Runs the caller may see, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
-async fn list_runs(
+pub(crate) async fn list_runs(
     State(s): State<AppState>,
     User(u): User,
     Query(p): Query<RunListParams>,
@@ -303,7 +306,7 @@ async fn list_runs(
 /// One run with its timeline. A job may read its own run with its run token.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
-async fn get_run(
+pub(crate) async fn get_run(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -325,7 +328,7 @@ async fn get_run(
 /// Cancel a run that has not started.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn cancel_run(
+pub(crate) async fn cancel_run(
     State(s): State<AppState>,
     User(u): User,
     Path(id): Path<String>,
@@ -343,7 +346,7 @@ async fn cancel_run(
 #[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs", params(("id" = String, Path)),
     request_body = StopRequest,
     responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn stop_run(
+pub(crate) async fn stop_run(
     State(s): State<AppState>,
     User(u): User,
     Path(id): Path<String>,
@@ -406,106 +409,213 @@ async fn update_run(
     Ok(axum::Json(ch.run))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct LogParams {
-    /// First line to return (0-based).
-    #[serde(default)]
-    offset: u64,
+pub(crate) struct LogParams {
+    /// First line to return (0-based; default 0). Not with `tail`.
+    pub(crate) offset: Option<u64>,
     /// Most lines to return (default 1000, max 10000); a page also stops before 1 MiB
     /// of lines, whatever the limit (continue from `next_offset`). Ignored with
-    /// `follow`.
-    limit: Option<u64>,
+    /// `follow`; not with `tail`.
+    pub(crate) limit: Option<u64>,
     /// Stream lines as NDJSON as they arrive, until the run ends.
     #[serde(default)]
-    follow: bool,
+    pub(crate) follow: bool,
+    /// The last `tail` lines of the log (max 10000), or with `before` the last ones
+    /// before that line: the page ends at the log's end (or at `before`) and starts
+    /// where it must to hold them. Like every page it holds at most 1 MiB of lines,
+    /// the latest ones: the first line's `offset` says where it starts, so the page
+    /// before it is `tail=N&before=<that offset>`. Reads only around the lines
+    /// returned, never the whole log, however long it is.
+    pub(crate) tail: Option<u64>,
+    /// With `tail`: the page ends before this line (0-based).
+    pub(crate) before: Option<u64>,
 }
 
-/// Read a run's log from an offset, or follow it live (`follow=true`: an NDJSON stream
-/// of lines that ends when the run has ended and every line was sent). A page holds at
-/// most `limit` lines and at most 1 MiB of them (always at least one line when there is
+/// Most lines of a `tail` page.
+pub const MAX_TAIL: u64 = 10_000;
+
+/// Read a run's log from an offset, its last lines (`tail`, with `before` the lines
+/// before a line), or follow it live (`follow=true`: an NDJSON stream of lines that
+/// ends when the run has ended and every line was sent). A page holds at most `limit`
+/// (or `tail`) lines and at most 1 MiB of them (always at least one line when there is
 /// one); `next_offset` says where to continue.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), LogParams),
-    responses((status = 200, body = LogPage, description = "a page, or with follow=true an NDJSON stream of StoredLogLine"),
-              (status = 404, body = ErrorBody)))]
-async fn read_logs(
+    responses((status = 200, body = LogPage, description = "a page (with tail: the last lines, next_offset is the line after the last one), or with follow=true an NDJSON stream of StoredLogLine"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn read_logs(
     State(s): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> ApiResult<Response> {
-    match &who {
-        Principal::User(u) => {
-            visible_run(&s, u, &id).await?;
-        }
-        Principal::RunToken { run_id } if *run_id == id => {}
-        Principal::RunToken { .. } => return Err(run_not_found(&id)),
+    log_reader_may_see(&s, &who, &id).await?;
+    if p.tail.is_some() && (p.offset.is_some() || p.limit.is_some() || p.follow) {
+        return Err(ApiError::bad_request(
+            "`tail` reads the last lines: it goes with `before` only, not with `offset`, `limit` or `follow`",
+        ));
     }
-    if !p.follow {
-        let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
-        // The run's state first: a run that has ended has all its lines by then.
-        let (run, _) = s
-            .store
-            .get_run(&id)
-            .await?
-            .ok_or_else(|| run_not_found(&id))?;
-        let records = s.logs.read(&id, p.offset, limit, MAX_PAGE_BYTES).await?;
-        let (total, quota_reached) = s.logs.len(&id).await?.unwrap_or((0, false));
-        let complete = run.state.is_terminal() && records.next_offset >= total;
-        // The stored records are the lines' JSON already: the page is built around
-        // them (as `LogPage` serialises) instead of parsing and re-serialising them.
-        let items = records.json_array_items();
-        let mut body = Vec::with_capacity(items.len() + 96);
-        body.extend_from_slice(b"{\"lines\":[");
-        body.extend_from_slice(&items);
-        body.extend_from_slice(
-            format!(
-                "],\"next_offset\":{},\"complete\":{complete}{}}}",
-                records.next_offset,
-                if quota_reached {
-                    ",\"quota_reached\":true"
-                } else {
-                    ""
-                }
-            )
-            .as_bytes(),
-        );
+    if p.before.is_some() && p.tail.is_none() {
+        return Err(ApiError::bad_request(
+            "`before` goes with `tail` (the last `tail` lines before line `before`)",
+        ));
+    }
+    let offset = p.offset.unwrap_or(0);
+    if p.follow {
+        let stream = follow_events(s, id, offset).filter_map(|ev| async move {
+            match ev {
+                FollowEvent::Lines(r) => Some(Ok::<_, Infallible>(Bytes::from(r.data))),
+                FollowEvent::Idle => Some(Ok(Bytes::from_static(b"\n"))),
+                FollowEvent::Ended(_) | FollowEvent::State(_) => None,
+            }
+        });
         return Ok((
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from(body),
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(stream),
         )
             .into_response());
     }
-    let stream = follow_stream(s, id, p.offset);
+    // The run's state first: a run that has ended has all its lines by then.
+    let (run, _) = s
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| run_not_found(&id))?;
+    let records = match p.tail {
+        Some(tail) => {
+            let (total, _) = s.logs.len(&id).await?.unwrap_or((0, false));
+            let end = p.before.map_or(total, |b| b.min(total));
+            tail_records(&s, &id, end, tail.clamp(1, MAX_TAIL)).await?
+        }
+        None => {
+            let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
+            s.logs.read(&id, offset, limit, MAX_PAGE_BYTES).await?
+        }
+    };
+    let (total, quota_reached) = s.logs.len(&id).await?.unwrap_or((0, false));
+    let complete = run.state.is_terminal() && records.next_offset >= total;
+    // The stored records are the lines' JSON already: the page is built around
+    // them (as `LogPage` serialises) instead of parsing and re-serialising them.
+    let items = records.json_array_items();
+    let mut body = Vec::with_capacity(items.len() + 96);
+    body.extend_from_slice(b"{\"lines\":[");
+    body.extend_from_slice(&items);
+    body.extend_from_slice(
+        format!(
+            "],\"next_offset\":{},\"complete\":{complete}{}}}",
+            records.next_offset,
+            if quota_reached {
+                ",\"quota_reached\":true"
+            } else {
+                ""
+            }
+        )
+        .as_bytes(),
+    );
     Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(stream),
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
     )
         .into_response())
 }
 
-/// The NDJSON stream of a followed log: stored records as they are, at most
-/// [`MAX_PAGE_BYTES`] read per step (the next step is read only once the client has
-/// taken the previous one), a blank line every 15 s of silence, ending when the run
-/// has ended and every line was sent, or at shutdown.
-fn follow_stream(
+/// Whether `who` may read the run's log: a person who may see the run, or the run's
+/// own job with its run token.
+async fn log_reader_may_see(s: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+    match who {
+        Principal::User(u) => {
+            visible_run(s, u, id).await?;
+        }
+        Principal::RunToken { run_id } if run_id == id => {}
+        Principal::RunToken { .. } => return Err(run_not_found(id)),
+    }
+    Ok(())
+}
+
+/// Up to `n` lines ending before line `end`, within [`MAX_PAGE_BYTES`]. A read from
+/// `end - n` that stops at the byte cap before `end` is tried again from later on
+/// (with as many lines as fitted, or fewer): every attempt reads at most about a page
+/// and the chunk it starts in, so the last lines of a huge log cost what any page does.
+async fn tail_records(
+    s: &AppState,
+    id: &str,
+    end: u64,
+    n: u64,
+) -> Result<crate::logs::Records, crate::logs::LogError> {
+    let mut want = n.min(end);
+    if want == 0 {
+        return Ok(crate::logs::Records {
+            next_offset: end,
+            ..Default::default()
+        });
+    }
+    loop {
+        let start = end - want;
+        let r = s.logs.read(id, start, want, MAX_PAGE_BYTES).await?;
+        if r.next_offset >= end || want <= 1 || r.count == 0 {
+            return Ok(r);
+        }
+        // The byte cap stopped the read early: the last lines are fewer.
+        want = r.count.min(want - want.div_ceil(4)).max(1);
+    }
+}
+
+/// What a log follower sees next.
+pub(crate) enum FollowEvent {
+    /// Stored records (each the JSON of a `StoredLogLine` and a newline), in order.
+    Lines(crate::logs::Records),
+    /// 15 s without lines: the run goes on (time for a keep-alive).
+    Idle,
+    /// The run's state, first when following starts and then whenever it changed
+    /// (a state change wakes the follower as new lines do).
+    State(RunState),
+    /// The run has ended (its final state, when known) and every line was sent: the
+    /// stream ends after this.
+    Ended(Option<RunState>),
+}
+
+/// Follows a run's log from `offset` for a reader that may see it: the API's NDJSON
+/// stream (`logs?follow=true`) and the web UI's server-sent events share it.
+pub(crate) async fn follow_log(
+    State(s): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    offset: u64,
+) -> ApiResult<impl futures::Stream<Item = FollowEvent> + use<>> {
+    log_reader_may_see(&s, &who, &id).await?;
+    Ok(follow_events(s, id, offset))
+}
+
+/// The one follower loop: stored records as they are, at most [`MAX_PAGE_BYTES`] read
+/// per step (the next step is read only once the consumer has taken the previous
+/// one), [`FollowEvent::Idle`] every 15 s of silence, ending with
+/// [`FollowEvent::Ended`] when the run has ended and every line was sent, or with
+/// nothing at shutdown or when the log cannot be read.
+fn follow_events(
     s: AppState,
     id: String,
     mut offset: u64,
-) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+) -> impl futures::Stream<Item = FollowEvent> {
     async_stream::stream! {
         let mut shutdown = s.shutdown.clone();
+        let mut told: Option<RunState> = None;
         loop {
             let notify = s.dispatch.run(&id);
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let ended = match s.store.get_run(&id).await {
-                Ok(Some((run, _))) => run.state.is_terminal(),
-                _ => true,
+                Ok(Some((run, _))) => {
+                    if told != Some(run.state) {
+                        told = Some(run.state);
+                        yield FollowEvent::State(run.state);
+                    }
+                    run.state.is_terminal().then_some(Some(run.state))
+                }
+                _ => Some(None),
             };
             let records = match s.logs.read(&id, offset, 10_000, MAX_PAGE_BYTES).await {
                 Ok(r) => r,
@@ -517,19 +627,20 @@ fn follow_stream(
             offset = records.next_offset;
             let more = records.more;
             if !records.data.is_empty() {
-                yield Ok(Bytes::from(records.data));
+                yield FollowEvent::Lines(records);
             }
             if more {
                 continue;
             }
-            if ended {
+            if let Some(state) = ended {
+                yield FollowEvent::Ended(state);
                 break;
             }
             // Read up to date, waiting for a wake-up: counted as a parked follower.
             let _parked = s.dispatch.park(Waiter::LogFollower);
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(Duration::from_secs(15)) => { yield Ok(Bytes::from_static(b"\n")); }
+                _ = tokio::time::sleep(Duration::from_secs(15)) => { yield FollowEvent::Idle; }
                 _ = shutdown.changed() => break,
             }
         }

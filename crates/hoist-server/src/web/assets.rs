@@ -30,6 +30,21 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../assets/hoist.js"),
     },
     Asset {
+        name: "launch.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/launch.js"),
+    },
+    Asset {
+        name: "queue-form.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/queue-form.js"),
+    },
+    Asset {
+        name: "logs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/logs.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../../assets/favicon.svg"),

@@ -12,11 +12,12 @@ use super::session::{LOGIN_COOKIE, SESSION_COOKIE, cookie, is_tls, session_user,
 use super::view::Base;
 use super::{Posted, WebError, WebResult};
 use crate::api::AppState;
-use crate::auth::key_principal;
-use crate::secrets::{CredentialKind, new_nonce, new_session, parse_credential, same_token};
+use crate::auth::{end_session, key_principal, open_session};
+use crate::secrets::{CredentialKind, new_nonce, parse_credential, same_token};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        // tidy: allow(web-csrf) because there is no session yet: the form's nonce cookie is checked
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
 }
@@ -123,18 +124,8 @@ async fn login(
         }
         Err(e) => return Err(e.into()),
     };
-    let now = s.now();
-    if let Err(e) = s.store.sweep_web_sessions(now).await {
-        tracing::debug!(message = "Could not delete expired web sessions.", error = %e);
-    }
-    let (id, token, hash) = new_session();
+    let token = open_session(&s, &user).await?;
     let ttl = s.cfg.web_session_ttl;
-    let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    s.store
-        .create_web_session(&id, &hash, &user.key_id, now, expires)
-        .await
-        .map_err(|e| WebError::Api(e.into()))?;
-    tracing::info!(message = "Signed in to the web UI.", user = %user.name, key = %user.key_id, session = %id);
     let tls = is_tls(&headers);
     let mut res = Redirect::to(&next).into_response();
     let h = res.headers_mut();
@@ -150,10 +141,7 @@ async fn login(
 struct Empty {}
 
 async fn logout(State(s): State<AppState>, headers: HeaderMap, posted: Posted<Empty>) -> WebResult {
-    s.store
-        .delete_web_session(&posted.who.session_id)
-        .await
-        .map_err(|e| WebError::Api(e.into()))?;
+    end_session(&s, &posted.who.session_id).await?;
     tracing::info!(message = "Signed out of the web UI.", user = %posted.who.user.name);
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().append(

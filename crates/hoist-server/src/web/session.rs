@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 
 use super::WebError;
 use crate::api::AppState;
-use crate::auth::{UserPrincipal, entities_of, key_record};
-use crate::secrets::{csrf_token, parse_session, same_token, verify};
+use crate::auth::{UserPrincipal, session_principal};
+use crate::secrets::{csrf_token, same_token};
 
 pub const SESSION_COOKIE: &str = "hoist_session";
 /// The sign-in form's CSRF cookie (there is no session yet to derive a token from).
@@ -77,36 +77,13 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: i64, tls: bool) -> Head
 
 /// The session of a request, if it has a valid one.
 pub async fn session_user(s: &AppState, headers: &HeaderMap) -> Result<Option<WebUser>, WebError> {
-    let Some((id, secret)) = cookie(headers, SESSION_COOKIE).and_then(parse_session) else {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(rec) = s
-        .store
-        .web_session(id)
-        .await
-        .map_err(|e| WebError::Api(e.into()))?
-    else {
-        return Ok(None);
-    };
-    if !verify(secret, &rec.secret_hash) || rec.expires_at <= s.now() {
-        return Ok(None);
-    }
-    let Some(key) = key_record(s, &rec.key_id).await? else {
-        return Ok(None);
-    };
-    if key.revoked {
-        return Ok(None);
-    }
-    let entities = entities_of(s, &key.user).await?;
-    Ok(Some(WebUser {
-        user: UserPrincipal {
-            name: key.user,
-            admin: key.admin,
-            key_id: key.id,
-            entities,
-        },
-        session_id: rec.id,
-        csrf: csrf_token(secret),
+    Ok(session_principal(s, value).await?.map(|w| WebUser {
+        csrf: csrf_token(&w.secret),
+        user: w.user,
+        session_id: w.id,
     }))
 }
 
@@ -173,6 +150,57 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Posted<T> {
         match token {
             Some(t) if same_token(&t, &who.csrf) => Ok(Posted { who, body }),
             _ => Err(WebError::Csrf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cookies_are_found_by_name_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; hoist_session=hs_x_y"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("hoist_login=n"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("hs_x_y"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE), Some("n"));
+        assert_eq!(cookie(&h, "hoist"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_behind_tls() {
+        let c = set_cookie(SESSION_COOKIE, "v", 60, true);
+        let c = c.to_str().unwrap();
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(
+            !set_cookie(SESSION_COOKIE, "v", 60, false)
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_cookie_header_is_read_without_panicking(v in "[ -~]{0,80}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(header::COOKIE, v);
+            }
+            let _ = cookie(&h, SESSION_COOKIE).map(crate::secrets::parse_session);
         }
     }
 }
