@@ -473,6 +473,19 @@ impl Store {
                 format!("({i}, ${b}, ${}, ${}, ${})", b + 1, b + 2, b + 3)
             })
             .collect();
+        // The states, generated from `RunState` like every list of states in SQL.
+        use RunState as S;
+        let st = |s: RunState| state_lit(s);
+        let not_started = state_list(|s| matches!(s, S::Claimed | S::Building | S::Starting));
+        let running_now = state_list(|s| matches!(s, S::Running | S::Stopping | S::Unknown));
+        let never_ran = state_list(|s| {
+            matches!(
+                s,
+                S::Queued | S::Claimed | S::Building | S::Starting | S::Cancelled
+            )
+        });
+        let ran_and_ended = state_list(|s| s.is_terminal() && s != S::Cancelled);
+        let no_agent = state_list(|s| matches!(s, S::Queued | S::Cancelled));
         let sql = format!(
             "WITH RECURSIVE cnt(x) AS (SELECT $1 UNION ALL SELECT x + 1 FROM cnt WHERE x < $2), \
              qs(i, id, entity, name, who) AS (VALUES {values}), \
@@ -482,28 +495,39 @@ impl Store {
                    3000 + ((x * 104729) % 1000) * ((x * 104729) % 1000) * ((x * 104729) % 1000) / 200 AS dur, \
                    (x * 1299709) % 1000 AS r FROM cnt), \
              u AS (SELECT t.*, CASE \
-                     WHEN created + wait > $4 THEN 'queued' \
-                     WHEN created + wait + dur > $4 THEN (CASE WHEN r < 20 THEN 'claimed' WHEN r < 40 THEN 'building' \
-                          WHEN r < 60 THEN 'starting' WHEN r < 70 THEN 'stopping' WHEN r < 75 THEN 'unknown' ELSE 'running' END) \
-                     WHEN r < 780 THEN 'finished' WHEN r < 900 THEN 'failed' WHEN r < 960 THEN 'cancelled' ELSE 'stopped' END AS st \
+                     WHEN created + wait > $4 THEN {queued} \
+                     WHEN created + wait + dur > $4 THEN (CASE WHEN r < 20 THEN {claimed} WHEN r < 40 THEN {building} \
+                          WHEN r < 60 THEN {starting} WHEN r < 70 THEN {stopping} WHEN r < 75 THEN {unknown} ELSE {running} END) \
+                     WHEN r < 780 THEN {finished} WHEN r < 900 THEN {failed} WHEN r < 960 THEN {cancelled} ELSE {stopped} END AS st \
                    FROM t) \
              INSERT INTO runs (id, queue_id, entity, queue_name, project, name, spec, resource, resource_config, \
                priority, eff_prio, state, state_reason, state_actor, created_by, created_at, updated_at, \
                started_at, ended_at, agent_id, agent_name, attempts, exit_code) \
              SELECT $6 || u.x, qs.id, qs.entity, qs.name, 'bench', 'train-' || u.x, $5, 'local-process', '{{}}', \
                2, 0, u.st, 'seeded by hoist bench ui', 'server', qs.who, u.created, \
-               CASE WHEN u.st = 'queued' THEN u.created WHEN u.st IN ('claimed', 'building', 'starting') THEN u.created + u.wait / 2 \
-                    WHEN u.st = 'cancelled' THEN u.created + u.wait / 2 \
-                    WHEN u.st IN ('running', 'stopping', 'unknown') THEN u.created + u.wait ELSE u.created + u.wait + u.dur END, \
-               CASE WHEN u.st IN ('queued', 'claimed', 'building', 'starting', 'cancelled') THEN NULL ELSE u.created + u.wait END, \
-               CASE WHEN u.st IN ('finished', 'failed', 'stopped') THEN u.created + u.wait + u.dur \
-                    WHEN u.st = 'cancelled' THEN u.created + u.wait / 2 ELSE NULL END, \
-               CASE WHEN u.st IN ('queued', 'cancelled') THEN NULL ELSE 'bench-agent-' || (u.x % 8) END, \
-               CASE WHEN u.st IN ('queued', 'cancelled') THEN NULL ELSE 'bench-agent-' || (u.x % 8) END, \
-               CASE WHEN u.st IN ('queued', 'cancelled') THEN 0 ELSE 1 END, \
-               CASE WHEN u.st = 'finished' THEN 0 WHEN u.st = 'failed' THEN 1 WHEN u.st = 'stopped' THEN 143 ELSE NULL END \
+               CASE WHEN u.st = {queued} THEN u.created WHEN u.st IN {not_started} THEN u.created + u.wait / 2 \
+                    WHEN u.st = {cancelled} THEN u.created + u.wait / 2 \
+                    WHEN u.st IN {running_now} THEN u.created + u.wait ELSE u.created + u.wait + u.dur END, \
+               CASE WHEN u.st IN {never_ran} THEN NULL ELSE u.created + u.wait END, \
+               CASE WHEN u.st IN {ran_and_ended} THEN u.created + u.wait + u.dur \
+                    WHEN u.st = {cancelled} THEN u.created + u.wait / 2 ELSE NULL END, \
+               CASE WHEN u.st IN {no_agent} THEN NULL ELSE 'bench-agent-' || (u.x % 8) END, \
+               CASE WHEN u.st IN {no_agent} THEN NULL ELSE 'bench-agent-' || (u.x % 8) END, \
+               CASE WHEN u.st IN {no_agent} THEN 0 ELSE 1 END, \
+               CASE WHEN u.st = {finished} THEN 0 WHEN u.st = {failed} THEN 1 WHEN u.st = {stopped} THEN 143 ELSE NULL END \
              FROM u JOIN qs ON qs.i = u.qi",
-            values = values.join(", ")
+            values = values.join(", "),
+            queued = st(S::Queued),
+            claimed = st(S::Claimed),
+            building = st(S::Building),
+            starting = st(S::Starting),
+            running = st(S::Running),
+            stopping = st(S::Stopping),
+            unknown = st(S::Unknown),
+            finished = st(S::Finished),
+            failed = st(S::Failed),
+            stopped = st(S::Stopped),
+            cancelled = st(S::Cancelled),
         );
         let mut first = 0u64;
         while first < n {

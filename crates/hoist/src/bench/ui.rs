@@ -53,17 +53,19 @@ pub struct UiBench {
 
 /// Pages requested, with placeholders: `{entity}`/`{queue}` a team's queue,
 /// `{run}` a running run of it, `{failed}` a failed run, `{big}` the run with the big
-/// log, `{job}` a job of the team. Pages not on this build answer 404 and are skipped
-/// with a note. Add pages here.
+/// log and `{mid}` a line in its middle, `{job}` a job of the team. Pages not on this
+/// build answer 404 and are skipped with a note. Add pages here.
 pub const PAGES: &[&str] = &[
     "/",
     "/?hours=168",
     "/queues",
+    "/queues/new",
     "/queues/{entity}/{queue}",
     "/queues/{entity}/{queue}?tab=runs",
     "/queues/{entity}/{queue}?tab=runs&state=queued",
     "/queues/{entity}/{queue}?tab=agents",
     "/queues/{entity}/{queue}?tab=config",
+    "/queues/{entity}/{queue}/edit",
     "/runs",
     "/runs?state=queued",
     "/runs?state=running",
@@ -72,6 +74,8 @@ pub const PAGES: &[&str] = &[
     "/runs/{run}",
     "/runs/{failed}",
     "/runs/{big}",
+    "/runs/{big}?before={mid}",
+    "/runs/{big}/log/page?before={mid}",
     "/jobs",
     "/jobs/{entity}/{job}",
     "/agents",
@@ -154,6 +158,17 @@ impl Session {
                 res.headers().get(LOCATION)
             ),
         }
+    }
+}
+
+/// A label that fits the table's first column (long ids and queries are cut).
+fn cut_label(s: &str) -> String {
+    if s.chars().count() <= 52 {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(51).collect();
+        out.push('…');
+        out
     }
 }
 
@@ -585,6 +600,7 @@ pub async fn run(b: UiBench) -> anyhow::Result<()> {
             .replace("{run}", &seeded.run)
             .replace("{failed}", &seeded.failed)
             .replace("{big}", &seeded.big)
+            .replace("{mid}", &(seeded.big_lines / 2).to_string())
             .replace("{job}", &seeded.job)
     };
     let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
@@ -611,6 +627,7 @@ pub async fn run(b: UiBench) -> anyhow::Result<()> {
         } else {
             path.clone()
         };
+        let label = cut_label(&label);
         tally(path, report(&label, &r, floor_p50));
     }
     header(&format!("page (as {user}: own entity and two teams)"));
@@ -643,6 +660,10 @@ pub async fn run(b: UiBench) -> anyhow::Result<()> {
     reads.push((
         format!("{} MB log, last 1000 lines (tail)", b.log_mb),
         tail.clone(),
+    ));
+    reads.push((
+        format!("{} MB log, ?tail=1000 (where it exists)", b.log_mb),
+        format!("/api/v1/runs/{}/logs?tail=1000", seeded.big),
     ));
     reads.push((format!("{} MB log, first 1000 lines", b.log_mb), head));
     for (label, path) in &reads {
