@@ -109,6 +109,27 @@ async fn a_bad_config_comes_back_with_each_problem_at_its_line() {
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(p.body.contains("data-line=\""), "{}", p.body);
 
+    // A bad name and a bad config: both shown, not only the first the API met.
+    let p = c
+        .post_form(
+            "/queues/new",
+            &[
+                ("entity", "admin"),
+                ("name", "x y"),
+                ("resource", "kubernetes"),
+                ("config", BAD_K8S),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("invalid queue name"), "{}", p.body);
+    assert!(
+        p.body
+            .contains("line 5: spec.template.spec.containers[0].image"),
+        "{}",
+        p.body
+    );
+
     // A bad name and a bad variable, with the other fields kept.
     let p = c
         .post_form(

@@ -370,7 +370,39 @@ enum Target {
 }
 
 /// Checks the form through the API (`dry_run` unless `store`), returning the queue.
+/// A name no queue has, to check the rest of a form whose name the API refused.
+const PROBE_NAME: &str = "hoist-form-check.";
+
 async fn submit(
+    s: &AppState,
+    who: &WebUser,
+    input: &QueueInput,
+    target: &Target,
+    store: bool,
+) -> Result<Queue, Vec<Problem>> {
+    let mut problems = match call_api(s, who, input, target, store).await {
+        Ok(q) => return Ok(q),
+        Err(p) => p,
+    };
+    // The API stops at a bad name; the form shows the config's problems too, found
+    // by the same checks under a name that passes (storing nothing).
+    if matches!(target, Target::New)
+        && !problems.is_empty()
+        && problems.iter().all(|p| p.field == "name")
+    {
+        let probe = QueueInput {
+            name: PROBE_NAME.to_string(),
+            ..input.clone()
+        };
+        if let Err(more) = call_api(s, who, &probe, target, false).await {
+            problems.extend(more.into_iter().filter(|p| p.field != "name"));
+        }
+    }
+    Err(problems)
+}
+
+/// One create or update through the API (`dry_run` unless `store`).
+async fn call_api(
     s: &AppState,
     who: &WebUser,
     input: &QueueInput,
