@@ -419,6 +419,27 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[m]
 }
 
+/// Words as one POSIX shell command line: each word as is when it holds only
+/// characters the shell leaves alone, else single-quoted (for showing a command).
+pub fn shell_join(words: &[String]) -> String {
+    let plain = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,+@%".contains(&b))
+    };
+    words
+        .iter()
+        .map(|w| {
+            if plain(w) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

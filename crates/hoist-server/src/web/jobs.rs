@@ -14,6 +14,7 @@
 //! fields are rendered server-side (the chosen queue's live, the others' in
 //! `<template>` elements that `launch.js` swaps in when the queue changes).
 
+use hoist_core::names::shell_join;
 use std::collections::BTreeMap;
 
 use askama::Template;
@@ -130,33 +131,9 @@ fn source_view(src: &JobSource) -> SourceView {
     }
 }
 
-/// A command as a shell would take it back: words with spaces or quotes in single
-/// quotes.
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            let plain = !w.is_empty()
-                && w.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(
-                            b,
-                            b'-' | b'_' | b'.' | b'/' | b'=' | b':' | b',' | b'@' | b'+'
-                        )
-                });
-            if plain {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn entry_point_text(src: &JobSource) -> String {
     match src.entry_point() {
-        Some(ep) => shell_words(ep),
+        Some(ep) => shell_join(ep),
         None => String::new(),
     }
 }
@@ -1039,7 +1016,7 @@ mod tests {
     fn lines_and_words() {
         assert_eq!(parse_lines(" --lr \n\n0.1\r\n"), ["--lr", "0.1"]);
         assert_eq!(
-            shell_words(&["python".into(), "a b.py".into(), "it's".into(), "".into()]),
+            shell_join(&["python".into(), "a b.py".into(), "it's".into(), "".into()]),
             r"python 'a b.py' 'it'\''s' ''"
         );
         assert_eq!(versions_down_from("v2"), ["v2", "v1", "v0"]);

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use hoist_core::api::{JobSource, LogPage, LogStream, Run};
+use hoist_core::names::shell_join;
 use hoist_core::resource::ResourceType;
 use hoist_core::run::{FailureStage, RunState};
 use serde::Deserialize;
@@ -293,26 +294,6 @@ struct RunPage {
     logs_js: String,
 }
 
-/// Words as a shell would take them (quoted when they need it).
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            let plain = !w.is_empty()
-                && w.chars().all(|c| {
-                    c.is_ascii_alphanumeric()
-                        || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@' | '+' | '%')
-                });
-            if plain {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn is_empty_json(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::Null => true,
@@ -369,11 +350,11 @@ fn launched(run: &Run) -> Vec<Field> {
         _ => {}
     }
     out.push(match &run.entry_point {
-        Some(ep) => code("Entry point", shell_words(ep)),
+        Some(ep) => code("Entry point", shell_join(ep)),
         None => field("Entry point", "the image's own"),
     });
     if !run.args.is_empty() {
-        out.push(code("Arguments", shell_words(&run.args)));
+        out.push(code("Arguments", shell_join(&run.args)));
     }
     out.push(field("Project", run.project.clone()));
     out
@@ -823,7 +804,7 @@ mod tests {
 
     #[test]
     fn commands_read_as_a_shell_would_take_them() {
-        let w = |v: &[&str]| shell_words(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let w = |v: &[&str]| shell_join(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(
             w(&["python", "train.py", "--lr=0.1"]),
             "python train.py --lr=0.1"

@@ -58,6 +58,7 @@
 //!   defaults never trip it): every refusal, with every problem found above, becomes one
 //!   [`RunnerError::Refused`] naming each path.
 
+use hoist_core::names::shell_join;
 use std::collections::BTreeMap;
 
 use base64::Engine;
@@ -771,27 +772,6 @@ fn ray_entrypoint(object: &mut Value, job: &JobSpec, problems: &mut Vec<String>)
         (None, _) => shell_join(&job.args),
     };
     spec.insert("entrypoint".into(), Value::String(line));
-}
-
-/// Words as one POSIX shell command line: each word as is when it holds only
-/// characters the shell leaves alone, else single-quoted.
-fn shell_join(words: &[String]) -> String {
-    let plain = |w: &str| {
-        !w.is_empty()
-            && w.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,+@%".contains(&b))
-    };
-    words
-        .iter()
-        .map(|w| {
-            if plain(w) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn command(c: &mut Map<String, Value>, job: &JobSpec) {
