@@ -14,6 +14,7 @@
 //! - [`proxy`]: a proxy in front of the test cluster's API server that holds chosen
 //!   requests ([`HoldingProxy`]), for a test that must act while a request is in
 //!   flight (a start given up midway);
+//! - [`pg`]: a fresh PostgreSQL database per test ([`pg::PgDb`]), dropped after use;
 //! - [`browser`] (feature `browser`): a headless Chromium driven over WebDriver
 //!   ([`browser::Browser`], [`require_browser!`]), for the web UI's tests.
 //!
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod kubectl;
+pub mod pg;
 pub mod proxy;
 
 pub use kubectl::{Kubectl, TestNamespace, show_output};

@@ -20,53 +20,8 @@ impl Db {
     }
 }
 
-/// A fresh, empty PostgreSQL database (no schema yet), dropped with [`PgDb::drop_db`].
-pub struct PgDb {
-    pub url: String,
-    base: String,
-    name: String,
-}
-
-impl PgDb {
-    /// None when no server is configured (an error when the test environment says
-    /// services are required).
-    pub async fn create() -> Option<PgDb> {
-        let Ok(base) = std::env::var("HOIST_TEST_DATABASE_URL") else {
-            if std::env::var("HOIST_TEST_REQUIRE_SERVICES").is_ok() {
-                panic!("HOIST_TEST_DATABASE_URL is not set but services are required");
-            }
-            eprintln!("skipping the PostgreSQL variant: HOIST_TEST_DATABASE_URL is not set");
-            return None;
-        };
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&base)
-            .await
-            .expect("connect to test PostgreSQL");
-        let name = format!("hoist_t_{}", hoist_server::secrets::new_id(10));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        Some(PgDb {
-            url: format!("{prefix}/{name}"),
-            base,
-            name,
-        })
-    }
-
-    pub async fn drop_db(self) {
-        use sqlx::Connection;
-        if let Ok(mut c) = sqlx::PgConnection::connect(&self.base).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut c)
-            .await;
-        }
-    }
-}
+/// A fresh, empty PostgreSQL database per test (the one helper, in hoist-testkit).
+pub use hoist_testkit::pg::PgDb;
 
 pub async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
