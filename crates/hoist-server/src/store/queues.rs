@@ -11,7 +11,7 @@ use hoist_core::run::{Actor, RunState};
 
 use super::rows::{corrupt, json_col};
 use super::runs::{Current, Effects, HELD, state_lit, transition};
-use super::{Store, StoreError};
+use super::{Dialect, Store, StoreError};
 use crate::clock::to_datetime;
 
 const QUEUE_COLUMNS: &str = "id, entity, name, resource, config, template_vars, prioritize, description, created_at, updated_at";
@@ -250,8 +250,18 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let id = id.to_string();
         let reason = format!("queue deleted by {actor_name}");
+        let dialect = self.dialect();
         self.write(move |c| {
             Box::pin(async move {
+                if dialect == Dialect::Postgres {
+                    // Wait for launches onto the queue in flight (they hold it `FOR
+                    // SHARE`) and keep new ones out, so that the runs read below are
+                    // all of them.
+                    sqlx::query("SELECT id FROM queues WHERE id = $1 FOR UPDATE")
+                        .bind(&id)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                }
                 let held: i64 = sqlx::query_scalar(dynsql!(
                     "SELECT COUNT(*) FROM runs WHERE queue_id = $1 AND state IN {}",
                     *HELD

@@ -627,6 +627,13 @@ impl Store {
         }
         self.write(move |c| {
             Box::pin(async move {
+                // Hold the queue against a delete on another replica until this run is
+                // committed: without the lock, a delete that read the queue's runs
+                // before this insert would leave it queued on a deleted queue.
+                sqlx::query("SELECT id FROM queues WHERE id = $1 FOR SHARE")
+                    .bind(&r.queue_id)
+                    .fetch_optional(&mut *c)
+                    .await?;
                 let mut out = insert_launches(c, vec![(r, now)]).await?;
                 out.pop().expect("one result")
             })
