@@ -544,12 +544,28 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
     let (a, key) = cl.first("a", &opts).await;
     let b = cl.start("b", &opts).await;
     let (ca, cb) = (a.client(&key), b.client(&key));
-    local_queue(&ca, "doomed").await;
-    let agent = register(&cb, "agent-b", &["doomed"]).await;
+    // Rounds, each on a queue of its own: each is one race of a claim against the
+    // delete, won by either.
+    for round in 0..4 {
+        delete_race_round(&ca, &cb, &format!("doomed-{round}")).await;
+    }
+    let runs = all_runs(&cb).await;
+    let ids: HashSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), runs.len(), "no run listed twice");
+    drop((a, b));
+    cl.drop_db().await;
+}
+
+/// Launches onto `queue` through `ca` while an agent claims from it through `cb`, and
+/// deletes it through `ca` with runs still queued; checks what the agent was handed
+/// and what the store holds afterwards.
+async fn delete_race_round(ca: &Client, cb: &Client, queue: &str) {
+    local_queue(ca, queue).await;
+    let agent = register(cb, &format!("agent-{queue}"), &[queue]).await;
     let mut acked: Vec<String> = Vec::new();
     for i in 0..40 {
         acked.push(
-            ca.launch(&launch_req("doomed", format!("pre-{i}")))
+            ca.launch(&launch_req(queue, format!("pre-{i}")))
                 .await
                 .unwrap()
                 .id,
@@ -557,33 +573,37 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
     }
 
     let deleted = Arc::new(AtomicBool::new(false));
-    // Delete attempts begun: a delete meeting a run the agent holds is refused (409),
-    // so an agent that always holds one would starve it. After completing what it
-    // got, the agent claims again only once the next delete is under way: its claim
-    // then races that delete, and the delete finds nothing held unless the claim
-    // won.
-    let attempts = Arc::new(AtomicUsize::new(0));
+    let deleted_wake = Arc::new(tokio::sync::Notify::new());
+    // A delete meeting a run the agent holds is refused (409), so an agent that always
+    // holds one would starve it. After its first claim, the agent completes what it
+    // got and meets the deleter here, and each sends its request at once: every delete
+    // attempt races one claim, and either may win.
+    let together = Arc::new(tokio::sync::Barrier::new(2));
     let claims = Arc::new(Mutex::new(Vec::<ClaimSeen>::new()));
     let agent_task = {
-        let (cb, agent, claims, deleted, attempts) = (
+        let (cb, agent, claims, deleted, deleted_wake, together) = (
             cb.clone(),
             agent.clone(),
             claims.clone(),
             deleted.clone(),
-            attempts.clone(),
+            deleted_wake.clone(),
+            together.clone(),
         );
         tokio::spawn(async move {
             let mut after_delete = 0;
-            let mut attempts_seen = 0;
+            let mut first = true;
             while after_delete < 3 {
+                let woken = deleted_wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
                 let was_deleted = deleted.load(Ordering::SeqCst);
-                if !was_deleted && attempts_seen > 0 {
-                    wait_until_async("the next delete attempt", SOON, || async {
-                        attempts.load(Ordering::SeqCst) > attempts_seen
-                            || deleted.load(Ordering::SeqCst)
-                    })
-                    .await;
+                if !was_deleted && !first {
+                    tokio::select! {
+                        _ = together.wait() => {}
+                        _ = woken => {}
+                    }
                 }
+                first = false;
                 let sent = Instant::now();
                 let got = claim(&cb, &agent, 2, Duration::from_millis(200)).await;
                 let mut seen = ClaimSeen {
@@ -593,9 +613,6 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
                 };
                 match got {
                     Ok(got) => {
-                        if !got.runs.is_empty() {
-                            attempts_seen = attempts.load(Ordering::SeqCst).max(1);
-                        }
                         for r in got.runs {
                             seen.runs.push(r.run.id.clone());
                             for st in [RunState::Starting, RunState::Running, RunState::Finished] {
@@ -617,14 +634,11 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
     };
     // Launches on A racing the delete, until the queue is gone.
     let launcher = {
-        let ca = ca.clone();
+        let (ca, queue) = (ca.clone(), queue.to_string());
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0.. {
-                match ca
-                    .launch(&launch_req("doomed", format!("racing-{i}")))
-                    .await
-                {
+                match ca.launch(&launch_req(&queue, format!("racing-{i}"))).await {
                     Ok(r) => ids.push(r.id),
                     Err(e) => {
                         assert_not_5xx(&e, "a launch racing the delete");
@@ -645,8 +659,8 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
     let mut refusals = 0;
     let t0 = Instant::now();
     let deleted_at = loop {
-        attempts.fetch_add(1, Ordering::SeqCst);
-        match ca.delete_queue("admin", "doomed", true).await {
+        together.wait().await;
+        match ca.delete_queue("admin", queue, true).await {
             Ok(()) => break Instant::now(),
             Err(e) => {
                 assert_not_5xx(&e, "the delete");
@@ -660,11 +674,11 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
                     t0.elapsed() < Duration::from_secs(30),
                     "the delete never went through"
                 );
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     };
     deleted.store(true, Ordering::SeqCst);
+    deleted_wake.notify_waiters();
     acked.extend(launcher.await.unwrap());
     tokio::time::timeout(Duration::from_secs(30), agent_task)
         .await
@@ -675,7 +689,7 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
     let handed: Vec<String> = claims.iter().flat_map(|c| c.runs.clone()).collect();
     let after: Vec<&ClaimSeen> = claims.iter().filter(|c| c.sent > deleted_at).collect();
     eprintln!(
-        "{} runs launched, {} handed out over {} claims, {} delete refusals; after the delete: {:?}",
+        "{queue}: {} runs launched, {} handed out over {} claims, {} delete refusals; after the delete: {:?}",
         acked.len(),
         handed.len(),
         claims.len(),
@@ -708,9 +722,12 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
 
     // The store afterwards: every acknowledged launch once, each either completed by
     // the agent (the runs it was handed) or cancelled with the queue.
-    let runs = all_runs(&cb).await;
+    let runs: Vec<Run> = all_runs(cb)
+        .await
+        .into_iter()
+        .filter(|r| r.queue == queue)
+        .collect();
     let by_id: HashMap<&str, &Run> = runs.iter().map(|r| (r.id.as_str(), r)).collect();
-    assert_eq!(by_id.len(), runs.len(), "no run listed twice");
     assert_eq!(runs.len(), acked.len(), "every launch stored once");
     for id in &acked {
         let r = by_id
@@ -722,8 +739,6 @@ async fn deleting_a_queue_on_one_replica_races_claims_on_another_cleanly() {
             assert_eq!(r.state, RunState::Cancelled, "run {id}: {}", r.state_reason);
         }
     }
-    drop((a, b));
-    cl.drop_db().await;
 }
 
 // --- 5. kill -9 of a replica during a launch burst ------------------------------------
