@@ -14,8 +14,7 @@
 //!   launch burst therefore costs a handful of notifications, not one per launch.
 //!   [`Outbox::flush`] waits until what was published before it has been sent: a
 //!   revocation answers only once every replica has been told.
-//! - **Receiving.** One connection `LISTEN`s (a [`sqlx::postgres::PgListener`]: the
-//!   `Any` driver cannot listen). Each signal is applied locally ([`apply`]); the
+//! - **Receiving.** One connection `LISTEN`s ([`crate::store::pg::Listener`]). Each signal is applied locally ([`apply`]); the
 //!   replica's own are skipped. When that connection is lost, notifications sent
 //!   meanwhile are lost with it: the replica marks itself incoherent at once (caches
 //!   are bypassed, waiters fall back to a 250 ms poll), reconnects with a growing
@@ -35,10 +34,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::AppState;
+use crate::store::pg::Listener;
+use crate::store::{Store, StoreError};
 
 /// The notification channel every replica listens on.
 pub const CHANNEL: &str = "hoist";
@@ -185,7 +185,7 @@ pub enum ClusterError {
     )]
     Listen {
         #[source]
-        source: sqlx::Error,
+        source: StoreError,
     },
 }
 
@@ -203,17 +203,18 @@ pub fn apply(state: &AppState, sig: &Signal) {
     }
 }
 
-/// Connects this replica to the others: `LISTEN`s (returns once listening, so that a
-/// server serves only when it hears the others) and starts the sender and the
-/// listener tasks, which stop at shutdown.
-pub async fn start(
-    state: AppState,
-    pool: PgPool,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ClusterError> {
-    let listener = listen(&pool)
+/// Connects this replica to the others when its store is shared (PostgreSQL):
+/// `LISTEN`s (returns once listening, so that a server serves only when it hears the
+/// others) and starts the sender and the listener tasks, which stop at shutdown.
+pub async fn start(state: AppState, shutdown: watch::Receiver<bool>) -> Result<(), ClusterError> {
+    let Some(listener) = state
+        .store
+        .listen(CHANNEL)
         .await
-        .map_err(|source| ClusterError::Listen { source })?;
+        .map_err(|source| ClusterError::Listen { source })?
+    else {
+        return Ok(());
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     if state.cluster.tx.set(tx).is_err() {
         tracing::warn!(message = "Cluster notifications were already started.");
@@ -221,26 +222,18 @@ pub async fn start(
     }
     state.cluster.set_live(true);
     tokio::spawn(send_task(
-        pool.clone(),
+        state.store.clone(),
         state.cluster.replica.clone(),
         rx,
         shutdown.clone(),
     ));
-    tokio::spawn(listen_task(state, pool, listener, shutdown));
+    tokio::spawn(listen_task(state, listener, shutdown));
     Ok(())
-}
-
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect_with(pool).await?;
-    // Reconnection is ours (see `listen_task`): we must know when it happens.
-    l.ignore_pool_close_event(true);
-    l.listen(CHANNEL).await?;
-    Ok(l)
 }
 
 /// Sends what the outbox holds, a batch at a time.
 async fn send_task(
-    pool: PgPool,
+    store: Store,
     replica: String,
     mut rx: mpsc::UnboundedReceiver<Out>,
     mut shutdown: watch::Receiver<bool>,
@@ -271,7 +264,7 @@ async fn send_task(
             }
         }
         for payload in payloads(&replica, &lines) {
-            if let Err(e) = notify(&pool, &payload).await {
+            if let Err(e) = store.notify(CHANNEL, &payload).await {
                 // The others fall back to their periodic re-read.
                 metrics::counter!("hoist_cluster_notify_failures_total").increment(1);
                 tracing::warn!(message = "Could not notify the other replicas; they will notice on their next re-read.", error = %e);
@@ -283,15 +276,6 @@ async fn send_task(
             let _ = f.send(());
         }
     }
-}
-
-async fn notify(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Splits lines into payloads of at most [`MAX_PAYLOAD`] bytes, each starting with
@@ -317,22 +301,17 @@ fn payloads(replica: &str, lines: &[String]) -> Vec<String> {
 
 /// Receives the others' signals; on a lost connection, reconnects and makes the
 /// replica re-read everything (see the module docs).
-async fn listen_task(
-    state: AppState,
-    pool: PgPool,
-    mut listener: PgListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn listen_task(state: AppState, mut listener: Listener, mut shutdown: watch::Receiver<bool>) {
     let own = state.cluster.replica.clone();
     loop {
         let got = tokio::select! {
-            r = listener.try_recv() => r,
+            r = listener.recv() => r,
             _ = shutdown.wait_for(|v| *v) => return,
         };
         match got {
-            Ok(Some(n)) => {
+            Ok(Some(payload)) => {
                 metrics::counter!("hoist_cluster_notifications_received_total").increment(1);
-                let mut lines = n.payload().split('\n');
+                let mut lines = payload.split('\n');
                 if lines.next() == Some(own.as_str()) {
                     continue;
                 }
@@ -359,8 +338,9 @@ async fn listen_task(
         drop(listener);
         let mut pause = Duration::from_millis(100);
         listener = loop {
-            match listen(&pool).await {
-                Ok(l) => break l,
+            match state.store.listen(CHANNEL).await {
+                Ok(Some(l)) => break l,
+                Ok(None) => return,
                 Err(e) => {
                     tracing::debug!(message = "Reconnecting the listener failed.", error = %e, retry_in_ms = pause.as_millis() as u64);
                     tokio::select! {

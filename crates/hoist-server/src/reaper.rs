@@ -13,10 +13,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{Connection, Executor};
-
 use crate::api::AppState;
+use crate::store::pg::AdvisoryLease;
 use crate::store::retry_transient;
 
 /// The advisory lock key of the reaper's lease (the migrations use 7480).
@@ -73,7 +71,7 @@ pub async fn run(
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut lease = Lease::new(state.store.pg_pool());
+    let mut lease = Lease::new(&state.store);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -89,70 +87,44 @@ pub async fn run(
     lease.release().await;
 }
 
-/// The reaper's lease: always held with SQLite (one process); with PostgreSQL, the
-/// session advisory lock [`REAPER_LOCK`] on a connection kept for it.
+/// The reaper's lease ([`REAPER_LOCK`]), with its log lines and the
+/// `hoist_reaper_leader` gauge.
 pub struct Lease {
-    pool: Option<PgPool>,
-    conn: Option<PgConnection>,
+    lock: AdvisoryLease,
     leader: bool,
 }
 
 impl Lease {
-    pub fn new(pool: Option<PgPool>) -> Lease {
+    pub fn new(store: &crate::store::Store) -> Lease {
         Lease {
-            leader: pool.is_none(),
-            pool,
-            conn: None,
+            lock: store.advisory_lease(REAPER_LOCK),
+            leader: false,
         }
     }
 
     /// Whether this replica may reap now: it still holds the lock (its session is
     /// alive), or it has just taken it.
     pub async fn held(&mut self) -> bool {
-        if self.pool.is_none() {
-            return true;
-        }
-        match self.check().await {
-            Ok(now) => {
-                if now != self.leader {
-                    if now {
-                        tracing::info!(message = "This replica now runs the reaper.");
-                    } else {
-                        tracing::warn!(message = "This replica no longer runs the reaper.");
-                    }
-                }
-                self.set_leader(now);
-            }
+        let now = match self.lock.try_hold().await {
+            Ok(now) => now,
             Err(e) => {
                 if self.leader {
                     tracing::warn!(message = "Lost the reaper's lease with its connection; another replica takes over.", error = %e);
                 } else {
                     tracing::debug!(message = "Could not try the reaper's lease.", error = %e);
                 }
-                self.conn = None;
-                self.set_leader(false);
+                false
+            }
+        };
+        if now != self.leader {
+            if now {
+                tracing::info!(message = "This replica now runs the reaper.");
+            } else {
+                tracing::warn!(message = "This replica no longer runs the reaper.");
             }
         }
-        self.leader
-    }
-
-    async fn check(&mut self) -> Result<bool, sqlx::Error> {
-        let Some(pool) = &self.pool else {
-            return Ok(true);
-        };
-        if self.conn.is_none() {
-            // A connection of its own, outside the pool: the lock lives with it.
-            self.conn = Some(pool.acquire().await?.detach());
-        }
-        let conn = self.conn.as_mut().expect("connection just set");
-        if self.leader {
-            conn.execute("SELECT 1").await?;
-            return Ok(true);
-        }
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(REAPER_LOCK)
-            .fetch_one(&mut *conn)
-            .await
+        self.set_leader(now);
+        now
     }
 
     fn set_leader(&mut self, leader: bool) {
@@ -162,9 +134,7 @@ impl Lease {
 
     /// Gives the lease up (shutdown): another replica takes it on its next tick.
     pub async fn release(&mut self) {
-        if let Some(c) = self.conn.take() {
-            let _ = c.close().await;
-        }
+        self.lock.release().await;
         self.set_leader(false);
     }
 }

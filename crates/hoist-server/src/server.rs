@@ -238,10 +238,8 @@ impl Server {
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState::new(store, clock, Arc::new(cfg), shutdown_rx.clone());
-        if let Some(pool) = state.store.pg_pool() {
-            // Serve only once this replica hears the others.
-            crate::cluster::start(state.clone(), pool, shutdown_rx.clone()).await?;
-        }
+        // Serve only once this replica hears the others (with a shared store).
+        crate::cluster::start(state.clone(), shutdown_rx.clone()).await?;
         let app = api::router(state.clone());
         tokio::spawn(crate::reaper::run(
             state.clone(),

@@ -228,9 +228,10 @@ async fn one_replica_holds_the_reaper_lease_and_another_takes_it_over() {
     let Some(pg) = PgDb::create().await else {
         return;
     };
+    let store = hoist_server::store::Store::open(&pg.url).await.unwrap();
     let pool = sqlx::postgres::PgPool::connect(&pg.url).await.unwrap();
-    let mut one = Lease::new(Some(pool.clone()));
-    let mut two = Lease::new(Some(pool.clone()));
+    let mut one = Lease::new(&store);
+    let mut two = Lease::new(&store);
     assert!(one.held().await);
     assert!(!two.held().await);
     assert!(one.held().await, "the holder keeps its lease");
@@ -263,6 +264,7 @@ async fn one_replica_holds_the_reaper_lease_and_another_takes_it_over() {
     }
     one.release().await;
     pool.close().await;
+    store.close().await;
     pg.drop_db().await;
 }
 

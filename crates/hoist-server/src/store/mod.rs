@@ -16,7 +16,7 @@
 //! Queries go through sqlx's `Any` driver on both dialects (one SQL code path). What
 //! only PostgreSQL has and `Any` cannot do (`LISTEN` for other replicas' signals, the
 //! reaper's session advisory lock) uses a small native [`PgPool`] beside it
-//! ([`Store::pg_pool`]).
+//! ([`pg`]).
 //!
 //! # Reads
 //! A pool of connections; under SQLite WAL they never block the writer. The pool is
@@ -54,6 +54,7 @@ pub mod error;
 pub mod identity;
 pub mod jobs;
 pub mod logs;
+pub mod pg;
 pub mod queues;
 pub mod rows;
 pub mod runs;
@@ -345,11 +346,6 @@ impl Store {
 
     pub fn options(&self) -> StoreOptions {
         self.inner.opts
-    }
-
-    /// PostgreSQL's native pool, for `LISTEN` and advisory locks (`None` on SQLite).
-    pub fn pg_pool(&self) -> Option<PgPool> {
-        self.inner.pg.clone()
     }
 
     /// The read pool (for the store's modules only).
