@@ -388,8 +388,10 @@ impl Store {
         lost_after_ms: i64,
     ) -> Result<Option<(String, Vec<String>)>, StoreError> {
         let max_requeues = self.options().max_requeues;
+        let dialect = self.dialect();
         self.write(move |c| {
             Box::pin(async move {
+                super::runs::reaper_row_write(c, dialect).await?;
                 let status: Option<String> = sqlx::query_scalar(
                     "SELECT status FROM agents WHERE id = $1 AND status <> 'lost' AND last_heartbeat_at < $2",
                 )

@@ -153,6 +153,24 @@ static UNKNOWN_PAST_GRACE_ONE: LazyLock<String> = LazyLock::new(|| {
 
 /// Most rows one reaper pass looks at per kind (the next pass takes the rest).
 pub(crate) const REAP_PAGE: usize = 5_000;
+
+/// Starts a reaper's write of one row: with PostgreSQL, a row another transaction
+/// holds locked makes the write fail after [`REAPER_LOCK_WAIT`] (a transient failure,
+/// retried, then left to the next pass) instead of holding up the pass.
+pub(crate) async fn reaper_row_write(c: &mut Conn, dialect: Dialect) -> Result<(), StoreError> {
+    if dialect == Dialect::Postgres {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = {}",
+            REAPER_LOCK_WAIT.as_millis()
+        )))
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The longest a reaper's write waits for a row lock (PostgreSQL).
+pub(crate) const REAPER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 static REQUESTED_STOPS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT id FROM runs WHERE agent_id = $1 AND stop_requested = 1 AND state IN {}",
@@ -1158,8 +1176,10 @@ impl Store {
     /// queue it went back to, if it did.
     async fn expire_lease(&self, id: String, now: i64) -> Result<Option<String>, StoreError> {
         let max_requeues = self.options().max_requeues;
+        let dialect = self.dialect();
         self.write(move |c| {
             Box::pin(async move {
+                reaper_row_write(c, dialect).await?;
                 let Some(row) = sqlx::query(sqlx::AssertSqlSafe(LAPSED_LEASE.as_str()))
                     .bind(&id)
                     .bind(now)
