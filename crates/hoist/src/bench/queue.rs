@@ -641,7 +641,8 @@ async fn replicas(b: &QueueBench, base: &Secret, tmp: &Path) -> anyhow::Result<F
     );
     let res = tokio::select! {
         r = replica_figures(b, &db.url, tmp) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
+        // (A handler that cannot be installed disables this branch.)
+        Ok(()) = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
             "interrupted; the replicas were stopped and database {} dropped",
             db.name
         )),
@@ -658,8 +659,10 @@ async fn replica_figures(b: &QueueBench, url: &Secret, tmp: &Path) -> anyhow::Re
         ("HOIST_DATABASE_URL", url.expose().to_string()),
         ("HOIST_BLOB_DIR", blobs.display().to_string()),
     ];
-    let a = ServerProcess::start_with(&tmp.join("pg-a"), None, &env)?;
-    let bsrv = ServerProcess::start_replica(&tmp.join("pg-b"), &env, &a.key)?;
+    let a = ServerProcess::start_with(&tmp.join("pg-a"), None, &env)
+        .context("replica A on PostgreSQL")?;
+    let bsrv = ServerProcess::start_replica(&tmp.join("pg-b"), &env, &a.key)
+        .context("replica B on PostgreSQL")?;
     let ra = Replica::of(&a)?;
     let rb = Replica::of(&bsrv)?;
     ra.c.health().await?;
@@ -722,8 +725,11 @@ async fn replica_figures(b: &QueueBench, url: &Secret, tmp: &Path) -> anyhow::Re
         cross.pct(99.0).as_secs_f64() * 1e3,
         None,
     );
-    bsrv.stop()?;
-    a.stop()?;
+    tokio::task::spawn_blocking(move || {
+        bsrv.stop()?;
+        a.stop()
+    })
+    .await??;
     Ok(Figures {
         launch32: r32,
         claim8: c8,
