@@ -43,6 +43,27 @@ impl TestServer {
         }
     }
 
+    /// Another replica on this server's database (PostgreSQL): it creates no admin;
+    /// its `admin_key` is this server's.
+    pub async fn join(&self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+        cfg.database_url = self.state().cfg.database_url.clone();
+        tweak(&mut cfg);
+        let server = Server::start(cfg).await.expect("replica starts");
+        assert!(
+            server.admin_key_created.is_none(),
+            "a replica made an admin"
+        );
+        let url = format!("http://{}", server.addr);
+        TestServer {
+            server: Some(server),
+            dir,
+            url,
+            admin_key: self.admin_key.clone(),
+        }
+    }
+
     pub fn admin(&self) -> Client {
         Client::new(&self.url, Some(Secret::new(self.admin_key.clone()))).unwrap()
     }
