@@ -1,9 +1,12 @@
 //! Who is calling, and what they may see.
 //!
 //! Credentials arrive as `Authorization: Bearer TOKEN`: an API key (`hk_…`) for people
-//! and agents, or a run token (`hrt_…`) for a job reporting back. Lookups are cached
-//! for a few seconds; a revocation made on this server takes effect at once, one made
-//! on another replica within [`CACHE_TTL`].
+//! and agents, or a run token (`hrt_…`) for a job reporting back. Key and membership
+//! lookups are cached for up to [`CACHE_TTL`]. A change drops the entry on this replica
+//! at once and on the others by a [`crate::cluster`] signal, which the change's request
+//! waits to have sent before it answers; a replica that may have missed signals uses
+//! no cache until it hears the others again. An entry read while a change was being
+//! made is not kept (each cache counts its changes).
 //!
 //! Access rule: a user may use their own entity and the teams they belong to; admins
 //! may use every entity. Objects of other entities answer 404, exactly like objects
@@ -15,7 +18,8 @@
 //! store revokes it with the transition.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -24,11 +28,14 @@ use hoist_core::secret::Secret;
 use tokio::time::Instant;
 
 use crate::api::AppState;
+use crate::cluster::{Outbox, Signal};
 use crate::error::ApiError;
 use crate::secrets::{CredentialKind, parse_credential, verify};
 use crate::store::identity::KeyRecord;
 
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Longest a cached key or membership is used (changes drop entries sooner: see the
+/// module docs).
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// The authenticated caller.
@@ -69,30 +76,95 @@ impl UserPrincipal {
     }
 }
 
+/// A cached value: when and in which [`Outbox::generation`] it was read.
+struct Entry<T> {
+    value: T,
+    at: Instant,
+    generation: u64,
+}
+
+/// Cached key records and memberships; see the module docs.
 #[derive(Default)]
 pub struct AuthCache {
-    keys: Mutex<HashMap<String, (KeyRecord, Instant)>>,
-    entities: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+    out: Arc<Outbox>,
+    /// Bumped by every change: a read that overlapped one is not kept.
+    changes: AtomicU64,
+    keys: Mutex<HashMap<String, Entry<KeyRecord>>>,
+    entities: Mutex<HashMap<String, Entry<Vec<String>>>>,
     touched: Mutex<HashMap<String, Instant>>,
 }
 
 impl AuthCache {
+    /// A cache publishing its changes through `out`.
+    pub fn with_outbox(out: Arc<Outbox>) -> AuthCache {
+        AuthCache {
+            out,
+            ..AuthCache::default()
+        }
+    }
+
+    fn fresh<T: Clone>(&self, e: Option<&Entry<T>>) -> Option<T> {
+        let e = e?;
+        (self.out.coherent() && e.generation == self.out.generation() && e.at.elapsed() < CACHE_TTL)
+            .then(|| e.value.clone())
+    }
+
+    /// Where a read starts: pass it to [`AuthCache::keep`].
+    fn mark(&self) -> (u64, u64) {
+        (self.changes.load(Ordering::Acquire), self.out.generation())
+    }
+
+    /// Whether a value read since `mark` may be kept: nothing changed meanwhile.
+    fn keep(&self, mark: (u64, u64)) -> bool {
+        self.out.coherent() && self.mark() == mark
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn forget_key(&self, id: &str) {
+        self.forget_key_here(id);
+        self.out.publish(Signal::Key(id.to_string()));
+    }
+    pub fn forget_key_here(&self, id: &str) {
+        self.changed();
         self.keys.lock().expect("auth cache").remove(id);
     }
     pub fn forget_user_entities(&self, user: &str) {
+        self.forget_user_entities_here(user);
+        self.out.publish(Signal::UserEntities(user.to_string()));
+    }
+    pub fn forget_user_entities_here(&self, user: &str) {
+        self.changed();
         self.entities.lock().expect("auth cache").remove(user);
     }
     pub fn forget_all_entities(&self) {
+        self.forget_all_entities_here();
+        self.out.publish(Signal::AllEntities);
+    }
+    pub fn forget_all_entities_here(&self) {
+        self.changed();
         self.entities.lock().expect("auth cache").clear();
     }
     /// Forgets every cached key of a user, and their entities (a deleted user).
     pub fn forget_user(&self, user: &str) {
+        self.forget_user_here(user);
+        self.out.publish(Signal::User(user.to_string()));
+    }
+    pub fn forget_user_here(&self, user: &str) {
+        self.changed();
         self.keys
             .lock()
             .expect("auth cache")
-            .retain(|_, (rec, _)| rec.user != user);
-        self.forget_user_entities(user);
+            .retain(|_, e| e.value.user != user);
+        self.forget_user_entities_here(user);
+    }
+    /// Forgets everything (signals may have been missed).
+    pub fn clear_here(&self) {
+        self.changed();
+        self.keys.lock().expect("auth cache").clear();
+        self.entities.lock().expect("auth cache").clear();
     }
 }
 
@@ -188,37 +260,53 @@ pub async fn key_principal(
 }
 
 async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
-    if let Some((rec, at)) = state.auth.keys.lock().expect("auth cache").get(id)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(Some(rec.clone()));
+    let cache = &state.auth;
+    if let Some(rec) = cache.fresh(cache.keys.lock().expect("auth cache").get(id)) {
+        return Ok(Some(rec));
     }
+    let mark = cache.mark();
     let rec = state.store.key_record(id).await?;
     if let Some(r) = &rec {
-        state
-            .auth
-            .keys
-            .lock()
-            .expect("auth cache")
-            .insert(id.to_string(), (r.clone(), Instant::now()));
+        let mut keys = cache.keys.lock().expect("auth cache");
+        if cache.keep(mark) {
+            if keys.len() > 100_000 {
+                keys.clear();
+            }
+            keys.insert(
+                id.to_string(),
+                Entry {
+                    value: r.clone(),
+                    at: Instant::now(),
+                    generation: mark.1,
+                },
+            );
+        }
     }
     Ok(rec)
 }
 
 pub async fn entities_of(state: &AppState, user: &str) -> Result<Vec<String>, ApiError> {
-    if let Some((es, at)) = state.auth.entities.lock().expect("auth cache").get(user)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(es.clone());
+    let cache = &state.auth;
+    if let Some(es) = cache.fresh(cache.entities.lock().expect("auth cache").get(user)) {
+        return Ok(es);
     }
+    let mark = cache.mark();
     let mut es = vec![user.to_string()];
     es.extend(state.store.teams_of(user).await?);
-    state
-        .auth
-        .entities
-        .lock()
-        .expect("auth cache")
-        .insert(user.to_string(), (es.clone(), Instant::now()));
+    let mut entities = cache.entities.lock().expect("auth cache");
+    if cache.keep(mark) {
+        if entities.len() > 100_000 {
+            entities.clear();
+        }
+        entities.insert(
+            user.to_string(),
+            Entry {
+                value: es.clone(),
+                at: Instant::now(),
+                generation: mark.1,
+            },
+        );
+    }
     Ok(es)
 }
 

@@ -5,6 +5,10 @@
 //! Architecture Invariant: losing a wake-up only delays, never loses, work: every
 //! waiter re-reads the store after waking and waits with a deadline.
 //!
+//! Each `wake_*` wakes the waiters of this replica and publishes the wake-up to the
+//! other replicas of the database ([`crate::cluster`]); `wake_*_here` (for signals
+//! that came from another replica) wakes this replica's only.
+//!
 //! Waiters say when they are parked (they have read the store and wait for a
 //! wake-up) with [`Dispatch::park`]; the counts are the `hoist_claim_waiters` and
 //! `hoist_log_followers` gauges of `/metrics`, so that a test can act only once the
@@ -16,8 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::cluster::{Outbox, Signal};
+
 #[derive(Default)]
 pub struct Dispatch {
+    out: Arc<Outbox>,
     queues: Registry,
     agents: Registry,
     runs: Registry,
@@ -44,6 +51,12 @@ impl Registry {
             n.notify_waiters();
         }
     }
+
+    fn wake_all(&self) {
+        for n in self.0.lock().expect("dispatch lock").values() {
+            n.notify_waiters();
+        }
+    }
 }
 
 /// Who is parked.
@@ -66,11 +79,23 @@ impl Drop for Parked<'_> {
 }
 
 impl Dispatch {
+    /// A dispatcher publishing its wake-ups through `out`.
+    pub fn with_outbox(out: Arc<Outbox>) -> Dispatch {
+        Dispatch {
+            out,
+            ..Dispatch::default()
+        }
+    }
+
     /// Wakes claims waiting on this queue.
     pub fn queue(&self, queue_id: &str) -> Arc<Notify> {
         self.queues.get(queue_id)
     }
     pub fn wake_queue(&self, queue_id: &str) {
+        self.queues.wake(queue_id);
+        self.out.publish(Signal::Queue(queue_id.to_string()));
+    }
+    pub fn wake_queue_here(&self, queue_id: &str) {
         self.queues.wake(queue_id)
     }
     /// Wakes the agent's waiting claim (stop requests, an ended session).
@@ -78,6 +103,10 @@ impl Dispatch {
         self.agents.get(agent_id)
     }
     pub fn wake_agent(&self, agent_id: &str) {
+        self.agents.wake(agent_id);
+        self.out.publish(Signal::Agent(agent_id.to_string()));
+    }
+    pub fn wake_agent_here(&self, agent_id: &str) {
         self.agents.wake(agent_id)
     }
     /// Wakes followers of a run (new log lines, state changes).
@@ -85,7 +114,17 @@ impl Dispatch {
         self.runs.get(run_id)
     }
     pub fn wake_run(&self, run_id: &str) {
+        self.runs.wake(run_id);
+        self.out.publish(Signal::Run(run_id.to_string()));
+    }
+    pub fn wake_run_here(&self, run_id: &str) {
         self.runs.wake(run_id)
+    }
+    /// Wakes every waiter of this replica (after signals may have been missed).
+    pub fn wake_all_here(&self) {
+        self.queues.wake_all();
+        self.agents.wake_all();
+        self.runs.wake_all();
     }
 
     /// Marks a waiter parked until the guard drops. Take it after the waiter's

@@ -8,6 +8,8 @@
 //! - [`auth`]: API keys and run tokens → the caller ([`auth::Principal`]); access rules.
 //! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers;
 //!   the count of parked waiters (`/metrics`, tests).
+//! - [`cluster`]: replicas of one PostgreSQL database telling each other about
+//!   wake-ups and changed cache entries (`LISTEN`/`NOTIFY`).
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
 //! - [`logs`]: run logs: segments in the blob store indexed in the store, quota,
 //!   byte-capped pages, retention.
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod dispatch;
 pub mod error;
 pub mod logs;

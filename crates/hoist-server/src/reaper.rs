@@ -1,12 +1,24 @@
 //! Time-driven state changes: lapsed claim leases, lost agents, `unknown` runs whose
-//! grace period ran out. One pass per tick; every pass is safe to repeat. A transient
-//! store failure (busy, locked, a lost serialization race) is retried within the
-//! tick; another failure is logged and the next tick tries again.
+//! grace period ran out. One pass per tick; every pass is safe to repeat. Each row is
+//! changed in its own write, checked again there: a transient failure of one row (a
+//! lost race with a claim, a deadlock) is retried for that row, and a row that still
+//! fails is logged and left to the next pass while the others go on.
+//!
+//! With several replicas on one PostgreSQL database, one replica reaps at a time: the
+//! one holding the session advisory lock [`REAPER_LOCK`] on a connection of its own (a
+//! lease that ends with the replica's process or connection). The others try to take
+//! it on every tick, so a replica that dies is replaced within a tick of PostgreSQL
+//! noticing its connection closed. `hoist_reaper_leader` on `/metrics` says which
+//! replica holds it.
 
 use std::time::Duration;
 
 use crate::api::AppState;
+use crate::store::pg::AdvisoryLease;
 use crate::store::retry_transient;
+
+/// The advisory lock key of the reaper's lease (the migrations use 7480).
+pub const REAPER_LOCK: i64 = 7481;
 
 /// One pass. Returns how many things changed (for tests and logs).
 pub async fn reap_once(state: &AppState) -> usize {
@@ -52,18 +64,77 @@ pub async fn reap_once(state: &AppState) -> usize {
     changed
 }
 
-/// Runs [`reap_once`] every `every` until shutdown.
+/// Runs [`reap_once`] every `every` until shutdown, while this replica holds the
+/// reaper's lease.
 pub async fn run(
     state: AppState,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut lease = Lease::new(&state.store);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => { reap_once(&state).await; }
-            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                if lease.held().await {
+                    reap_once(&state).await;
+                }
+            }
+            _ = shutdown.changed() => break,
         }
+    }
+    lease.release().await;
+}
+
+/// The reaper's lease ([`REAPER_LOCK`]), with its log lines and the
+/// `hoist_reaper_leader` gauge.
+pub struct Lease {
+    lock: AdvisoryLease,
+    leader: bool,
+}
+
+impl Lease {
+    pub fn new(store: &crate::store::Store) -> Lease {
+        Lease {
+            lock: store.advisory_lease(REAPER_LOCK),
+            leader: false,
+        }
+    }
+
+    /// Whether this replica may reap now: it still holds the lock (its session is
+    /// alive), or it has just taken it.
+    pub async fn held(&mut self) -> bool {
+        let now = match self.lock.try_hold().await {
+            Ok(now) => now,
+            Err(e) => {
+                if self.leader {
+                    tracing::warn!(message = "Lost the reaper's lease with its connection; another replica takes over.", error = %e);
+                } else {
+                    tracing::debug!(message = "Could not try the reaper's lease.", error = %e);
+                }
+                false
+            }
+        };
+        if now != self.leader {
+            if now {
+                tracing::info!(message = "This replica now runs the reaper.");
+            } else {
+                tracing::warn!(message = "This replica no longer runs the reaper.");
+            }
+        }
+        self.set_leader(now);
+        now
+    }
+
+    fn set_leader(&mut self, leader: bool) {
+        self.leader = leader;
+        metrics::gauge!("hoist_reaper_leader").set(if leader { 1.0 } else { 0.0 });
+    }
+
+    /// Gives the lease up (shutdown): another replica takes it on its next tick.
+    pub async fn release(&mut self) {
+        self.lock.release().await;
+        self.set_leader(false);
     }
 }

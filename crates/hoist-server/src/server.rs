@@ -63,6 +63,13 @@ pub struct ServerConfig {
     pub log_sweep_interval: Duration,
     /// How long a web UI session lasts after sign-in (sign-out ends it sooner).
     pub web_session_ttl: Duration,
+    /// Where the first start on a fresh database writes the admin key; `None`:
+    /// `admin.key` in the data dir.
+    pub admin_key_file: Option<PathBuf>,
+    /// How long a waiting claim or log follower goes without re-reading the store when
+    /// no wake-up comes (the safety net under the wake-ups); `None`: an hour with
+    /// SQLite (every wake-up is in-process), 5 s with PostgreSQL.
+    pub recheck: Option<Duration>,
 }
 
 /// Default [`ServerConfig::max_artifact_bytes`]: 512 MiB.
@@ -93,6 +100,8 @@ impl ServerConfig {
             log_retention: crate::logs::DEFAULT_LOG_RETENTION,
             log_sweep_interval: Duration::from_secs(600),
             web_session_ttl: Duration::from_secs(12 * 3600),
+            admin_key_file: None,
+            recheck: None,
         }
     }
 
@@ -124,8 +133,11 @@ impl ServerConfig {
         }
     }
 
+    /// Where the bootstrap writes the admin key.
     pub fn admin_key_path(&self) -> PathBuf {
-        self.data_dir.join("admin.key")
+        self.admin_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.key"))
     }
 }
 
@@ -165,6 +177,8 @@ pub enum ServerError {
     },
     #[error("bootstrap failed: {0}")]
     Bootstrap(#[source] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A started server.
@@ -224,6 +238,8 @@ impl Server {
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState::new(store, clock, Arc::new(cfg), shutdown_rx.clone());
+        // Serve only once this replica hears the others (with a shared store).
+        crate::cluster::start(state.clone(), shutdown_rx.clone()).await?;
         let app = api::router(state.clone());
         tokio::spawn(crate::reaper::run(
             state.clone(),
@@ -287,8 +303,16 @@ async fn bootstrap_admin(
     if store.count_users().await.map_err(ServerError::Bootstrap)? > 0 {
         return Ok(None);
     }
+    // The file is made before the admin, so that a key is never created with nowhere
+    // to go.
+    let path = cfg.admin_key_path();
+    let admin_key_error = |source| ServerError::AdminKey {
+        path: path.clone(),
+        source,
+    };
+    let file = SecretFile::create(&path).map_err(admin_key_error)?;
     // Replicas starting at once serialise in the store: one creates the admin, the
-    // others find it.
+    // others find it (and write nothing).
     let Some(key) = store
         .bootstrap_admin(clock.now_ms())
         .await
@@ -296,27 +320,68 @@ async fn bootstrap_admin(
     else {
         return Ok(None);
     };
-    let path = cfg.admin_key_path();
-    write_secret_file(&path, key.secret.expose()).map_err(|source| ServerError::AdminKey {
-        path: path.clone(),
-        source,
-    })?;
+    file.write(key.secret.expose()).map_err(admin_key_error)?;
     Ok(Some(path))
+}
+
+/// A file readable by its owner only, written under a temporary name and renamed
+/// into place once complete (dropped unwritten: removed).
+struct SecretFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl SecretFile {
+    fn create(path: &Path) -> std::io::Result<SecretFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let _ = std::fs::remove_file(&tmp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        Ok(SecretFile {
+            tmp,
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn write(mut self, secret: &str) -> std::io::Result<()> {
+        let r = self.write_inner(secret);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        r
+    }
+
+    fn write_inner(&mut self, secret: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = self.file.take().expect("written once");
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Writes a file readable by its owner only (mode 0600 from creation).
 pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    SecretFile::create(path)?.write(secret)
 }

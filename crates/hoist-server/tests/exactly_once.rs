@@ -27,7 +27,7 @@ async fn eight_agents_ten_thousand_runs_each_claimed_once_over_two_postgres_repl
     };
     let url = pg.url.clone();
     let a = TestServer::start_with(|cfg| cfg.database_url = Some(url.clone())).await;
-    let b = TestServer::replica_of(&a, &url).await;
+    let b = a.join(|_| {}).await;
     eight_agents_ten_thousand_runs(&[&a, &b]).await;
     a.stop().await;
     b.stop().await;

@@ -845,3 +845,50 @@ async fn every_recorded_transition_is_legal(s: Store) {
         assert!(kinds.contains(&k), "the scenario made no {k:?}");
     }
 }
+
+/// One row the reaper cannot change now (another transaction holds it locked, as a
+/// slow claim or report would) does not hold up or undo the rest of the pass: the
+/// other lapsed leases are requeued, and the locked one on a later pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locked_row_does_not_stop_the_reaper_pass() {
+    use sqlx::Connection;
+    let Some(db) = common::db::postgres().await else {
+        return;
+    };
+    let s = db.store.clone();
+    let q = setup_queue(&s, "q", false).await;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        ids.push(
+            s.launch(new_run(&q, "q", Priority::Medium, false), T0)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let a = agent(&s, "a", &[(&q, "q")]).await;
+    assert_eq!(s.claim(a, params(&[&q], 5), T0).await.unwrap().len(), 5);
+    // Another session holds the first run's row.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(&ids[0])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let now = T0 + 60_000;
+    let requeued = s.expire_leases(now).await.unwrap();
+    assert_eq!(requeued.len(), 4, "the four free rows are requeued");
+    let state = |id: String| {
+        let s = s.clone();
+        async move { s.get_run(&id).await.unwrap().unwrap().0.state }
+    };
+    assert_eq!(state(ids[0].clone()).await, RunState::Claimed);
+    for id in &ids[1..] {
+        assert_eq!(state(id.clone()).await, RunState::Queued);
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(s.expire_leases(now).await.unwrap().len(), 1);
+    assert_eq!(state(ids[0].clone()).await, RunState::Queued);
+    db.drop_pg().await;
+}

@@ -14,6 +14,7 @@ pub fn all(tree: &Tree) -> Vec<Violation> {
     v.extend(fakes_stay_out_of_the_product(tree));
     v.extend(web_goes_through_the_api(tree));
     v.extend(web_posts_carry_csrf(tree));
+    v.extend(local_only_changes_come_from_the_cluster(tree));
     v.extend(one_state_change(tree));
     v.extend(no_state_lists_in_sql(tree));
     v.extend(no_blocking_in_async(tree));
@@ -167,6 +168,34 @@ pub fn fakes_stay_out_of_the_product(tree: &Tree) -> Vec<Violation> {
 }
 
 const WEB_DIR: &str = "crates/hoist-server/src/web/";
+
+/// Architecture Invariant: every wake-up and every cache change reaches the other
+/// replicas of the database. The `*_here` variants of `Dispatch`'s wake-ups and of the
+/// caches' forgets act on this replica only; they are for applying what another
+/// replica said, so only `cluster.rs` calls them (and their own types, on `self`).
+pub fn local_only_changes_come_from_the_cluster(tree: &Tree) -> Vec<Violation> {
+    let call = word(r"(\w+)?\s*\.\s*(?:wake_[a-z_]*_here|forget_[a-z_]*here|clear_here)\s*\(");
+    let mut out = Vec::new();
+    for f in tree.src().filter(|f| {
+        f.rel.starts_with("crates/hoist-server/src/") && !f.rel.ends_with("/cluster.rs")
+    }) {
+        for c in call.captures_iter(&f.lexed.code) {
+            if c.get(1).is_some_and(|r| r.as_str() == "self") {
+                continue;
+            }
+            let o = c.get(0).expect("match").start();
+            if f.allowed("cluster-local", f.line_of(o)) {
+                continue;
+            }
+            out.push(f.violation(
+                "cluster-local",
+                o,
+                "a replica-local wake-up or cache change outside cluster.rs: call the variant without `_here`, which also tells the other replicas".into(),
+            ));
+        }
+    }
+    out
+}
 
 /// Architecture Invariant: the web UI reads and changes things only through the API's
 /// handlers (and `auth` for its sessions): no store, log store or dispatch in
@@ -608,6 +637,23 @@ mod tests {
                 "fn routes() { Router::new().route(\"/a\", get(page).post(save)).route(\"/b\", post(nope))\n.route(\"/c\", post(login)) // tidy: allow(web-csrf) because the sign-in nonce\n; }\nasync fn save(State(s): State<AppState>, p: Posted<Form>) -> R { }\nasync fn nope(who: WebUser) -> R { }\nasync fn login() -> R { }",
             )],
             &["crates/hoist-server/src/web/x.rs:web-csrf:1"],
+        );
+    }
+
+    #[test]
+    fn cluster_local() {
+        check(
+            &[
+                (
+                    "crates/hoist-server/src/cluster.rs",
+                    "fn apply(s: &AppState) { s.dispatch.wake_queue_here(\"q\"); s.auth.clear_here(); }",
+                ),
+                (
+                    "crates/hoist-server/src/api/x.rs",
+                    "fn f(s: &AppState) { s.dispatch.wake_queue(\"q\");\n s.auth.forget_key_here(\"k\"); }\n// s.queues.clear_here() in a comment\nimpl C { fn forget(&self) { self.forget_here(); } }",
+                ),
+            ],
+            &["crates/hoist-server/src/api/x.rs:cluster-local:2"],
         );
     }
 

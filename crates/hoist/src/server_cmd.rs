@@ -60,6 +60,14 @@ pub struct ServerArgs {
     /// bytes); then one marker line, and later lines are dropped.
     #[arg(long, env = "HOIST_MAX_LOG_BYTES_PER_RUN", default_value_t = hoist_server::logs::DEFAULT_MAX_LOG_BYTES_PER_RUN)]
     pub max_log_bytes_per_run: u64,
+    /// Where the first start on a fresh database writes the admin user's API key
+    /// (default: <data-dir>/admin.key). With several replicas, exactly one writes it.
+    #[arg(long, env = "HOIST_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// Milliseconds a waiting claim or log follower goes without re-reading the store
+    /// when no wake-up comes (a safety net; default: 5000 with PostgreSQL).
+    #[arg(long, env = "HOIST_RECHECK_MS", hide = true)]
+    pub recheck_ms: Option<u64>,
     /// Days a run's log is kept after the run ended.
     #[arg(long, env = "HOIST_LOG_RETENTION_DAYS", default_value_t = hoist_server::logs::DEFAULT_LOG_RETENTION.as_secs() / 86_400)]
     pub log_retention_days: u64,
@@ -101,6 +109,10 @@ impl ServerArgs {
         cfg.max_connections = self.max_connections.max(1);
         cfg.max_log_bytes_per_run = self.max_log_bytes_per_run.max(1);
         cfg.log_retention = std::time::Duration::from_secs(self.log_retention_days * 86_400);
+        cfg.admin_key_file = self.admin_key_file.clone();
+        cfg.recheck = self
+            .recheck_ms
+            .map(|ms| std::time::Duration::from_millis(ms.max(1)));
         cfg
     }
 }

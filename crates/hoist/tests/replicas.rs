@@ -332,7 +332,6 @@ fn is_connection_error(e: &ClientError) -> bool {
 
 // --- 1. cross-replica claim wake-up ---------------------------------------------------
 
-#[ignore = "needs the notification bus and `--recheck-ms`/`--admin-key-file` (issue 13, being built on main); un-ignore when merged"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_on_one_replica_wakes_a_claim_parked_on_another() {
     let Some(cl) = Cluster::new().await else {
@@ -382,7 +381,6 @@ async fn a_launch_on_one_replica_wakes_a_claim_parked_on_another() {
 
 // --- 2. log follow across replicas ----------------------------------------------------
 
-#[ignore = "needs the notification bus and `--recheck-ms`/`--admin-key-file` (issue 13, being built on main); un-ignore when merged"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_on_one_replica_sees_lines_appended_on_another_until_the_run_ends() {
     let Some(cl) = Cluster::new().await else {
@@ -467,7 +465,6 @@ async fn a_follower_on_one_replica_sees_lines_appended_on_another_until_the_run_
 
 // --- 3. concurrent bootstrap ----------------------------------------------------------
 
-#[ignore = "needs the notification bus and `--recheck-ms`/`--admin-key-file` (issue 13, being built on main); un-ignore when merged"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_at_once_on_a_fresh_database_write_one_admin_key() {
     let Some(cl) = Cluster::new().await else {

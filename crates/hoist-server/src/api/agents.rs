@@ -24,7 +24,7 @@ use crate::dispatch::Waiter;
 use crate::error::{ApiError, ApiResult};
 use crate::store::agents::{AgentQueue, AgentRecord, NewAgent};
 use crate::store::runs::{ClaimParams, Claimer};
-use crate::store::{Dialect, StoreError, retry_transient};
+use crate::store::{StoreError, retry_transient};
 
 /// Most queues one agent may serve.
 pub const MAX_AGENT_QUEUES: usize = 64;
@@ -211,11 +211,6 @@ async fn claim(
         session: req.session.clone(),
     };
     let mut shutdown = s.shutdown.clone();
-    // Other replicas' launches cannot wake us: look again at least this often.
-    let recheck = match s.store.dialect() {
-        Dialect::Postgres => Duration::from_millis(250),
-        Dialect::Sqlite => Duration::from_secs(3600),
-    };
     // A transient store failure is retried for up to this long (past the deadline if
     // need be) before the claim answers 503.
     let patience = Duration::from_secs(5);
@@ -258,7 +253,8 @@ async fn claim(
             metrics::counter!("hoist_claimed_runs_total").increment(runs.len() as u64);
             return Ok(axum::Json(ClaimResponse { runs, stop }));
         }
-        let until = deadline.min(now + recheck);
+        // The safety net: look again this often even if nothing wakes us.
+        let until = deadline.min(now + s.recheck());
         let agent_wake = waits.len() - 1;
         // Up to date with the store, waiting for a wake-up.
         let parked = s.dispatch.park(Waiter::Claim);

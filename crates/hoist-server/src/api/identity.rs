@@ -134,6 +134,7 @@ async fn delete_user(
     }
     let ended = s.store.delete_user(&name, s.now()).await?;
     s.auth.forget_user(&name);
+    s.cluster.flush().await;
     tracing::info!(message = "User deleted.", user = %name, by = %u.name);
     wake_ended(&s, ended);
     Ok(StatusCode::NO_CONTENT)
@@ -151,6 +152,7 @@ async fn create_team(
     names::validate("team", &req.name).map_err(name_error)?;
     let team = s.store.create_team(&req.name, req.members, s.now()).await?;
     s.auth.forget_all_entities();
+    s.cluster.flush().await;
     Ok((StatusCode::CREATED, axum::Json(team)))
 }
 
@@ -194,6 +196,7 @@ async fn delete_team(
     u.require_admin("delete teams")?;
     s.store.delete_team(&name).await?;
     s.auth.forget_all_entities();
+    s.cluster.flush().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,6 +213,7 @@ async fn add_member(
     u.require_admin("change team membership")?;
     s.store.add_member(&name, &req.user, s.now()).await?;
     s.auth.forget_user_entities(&req.user);
+    s.cluster.flush().await;
     let team = s
         .store
         .get_team(&name)
@@ -231,6 +235,7 @@ async fn remove_member(
     u.require_admin("change team membership")?;
     let ended = s.store.remove_member(&name, &user, s.now()).await?;
     s.auth.forget_user_entities(&user);
+    s.cluster.flush().await;
     wake_ended(&s, ended);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -301,6 +306,7 @@ async fn revoke_key(
     }
     let ended = s.store.revoke_key(&id, s.now()).await?;
     s.auth.forget_key(&id);
+    s.cluster.flush().await;
     wake_ended(&s, ended);
     Ok(StatusCode::NO_CONTENT)
 }

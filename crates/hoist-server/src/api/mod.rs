@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::AuthCache;
 use crate::clock::Clock;
+use crate::cluster::Outbox;
 use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
 use crate::logs::{FsSegments, LogStore, SegmentStore};
@@ -62,6 +64,9 @@ pub struct AppState {
     pub queues: Arc<queues::QueueCache>,
     /// Run logs (segments under `<blob dir>/logs`).
     pub logs: Arc<LogStore>,
+    /// What the other replicas of the database are told, and whether this one hears
+    /// them ([`crate::cluster`]).
+    pub cluster: Arc<Outbox>,
 }
 
 impl AppState {
@@ -78,17 +83,35 @@ impl AppState {
             segments,
             cfg.max_log_bytes_per_run,
         ));
+        let cluster = Arc::new(Outbox::default());
         AppState {
             logs,
             store,
             clock,
             cfg,
-            dispatch: Arc::default(),
-            auth: Arc::default(),
+            dispatch: Arc::new(Dispatch::with_outbox(cluster.clone())),
+            auth: Arc::new(AuthCache::with_outbox(cluster.clone())),
             shutdown,
             metrics: prometheus(),
             claim_cursor: Arc::default(),
-            queues: Arc::default(),
+            queues: Arc::new(queues::QueueCache::with_outbox(cluster.clone())),
+            cluster,
+        }
+    }
+
+    /// How long a waiting claim or log follower goes without re-reading the store when
+    /// nothing wakes it: the safety net under the wake-ups
+    /// ([`ServerConfig::recheck`](crate::ServerConfig::recheck)), 250 ms while this
+    /// replica may be missing other replicas' signals.
+    pub fn recheck(&self) -> Duration {
+        let every = self.cfg.recheck.unwrap_or(match self.store.dialect() {
+            crate::store::Dialect::Sqlite => Duration::from_secs(3600),
+            crate::store::Dialect::Postgres => Duration::from_secs(5),
+        });
+        if self.cluster.coherent() {
+            every
+        } else {
+            every.min(Duration::from_millis(250))
         }
     }
 

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use super::{AppState, Json, Query};
 use crate::auth::{User, UserPrincipal, entity_for};
+use crate::cluster::{Outbox, Signal};
 use crate::error::{ApiError, ApiResult};
 use crate::store::queues::{NewQueue, QueueChanges};
 
@@ -160,23 +161,57 @@ fn check_allow_privileged(u: &UserPrincipal, allow: bool) -> ApiResult<()> {
     Ok(())
 }
 
-/// Queues by `(entity, name)`, kept a few seconds. Changes made through this server
-/// drop the entry at once; on another replica a change shows within [`QUEUE_CACHE_TTL`]
-/// (a launch onto a queue deleted meanwhile is still refused by the store). Off when
-/// [`ServerConfig::queue_cache`](crate::ServerConfig::queue_cache) is false.
+/// Queues by `(entity, name)`, for the launch path. A change drops the entry on this
+/// replica at once and on the others by a [`crate::cluster`] signal (the change's
+/// request answers once it is sent); entries live at most [`QUEUE_CACHE_TTL`], and are
+/// not used while the replica may be missing signals (see [`crate::auth`], which
+/// caches the same way). A launch onto a queue deleted meanwhile is still refused by
+/// the store. Off when [`ServerConfig::queue_cache`](crate::ServerConfig::queue_cache)
+/// is false.
 #[derive(Default)]
-pub struct QueueCache(
-    std::sync::Mutex<std::collections::HashMap<(String, String), (Queue, tokio::time::Instant)>>,
-);
+pub struct QueueCache {
+    out: std::sync::Arc<Outbox>,
+    changes: std::sync::atomic::AtomicU64,
+    #[allow(clippy::type_complexity)]
+    map: std::sync::Mutex<
+        std::collections::HashMap<(String, String), (Queue, tokio::time::Instant, u64)>,
+    >,
+}
 
-pub const QUEUE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const QUEUE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl QueueCache {
+    /// A cache publishing its changes through `out`.
+    pub fn with_outbox(out: std::sync::Arc<Outbox>) -> QueueCache {
+        QueueCache {
+            out,
+            ..QueueCache::default()
+        }
+    }
     pub fn forget(&self, entity: &str, name: &str) {
-        self.0
+        self.forget_here(entity, name);
+        self.out
+            .publish(Signal::QueueDef(entity.to_string(), name.to_string()));
+    }
+    pub fn forget_here(&self, entity: &str, name: &str) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.map
             .lock()
             .expect("queue cache")
             .remove(&(entity.to_string(), name.to_string()));
+    }
+    /// Forgets everything (signals may have been missed).
+    pub fn clear_here(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.map.lock().expect("queue cache").clear();
+    }
+    fn mark(&self) -> (u64, u64) {
+        (
+            self.changes.load(std::sync::atomic::Ordering::Acquire),
+            self.out.generation(),
+        )
     }
 }
 
@@ -184,20 +219,28 @@ async fn cached_queue(s: &AppState, entity: &str, name: &str) -> ApiResult<Optio
     if !s.cfg.queue_cache {
         return Ok(s.store.get_queue(entity, name).await?);
     }
+    let cache = &s.queues;
     let key = (entity.to_string(), name.to_string());
-    if let Some((q, at)) = s.queues.0.lock().expect("queue cache").get(&key)
+    if let Some((q, at, generation)) = cache.map.lock().expect("queue cache").get(&key)
+        && cache.out.coherent()
+        && *generation == cache.out.generation()
         && at.elapsed() < QUEUE_CACHE_TTL
     {
         return Ok(Some(q.clone()));
     }
+    let mark = cache.mark();
     let q = s.store.get_queue(entity, name).await?;
-    let mut m = s.queues.0.lock().expect("queue cache");
+    let mut m = cache.map.lock().expect("queue cache");
+    if !(cache.out.coherent() && cache.mark() == mark) {
+        // A change overlapped the read: do not keep what may predate it.
+        return Ok(q);
+    }
     if m.len() > 10_000 {
         m.clear();
     }
     match &q {
         Some(q) => {
-            m.insert(key, (q.clone(), tokio::time::Instant::now()));
+            m.insert(key, (q.clone(), tokio::time::Instant::now(), mark.1));
         }
         None => {
             m.remove(&key);
@@ -408,6 +451,7 @@ pub(crate) async fn update_queue(
         return Ok(axum::Json(would));
     }
     s.queues.forget(&q.entity, &q.name);
+    s.cluster.flush().await;
     let mut updated = s
         .store
         .update_queue(
@@ -422,6 +466,7 @@ pub(crate) async fn update_queue(
         )
         .await?;
     s.queues.forget(&q.entity, &q.name);
+    s.cluster.flush().await;
     updated.depth = s.store.queue_depth(&q.id).await?;
     Ok(axum::Json(updated))
 }
@@ -446,6 +491,7 @@ pub(crate) async fn delete_queue(
     let q = find_queue(&s, &u, &entity, &name).await?;
     let deleted = s.store.delete_queue(&q.id, p.force, &u.name, s.now()).await;
     s.queues.forget(&q.entity, &q.name);
+    s.cluster.flush().await;
     deleted?;
     s.dispatch.wake_queue(&q.id);
     Ok(StatusCode::NO_CONTENT)

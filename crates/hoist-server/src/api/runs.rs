@@ -589,6 +589,9 @@ pub(crate) async fn follow_log(
     Ok(follow_events(s, id, offset))
 }
 
+/// How long a follow stream may be silent before it sends [`FollowEvent::Idle`].
+const IDLE_EVERY: Duration = Duration::from_secs(15);
+
 /// The one follower loop: stored records as they are, at most [`MAX_PAGE_BYTES`] read
 /// per step (the next step is read only once the consumer has taken the previous
 /// one), [`FollowEvent::Idle`] every 15 s of silence, ending with
@@ -602,6 +605,7 @@ fn follow_events(
     async_stream::stream! {
         let mut shutdown = s.shutdown.clone();
         let mut told: Option<RunState> = None;
+        let mut quiet_since = tokio::time::Instant::now();
         loop {
             let notify = s.dispatch.run(&id);
             let notified = notify.notified();
@@ -627,6 +631,7 @@ fn follow_events(
             offset = records.next_offset;
             let more = records.more;
             if !records.data.is_empty() {
+                quiet_since = tokio::time::Instant::now();
                 yield FollowEvent::Lines(records);
             }
             if more {
@@ -636,11 +641,20 @@ fn follow_events(
                 yield FollowEvent::Ended(state);
                 break;
             }
-            // Read up to date, waiting for a wake-up: counted as a parked follower.
+            // Read up to date, waiting for a wake-up: counted as a parked follower. The
+            // safety net re-reads the store now and then; silence is reported every
+            // IDLE_EVERY.
             let _parked = s.dispatch.park(Waiter::LogFollower);
+            let idle_in = IDLE_EVERY.saturating_sub(quiet_since.elapsed());
+            let recheck = s.recheck();
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(Duration::from_secs(15)) => { yield FollowEvent::Idle; }
+                _ = tokio::time::sleep(idle_in.min(recheck)) => {
+                    if quiet_since.elapsed() >= IDLE_EVERY {
+                        quiet_since = tokio::time::Instant::now();
+                        yield FollowEvent::Idle;
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }

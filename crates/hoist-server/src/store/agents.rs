@@ -359,45 +359,72 @@ impl Store {
         now: i64,
         lost_after_ms: i64,
     ) -> Result<LostAgents, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM agents WHERE status <> 'lost' AND last_heartbeat_at < $1 ORDER BY id LIMIT 5000",
+        )
+        .bind(now - lost_after_ms)
+        .fetch_all(self.reader())
+        .await?;
+        let done = self
+            .each_row("mark an agent lost", ids, |id| {
+                self.mark_agent_lost(id, now, lost_after_ms)
+            })
+            .await;
+        let mut out = LostAgents::default();
+        for (id, queues) in done.into_iter().flatten() {
+            out.agents.push(id);
+            out.requeued_queues.extend(queues);
+        }
+        out.agents.sort();
+        Ok(out)
+    }
+
+    /// One agent of [`Store::mark_lost_agents`], checked again inside its own write:
+    /// the agent and the queues that got runs back, if it was marked lost.
+    async fn mark_agent_lost(
+        &self,
+        id: String,
+        now: i64,
+        lost_after_ms: i64,
+    ) -> Result<Option<(String, Vec<String>)>, StoreError> {
         let max_requeues = self.options().max_requeues;
+        let dialect = self.dialect();
         self.write(move |c| {
             Box::pin(async move {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM agents WHERE status <> 'lost' AND last_heartbeat_at < $1",
+                super::runs::reaper_row_write(c, dialect).await?;
+                let status: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM agents WHERE id = $1 AND status <> 'lost' AND last_heartbeat_at < $2",
                 )
+                .bind(&id)
                 .bind(now - lost_after_ms)
-                .fetch_all(&mut *c)
+                .fetch_optional(&mut *c)
                 .await?;
-                let mut out = LostAgents::default();
-                for id in ids {
-                    let status: String = sqlx::query_scalar("SELECT status FROM agents WHERE id = $1")
-                        .bind(&id)
-                        .fetch_one(&mut *c)
-                        .await?;
-                    let held = held_by(c, &id, &HELD_LIVE).await?;
-                    // A cleanly stopped agent with nothing left running stays `stopped`.
-                    if status == "stopped" && held.is_empty() {
-                        continue;
-                    }
-                    sqlx::query("UPDATE agents SET status = 'lost' WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *c)
-                        .await?;
-                    for (run, qid) in held {
-                        let agent = run.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
-                        if run.state.may_be_executing() {
-                            let reason = format!("agent {agent} lost (no heartbeat for {}s); waiting for it to come back", lost_after_ms / 1000);
-                            transition(c, (&run).into(), RunState::Unknown, Actor::Server, &reason, now, &Effects::default()).await?;
-                        } else {
-                            let reason = format!("agent {agent} lost before starting the run");
-                            if requeue(c, &run, Actor::Server, &reason, now, max_requeues).await? == Some(RunState::Queued) {
-                                out.requeued_queues.push(qid);
-                            }
+                let Some(status) = status else {
+                    return Ok(None);
+                };
+                let held = held_by(c, &id, &HELD_LIVE).await?;
+                // A cleanly stopped agent with nothing left running stays `stopped`.
+                if status == "stopped" && held.is_empty() {
+                    return Ok(None);
+                }
+                sqlx::query("UPDATE agents SET status = 'lost' WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *c)
+                    .await?;
+                let mut queues = Vec::new();
+                for (run, qid) in held {
+                    let agent = run.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+                    if run.state.may_be_executing() {
+                        let reason = format!("agent {agent} lost (no heartbeat for {}s); waiting for it to come back", lost_after_ms / 1000);
+                        transition(c, (&run).into(), RunState::Unknown, Actor::Server, &reason, now, &Effects::default()).await?;
+                    } else {
+                        let reason = format!("agent {agent} lost before starting the run");
+                        if requeue(c, &run, Actor::Server, &reason, now, max_requeues).await? == Some(RunState::Queued) {
+                            queues.push(qid);
                         }
                     }
-                    out.agents.push(id);
                 }
-                Ok(out)
+                Ok(Some((id, queues)))
             })
         })
         .await

@@ -10,7 +10,7 @@
 //! | primary key | 1555 (`SQLITE_CONSTRAINT_PRIMARYKEY`) | 23505 |
 //! | foreign key | 787 (`SQLITE_CONSTRAINT_FOREIGNKEY`) | 23503 |
 //! | check | 275 (`SQLITE_CONSTRAINT_CHECK`) | 23514 |
-//! | transient | 5 `SQLITE_BUSY`, 6 `SQLITE_LOCKED` (and their extended codes) | 40001, 40P01, class 08, 57P01–57P03, 53300 |
+//! | transient | 5 `SQLITE_BUSY`, 6 `SQLITE_LOCKED` (and their extended codes) | 40001, 40P01, 55P03 (lock wait timed out), class 08, 57P01–57P03, 53300 |
 //!
 //! plus the driver's own transient failures (pool timeout, pool closed, a broken
 //! connection). [`StoreError::is_transient`] is what retry decisions use.
@@ -205,7 +205,7 @@ fn classify_postgres(sqlstate: &str) -> DbFailure {
         "23514" => DbFailure::Constraint(Constraint::Check),
         // serialization_failure, deadlock_detected, too_many_connections,
         // admin_shutdown, crash_shutdown, cannot_connect_now, connection exceptions.
-        "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" => DbFailure::Transient,
+        "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03" => DbFailure::Transient,
         s if s.starts_with("08") => DbFailure::Transient,
         _ => DbFailure::Other,
     }

@@ -13,6 +13,11 @@
 //! - PostgreSQL: each write is its own transaction on the pool; claims use
 //!   `FOR UPDATE SKIP LOCKED` so several server replicas can share the database.
 //!
+//! Queries go through sqlx's `Any` driver on both dialects (one SQL code path). What
+//! only PostgreSQL has and `Any` cannot do (`LISTEN` for other replicas' signals, the
+//! reaper's session advisory lock) uses a small native [`PgPool`] beside it
+//! ([`pg`]).
+//!
 //! # Reads
 //! A pool of connections; under SQLite WAL they never block the writer. The pool is
 //! private to the store: the rest of the server reads through store methods
@@ -33,6 +38,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +54,7 @@ pub mod error;
 pub mod identity;
 pub mod jobs;
 pub mod logs;
+pub mod pg;
 pub mod queues;
 pub mod rows;
 pub mod runs;
@@ -151,6 +158,8 @@ struct Inner {
     opts: StoreOptions,
     read: AnyPool,
     writer: WritePath,
+    /// PostgreSQL only: native connections for `LISTEN` and advisory locks.
+    pg: Option<PgPool>,
 }
 
 enum WritePath {
@@ -293,6 +302,7 @@ impl Store {
                 opts: options,
                 read,
                 writer: WritePath::Sqlite(tx),
+                pg: None,
             }),
         })
     }
@@ -313,12 +323,19 @@ impl Store {
             conn.execute("SELECT pg_advisory_unlock(7480)").await?;
             r?;
         }
+        let pg_opts: PgConnectOptions = url.parse()?;
+        let pg = PgPoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(pg_opts);
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
                 dialect: Dialect::Postgres,
                 opts: options,
                 read: pool.clone(),
                 writer: WritePath::Postgres(pool),
+                pg: Some(pg),
             }),
         })
     }
@@ -406,6 +423,11 @@ impl Store {
         self.inner.read.close().await;
         if let WritePath::Postgres(pool) = &self.inner.writer {
             pool.close().await;
+        }
+        if let Some(pg) = &self.inner.pg {
+            // The listener gives its connection back when it sees the shutdown; do not
+            // wait on one that has not yet.
+            let _ = tokio::time::timeout(Duration::from_secs(2), pg.close()).await;
         }
     }
 }

@@ -128,16 +128,49 @@ static CLAIM_CANDIDATES_POSTGRES: LazyLock<String> =
     LazyLock::new(|| format!("{} FOR UPDATE SKIP LOCKED", *CLAIM_CANDIDATES_SQLITE));
 static LAPSED_LEASES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = {} AND lease_expires_at < $1 ORDER BY seq",
+        "SELECT id FROM runs WHERE state = {} AND lease_expires_at < $1 ORDER BY seq LIMIT {REAP_PAGE}",
+        state_lit(RunState::Claimed)
+    )
+});
+static LAPSED_LEASE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND state = {} AND lease_expires_at < $2",
         state_lit(RunState::Claimed)
     )
 });
 static UNKNOWN_PAST_GRACE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE state = {} AND unknown_since < $1 ORDER BY seq",
+        "SELECT id FROM runs WHERE state = {} AND unknown_since < $1 ORDER BY seq LIMIT {REAP_PAGE}",
         state_lit(RunState::Unknown)
     )
 });
+static UNKNOWN_PAST_GRACE_ONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND state = {} AND unknown_since < $2",
+        state_lit(RunState::Unknown)
+    )
+});
+
+/// Most rows one reaper pass looks at per kind (the next pass takes the rest).
+pub(crate) const REAP_PAGE: usize = 5_000;
+
+/// Starts a reaper's write of one row: with PostgreSQL, a row another transaction
+/// holds locked makes the write fail after [`REAPER_LOCK_WAIT`] (a transient failure,
+/// retried, then left to the next pass) instead of holding up the pass.
+pub(crate) async fn reaper_row_write(c: &mut Conn, dialect: Dialect) -> Result<(), StoreError> {
+    if dialect == Dialect::Postgres {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = {}",
+            REAPER_LOCK_WAIT.as_millis()
+        )))
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The longest a reaper's write waits for a row lock (PostgreSQL).
+pub(crate) const REAPER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 static REQUESTED_STOPS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT id FROM runs WHERE agent_id = $1 AND stop_requested = 1 AND state IN {}",
@@ -1134,31 +1167,46 @@ impl Store {
     /// Returns runs whose claim lease lapsed to their queue (or fails those handed out
     /// too often). Returns the queue ids that got runs back.
     pub async fn expire_leases(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(LAPSED_LEASES.as_str()))
+            .bind(now)
+            .fetch_all(self.reader())
+            .await?;
+        let done = self
+            .each_row("requeue a run whose lease lapsed", ids, |id| {
+                self.expire_lease(id, now)
+            })
+            .await;
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    /// One run of [`Store::expire_leases`], checked again inside its own write: the
+    /// queue it went back to, if it did.
+    async fn expire_lease(&self, id: String, now: i64) -> Result<Option<String>, StoreError> {
         let max_requeues = self.options().max_requeues;
+        let dialect = self.dialect();
         self.write(move |c| {
             Box::pin(async move {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(LAPSED_LEASES.as_str()))
+                reaper_row_write(c, dialect).await?;
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(LAPSED_LEASE.as_str()))
+                    .bind(&id)
                     .bind(now)
-                    .fetch_all(&mut *c)
-                    .await?;
-                let mut queues = Vec::new();
-                for row in rows {
-                    let run = run_from_row(&row)?;
-                    let qid: String = row.try_get("queue_id")?;
-                    let agent = run
-                        .agent
-                        .as_ref()
-                        .map(|a| a.name.clone())
-                        .unwrap_or_default();
-                    let reason =
-                        format!("lease lapsed: agent {agent} did not confirm the claim in time");
-                    if requeue(c, &run, Actor::Server, &reason, now, max_requeues).await?
-                        == Some(RunState::Queued)
-                    {
-                        queues.push(qid);
-                    }
-                }
-                Ok(queues)
+                    .fetch_optional(&mut *c)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let run = run_from_row(&row)?;
+                let qid: String = row.try_get("queue_id")?;
+                let agent = run
+                    .agent
+                    .as_ref()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default();
+                let reason =
+                    format!("lease lapsed: agent {agent} did not confirm the claim in time");
+                let requeued = requeue(c, &run, Actor::Server, &reason, now, max_requeues).await?
+                    == Some(RunState::Queued);
+                Ok(requeued.then_some(qid))
             })
         })
         .await
@@ -1166,28 +1214,76 @@ impl Store {
 
     /// Fails runs that stayed `unknown` (their agent lost) longer than `grace_ms`.
     pub async fn fail_unknown(&self, now: i64, grace_ms: i64) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(UNKNOWN_PAST_GRACE.as_str()))
+            .bind(now - grace_ms)
+            .fetch_all(self.reader())
+            .await?;
+        let done = self
+            .each_row("fail a run left unknown", ids, |id| {
+                self.fail_unknown_run(id, now, grace_ms)
+            })
+            .await;
+        Ok(done.into_iter().filter(|failed| *failed).count())
+    }
+
+    async fn fail_unknown_run(
+        &self,
+        id: String,
+        now: i64,
+        grace_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.write(move |c| {
             Box::pin(async move {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(UNKNOWN_PAST_GRACE.as_str()))
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(UNKNOWN_PAST_GRACE_ONE.as_str()))
+                    .bind(&id)
                     .bind(now - grace_ms)
-                    .fetch_all(&mut *c)
-                    .await?;
-                let mut n = 0;
-                for row in rows {
-                    let run = run_from_row(&row)?;
-                    let msg = format!(
-                        "agent lost: agent {} stopped sending heartbeats and did not come back within {}s",
-                        run.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("?"),
-                        grace_ms / 1000
-                    );
-                    if fail(c, &run, &msg, now).await?.is_some() {
-                        n += 1;
-                    }
-                }
-                Ok(n)
+                    .fetch_optional(&mut *c)
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                let run = run_from_row(&row)?;
+                let msg = format!(
+                    "agent lost: agent {} stopped sending heartbeats and did not come back within {}s",
+                    run.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("?"),
+                    grace_ms / 1000
+                );
+                Ok(fail(c, &run, &msg, now).await?.is_some())
             })
         })
         .await
+    }
+
+    /// Runs `one` for every row id, a few at a time, each in its own write with its
+    /// own retries of transient failures (a lost race with a claim, a deadlock): one
+    /// row that fails is logged and left for the next pass, and the others go on. The
+    /// results of the rows that succeeded.
+    pub(crate) async fn each_row<T, F, Fut>(&self, what: &str, ids: Vec<String>, one: F) -> Vec<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        use futures::StreamExt;
+        let one = &one;
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+                let r = super::retry_transient(until, what, || one(id.clone())).await;
+                (id, r)
+            })
+            .buffer_unordered(16)
+            .filter_map(|(id, r)| async move {
+                match r {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        metrics::counter!("hoist_reaper_row_failures_total").increment(1);
+                        tracing::warn!(message = "Reaper: one row failed; the next pass tries it again.", what, row = %id, error = %e);
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await
     }
 
     /// A run token by its id.

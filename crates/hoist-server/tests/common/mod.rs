@@ -43,25 +43,24 @@ impl TestServer {
         }
     }
 
-    /// Another server on `first`'s PostgreSQL database (`database_url`, which `first`
-    /// was started with) and default blob directory: a replica, with `first`'s admin key (it
-    /// creates no admin of its own).
-    pub async fn replica_of(first: &TestServer, database_url: &str) -> TestServer {
+    /// Another replica on this server's database (PostgreSQL): it creates no admin;
+    /// its `admin_key` is this server's.
+    pub async fn join(&self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
-        cfg.database_url = Some(database_url.to_string());
-        cfg.blob_dir = Some(first.dir.path().join("data").join("blobs"));
+        cfg.database_url = self.state().cfg.database_url.clone();
+        tweak(&mut cfg);
         let server = Server::start(cfg).await.expect("replica starts");
         assert!(
             server.admin_key_created.is_none(),
-            "a replica finds the admin of the database"
+            "a replica made an admin"
         );
         let url = format!("http://{}", server.addr);
         TestServer {
             server: Some(server),
             dir,
             url,
-            admin_key: first.admin_key.clone(),
+            admin_key: self.admin_key.clone(),
         }
     }
 

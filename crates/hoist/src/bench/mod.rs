@@ -3,7 +3,8 @@
 //! noisy).
 //!
 //! - [`queue`]: the control plane alone (launch and claim throughput, wake and claim
-//!   latency, server memory), `hoist bench queue`.
+//!   latency, server memory), `hoist bench queue`. With `--database-url` (a PostgreSQL
+//!   server): two replicas over one database, side by side with one on SQLite.
 //! - [`dispatch`]: server + agent (launch-to-process latency for local processes and
 //!   containers against their floors, short-job throughput, idle agent), `hoist bench
 //!   dispatch`.
@@ -88,11 +89,37 @@ impl ServerProcess {
         exe: Option<&Path>,
         env: &[(&str, String)],
     ) -> anyhow::Result<ServerProcess> {
+        Self::spawn(data_dir, exe, env, None)
+    }
+
+    /// Another replica over a store that already has its admin (it writes no key file):
+    /// ready once its port answers, and used with `key`. Its settings (the database
+    /// URL, which may hold a password) go in `env`, never in its arguments.
+    pub fn start_replica(
+        data_dir: &Path,
+        env: &[(&str, String)],
+        key: &str,
+    ) -> anyhow::Result<ServerProcess> {
+        Self::spawn(data_dir, None, env, Some(key))
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        exe: Option<&Path>,
+        env: &[(&str, String)],
+        key: Option<&str>,
+    ) -> anyhow::Result<ServerProcess> {
         let port = free_port()?;
         let exe = match exe {
             Some(p) => p.to_path_buf(),
             None => std::env::current_exe().context("cannot find the hoist binary")?,
         };
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        // Its warnings and errors, to say why it stopped if it does.
+        let log_path = data_dir.join("server.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let child = cmd
@@ -106,28 +133,44 @@ impl ServerProcess {
             .env("HOIST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start `{} server`", exe.display()))?;
         let url = format!("http://127.0.0.1:{port}");
         let mut p = ServerProcess {
             child,
             url,
-            key: String::new(),
+            key: key.unwrap_or_default().to_string(),
         };
         let t0 = Instant::now();
         loop {
-            if let Ok(k) = std::fs::read_to_string(data_dir.join("admin.key"))
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            {
-                p.key = k.trim().to_string();
+            let key_ready = key.is_some() || {
+                match std::fs::read_to_string(data_dir.join("admin.key")) {
+                    Ok(k) => {
+                        p.key = k.trim().to_string();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            };
+            if key_ready && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
             if let Some(status) = p.child.try_wait()? {
-                bail!("`hoist server` exited at start ({status})");
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "`hoist server` exited at start ({status}); its last lines ({}):\n{}",
+                    log_path.display(),
+                    tail.join("\n")
+                );
             }
             if t0.elapsed() > Duration::from_secs(60) {
-                bail!("`hoist server` did not start within 60 s");
+                bail!(
+                    "`hoist server` did not start within 60 s (its log: {})",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
