@@ -815,8 +815,10 @@ async fn kill_9_of_one_replica_during_a_launch_burst_loses_and_duplicates_nothin
         .to_vec(),
         ..Default::default()
     };
-    let (a, key) = cl.first("a", &opts).await;
-    let mut b = cl.start("b", &opts).await;
+    // B starts first: it is the likelier holder of the reaper's lease, which A must
+    // then take over for B's lapsed claims to go back to the queue.
+    let (mut b, key) = cl.first("b", &opts).await;
+    let a = cl.start("a", &opts).await;
     let (ca, cb) = (a.client(&key), b.client(&key));
     local_queue(&ca, "q").await;
 
@@ -900,6 +902,22 @@ async fn kill_9_of_one_replica_during_a_launch_burst_loses_and_duplicates_nothin
         || async { launches.lock().unwrap().acked.len() >= KILL_AT },
     )
     .await;
+    // Claims whose answers are lost with B: an agent on B claims and never reports
+    // (its process went with B, say); only the lease lapsing brings these runs back.
+    let victim = register(&cb, "agent-victim", &["q"]).await;
+    let lost: Vec<String> = claim(&cb, &victim, 4, SOON)
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .map(|r| r.run.id)
+        .collect();
+    assert!(!lost.is_empty(), "the victim claimed runs");
+    eprintln!(
+        "reaper leader before the kill: A {}, B {}",
+        a.metric("hoist_reaper_leader").await,
+        b.metric("hoist_reaper_leader").await
+    );
     b.kill_9();
     for c in clients {
         c.await.unwrap();
@@ -919,6 +937,12 @@ async fn kill_9_of_one_replica_during_a_launch_burst_loses_and_duplicates_nothin
         let runs = all_runs(&ca).await;
         runs.iter().all(|r| r.state == RunState::Finished) && runs.len() >= acked.len()
     })
+    .await;
+    wait_until_async(
+        "A holds the reaper's lease",
+        Duration::from_secs(30),
+        || async { a.metric("hoist_reaper_leader").await == 1.0 },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     for ag in agents {
@@ -962,6 +986,18 @@ async fn kill_9_of_one_replica_during_a_launch_burst_loses_and_duplicates_nothin
         "{} runs were handed out more than once (lapsed claims requeued)",
         runs.iter().filter(|r| r.attempts > 1).count()
     );
+    for id in &lost {
+        let r = ca.get_run(id).await.unwrap();
+        assert!(
+            r.attempts >= 2,
+            "run {id}, claimed by the victim, was handed out again"
+        );
+        assert_ne!(
+            r.agent.map(|a| a.name).as_deref(),
+            Some("agent-victim"),
+            "run {id} was completed by another agent"
+        );
+    }
     let finished_by = finished_by.lock().unwrap().clone();
     for r in &runs {
         assert_eq!(r.state, RunState::Finished, "run {} is not stuck", r.id);
