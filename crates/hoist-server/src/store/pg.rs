@@ -112,3 +112,40 @@ impl Store {
         self.inner.pg.is_some()
     }
 }
+
+/// Creates the empty database `name` on the PostgreSQL server of `server_url` (whose
+/// user needs `CREATEDB`): a scratch database for `hoist bench`. `name` is lowercase
+/// letters, digits and `_`, starting with a letter.
+pub async fn create_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    database_ddl(server_url, name, "CREATE DATABASE").await
+}
+
+/// Drops the database `name` on the server of `server_url`, closing the connections
+/// that still use it; nothing to drop is not an error.
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    database_ddl(server_url, name, "DROP DATABASE IF EXISTS").await
+}
+
+async fn database_ddl(server_url: &str, name: &str, verb: &str) -> Result<(), StoreError> {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain || name.len() > 63 {
+        return Err(StoreError::Config(format!(
+            "{name:?} is not a plain database name (lowercase letters, digits, _)"
+        )));
+    }
+    let force = if verb.starts_with("DROP") {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    let mut c = PgConnection::connect(server_url).await?;
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!("{verb} {name}{force}")))
+        .execute(&mut c)
+        .await;
+    let _ = c.close().await;
+    r?;
+    Ok(())
+}

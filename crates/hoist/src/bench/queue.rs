@@ -571,7 +571,6 @@ struct BenchDb {
 
 impl BenchDb {
     async fn create(base: &Secret) -> anyhow::Result<BenchDb> {
-        use sqlx::Connection;
         let shown = hoist_server::store::redact_url(base.expose());
         let mut url = reqwest::Url::parse(base.expose()).with_context(|| {
             format!("--database-url {shown} is not a URL (postgres://USER@HOST:PORT/DB)")
@@ -580,26 +579,19 @@ impl BenchDb {
             matches!(url.scheme(), "postgres" | "postgresql"),
             "--database-url {shown} is not a PostgreSQL URL (postgres://USER@HOST:PORT/DB)"
         );
-        let mut admin = sqlx::PgConnection::connect(base.expose())
+        let name = format!(
+            "hoist_bench_{}",
+            hoist_server::secrets::new_id(10).to_lowercase()
+        );
+        hoist_server::store::pg::create_database(base.expose(), &name)
             .await
             .with_context(|| {
                 format!(
-                    "cannot connect to PostgreSQL at {shown} (check --database-url or \
-                     HOIST_BENCH_DATABASE_URL)"
+                    "cannot create database {name} on the PostgreSQL at {shown} (check \
+                     --database-url or HOIST_BENCH_DATABASE_URL; the user needs the \
+                     CREATEDB privilege)"
                 )
             })?;
-        let name = format!("hoist_bench_{}", hoist_server::secrets::new_id(10));
-        // The name is ours: `hoist_bench_` and lowercase letters and digits.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot create database {name} on {shown}: the user needs the \
-                     CREATEDB privilege"
-                )
-            })?;
-        let _ = admin.close().await;
         url.set_path(&format!("/{name}"));
         Ok(BenchDb {
             base: base.clone(),
@@ -610,15 +602,7 @@ impl BenchDb {
 
     /// Drops the database, closing what still uses it; says so when it cannot.
     async fn drop_db(self) {
-        use sqlx::Connection;
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let res = match sqlx::PgConnection::connect(self.base.expose()).await {
-            Ok(mut c) => sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
+        let res = hoist_server::store::pg::drop_database(self.base.expose(), &self.name).await;
         if let Err(e) = res {
             eprintln!(
                 "hoist bench queue: could not drop the bench database {} ({e}); drop it \
