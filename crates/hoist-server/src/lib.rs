@@ -9,6 +9,8 @@
 //! - [`dispatch`]: in-memory wake-ups: waiting claims, stop requests, log followers;
 //!   the count of parked waiters (`/metrics`, tests).
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
+//! - [`blobstore`]: code artifacts and log segments in a directory or an object store
+//!   (S3, GCS, Azure Blob; feature `blob-cloud`), checked at start.
 //! - [`logs`]: run logs: segments in the blob store indexed in the store, quota,
 //!   byte-capped pages, retention.
 //! - [`serve`]: HTTP/1.1 connections: header and idle timeouts, the connection limit.
@@ -17,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobstore;
 pub mod clock;
 pub mod dispatch;
 pub mod error;

@@ -29,7 +29,8 @@ use crate::auth::AuthCache;
 use crate::clock::Clock;
 use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
-use crate::logs::{FsSegments, LogStore, SegmentStore};
+use crate::blobstore::BlobStore;
+use crate::logs::LogStore;
 use crate::server::ServerConfig;
 use crate::store::Store;
 
@@ -60,26 +61,40 @@ pub struct AppState {
     pub claim_cursor: Arc<Mutex<HashMap<String, usize>>>,
     /// Queues by `(entity, name)`, for the launch path; see [`queues::QueueCache`].
     pub queues: Arc<queues::QueueCache>,
-    /// Run logs (segments under `<blob dir>/logs`).
+    /// Run logs (segments in the blob store).
     pub logs: Arc<LogStore>,
+    /// Code artifacts and log segments.
+    pub blobs: Arc<BlobStore>,
 }
 
 impl AppState {
+    /// With the blob directory of `cfg` (tests); the server opens its configured store
+    /// and uses [`AppState::with_blobs`].
     pub fn new(
         store: Store,
         clock: Clock,
         cfg: Arc<ServerConfig>,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
-        let segments: Arc<dyn SegmentStore> =
-            Arc::new(FsSegments::new(cfg.blob_dir().join("logs")));
+        let blobs = Arc::new(BlobStore::dir(cfg.blob_dir()));
+        Self::with_blobs(store, clock, cfg, blobs, shutdown)
+    }
+
+    pub fn with_blobs(
+        store: Store,
+        clock: Clock,
+        cfg: Arc<ServerConfig>,
+        blobs: Arc<BlobStore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
         let logs = Arc::new(LogStore::new(
             store.clone(),
-            segments,
+            blobs.segments(),
             cfg.max_log_bytes_per_run,
         ));
         AppState {
             logs,
+            blobs,
             store,
             clock,
             cfg,
