@@ -125,7 +125,10 @@ fn azurite_env() -> Option<AzuriteEnv> {
     let ca = hoist_testkit::service_url("HOIST_TEST_AZURITE_CA")?;
     let account = hoist_testkit::service_url("HOIST_TEST_AZURITE_ACCOUNT")?;
     let key_file = hoist_testkit::service_url("HOIST_TEST_AZURITE_KEY_FILE")?;
-    let key = std::fs::read_to_string(key_file).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(key_file)
+        .unwrap()
+        .trim()
+        .to_string();
     Some(AzuriteEnv {
         url,
         ca,
@@ -155,7 +158,10 @@ impl AzuriteEnv {
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{}{path}/{container}\nrestype:container",
             self.account
         );
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &b64.decode(&self.key).unwrap());
+        let key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &b64.decode(&self.key).unwrap(),
+        );
         let sig = b64.encode(aws_lc_rs::hmac::sign(&key, to_sign.as_bytes()).as_ref());
         let pem = std::fs::read(&self.ca).unwrap();
         let client = reqwest::Client::builder()
@@ -167,21 +173,25 @@ impl AzuriteEnv {
             .header("x-ms-date", date)
             .header("x-ms-version", version)
             .header("content-length", "0")
-            .header(
-                "authorization",
-                format!("SharedKey {}:{sig}", self.account),
-            )
+            .header("authorization", format!("SharedKey {}:{sig}", self.account))
             .send()
             .await
             .unwrap();
         let status = r.status();
-        assert_eq!(status.as_u16(), 201, "create container: {}", r.text().await.unwrap());
+        assert_eq!(
+            status.as_u16(),
+            201,
+            "create container: {}",
+            r.text().await.unwrap()
+        );
     }
 }
 
 fn url_path(url: &str) -> String {
     let rest = url.split_once("://").unwrap().1;
-    rest.find('/').map(|i| rest[i..].trim_end_matches('/').to_string()).unwrap_or_default()
+    rest.find('/')
+        .map(|i| rest[i..].trim_end_matches('/').to_string())
+        .unwrap_or_default()
 }
 
 fn httpdate(t: std::time::SystemTime) -> String {
@@ -247,7 +257,9 @@ impl Backend {
                         let rel = d.strip_prefix(root).unwrap().to_string_lossy().to_string();
                         out.push((rel, d.metadata().unwrap().len()));
                     }
-                    let Ok(rd) = std::fs::read_dir(&d) else { continue };
+                    let Ok(rd) = std::fs::read_dir(&d) else {
+                        continue;
+                    };
                     for e in rd {
                         let p = e.unwrap().path();
                         if p.is_dir() {
@@ -322,7 +334,10 @@ async fn artifacts_round_trip(b: &Backend) {
         let d = digest_of(bytes);
         assert!(!c.head_blob(&d, None).await.unwrap().exists);
         let blob = c.upload_blob(bytes.clone(), None).await.unwrap();
-        assert_eq!((blob.digest.as_str(), blob.size), (d.as_str(), bytes.len() as u64));
+        assert_eq!(
+            (blob.digest.as_str(), blob.size),
+            (d.as_str(), bytes.len() as u64)
+        );
         c.upload_blob(bytes.clone(), None).await.unwrap();
         assert!(c.head_blob(&d, None).await.unwrap().exists);
         let stored = b.list("sha256").await;
@@ -330,12 +345,25 @@ async fn artifacts_round_trip(b: &Backend) {
             stored.contains(&(b.artifact_key(&d), bytes.len() as u64)),
             "not stored under its digest: {stored:?}"
         );
-        assert_eq!(c.download_blob_to(&d, &dl).await.unwrap(), bytes.len() as u64);
-        assert!(std::fs::read(&dl).unwrap() == *bytes, "downloaded bytes differ");
+        assert_eq!(
+            c.download_blob_to(&d, &dl).await.unwrap(),
+            bytes.len() as u64
+        );
+        assert!(
+            std::fs::read(&dl).unwrap() == *bytes,
+            "downloaded bytes differ"
+        );
     }
     assert_eq!(b.list("sha256").await.len(), 2, "each stored once");
     // Nothing is left in the upload directory, and the start-up probe is gone.
-    let tmp = t.server.as_ref().unwrap().state.blobs.tmp_dir().to_path_buf();
+    let tmp = t
+        .server
+        .as_ref()
+        .unwrap()
+        .state
+        .blobs
+        .tmp_dir()
+        .to_path_buf();
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{tmp:?}");
     assert_eq!(b.list("probe").await, vec![]);
     t.stop().await;
@@ -387,8 +415,21 @@ async fn logs_across_segments_and_deleted(b: &Backend) {
     state.store.forget_log(&run.id, state.now()).await.unwrap();
     state.logs.sweep(0, state.now()).await.unwrap();
     assert_eq!(b.list(&format!("logs/{}", run.id)).await, vec![]);
-    assert!(c.read_logs(&run.id, 0, None).await.unwrap().lines.is_empty());
-    assert!(state.store.pending_log_deletions(10).await.unwrap().is_empty());
+    assert!(
+        c.read_logs(&run.id, 0, None)
+            .await
+            .unwrap()
+            .lines
+            .is_empty()
+    );
+    assert!(
+        state
+            .store
+            .pending_log_deletions(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     t.stop().await;
 }
 
@@ -442,7 +483,10 @@ async fn fs_start_refused_when_the_directory_cannot_be_made() {
     cfg.blob_store = Some(b.missing.clone());
     let e = Server::start(cfg).await.err().expect("refused");
     let msg = error_chain(&e);
-    assert!(msg.contains("file:///proc/hoist-no-such-dir/blobs"), "{msg}");
+    assert!(
+        msg.contains("file:///proc/hoist-no-such-dir/blobs"),
+        "{msg}"
+    );
     assert!(msg.contains("cannot create the blob directory"), "{msg}");
 }
 
@@ -518,7 +562,10 @@ async fn azure_key_never_shown() {
     let Some(b) = azurite().await else { return };
     let key_b64_body = a.key.trim_end_matches('=');
     let leaks = |what: &str, s: &str| {
-        assert!(!s.contains(key_b64_body), "{what} shows the account key: {s}");
+        assert!(
+            !s.contains(key_b64_body),
+            "{what} shows the account key: {s}"
+        );
     };
     // A missing container.
     let msg = start_refused_when_missing(&b, "does not exist").await;
@@ -537,12 +584,18 @@ async fn azure_key_never_shown() {
     cfg.blob_env = a.blob_env(&wrong);
     leaks("ServerConfig's Debug", &format!("{cfg:?}"));
     assert!(!format!("{cfg:?}").contains(wrong.trim_end_matches('=')));
-    let e = Server::start(cfg.clone()).await.err().expect("refused with a wrong key");
+    let e = Server::start(cfg.clone())
+        .await
+        .err()
+        .expect("refused with a wrong key");
     let msg = error_chain(&e);
     assert!(msg.contains("is not usable"), "{msg}");
     assert!(msg.contains("AZURE_STORAGE_ACCOUNT_KEY"), "{msg}");
     assert!(!msg.contains(wrong.trim_end_matches('=')), "{msg}");
-    assert!(!format!("{e:?}").contains(wrong.trim_end_matches('=')), "{e:?}");
+    assert!(
+        !format!("{e:?}").contains(wrong.trim_end_matches('=')),
+        "{e:?}"
+    );
     // The store's Debug, with the right key.
     let store = hoist_server::blobstore::BlobStore::open(&b.url, dir.path(), &b.env)
         .await
@@ -560,7 +613,10 @@ async fn azure_key_never_shown() {
         .await
         .unwrap_err();
     let msg = error_chain(&e);
-    assert!(msg.contains("HOIST_STORE_CA_FILE (/nonexistent/ca.pem) cannot be read"), "{msg}");
+    assert!(
+        msg.contains("HOIST_STORE_CA_FILE (/nonexistent/ca.pem) cannot be read"),
+        "{msg}"
+    );
     leaks("the CA file error", &msg);
     leaks("the CA file error's Debug", &format!("{e:?}"));
 }
@@ -583,5 +639,8 @@ async fn bad_urls_and_endpoints_are_refused() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("AWS_ENDPOINT_URL: plain http is allowed to a loopback host only"), "{e}");
+    assert!(
+        e.contains("AWS_ENDPOINT_URL: plain http is allowed to a loopback host only"),
+        "{e}"
+    );
 }

@@ -26,10 +26,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::AuthCache;
+use crate::blobstore::BlobStore;
 use crate::clock::Clock;
 use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
-use crate::blobstore::BlobStore;
 use crate::logs::LogStore;
 use crate::server::ServerConfig;
 use crate::store::Store;

@@ -58,7 +58,10 @@ fn status_error(status: StatusCode, body: &str, what: &str) -> io::Error {
         _ => io::ErrorKind::Other,
     };
     let body: String = body.chars().take(300).collect();
-    io::Error::new(kind, format!("{what}: Cloud Storage answered {status}: {}", body.trim()))
+    io::Error::new(
+        kind,
+        format!("{what}: Cloud Storage answered {status}: {}", body.trim()),
+    )
 }
 
 fn send_error(e: reqwest::Error, what: &str) -> io::Error {
@@ -113,7 +116,12 @@ impl GcsJson {
     }
 
     fn object_url(&self, name: &str) -> String {
-        format!("{}/storage/v1/b/{}/o/{}", self.base, enc(&self.bucket), enc(name))
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.base,
+            enc(&self.bucket),
+            enc(name)
+        )
     }
 
     async fn upload(&self, name: &str, body: reqwest::Body, len: u64) -> io::Result<()> {
@@ -136,7 +144,11 @@ impl GcsJson {
         if status.is_success() {
             return Ok(());
         }
-        Err(status_error(status, &r.text().await.unwrap_or_default(), "upload"))
+        Err(status_error(
+            status,
+            &r.text().await.unwrap_or_default(),
+            "upload",
+        ))
     }
 
     pub async fn put(&self, name: &str, data: Bytes) -> io::Result<()> {
@@ -175,7 +187,11 @@ impl GcsJson {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(status_error(status, &r.text().await.unwrap_or_default(), "metadata"));
+            return Err(status_error(
+                status,
+                &r.text().await.unwrap_or_default(),
+                "metadata",
+            ));
         }
         let m: Meta = r.json().await.map_err(|e| send_error(e, "metadata"))?;
         m.size
@@ -192,20 +208,26 @@ impl GcsJson {
             if r.end <= r.start {
                 return Ok(futures::stream::empty().boxed());
             }
-            req = req.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+            req = req.header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", r.start, r.end - 1),
+            );
         }
         let r = req.send().await.map_err(|e| send_error(e, "download"))?;
         let status = r.status();
         if !status.is_success() {
-            return Err(status_error(status, &r.text().await.unwrap_or_default(), "download"));
+            return Err(status_error(
+                status,
+                &r.text().await.unwrap_or_default(),
+                "download",
+            ));
         }
         if range.is_some() && status != StatusCode::PARTIAL_CONTENT {
             return Err(io::Error::other(format!(
                 "download of a range: Cloud Storage answered {status}, not 206"
             )));
         }
-        Ok(r
-            .bytes_stream()
+        Ok(r.bytes_stream()
             .map_err(|e| send_error(e, "download"))
             .boxed())
     }
@@ -231,7 +253,11 @@ impl GcsJson {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        Err(status_error(status, &r.text().await.unwrap_or_default(), "delete"))
+        Err(status_error(
+            status,
+            &r.text().await.unwrap_or_default(),
+            "delete",
+        ))
     }
 
     /// Deletes every object whose name starts with `prefix`.
@@ -255,7 +281,11 @@ impl GcsJson {
                 .map_err(|e| send_error(e, "list"))?;
             let status = r.status();
             if !status.is_success() {
-                return Err(status_error(status, &r.text().await.unwrap_or_default(), "list"));
+                return Err(status_error(
+                    status,
+                    &r.text().await.unwrap_or_default(),
+                    "list",
+                ));
             }
             let l: Listing = r.json().await.map_err(|e| send_error(e, "list"))?;
             for m in l.items {

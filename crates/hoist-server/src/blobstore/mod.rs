@@ -133,7 +133,11 @@ impl BlobEnv {
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> BlobEnv {
         BlobEnv {
-            vars: Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            vars: Some(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
         }
     }
 
@@ -161,7 +165,10 @@ impl fmt::Debug for BlobEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.vars {
             None => f.write_str("BlobEnv(process)"),
-            Some(m) => f.debug_tuple("BlobEnv").field(&m.keys().collect::<Vec<_>>()).finish(),
+            Some(m) => f
+                .debug_tuple("BlobEnv")
+                .field(&m.keys().collect::<Vec<_>>())
+                .finish(),
         }
     }
 }
@@ -183,7 +190,9 @@ pub struct BlobStore {
 
 impl fmt::Debug for BlobStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobStore").field("url", &self.url.to_string()).finish_non_exhaustive()
+        f.debug_struct("BlobStore")
+            .field("url", &self.url.to_string())
+            .finish_non_exhaustive()
     }
 }
 
@@ -210,27 +219,28 @@ impl BlobStore {
     ) -> Result<BlobStore, BlobStoreError> {
         match url {
             BlobStoreUrl::File(dir) => {
-                let store = BlobStore::dir(dir.clone());
-                let Backend::Fs(fs) = &store.backend else {
-                    unreachable!("a directory store")
-                };
-                fs.prepare().await.map_err(|source| BlobStoreError::Io {
-                    url: url.to_string(),
-                    op: "create",
-                    key: "the blob directory".into(),
-                    source,
-                })?;
-                Ok(store)
+                fs::FsBlobs::new(dir.clone())
+                    .prepare()
+                    .await
+                    .map_err(|source| BlobStoreError::Io {
+                        url: url.to_string(),
+                        op: "create",
+                        key: "the blob directory".into(),
+                        source,
+                    })?;
+                Ok(BlobStore::dir(dir.clone()))
             }
             #[cfg(feature = "blob-cloud")]
             _ => {
                 let tmp = data_dir.join("upload-tmp");
-                fs::prepare_tmp(&tmp).await.map_err(|source| BlobStoreError::Io {
-                    url: url.to_string(),
-                    op: "create",
-                    key: format!("the upload directory {}", tmp.display()),
-                    source,
-                })?;
+                fs::prepare_tmp(&tmp)
+                    .await
+                    .map_err(|source| BlobStoreError::Io {
+                        url: url.to_string(),
+                        op: "create",
+                        key: format!("the upload directory {}", tmp.display()),
+                        source,
+                    })?;
                 let obj = object::ObjectBlobs::open(url, env).await?;
                 Ok(BlobStore {
                     url: url.clone(),
@@ -330,7 +340,10 @@ impl BlobStore {
     /// The key of an artifact: `sha256/<hex>` (for a digest checked by
     /// [`crate::api::blobs::validate_digest`]).
     pub fn artifact_key(digest: &str) -> String {
-        format!("sha256/{}", digest.strip_prefix("sha256:").unwrap_or(digest))
+        format!(
+            "sha256/{}",
+            digest.strip_prefix("sha256:").unwrap_or(digest)
+        )
     }
 
     /// Stores the complete file `file` (`size` bytes, in [`tmp_dir`](Self::tmp_dir)) as

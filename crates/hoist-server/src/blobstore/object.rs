@@ -105,13 +105,15 @@ impl ObjectBlobs {
             for c in certs {
                 opts = opts.with_root_certificate(c);
             }
-            ca = Some(reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                BlobStoreError::Config {
-                    url: shown.clone(),
-                    what: format!("{CA_FILE_VAR} ({path}) holds no usable PEM certificate"),
-                    source: Some(Box::new(source)),
-                }
-            })?);
+            ca = Some(
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                    BlobStoreError::Config {
+                        url: shown.clone(),
+                        what: format!("{CA_FILE_VAR} ({path}) holds no usable PEM certificate"),
+                        source: Some(Box::new(source)),
+                    }
+                })?,
+            );
         }
         let retry = RetryConfig {
             max_retries: 3,
@@ -183,7 +185,10 @@ impl ObjectBlobs {
                                 source: Some(Box::new(source)),
                             }
                         })?;
-                        (super::gcs::GOOGLE_BASE.to_string(), Some(gcs.credentials().clone()))
+                        (
+                            super::gcs::GOOGLE_BASE.to_string(),
+                            Some(gcs.credentials().clone()),
+                        )
                     }
                 };
                 let mut http = reqwest::Client::builder()
@@ -203,9 +208,7 @@ impl ObjectBlobs {
                 });
             }
             BlobStoreUrl::Azure {
-                account,
-                container,
-                ..
+                account, container, ..
             } => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
                 let mut b = MicrosoftAzureBuilder::new();
@@ -249,7 +252,9 @@ impl ObjectBlobs {
     }
 
     pub fn segments(&self) -> ObjectSegments {
-        ObjectSegments { blobs: self.clone() }
+        ObjectSegments {
+            blobs: self.clone(),
+        }
     }
 
     fn name(&self, key: &str) -> String {
@@ -343,10 +348,7 @@ impl ObjectBlobs {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let r = store
-            .get_opts(&self.path(key), opts)
-            .await
-            .map_err(to_io)?;
+        let r = store.get_opts(&self.path(key), opts).await.map_err(to_io)?;
         Ok(r.into_stream().map_err(to_io).boxed())
     }
 
@@ -396,7 +398,9 @@ impl SegmentStore for ObjectSegments {
         if at != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("log segment {key}: an object store segment is written once, from byte 0, not at {at}"),
+                format!(
+                    "log segment {key}: an object store segment is written once, from byte 0, not at {at}"
+                ),
             ));
         }
         self.blobs.put(&format!("logs/{key}"), data).await

@@ -15,8 +15,14 @@ use super::BlobStoreError;
 pub enum BlobStoreUrl {
     /// A directory (the default: `blobs/` in the data dir).
     File(PathBuf),
-    S3 { bucket: String, prefix: String },
-    Gcs { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+    },
     Azure {
         account: String,
         container: String,
@@ -44,10 +50,7 @@ impl BlobStoreUrl {
     }
 
     pub fn parse(s: &str) -> Result<BlobStoreUrl, BlobStoreError> {
-        let bad = |why: String| BlobStoreError::Url {
-            url: shown(s),
-            why,
-        };
+        let bad = |why: String| BlobStoreError::Url { url: shown(s), why };
         let s = s.trim();
         let Some((scheme, rest)) = s.split_once("://") else {
             return Err(bad(format!(
@@ -141,12 +144,14 @@ fn azure(account: &str, container: &str, path: &str) -> Result<BlobStoreUrl, Str
 
 fn check_bucket(name: &str, min: usize, max: usize, what: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err(format!("the URL names no bucket; {what} name comes right after the scheme"));
+        return Err(format!(
+            "the URL names no bucket; {what} name comes right after the scheme"
+        ));
     }
     let ok = (min..=max).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+        })
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
     if ok {
@@ -177,9 +182,14 @@ fn shown(s: &str) -> String {
     let s = s.trim();
     let mut out = s.split(['?', '#']).next().unwrap_or("").to_string();
     if let Some((scheme, rest)) = out.split_once("://") {
-        let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, None), |(a, p)| (a, Some(p)));
         if let Some((_, host)) = authority.rsplit_once('@') {
-            out = format!("{scheme}://…@{host}{}", path.map(|p| format!("/{p}")).unwrap_or_default());
+            out = format!(
+                "{scheme}://…@{host}{}",
+                path.map(|p| format!("/{p}")).unwrap_or_default()
+            );
         }
     }
     if out.len() != s.len() && !out.contains('…') {
@@ -224,13 +234,29 @@ mod tests {
     #[test]
     fn forms() {
         let ok = |s: &str| BlobStoreUrl::parse(s).unwrap();
-        assert_eq!(ok("file:///var/lib/hoist/blobs"), BlobStoreUrl::File("/var/lib/hoist/blobs".into()));
+        assert_eq!(
+            ok("file:///var/lib/hoist/blobs"),
+            BlobStoreUrl::File("/var/lib/hoist/blobs".into())
+        );
         assert_eq!(
             ok("s3://my-bucket/a/b/"),
-            BlobStoreUrl::S3 { bucket: "my-bucket".into(), prefix: "a/b".into() }
+            BlobStoreUrl::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }
         );
-        assert_eq!(ok("gs://b_1x"), BlobStoreUrl::Gcs { bucket: "b_1x".into(), prefix: "".into() });
-        let az = BlobStoreUrl::Azure { account: "acct1".into(), container: "blobs".into(), prefix: "hoist".into() };
+        assert_eq!(
+            ok("gs://b_1x"),
+            BlobStoreUrl::Gcs {
+                bucket: "b_1x".into(),
+                prefix: "".into()
+            }
+        );
+        let az = BlobStoreUrl::Azure {
+            account: "acct1".into(),
+            container: "blobs".into(),
+            prefix: "hoist".into(),
+        };
         assert_eq!(ok("az://acct1/blobs/hoist"), az);
         assert_eq!(ok("https://acct1.blob.core.windows.net/blobs/hoist/"), az);
         assert_eq!(az.to_string(), "az://acct1/blobs/hoist");
@@ -250,8 +276,14 @@ mod tests {
             ("https://example.com/c/p", "is an Azure Blob container"),
             ("file://host/x", "local directory"),
             ("file:///", "absolute directory"),
-            ("s3://AKIAXXXX:hunter2secret@bucket/p", "holds no user name or password"),
-            ("https://acct1.blob.core.windows.net/c1c/p?sig=hunter2secret", "no query"),
+            (
+                "s3://AKIAXXXX:hunter2secret@bucket/p",
+                "holds no user name or password",
+            ),
+            (
+                "https://acct1.blob.core.windows.net/c1c/p?sig=hunter2secret",
+                "no query",
+            ),
         ] {
             let e = BlobStoreUrl::parse(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");
