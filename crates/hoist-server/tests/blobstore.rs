@@ -644,3 +644,44 @@ async fn bad_urls_and_endpoints_are_refused() {
         "{e}"
     );
 }
+
+/// S3 credentials from a profile in a shared credentials file (no key in the
+/// environment, no instance role here: without the profile the probe fails).
+#[tokio::test]
+async fn s3_credentials_from_a_profile() {
+    let Some(b) = moto().await else { return };
+    let BlobStoreUrl::S3 { .. } = &b.url else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[hoist]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
+        ),
+    )
+    .unwrap();
+    let endpoint = hoist_testkit::service_url("HOIST_TEST_MOTO_URL").unwrap();
+    let env = |profile: &str| {
+        BlobEnv::only([
+            ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+            ("AWS_PROFILE", profile),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            // No instance role to fall back on.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ])
+    };
+    let store = hoist_server::blobstore::BlobStore::open(&b.url, dir.path(), &env("hoist"))
+        .await
+        .unwrap();
+    store.check().await.unwrap();
+    // A profile that is not in the file: refused, naming it, showing no key.
+    let store = hoist_server::blobstore::BlobStore::open(&b.url, dir.path(), &env("nope"))
+        .await
+        .unwrap();
+    let msg = error_chain(&store.check().await.unwrap_err());
+    assert!(msg.contains("AWS profile `nope`"), "{msg}");
+    assert!(!msg.contains(AWS_SECRET), "{msg}");
+}

@@ -21,7 +21,9 @@
 //!
 //! Credentials and endpoints come from the environment ([`BlobEnv`]; the process's by
 //! default), with each cloud's usual chain:
-//! - S3: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity
+//! - S3: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, a profile
+//!   (`AWS_PROFILE` in `~/.aws/credentials`/`config` or `AWS_SHARED_CREDENTIALS_FILE`/
+//!   `AWS_CONFIG_FILE`, through aws-config), web identity
 //!   (`AWS_WEB_IDENTITY_TOKEN_FILE`, EKS), the ECS container endpoint, then the instance
 //!   role (IMDS); region `AWS_REGION` or `AWS_DEFAULT_REGION` (default `us-east-1`);
 //!   endpoint `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL` (path-style requests).
@@ -55,6 +57,8 @@ use thiserror::Error;
 
 use crate::logs::SegmentStore;
 
+#[cfg(feature = "blob-cloud")]
+mod aws_profile;
 pub mod fs;
 #[cfg(feature = "blob-cloud")]
 mod gcs;

@@ -150,6 +150,9 @@ impl ObjectBlobs {
                         .with_virtual_hosted_style_request(false);
                     opts = opts.with_allow_http(http);
                 }
+                if let Some(p) = super::aws_profile::ProfileCredentials::from_env(env).await {
+                    b = b.with_credentials(Arc::new(p));
+                }
                 b.with_region(region)
                     .with_bucket_name(bucket)
                     .with_client_options(opts)
