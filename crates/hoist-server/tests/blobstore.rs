@@ -488,6 +488,10 @@ async fn fs_start_refused_when_the_directory_cannot_be_made() {
         "{msg}"
     );
     assert!(msg.contains("cannot create the blob directory"), "{msg}");
+    assert!(
+        msg.contains("is a directory the server's user may write"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------------------

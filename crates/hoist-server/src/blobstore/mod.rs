@@ -223,16 +223,17 @@ impl BlobStore {
     ) -> Result<BlobStore, BlobStoreError> {
         match url {
             BlobStoreUrl::File(dir) => {
-                fs::FsBlobs::new(dir.clone())
-                    .prepare()
-                    .await
-                    .map_err(|source| BlobStoreError::Io {
+                let store = BlobStore::dir(dir.clone());
+                if let Err(source) = fs::FsBlobs::new(dir.clone()).prepare().await {
+                    let source = store.io_error("create", "the blob directory", source);
+                    return Err(BlobStoreError::Unusable {
                         url: url.to_string(),
-                        op: "create",
-                        key: "the blob directory".into(),
-                        source,
-                    })?;
-                Ok(BlobStore::dir(dir.clone()))
+                        what: "the directory cannot be made ready",
+                        fix: store.fix(&source),
+                        source: Box::new(source),
+                    });
+                }
+                Ok(store)
             }
             #[cfg(feature = "blob-cloud")]
             _ => {
@@ -459,5 +460,25 @@ pub(crate) fn check_segment_key(key: &str, parts: usize) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             format!("invalid log segment key {key:?}"),
         ))
+    }
+}
+
+#[cfg(all(test, not(feature = "blob-cloud")))]
+mod tests {
+    use super::*;
+
+    /// Without the feature, a cloud URL parses but is refused naming the feature.
+    #[tokio::test]
+    async fn cloud_urls_need_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["s3://bucket/p", "gs://bucket/p", "az://acct1/c1c/p"] {
+            let url = BlobStoreUrl::parse(url).unwrap();
+            let e = BlobStore::open(&url, dir.path(), &BlobEnv::only::<&str, &str>([]))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("without the `blob-cloud` feature"), "{e}");
+            assert!(e.contains(&url.to_string()), "{e}");
+        }
     }
 }
