@@ -11,6 +11,8 @@
 //! - [`cluster`]: replicas of one PostgreSQL database telling each other about
 //!   wake-ups and changed cache entries (`LISTEN`/`NOTIFY`).
 //! - [`reaper`]: leases that lapse, agents that go silent, runs left `unknown`.
+//! - [`blobstore`]: code artifacts and log segments in a directory or an object store
+//!   (S3, GCS, Azure Blob; feature `blob-cloud`), checked at start.
 //! - [`logs`]: run logs: segments in the blob store indexed in the store, quota,
 //!   byte-capped pages, retention.
 //! - [`serve`]: HTTP/1.1 connections: header and idle timeouts, the connection limit.
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobstore;
 pub mod clock;
 pub mod cluster;
 pub mod dispatch;

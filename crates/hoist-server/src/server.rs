@@ -9,6 +9,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
+use crate::blobstore::{BlobEnv, BlobStore, BlobStoreError, BlobStoreUrl};
 use crate::clock::Clock;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -37,6 +38,13 @@ pub struct ServerConfig {
     /// Where code artifacts are stored; `None`: `blobs/` in the data dir. Several
     /// replicas sharing one database must share this directory too.
     pub blob_dir: Option<PathBuf>,
+    /// Where code artifacts and log segments are stored, when not in
+    /// [`blob_dir`](Self::blob_dir): a directory or an object store shared by every
+    /// replica (see [`crate::blobstore`]).
+    pub blob_store: Option<BlobStoreUrl>,
+    /// Where the blob store's credentials and endpoints are read from (the process's
+    /// environment unless a test says otherwise).
+    pub blob_env: BlobEnv,
     /// Largest code artifact (upload body) accepted, in bytes.
     pub max_artifact_bytes: u64,
     /// How many times a run may go back to its queue (lease lapses, releases, lost
@@ -90,6 +98,8 @@ impl ServerConfig {
             reaper_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             blob_dir: None,
+            blob_store: None,
+            blob_env: BlobEnv::process(),
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
             max_requeues: crate::store::DEFAULT_MAX_REQUEUES,
             queue_cache: true,
@@ -112,6 +122,13 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("blobs"))
     }
 
+    /// The blob store: [`blob_store`](Self::blob_store), else the blob directory.
+    pub fn blob_store_url(&self) -> BlobStoreUrl {
+        self.blob_store
+            .clone()
+            .unwrap_or_else(|| BlobStoreUrl::File(self.blob_dir()))
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
@@ -119,7 +136,8 @@ impl ServerConfig {
         }
     }
 
-    /// Where run log segments are stored: `logs/` in the blob directory.
+    /// Where run log segments are stored with a directory store: `logs/` in the blob
+    /// directory.
     pub fn log_dir(&self) -> PathBuf {
         self.blob_dir().join("logs")
     }
@@ -169,12 +187,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot prepare the blob directory {path}: {source}")]
-    BlobDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    BlobStore(#[source] BlobStoreError),
     #[error("bootstrap failed: {0}")]
     Bootstrap(#[source] StoreError),
     #[error(transparent)]
@@ -203,18 +217,10 @@ impl Server {
             source,
         })?;
         restrict_dir(&cfg.data_dir);
-        let blob_dir = cfg.blob_dir();
-        crate::api::blobs::prepare_dir(&blob_dir).map_err(|source| ServerError::BlobDir {
-            path: blob_dir.clone(),
-            source,
-        })?;
-        let log_dir = cfg.log_dir();
-        crate::logs::FsSegments::new(&log_dir)
-            .prepare()
-            .map_err(|source| ServerError::BlobDir {
-                path: log_dir,
-                source,
-            })?;
+        let blobs = BlobStore::open(&cfg.blob_store_url(), &cfg.data_dir, &cfg.blob_env)
+            .await
+            .map_err(ServerError::BlobStore)?;
+        blobs.check().await.map_err(ServerError::BlobStore)?;
         let url = cfg.database_url();
         let opts = StoreOptions {
             max_requeues: cfg.max_requeues,
@@ -237,7 +243,13 @@ impl Server {
             source,
         })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let state = AppState::new(store, clock, Arc::new(cfg), shutdown_rx.clone());
+        let state = AppState::with_blobs(
+            store,
+            clock,
+            Arc::new(cfg),
+            Arc::new(blobs),
+            shutdown_rx.clone(),
+        );
         // Serve only once this replica hears the others (with a shared store).
         crate::cluster::start(state.clone(), shutdown_rx.clone()).await?;
         let app = api::router(state.clone());
@@ -259,7 +271,7 @@ impl Server {
             state.cfg.conn_limits(),
             shutdown_rx,
         ));
-        tracing::info!(message = "hoist server listening.", %addr, store = %crate::store::redact_url(&state.cfg.database_url()));
+        tracing::info!(message = "hoist server listening.", %addr, store = %crate::store::redact_url(&state.cfg.database_url()), blobs = %state.blobs.url());
         Ok(Server {
             addr,
             state,

@@ -33,8 +33,18 @@ pub struct ServerArgs {
     pub max_artifact_bytes: u64,
     /// Where code artifacts are stored (default: <data-dir>/blobs). Server replicas
     /// sharing a PostgreSQL database must share this directory too.
-    #[arg(long, env = "HOIST_BLOB_DIR")]
+    #[arg(long, env = "HOIST_BLOB_DIR", conflicts_with = "blob_store")]
     pub blob_dir: Option<PathBuf>,
+    /// Where code artifacts and run logs are stored, shared by every server replica:
+    /// file:///PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX
+    /// (or https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX). Credentials come
+    /// from the cloud's usual environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS,
+    /// AZURE_STORAGE_ACCOUNT_KEY or Azure AD), never from the URL; endpoints from
+    /// AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST,
+    /// AZURE_STORAGE_BLOB_ENDPOINT; extra root CAs from HOIST_STORE_CA_FILE. Checked at
+    /// start (a probe object is written, read and deleted).
+    #[arg(long, env = "HOIST_BLOB_STORE")]
+    pub blob_store: Option<hoist_server::blobstore::BlobStoreUrl>,
     /// How many times a run may go back to its queue (lease lapses, lost agents,
     /// preemptions) before it is failed instead.
     #[arg(long, env = "HOIST_MAX_REQUEUES", default_value_t = hoist_server::store::DEFAULT_MAX_REQUEUES)]
@@ -104,6 +114,7 @@ impl ServerArgs {
         if let Some(d) = &self.blob_dir {
             cfg.blob_dir = Some(d.clone());
         }
+        cfg.blob_store = self.blob_store.clone();
         cfg.header_timeout = std::time::Duration::from_secs(self.header_timeout_secs.max(1));
         cfg.idle_timeout = std::time::Duration::from_secs(self.idle_timeout_secs.max(1));
         cfg.max_connections = self.max_connections.max(1);

@@ -1,10 +1,11 @@
 //! `/api/v1/blobs`: the blob store for code artifacts (`.tar.gz`), addressed by
 //! content digest.
 //!
-//! Files live under `<blob dir>/sha256/<2 hex>/<62 hex>` (the blob dir is `blobs/` in
-//! the data dir unless configured). An upload is streamed to `<blob dir>/tmp/` while
-//! it is hashed and counted, fsynced, then renamed into place (and the directory
-//! fsynced): a blob file is complete or absent, never partial. Before it is stored,
+//! Blobs live in the server's [`BlobStore`](crate::blobstore::BlobStore) (a directory,
+//! or an object store shared by the replicas) under `sha256/<hex>`. An upload is
+//! streamed to a local temporary file while it is hashed and counted, fsynced, then
+//! handed to the blob store, which renames or uploads it: a blob is complete or absent,
+//! never partial. Before it is stored,
 //! the upload is read as the agent would unpack it ([`hoist_context::inspect`], nothing
 //! written): absolute paths, `..`, links out of the archive, devices and FIFOs, more
 //! than [`MAX_UNPACKED_BYTES`] and decompression bombs are refused with 422
@@ -14,8 +15,7 @@
 //! records which entities each blob was uploaded for; only users who can use one of
 //! them may see it (others get 404, as for a blob that does not exist).
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
@@ -25,7 +25,7 @@ use futures::StreamExt;
 use hoist_core::api::{Blob, ErrorBody, ErrorCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,10 +41,6 @@ pub const MAX_BYTES_HEADER: &str = "x-hoist-max-artifact-bytes";
 /// The most file data an uploaded artifact may unpack to (the agents' default cap;
 /// each agent applies its own per-run budget too).
 pub const MAX_UNPACKED_BYTES: u64 = 8 << 30;
-
-/// Temporary upload files older than this are removed when the server starts (they
-/// were left by a crash; younger ones may belong to another replica's upload).
-const STALE_TMP: Duration = Duration::from_secs(3600);
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -67,32 +63,6 @@ pub fn validate_digest(d: &str) -> Result<(), String> {
             d.chars().take(100).collect::<String>()
         ))
     }
-}
-
-/// Where a blob's file is (for a valid digest).
-pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    dir.join("sha256").join(&hex[..2]).join(&hex[2..])
-}
-
-/// Creates the blob directory layout and removes stale temporary files.
-pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir.join("sha256"))?;
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    for entry in std::fs::read_dir(&tmp)? {
-        let entry = entry?;
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_TMP);
-        if stale {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    Ok(())
 }
 
 fn mib(n: u64) -> String {
@@ -118,24 +88,14 @@ fn blob_not_found(digest: &str) -> ApiError {
     ApiError::not_found(format!("no blob {digest}"))
 }
 
-/// A temporary file removed when dropped, unless it was moved into place.
+/// A temporary file removed when dropped (if the blob store did not move it).
 struct TempFile {
     path: PathBuf,
-    keep: bool,
-}
-
-impl TempFile {
-    /// The file was moved into place: keep it.
-    fn disarm(&mut self) {
-        self.keep = true;
-    }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -202,12 +162,11 @@ async fn upload_blob(
         return Err(too_large(limit));
     }
 
-    let dir = s.cfg.blob_dir();
     let tmp = TempFile {
-        path: dir
-            .join("tmp")
+        path: s
+            .blobs
+            .tmp_dir()
             .join(format!("upload-{}", crate::secrets::new_id(16))),
-        keep: false,
     };
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
@@ -253,10 +212,12 @@ async fn upload_blob(
     drop(file);
     inspect_upload(tmp.path.clone()).await?;
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let dest = blob_path(&dir, &digest);
-    let created = persist(tmp, dest)
+    let created = s
+        .blobs
+        .put_artifact(&digest, &tmp.path, size)
         .await
-        .map_err(|e| io_error("store the blob", &e))?;
+        .map_err(|e| store_error("store the blob", &e))?;
+    drop(tmp);
     s.store
         .record_blob(&digest, size, &entity, &u.name, s.now())
         .await?;
@@ -317,29 +278,20 @@ fn not_gzip() -> ApiError {
 
 fn io_error(what: &str, e: &std::io::Error) -> ApiError {
     tracing::error!(message = "Blob store I/O failed.", what, error = %e);
+    internal(what)
+}
+
+fn store_error(what: &str, e: &crate::blobstore::BlobStoreError) -> ApiError {
+    tracing::error!(message = "Blob store request failed.", what, error = %e);
+    internal(what)
+}
+
+fn internal(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Internal,
         format!("the server could not {what} in its blob store; the server log has the details"),
     )
-}
-
-/// Moves a complete temporary file into place (unless the blob is there already).
-/// Returns whether the file is new.
-async fn persist(mut tmp: TempFile, dest: PathBuf) -> std::io::Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        if dest.exists() {
-            return Ok(false);
-        }
-        let parent = dest.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(parent)?;
-        std::fs::rename(&tmp.path, &dest)?;
-        tmp.disarm();
-        std::fs::File::open(parent)?.sync_all()?;
-        Ok(true)
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// The size of a blob the caller may see (in `entity` when given), or 404.
@@ -348,7 +300,7 @@ async fn visible_blob(
     u: &UserPrincipal,
     digest: &str,
     entity: Option<&str>,
-) -> ApiResult<(u64, PathBuf)> {
+) -> ApiResult<u64> {
     validate_digest(digest).map_err(ApiError::bad_request)?;
     let refs = s.store.blob_entities(digest).await?;
     let visible = match entity {
@@ -363,12 +315,7 @@ async fn visible_blob(
         .blob_size(digest)
         .await?
         .ok_or_else(|| blob_not_found(digest))?;
-    let path = blob_path(&s.cfg.blob_dir(), digest);
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        tracing::warn!(message = "Blob indexed but missing from the blob directory.", %digest, path = %path.display());
-        return Err(blob_not_found(digest));
-    }
-    Ok((size, path))
+    Ok(size)
 }
 
 /// Download a blob (streamed). Visible to users who can use an entity it was uploaded
@@ -382,22 +329,15 @@ async fn get_blob(
     User(u): User,
     UrlPath(digest): UrlPath<String>,
 ) -> ApiResult<Response> {
-    let (size, path) = visible_blob(&s, &u, &digest, None).await?;
-    let mut file = tokio::fs::File::open(&path)
+    let size = visible_blob(&s, &u, &digest, None).await?;
+    let Some(stream) = s
+        .blobs
+        .get_artifact(&digest, None)
         .await
-        .map_err(|e| io_error("open the blob", &e))?;
-    let stream = async_stream::stream! {
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match file.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => yield Ok::<Bytes, std::io::Error>(Bytes::copy_from_slice(&buf[..n])),
-                Err(e) => {
-                    yield Err(e);
-                    break;
-                }
-            }
-        }
+        .map_err(|e| store_error("read the blob", &e))?
+    else {
+        tracing::warn!(message = "Blob indexed but missing from the blob store.", %digest, store = %s.blobs.url());
+        return Err(blob_not_found(&digest));
     };
     Ok((
         [
@@ -432,11 +372,20 @@ async fn head_blob(
 ) -> Response {
     let found = async {
         let entity = target_entity(&u, p.entity.as_deref())?;
-        visible_blob(&s, &u, &digest, Some(&entity)).await
+        let size = visible_blob(&s, &u, &digest, Some(&entity)).await?;
+        // A client skips its upload on 200: the bytes must really be there.
+        match s.blobs.artifact_size(&digest).await {
+            Ok(Some(_)) => Ok(size),
+            Ok(None) => {
+                tracing::warn!(message = "Blob indexed but missing from the blob store.", %digest, store = %s.blobs.url());
+                Err(blob_not_found(&digest))
+            }
+            Err(e) => Err(store_error("look the blob up", &e)),
+        }
     }
     .await;
     let mut resp = match found {
-        Ok((size, _)) => (
+        Ok(size) => (
             StatusCode::OK,
             [
                 (

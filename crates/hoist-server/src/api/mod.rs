@@ -27,11 +27,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::AuthCache;
+use crate::blobstore::BlobStore;
 use crate::clock::Clock;
 use crate::cluster::Outbox;
 use crate::dispatch::{Dispatch, Waiter};
 use crate::error::ApiError;
-use crate::logs::{FsSegments, LogStore, SegmentStore};
+use crate::logs::LogStore;
 use crate::server::ServerConfig;
 use crate::store::Store;
 
@@ -62,30 +63,44 @@ pub struct AppState {
     pub claim_cursor: Arc<Mutex<HashMap<String, usize>>>,
     /// Queues by `(entity, name)`, for the launch path; see [`queues::QueueCache`].
     pub queues: Arc<queues::QueueCache>,
-    /// Run logs (segments under `<blob dir>/logs`).
+    /// Run logs (segments in the blob store).
     pub logs: Arc<LogStore>,
     /// What the other replicas of the database are told, and whether this one hears
     /// them ([`crate::cluster`]).
     pub cluster: Arc<Outbox>,
+    /// Code artifacts and log segments.
+    pub blobs: Arc<BlobStore>,
 }
 
 impl AppState {
+    /// With the blob directory of `cfg` (tests); the server opens its configured store
+    /// and uses [`AppState::with_blobs`].
     pub fn new(
         store: Store,
         clock: Clock,
         cfg: Arc<ServerConfig>,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
-        let segments: Arc<dyn SegmentStore> =
-            Arc::new(FsSegments::new(cfg.blob_dir().join("logs")));
+        let blobs = Arc::new(BlobStore::dir(cfg.blob_dir()));
+        Self::with_blobs(store, clock, cfg, blobs, shutdown)
+    }
+
+    pub fn with_blobs(
+        store: Store,
+        clock: Clock,
+        cfg: Arc<ServerConfig>,
+        blobs: Arc<BlobStore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
         let logs = Arc::new(LogStore::new(
             store.clone(),
-            segments,
+            blobs.segments(),
             cfg.max_log_bytes_per_run,
         ));
         let cluster = Arc::new(Outbox::default());
         AppState {
             logs,
+            blobs,
             store,
             clock,
             cfg,
