@@ -181,7 +181,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write the admin key to {path}: {source}")]
+    #[error(
+        "cannot write the admin key to {path}: {source}; the admin user was not created: make sure the directory exists and is writable, or pick another file with --admin-key-file"
+    )]
     AdminKey {
         path: PathBuf,
         #[source]
