@@ -58,22 +58,7 @@ impl FsSegments {
     fn path(&self, key: &str) -> io::Result<PathBuf> {
         // Keys are made by the server from run ids and numbers; refuse anything that
         // could leave the root all the same.
-        let ok = !key.is_empty()
-            && key.split('/').count() == 2
-            && key.split('/').all(|part| {
-                !part.is_empty()
-                    && part != "."
-                    && part != ".."
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            });
-        if !ok {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid log segment key {key:?}"),
-            ));
-        }
+        crate::blobstore::check_segment_key(key, 2)?;
         Ok(self.root.join(key))
     }
 
