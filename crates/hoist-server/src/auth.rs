@@ -18,7 +18,6 @@
 //! store revokes it with the transition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use hoist_core::secret::Secret;
 use tokio::time::Instant;
 
 use crate::api::AppState;
-use crate::cluster::{Outbox, Signal};
+use crate::cluster::{CoherentMap, Outbox, Signal};
 use crate::error::ApiError;
 use crate::secrets::{CredentialKind, parse_credential, verify};
 use crate::store::identity::KeyRecord;
@@ -76,51 +75,32 @@ impl UserPrincipal {
     }
 }
 
-/// A cached value: when and in which [`Outbox::generation`] it was read.
-struct Entry<T> {
-    value: T,
-    at: Instant,
-    generation: u64,
-}
+/// Most cached keys (and, separately, users' memberships) before a cache is emptied.
+const CACHE_MAX: usize = 100_000;
 
 /// Cached key records and memberships; see the module docs.
-#[derive(Default)]
 pub struct AuthCache {
     out: Arc<Outbox>,
-    /// Bumped by every change: a read that overlapped one is not kept.
-    changes: AtomicU64,
-    keys: Mutex<HashMap<String, Entry<KeyRecord>>>,
-    entities: Mutex<HashMap<String, Entry<Vec<String>>>>,
+    keys: CoherentMap<String, KeyRecord>,
+    entities: CoherentMap<String, Vec<String>>,
     touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache::with_outbox(Arc::default())
+    }
 }
 
 impl AuthCache {
     /// A cache publishing its changes through `out`.
     pub fn with_outbox(out: Arc<Outbox>) -> AuthCache {
         AuthCache {
+            keys: CoherentMap::new(out.clone(), CACHE_TTL, CACHE_MAX),
+            entities: CoherentMap::new(out.clone(), CACHE_TTL, CACHE_MAX),
+            touched: Mutex::default(),
             out,
-            ..AuthCache::default()
         }
-    }
-
-    fn fresh<T: Clone>(&self, e: Option<&Entry<T>>) -> Option<T> {
-        let e = e?;
-        (self.out.coherent() && e.generation == self.out.generation() && e.at.elapsed() < CACHE_TTL)
-            .then(|| e.value.clone())
-    }
-
-    /// Where a read starts: pass it to [`AuthCache::keep`].
-    fn mark(&self) -> (u64, u64) {
-        (self.changes.load(Ordering::Acquire), self.out.generation())
-    }
-
-    /// Whether a value read since `mark` may be kept: nothing changed meanwhile.
-    fn keep(&self, mark: (u64, u64)) -> bool {
-        self.out.coherent() && self.mark() == mark
-    }
-
-    fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn forget_key(&self, id: &str) {
@@ -128,24 +108,21 @@ impl AuthCache {
         self.out.publish(Signal::Key(id.to_string()));
     }
     pub fn forget_key_here(&self, id: &str) {
-        self.changed();
-        self.keys.lock().expect("auth cache").remove(id);
+        self.keys.remove(id);
     }
     pub fn forget_user_entities(&self, user: &str) {
         self.forget_user_entities_here(user);
         self.out.publish(Signal::UserEntities(user.to_string()));
     }
     pub fn forget_user_entities_here(&self, user: &str) {
-        self.changed();
-        self.entities.lock().expect("auth cache").remove(user);
+        self.entities.remove(user);
     }
     pub fn forget_all_entities(&self) {
         self.forget_all_entities_here();
         self.out.publish(Signal::AllEntities);
     }
     pub fn forget_all_entities_here(&self) {
-        self.changed();
-        self.entities.lock().expect("auth cache").clear();
+        self.entities.clear();
     }
     /// Forgets every cached key of a user, and their entities (a deleted user).
     pub fn forget_user(&self, user: &str) {
@@ -153,18 +130,13 @@ impl AuthCache {
         self.out.publish(Signal::User(user.to_string()));
     }
     pub fn forget_user_here(&self, user: &str) {
-        self.changed();
-        self.keys
-            .lock()
-            .expect("auth cache")
-            .retain(|_, e| e.value.user != user);
+        self.keys.retain(|rec| rec.user != user);
         self.forget_user_entities_here(user);
     }
     /// Forgets everything (signals may have been missed).
     pub fn clear_here(&self) {
-        self.changed();
-        self.keys.lock().expect("auth cache").clear();
-        self.entities.lock().expect("auth cache").clear();
+        self.keys.clear();
+        self.entities.clear();
     }
 }
 
@@ -260,53 +232,27 @@ pub async fn key_principal(
 }
 
 async fn key_record(state: &AppState, id: &str) -> Result<Option<KeyRecord>, ApiError> {
-    let cache = &state.auth;
-    if let Some(rec) = cache.fresh(cache.keys.lock().expect("auth cache").get(id)) {
+    let keys = &state.auth.keys;
+    if let Some(rec) = keys.get(id) {
         return Ok(Some(rec));
     }
-    let mark = cache.mark();
+    let mark = keys.mark();
     let rec = state.store.key_record(id).await?;
     if let Some(r) = &rec {
-        let mut keys = cache.keys.lock().expect("auth cache");
-        if cache.keep(mark) {
-            if keys.len() > 100_000 {
-                keys.clear();
-            }
-            keys.insert(
-                id.to_string(),
-                Entry {
-                    value: r.clone(),
-                    at: Instant::now(),
-                    generation: mark.1,
-                },
-            );
-        }
+        keys.put(mark, id.to_string(), r.clone());
     }
     Ok(rec)
 }
 
 pub async fn entities_of(state: &AppState, user: &str) -> Result<Vec<String>, ApiError> {
-    let cache = &state.auth;
-    if let Some(es) = cache.fresh(cache.entities.lock().expect("auth cache").get(user)) {
+    let cache = &state.auth.entities;
+    if let Some(es) = cache.get(user) {
         return Ok(es);
     }
     let mark = cache.mark();
     let mut es = vec![user.to_string()];
     es.extend(state.store.teams_of(user).await?);
-    let mut entities = cache.entities.lock().expect("auth cache");
-    if cache.keep(mark) {
-        if entities.len() > 100_000 {
-            entities.clear();
-        }
-        entities.insert(
-            user.to_string(),
-            Entry {
-                value: es.clone(),
-                at: Instant::now(),
-                generation: mark.1,
-            },
-        );
-    }
+    cache.put(mark, user.to_string(), es.clone());
     Ok(es)
 }
 

@@ -29,12 +29,15 @@
 //! With SQLite (one process) the outbox has no sender: signals stay local, and the
 //! replica is always coherent.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::api::AppState;
 use crate::store::pg::Listener;
@@ -166,15 +169,98 @@ impl Outbox {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether this replica shares its database with others (PostgreSQL).
-    pub fn clustered(&self) -> bool {
-        self.tx.get().is_some()
-    }
-
     fn set_live(&self, live: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.live.store(live, Ordering::Release);
         metrics::gauge!("hoist_cluster_listener_up").set(if live { 1.0 } else { 0.0 });
+    }
+}
+
+/// A cache of values read from the store that follows this replica's coherence: an
+/// entry is used only while the replica hears the others, in the [`Outbox::generation`]
+/// it was read in, and for at most `ttl`; a value read while the map changed (a
+/// `remove`, `retain` or `clear` since [`CoherentMap::mark`]) is not kept, so a read
+/// that raced a change cannot bring the old value back.
+pub struct CoherentMap<K, V> {
+    out: Arc<Outbox>,
+    ttl: Duration,
+    /// Entries kept before the map is emptied.
+    max: usize,
+    changes: AtomicU64,
+    map: Mutex<HashMap<K, (V, Instant, u64)>>,
+}
+
+/// Where a read from the store started (see [`CoherentMap::put`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    changes: u64,
+    generation: u64,
+}
+
+impl<K: Hash + Eq, V: Clone> CoherentMap<K, V> {
+    pub fn new(out: Arc<Outbox>, ttl: Duration, max: usize) -> CoherentMap<K, V> {
+        CoherentMap {
+            out,
+            ttl,
+            max,
+            changes: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value, if it may be used now.
+    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let m = self.map.lock().expect("coherent map");
+        let (v, at, generation) = m.get(k)?;
+        (self.out.coherent() && *generation == self.out.generation() && at.elapsed() < self.ttl)
+            .then(|| v.clone())
+    }
+
+    /// Call before reading a value from the store; pass it to [`CoherentMap::put`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            changes: self.changes.load(Ordering::Acquire),
+            generation: self.out.generation(),
+        }
+    }
+
+    /// Keeps a value read since `mark`, unless the map changed meanwhile or the
+    /// replica may be missing signals.
+    pub fn put(&self, mark: Mark, k: K, v: V) {
+        let mut m = self.map.lock().expect("coherent map");
+        if !(self.out.coherent() && self.mark() == mark) {
+            return;
+        }
+        if m.len() >= self.max {
+            m.clear();
+        }
+        m.insert(k, (v, Instant::now(), mark.generation));
+    }
+
+    pub fn remove<Q>(&self, k: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.map.lock().expect("coherent map").remove(k);
+    }
+
+    pub fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.map
+            .lock()
+            .expect("coherent map")
+            .retain(|_, (v, _, _)| keep(v));
+    }
+
+    pub fn clear(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.map.lock().expect("coherent map").clear();
     }
 }
 
@@ -398,6 +484,31 @@ mod tests {
         }
         assert_eq!(back, lines);
         assert!(payloads("rep1", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_kept() {
+        let out = Arc::new(Outbox::default());
+        let m: CoherentMap<String, u32> = CoherentMap::new(out.clone(), Duration::from_secs(60), 2);
+        let mark = m.mark();
+        m.put(mark, "a".into(), 1);
+        assert_eq!(m.get("a"), Some(1));
+        // Read started, then the value changed: the old read is not kept.
+        let mark = m.mark();
+        m.remove("a");
+        m.put(mark, "a".into(), 1);
+        assert_eq!(m.get("a"), None);
+        // A replica that may have missed signals keeps and uses nothing.
+        let mark = m.mark();
+        m.put(mark, "b".into(), 2);
+        out.set_live(false);
+        assert_eq!(m.get("b"), None);
+        let mark = m.mark();
+        m.put(mark, "c".into(), 3);
+        out.set_live(true);
+        assert_eq!(m.get("c"), None);
+        // Entries from before a reconnect stay unused.
+        assert_eq!(m.get("b"), None);
     }
 
     proptest! {

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::{AppState, Json, Query};
 use crate::auth::{User, UserPrincipal, entity_for};
-use crate::cluster::{Outbox, Signal};
+use crate::cluster::{CoherentMap, Outbox, Signal};
 use crate::error::{ApiError, ApiResult};
 use crate::store::queues::{NewQueue, QueueChanges};
 
@@ -168,24 +168,25 @@ fn check_allow_privileged(u: &UserPrincipal, allow: bool) -> ApiResult<()> {
 /// caches the same way). A launch onto a queue deleted meanwhile is still refused by
 /// the store. Off when [`ServerConfig::queue_cache`](crate::ServerConfig::queue_cache)
 /// is false.
-#[derive(Default)]
 pub struct QueueCache {
     out: std::sync::Arc<Outbox>,
-    changes: std::sync::atomic::AtomicU64,
-    #[allow(clippy::type_complexity)]
-    map: std::sync::Mutex<
-        std::collections::HashMap<(String, String), (Queue, tokio::time::Instant, u64)>,
-    >,
+    map: CoherentMap<(String, String), Queue>,
 }
 
 pub const QUEUE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for QueueCache {
+    fn default() -> Self {
+        QueueCache::with_outbox(std::sync::Arc::default())
+    }
+}
 
 impl QueueCache {
     /// A cache publishing its changes through `out`.
     pub fn with_outbox(out: std::sync::Arc<Outbox>) -> QueueCache {
         QueueCache {
+            map: CoherentMap::new(out.clone(), QUEUE_CACHE_TTL, 10_000),
             out,
-            ..QueueCache::default()
         }
     }
     pub fn forget(&self, entity: &str, name: &str) {
@@ -194,24 +195,11 @@ impl QueueCache {
             .publish(Signal::QueueDef(entity.to_string(), name.to_string()));
     }
     pub fn forget_here(&self, entity: &str, name: &str) {
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.map
-            .lock()
-            .expect("queue cache")
-            .remove(&(entity.to_string(), name.to_string()));
+        self.map.remove(&(entity.to_string(), name.to_string()));
     }
     /// Forgets everything (signals may have been missed).
     pub fn clear_here(&self) {
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.map.lock().expect("queue cache").clear();
-    }
-    fn mark(&self) -> (u64, u64) {
-        (
-            self.changes.load(std::sync::atomic::Ordering::Acquire),
-            self.out.generation(),
-        )
+        self.map.clear();
     }
 }
 
@@ -219,32 +207,15 @@ async fn cached_queue(s: &AppState, entity: &str, name: &str) -> ApiResult<Optio
     if !s.cfg.queue_cache {
         return Ok(s.store.get_queue(entity, name).await?);
     }
-    let cache = &s.queues;
+    let cache = &s.queues.map;
     let key = (entity.to_string(), name.to_string());
-    if let Some((q, at, generation)) = cache.map.lock().expect("queue cache").get(&key)
-        && cache.out.coherent()
-        && *generation == cache.out.generation()
-        && at.elapsed() < QUEUE_CACHE_TTL
-    {
-        return Ok(Some(q.clone()));
+    if let Some(q) = cache.get(&key) {
+        return Ok(Some(q));
     }
     let mark = cache.mark();
     let q = s.store.get_queue(entity, name).await?;
-    let mut m = cache.map.lock().expect("queue cache");
-    if !(cache.out.coherent() && cache.mark() == mark) {
-        // A change overlapped the read: do not keep what may predate it.
-        return Ok(q);
-    }
-    if m.len() > 10_000 {
-        m.clear();
-    }
-    match &q {
-        Some(q) => {
-            m.insert(key, (q.clone(), tokio::time::Instant::now(), mark.1));
-        }
-        None => {
-            m.remove(&key);
-        }
+    if let Some(q) = &q {
+        cache.put(mark, key, q.clone());
     }
     Ok(q)
 }

@@ -359,9 +359,10 @@ impl Store {
         now: i64,
         lost_after_ms: i64,
     ) -> Result<LostAgents, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM agents WHERE status <> 'lost' AND last_heartbeat_at < $1 ORDER BY id LIMIT 5000",
-        )
+        let ids: Vec<String> = sqlx::query_scalar(dynsql!(
+            "SELECT id FROM agents WHERE status <> 'lost' AND last_heartbeat_at < $1 ORDER BY id LIMIT {}",
+            super::runs::REAP_PAGE
+        ))
         .bind(now - lost_after_ms)
         .fetch_all(self.reader())
         .await?;

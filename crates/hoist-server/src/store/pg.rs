@@ -106,11 +106,6 @@ impl Store {
             held: false,
         }
     }
-
-    /// Whether other server processes may share this store (PostgreSQL).
-    pub fn shared(&self) -> bool {
-        self.inner.pg.is_some()
-    }
 }
 
 /// Creates the empty database `name` on the PostgreSQL server of `server_url` (whose
