@@ -1456,6 +1456,44 @@ async fn replicas_starting_together_on_postgres_share_one_admin() {
     pg.drop_db().await;
 }
 
+/// An admin key file that cannot be written refuses the start, saying what to do, and
+/// creates no admin (whose key would be lost): the next start, with a writable path,
+/// bootstraps.
+#[tokio::test]
+async fn an_unwritable_admin_key_file_creates_no_admin() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = |key: std::path::PathBuf| {
+        let mut c =
+            hoist_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), d.path().join("data"));
+        c.admin_key_file = Some(key);
+        c
+    };
+    let missing = d.path().join("no-such-dir/admin.key");
+    let err = match hoist_server::Server::start(cfg(missing.clone())).await {
+        Err(e) => e,
+        Ok(_) => panic!("started with an admin key file in a missing directory"),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
+    assert!(msg.contains("the admin user was not created"), "{msg}");
+    assert!(msg.contains("--admin-key-file"), "{msg}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is kept"
+    );
+    let good = d.path().join("admin.key");
+    let s = hoist_server::Server::start(cfg(good.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.admin_key_created.as_deref(), Some(good.as_path()));
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        2,
+        "no temporary file left"
+    );
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn requeues_are_bounded_by_the_server_setting() {
     let t = TestServer::start_with(|c| c.max_requeues = 1).await;
